@@ -1,0 +1,124 @@
+/* dsinfer.h — the public API of libdsinfer.
+ *
+ * Two objects:
+ *   ds_model    immutable after load: GGUF mapping, config, weights, tokenizer, chat template.
+ *               May be shared by any number of sessions (read-only).
+ *   ds_session  one mutable timeline (one sequence): KV cache, activations, logits, sampler state.
+ *
+ * Every function that can fail returns ds_status; DS_OK is 0. On failure ds_last_error()
+ * returns a one-line message (thread-local) describing what went wrong. The library never
+ * exits the process and never prints unless logging is enabled. */
+#ifndef DSINFER_H
+#define DSINFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    DS_OK = 0,
+    DS_ERR_IO,          /* file cannot be opened / read / mapped */
+    DS_ERR_FORMAT,      /* malformed file (GGUF, calibration, ...) */
+    DS_ERR_UNSUPPORTED, /* well-formed but not supported (architecture, tensor type) */
+    DS_ERR_ARG,         /* invalid argument or option */
+    DS_ERR_OOM,         /* allocation failed */
+    DS_ERR_CONTEXT,     /* context window exhausted */
+} ds_status;
+
+const char *ds_last_error(void);
+const char *ds_status_name(ds_status s);
+
+/* 0 = silent, 1 = errors, 2 = info, 3 = debug. Default 1. */
+void ds_set_log_level(int level);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct ds_model ds_model;
+
+typedef struct {
+    char arch[32];       /* "llama" or "qwen2" */
+    char name[128];      /* general.name if present */
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train;
+    float rope_theta, rms_eps;
+    int rope_neox;       /* 1: rotate (j, j+d/2) pairs; 0: adjacent (2j, 2j+1) pairs */
+    int has_qkv_bias;
+    int tied_embeddings;
+    uint64_t n_params;
+    uint64_t weight_bytes;   /* bytes of tensor data read per decoded token (all weights) */
+} ds_model_info;
+
+ds_status ds_model_load(const char *path, ds_model **out);
+void ds_model_free(ds_model *m);
+const ds_model_info *ds_model_get_info(const ds_model *m);
+
+/* ---------------------------------------------------------------- tokens */
+
+/* Encode UTF-8 text. parse_special: recognise special-token text such as "<|im_start|>".
+ * add_bos: prepend BOS if the vocabulary asks for it (tokenizer.ggml.add_bos_token).
+ * On success *out is malloc'd (free with ds_free_tokens) and *n_out its length. */
+ds_status ds_tokenize(const ds_model *m, const char *text, size_t len, bool add_bos,
+                      bool parse_special, int32_t **out, int *n_out);
+void ds_free_tokens(int32_t *tokens);
+/* Bytes of one token's text (may be a partial UTF-8 sequence). Returns the number of bytes
+ * written (<= cap) or -1 for an invalid token id. Special tokens render as their text only if
+ * render_special. */
+int ds_token_to_piece(const ds_model *m, int32_t tok, bool render_special, char *buf, int cap);
+int32_t ds_token_bos(const ds_model *m);       /* -1 if none */
+int32_t ds_token_eos(const ds_model *m);       /* -1 if none */
+bool ds_token_is_eog(const ds_model *m, int32_t tok); /* end of generation (eos, eot, <|im_end|>...) */
+
+/* Render a chat (roles "system", "user", "assistant") with the model's template (ChatML),
+ * ending with the assistant prefix if add_assistant. Returns a malloc'd string or NULL on error. */
+typedef struct { const char *role; const char *content; } ds_chat_msg;
+char *ds_chat_render(const ds_model *m, const ds_chat_msg *msgs, int n, bool add_assistant);
+
+/* ---------------------------------------------------------------- session */
+
+typedef struct ds_session ds_session;
+
+typedef struct {
+    int n_ctx;        /* KV capacity in tokens; 0 = min(model train ctx, 8192) */
+    int n_threads;    /* 0 = number of online CPUs */
+    int n_batch;      /* max tokens per prefill chunk; 0 = 512 */
+} ds_session_opts;
+
+ds_session_opts ds_session_default_opts(void);
+ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_session **out);
+void ds_session_free(ds_session *s);
+
+/* Append tokens to the timeline. Prefill runs in chunks of n_batch; the logits of the last
+ * token are available afterwards from ds_session_logits. If all_logits is non-NULL it receives
+ * n * n_vocab floats (logits of every position, row-major) — used by perplexity. */
+ds_status ds_session_eval(ds_session *s, const int32_t *tokens, int n, float *all_logits);
+const float *ds_session_logits(const ds_session *s);   /* [n_vocab] of the last evaluated token */
+int ds_session_pos(const ds_session *s);                /* tokens in the KV cache */
+int ds_session_ctx(const ds_session *s);
+/* Drop everything after position pos (pos <= current). */
+ds_status ds_session_truncate(ds_session *s, int pos);
+/* Bytes of the session's memory plan, for `inspect`. */
+size_t ds_session_bytes(const ds_session *s);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct {
+    float temperature;   /* 0 = greedy */
+    int top_k;           /* 0 = off */
+    float top_p;         /* 1 = off */
+    float min_p;         /* 0 = off */
+    uint64_t seed;
+} ds_sampler_opts;
+
+typedef struct ds_sampler ds_sampler;
+ds_sampler_opts ds_sampler_default_opts(void);
+ds_status ds_sampler_new(const ds_sampler_opts *o, int n_vocab, ds_sampler **out);
+void ds_sampler_free(ds_sampler *s);
+int32_t ds_sampler_sample(ds_sampler *s, const float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
