@@ -51,4 +51,12 @@ float ds_vec_dot_ref(ds_type t, int64_t n, const void *w, const void *a);
 const char *ds_quant_level(void);
 void ds_quant_force_level(const char *level);
 
+/* Matrix-vector helper: out[r] = ds_vec_dot(t, n, w + r*w_stride, a) for r in [0, nrows).
+ * Rows are consecutive (w_stride bytes apart, normally ds_row_bytes(t, n)); `a` is one row in
+ * the dot type, shared by all rows. The SIMD kernels work on several rows at a time (shared
+ * activation loads and scales), so prefer one call per block of rows over per-row
+ * ds_vec_dot. Results are the same as ds_vec_dot up to float summation order. */
+void ds_vec_dot_rows(ds_type t, int64_t n, const void *w, size_t w_stride, int nrows,
+                     const void *a, float *out);
+
 #endif

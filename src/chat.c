@@ -1,0 +1,73 @@
+/* chat.c — chat prompt rendering.
+ *
+ * dsinfer does not run Jinja: it recognises the ChatML family (<|im_start|>role\n...<|im_end|>)
+ * in the GGUF's tokenizer.chat_template, which covers SmolLM2 and Qwen2.5, and reuses the
+ * template's built-in default system message (a literal '<|im_start|>system\n...<|im_end|>')
+ * when the conversation has none, as the template itself would. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p; b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+/* The template's default system text, if it has one, as a malloc'd string. */
+static char *default_system(const char *tmpl) {
+    const char *open = "<|im_start|>system\\n", *p = strstr(tmpl, open);
+    size_t skip = strlen(open);
+    if (!p) { open = "<|im_start|>system\n"; p = strstr(tmpl, open); skip = strlen(open); }
+    if (!p) return NULL;
+    p += skip;
+    const char *e = strstr(p, "<|im_end|>");
+    if (!e || memchr(p, '{', (size_t)(e - p))) return NULL;  /* not a literal: a template expression */
+    char *out = malloc((size_t)(e - p) + 1);
+    if (!out) return NULL;
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = 0;
+    return out;
+}
+
+char *ds_chat_render(const ds_model *m, const ds_chat_msg *msgs, int n, bool add_assistant) {
+    if (!m->chat_template || !strstr(m->chat_template, "<|im_start|>")) {
+        ds_error(DS_ERR_UNSUPPORTED, "the model's chat template is not ChatML; only ChatML is supported");
+        return NULL;
+    }
+    sbuf b = {0};
+    if (n == 0 || strcmp(msgs[0].role, "system") != 0) {
+        char *sys = default_system(m->chat_template);
+        if (sys) {
+            sb_str(&b, "<|im_start|>system\n");
+            sb_str(&b, sys);
+            sb_str(&b, "<|im_end|>\n");
+            free(sys);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        sb_str(&b, "<|im_start|>");
+        sb_str(&b, msgs[i].role);
+        sb_str(&b, "\n");
+        sb_str(&b, msgs[i].content);
+        sb_str(&b, "<|im_end|>\n");
+    }
+    if (add_assistant) sb_str(&b, "<|im_start|>assistant\n");
+    if (b.oom || !b.p) {
+        free(b.p);
+        ds_error(DS_ERR_OOM, "out of memory rendering the chat");
+        return NULL;
+    }
+    return b.p;
+}

@@ -1,0 +1,381 @@
+/* forward.c — the session (one sequence's timeline) and the CPU layer loop.
+ *
+ * Per layer, for T tokens at positions pos..pos+T-1 (prefill chunk, or T = 1 for decode):
+ *   xn = rmsnorm(x) -> q,k,v = W{q,k,v} xn (+bias) -> rope(q,k) -> append k,v to the fp16 cache
+ *   -> attention -> x += Wo att -> xn = rmsnorm(x) -> x += Wdown (silu(Wgate xn) * Wup xn)
+ * then logits = Wout rmsnorm(x). Matrix products quantise the activation once into the weight
+ * type's dot format and run on the thread pool; each parallel region is one ds_pool_run. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ATTN_CHUNK 256    /* positions per split-KV work unit in decode */
+#define MM_CHUNK_ROWS 16  /* weight rows per work unit */
+
+ds_session_opts ds_session_default_opts(void) {
+    ds_session_opts o = {0};
+    return o;
+}
+
+/* ---------------------------------------------------------------- small ops */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv * w[i];
+}
+
+/* Rotate pairs of one head in place: adjacent (2i, 2i+1) for llama-arch GGUFs, (i, i+hd/2)
+ * for NEOX-style (qwen2). cs/sn: [hd/2] for this position. */
+static void rope_head(float *v, int hd, int neox, const float *cs, const float *sn) {
+    int half = hd / 2;
+    if (neox) {
+        for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cs[i] - b * sn[i];
+            v[i + half] = a * sn[i] + b * cs[i];
+        }
+    } else {
+        for (int i = 0; i < half; i++) {
+            float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * cs[i] - b * sn[i];
+            v[2 * i + 1] = a * sn[i] + b * cs[i];
+        }
+    }
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---------------------------------------------------------------- matmul region */
+
+/* Up to three matrices sharing one input (q/k/v, or gate/up) in one parallel region: the row
+ * space of all of them is cut into chunks handed out dynamically. */
+typedef struct {
+    int n_mats;
+    const ds_matrix *W[3];
+    float *out[3];          /* [T][rows] */
+    const uint8_t *xq[3];   /* input quantised to each matrix's dot type: [T][xq_stride] */
+    size_t xq_stride[3];
+    const float *xf;        /* fp32 input [T][cols] (precise mode) */
+    float *scratch;         /* precise mode: [n_threads][cols] dequantised row */
+    int T;
+    int chunks[3], total;
+    _Atomic int next;
+} mm_task;
+
+static void mm_worker(void *arg, int ith, int nth) {
+    (void)nth;
+    mm_task *t = arg;
+    for (;;) {
+        int c = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (c >= t->total) break;
+        int m = 0;
+        while (c >= t->chunks[m]) c -= t->chunks[m++];
+        const ds_matrix *W = t->W[m];
+        int r0 = c * MM_CHUNK_ROWS, r1 = DS_MIN(r0 + MM_CHUNK_ROWS, (int)W->rows);
+        float *out = t->out[m];
+        if (t->xf) {
+            float *row = t->scratch + (size_t)ith * W->cols;
+            for (int r = r0; r < r1; r++) {
+                ds_dequant_row(W->type, W->data + (size_t)r * W->row_bytes, row, W->cols);
+                for (int tk = 0; tk < t->T; tk++) {
+                    const float *x = t->xf + (size_t)tk * W->cols;
+                    double s = 0;
+                    for (int64_t i = 0; i < W->cols; i++) s += (double)row[i] * x[i];
+                    out[(size_t)tk * W->rows + r] = (float)s;
+                }
+            }
+            continue;
+        }
+        for (int tk = 0; tk < t->T; tk++) {
+            const uint8_t *xq = t->xq[m] + (size_t)tk * t->xq_stride[m];
+            ds_vec_dot_rows(W->type, W->cols, W->data + (size_t)r0 * W->row_bytes, W->row_bytes,
+                            r1 - r0, xq, out + (size_t)tk * W->rows + r0);
+        }
+    }
+}
+
+/* Quantise x [T][cols] into the dot type of W (cached per type within one call). */
+static const uint8_t *quantize_for(ds_session *s, const ds_matrix *W, const float *x, int T,
+                                   size_t *stride) {
+    ds_type dt = ds_type_info_get(W->type)->dot_type;
+    for (int i = 0; i < s->n_xq_used; i++)
+        if (s->xq_type[i] == dt && s->xq_cols[i] == W->cols && s->xq_src[i] == x) {
+            *stride = s->xq_stride[i];
+            return s->xq[i];
+        }
+    int slot = s->n_xq_used < 2 ? s->n_xq_used++ : 1;
+    size_t rb = ds_row_bytes(dt, W->cols);
+    for (int tk = 0; tk < T; tk++)
+        ds_quantize_row(dt, x + (size_t)tk * W->cols, s->xq[slot] + (size_t)tk * rb, W->cols);
+    s->xq_type[slot] = dt; s->xq_cols[slot] = W->cols; s->xq_src[slot] = x; s->xq_stride[slot] = rb;
+    *stride = rb;
+    return s->xq[slot];
+}
+
+static void matmul(ds_session *s, int n, const ds_matrix **W, float **out, const float *x, int T) {
+    mm_task t;
+    memset(&t, 0, sizeof t);
+    t.n_mats = n;
+    t.T = T;
+    s->n_xq_used = 0;
+    for (int i = 0; i < n; i++) {
+        t.W[i] = W[i];
+        t.out[i] = out[i];
+        if (!s->precise) t.xq[i] = quantize_for(s, W[i], x, T, &t.xq_stride[i]);
+        t.chunks[i] = (int)((W[i]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS);
+        t.total += t.chunks[i];
+    }
+    if (s->precise) { t.xf = x; t.scratch = s->precise_row; }
+    atomic_init(&t.next, 0);
+    ds_pool_run(s->pool, mm_worker, &t);
+}
+
+/* ---------------------------------------------------------------- attention region */
+
+typedef struct {
+    ds_session *s;
+    int layer, T, pos0;
+    int n_chunks;          /* decode: split-KV chunks per KV head */
+    _Atomic int next;
+} attn_task;
+
+static void attn_worker(void *arg, int ith, int nth) {
+    (void)ith; (void)nth;
+    attn_task *a = arg;
+    ds_session *s = a->s;
+    const ds_model_info *c = &s->m->info;
+    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
+    const size_t head_stride = (size_t)s->n_ctx * hd;
+    const uint16_t *Kl = s->k_cache + (size_t)a->layer * KVH * head_stride;
+    const uint16_t *Vl = s->v_cache + (size_t)a->layer * KVH * head_stride;
+    int total = a->T == 1 ? KVH * a->n_chunks : KVH * a->T;
+    float qbuf[16 * 512];
+    for (;;) {
+        int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
+        if (u >= total) break;
+        if (a->T == 1) {            /* decode: unit = (kv head, chunk of positions) */
+            int h = u / a->n_chunks, ch = u % a->n_chunks, n = a->pos0 + 1;
+            int b = ch * ATTN_CHUNK, e = DS_MIN(b + ATTN_CHUNK, n);
+            const float *q = s->q + (size_t)h * G * hd;     /* heads h*G .. h*G+G-1 */
+            ds_attn_partial(q, G, hd, Kl + h * head_stride, Vl + h * head_stride, NULL, b, e,
+                            s->part_acc + (size_t)u * G * hd, &s->part_st[u]);
+        } else {                     /* prefill: unit = (token, kv head), whole causal prefix */
+            int tk = u / KVH, h = u % KVH, n = a->pos0 + tk + 1;
+            const float *q = s->q + (size_t)tk * c->n_head * hd + (size_t)h * G * hd;
+            float *acc = qbuf;  /* reuse as accumulator; output normalised into att */
+            ds_attn_stats st;
+            ds_attn_partial(q, G, hd, Kl + h * head_stride, Vl + h * head_stride, NULL, 0, n, acc, &st);
+            ds_attn_merge(1, G, hd, acc, &st, s->att + (size_t)tk * c->n_head * hd + (size_t)h * G * hd);
+        }
+    }
+}
+
+static void attention(ds_session *s, int layer, int T) {
+    const ds_model_info *c = &s->m->info;
+    attn_task a;
+    memset(&a, 0, sizeof a);
+    a.s = s; a.layer = layer; a.T = T; a.pos0 = s->pos;
+    a.n_chunks = (s->pos + 1 + ATTN_CHUNK - 1) / ATTN_CHUNK;
+    atomic_init(&a.next, 0);
+    ds_pool_run(s->pool, attn_worker, &a);
+    if (T == 1) {
+        const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
+        for (int h = 0; h < KVH; h++)
+            ds_attn_merge(a.n_chunks, G, hd, s->part_acc + (size_t)h * a.n_chunks * G * hd,
+                          s->part_st + (size_t)h * a.n_chunks, s->att + (size_t)h * G * hd);
+    }
+}
+
+/* ---------------------------------------------------------------- the layer loop */
+
+static void forward_chunk(ds_session *s, const int32_t *tokens, int T, float *logits_out, bool all) {
+    const ds_model *m = s->m;
+    const ds_model_info *c = &m->info;
+    const int E = c->n_embd, hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, F = c->n_ff;
+    const int half = hd / 2;
+
+    for (int t = 0; t < T; t++)
+        ds_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                       s->x + (size_t)t * E, E);
+    for (int t = 0; t < T; t++) {
+        float p = (float)(s->pos + t);
+        for (int i = 0; i < half; i++) {
+            float ang = p * m->rope_inv_freq[i];
+            s->rope_cos[t * half + i] = cosf(ang);
+            s->rope_sin[t * half + i] = sinf(ang);
+        }
+    }
+
+    for (int l = 0; l < c->n_layer; l++) {
+        const ds_layer_weights *L = &m->layers[l];
+        for (int t = 0; t < T; t++)
+            rmsnorm(s->xn + (size_t)t * E, s->x + (size_t)t * E, L->attn_norm, E, c->rms_eps);
+        const ds_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[3] = {s->q, s->k, s->v};
+        matmul(s, 3, qkv, qkv_out, s->xn, T);
+
+        const size_t head_stride = (size_t)s->n_ctx * hd;
+        uint16_t *Kl = s->k_cache + (size_t)l * KVH * head_stride;
+        uint16_t *Vl = s->v_cache + (size_t)l * KVH * head_stride;
+        const float scale = 1.0f / sqrtf((float)hd);
+        for (int t = 0; t < T; t++) {
+            float *q = s->q + (size_t)t * H * hd, *k = s->k + (size_t)t * KVH * hd,
+                  *v = s->v + (size_t)t * KVH * hd;
+            if (L->bq) {
+                for (int i = 0; i < H * hd; i++) q[i] += L->bq[i];
+                for (int i = 0; i < KVH * hd; i++) { k[i] += L->bk[i]; v[i] += L->bv[i]; }
+            }
+            const float *cs = s->rope_cos + (size_t)t * half, *sn = s->rope_sin + (size_t)t * half;
+            for (int h = 0; h < H; h++) {
+                rope_head(q + h * hd, hd, c->rope_neox, cs, sn);
+                for (int i = 0; i < hd; i++) q[h * hd + i] *= scale;
+            }
+            for (int h = 0; h < KVH; h++) {
+                rope_head(k + h * hd, hd, c->rope_neox, cs, sn);
+                size_t off = h * head_stride + (size_t)(s->pos + t) * hd;
+                ds_fp32_to_fp16_row(k + h * hd, Kl + off, hd);
+                ds_fp32_to_fp16_row(v + h * hd, Vl + off, hd);
+            }
+        }
+        attention(s, l, T);
+
+        const ds_matrix *wo[1] = {&L->wo};
+        float *o_out[1] = {s->tmp};
+        matmul(s, 1, wo, o_out, s->att, T);
+        for (size_t i = 0; i < (size_t)T * E; i++) s->x[i] += s->tmp[i];
+
+        for (int t = 0; t < T; t++)
+            rmsnorm(s->xn + (size_t)t * E, s->x + (size_t)t * E, L->ffn_norm, E, c->rms_eps);
+        const ds_matrix *gu[2] = {&L->w_gate, &L->w_up};
+        float *gu_out[2] = {s->gate, s->up};
+        matmul(s, 2, gu, gu_out, s->xn, T);
+        for (size_t i = 0; i < (size_t)T * F; i++) s->gate[i] = silu(s->gate[i]) * s->up[i];
+        const ds_matrix *wd[1] = {&L->w_down};
+        float *d_out[1] = {s->tmp};
+        matmul(s, 1, wd, d_out, s->gate, T);
+        for (size_t i = 0; i < (size_t)T * E; i++) s->x[i] += s->tmp[i];
+    }
+
+    /* logits: every row when asked (perplexity), else only the last token's */
+    int t0 = all ? 0 : T - 1;
+    for (int t = t0; t < T; t++)
+        rmsnorm(s->xn + (size_t)(t - t0) * E, s->x + (size_t)t * E, m->output_norm, E, c->rms_eps);
+    const ds_matrix *wout[1] = {&m->output};
+    float *lo[1] = {logits_out};
+    matmul(s, 1, wout, lo, s->xn, T - t0);
+    s->pos += T;
+}
+
+ds_status ds_session_eval(ds_session *s, const int32_t *tokens, int n, float *all_logits) {
+    const ds_model_info *c = &s->m->info;
+    if (n <= 0) return ds_error(DS_ERR_ARG, "ds_session_eval: no tokens");
+    if (s->pos + n > s->n_ctx)
+        return ds_error(DS_ERR_CONTEXT, "context full: %d tokens in the cache + %d new exceed the context of %d "
+                        "(raise --ctx, up to the model's %d)", s->pos, n, s->n_ctx, c->n_ctx_train);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
+            return ds_error(DS_ERR_ARG, "token id %d at index %d is outside the vocabulary [0, %d)",
+                            tokens[i], i, c->n_vocab);
+    for (int i = 0; i < n; i += s->n_batch) {
+        int T = DS_MIN(s->n_batch, n - i);
+        if (all_logits) forward_chunk(s, tokens + i, T, all_logits + (size_t)i * c->n_vocab, true);
+        else forward_chunk(s, tokens + i, T, s->logits, false);
+    }
+    if (all_logits) memcpy(s->logits, all_logits + (size_t)(n - 1) * c->n_vocab, sizeof(float) * c->n_vocab);
+    return DS_OK;
+}
+
+/* ---------------------------------------------------------------- session lifetime */
+
+ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_session **out) {
+    *out = NULL;
+    const ds_model_info *c = &m->info;
+    ds_session_opts o = opts ? *opts : ds_session_default_opts();
+    if (o.n_ctx < 0 || o.n_threads < 0 || o.n_batch < 0)
+        return ds_error(DS_ERR_ARG, "negative context, thread or batch size");
+    if (o.n_ctx == 0) o.n_ctx = DS_MIN(c->n_ctx_train, 8192);
+    if (o.n_ctx > c->n_ctx_train)
+        ds_log(DS_LOG_INFO, "note: context %d exceeds the model's training context %d\n", o.n_ctx, c->n_ctx_train);
+    if (o.n_ctx > (1 << 22)) return ds_error(DS_ERR_ARG, "context %d is too large", o.n_ctx);
+    if (o.n_threads == 0) o.n_threads = ds_cpu_count();
+    if (o.n_threads > 256) return ds_error(DS_ERR_ARG, "too many threads: %d", o.n_threads);
+    if (o.n_batch == 0) o.n_batch = 512;
+    if (o.n_batch > 8192) return ds_error(DS_ERR_ARG, "batch %d too large (max 8192)", o.n_batch);
+    if (c->n_head / c->n_head_kv > 16 || c->head_dim > 512 || c->head_dim % 16)
+        return ds_error(DS_ERR_UNSUPPORTED, "attention shape (group %d, head_dim %d) not supported",
+                        c->n_head / c->n_head_kv, c->head_dim);
+
+    ds_session *s = calloc(1, sizeof *s);
+    if (!s) return ds_error(DS_ERR_OOM, "out of memory");
+    s->m = m;
+    s->opts = o;
+    s->n_ctx = o.n_ctx;
+    s->n_batch = o.n_batch;
+    s->precise = getenv("DSINFER_PRECISE") && atoi(getenv("DSINFER_PRECISE")) > 0;
+
+    const size_t B = (size_t)o.n_batch, E = c->n_embd, hd = c->head_dim, H = c->n_head,
+                 KVH = c->n_head_kv, F = c->n_ff, V = c->n_vocab, L = c->n_layer;
+    const size_t kv_elems = L * KVH * (size_t)s->n_ctx * hd;
+    size_t maxcols = DS_MAX(DS_MAX(E, F), H * hd);
+    /* the memory plan: one allocation per buffer, sized once, nothing in the decode loop */
+    struct { void **p; size_t bytes; } plan[] = {
+        {(void **)&s->k_cache, kv_elems * 2},          /* [L][KVH][n_ctx][hd] fp16 */
+        {(void **)&s->v_cache, kv_elems * 2},          /* [L][KVH][n_ctx][hd] fp16 */
+        {(void **)&s->x, B * E * 4},                   /* [B][E] residual stream */
+        {(void **)&s->xn, B * E * 4},                  /* [B][E] normed */
+        {(void **)&s->tmp, B * E * 4},                 /* [B][E] projection output */
+        {(void **)&s->q, B * H * hd * 4},              /* [B][H][hd] */
+        {(void **)&s->k, B * KVH * hd * 4},            /* [B][KVH][hd] */
+        {(void **)&s->v, B * KVH * hd * 4},            /* [B][KVH][hd] */
+        {(void **)&s->att, B * H * hd * 4},            /* [B][H][hd] attention output */
+        {(void **)&s->gate, B * F * 4},                /* [B][F] */
+        {(void **)&s->up, B * F * 4},                  /* [B][F] */
+        {(void **)&s->xq[0], B * (maxcols / 16 + 1) * 20 + 1024}, /* [B] quantised rows (<= 1.25 B/elem) */
+        {(void **)&s->xq[1], B * (maxcols / 16 + 1) * 20 + 1024},
+        {(void **)&s->logits, V * 4},                  /* [V] last token */
+        {(void **)&s->rope_cos, B * hd / 2 * 4},       /* [B][hd/2] */
+        {(void **)&s->rope_sin, B * hd / 2 * 4},
+        {(void **)&s->part_acc, KVH * ((size_t)s->n_ctx / 256 + 2) * H / KVH * hd * 4}, /* split-KV partials */
+        {(void **)&s->part_st, KVH * ((size_t)s->n_ctx / 256 + 2) * sizeof(ds_attn_stats)},
+        {(void **)&s->precise_row, (size_t)o.n_threads * maxcols * 4},
+    };
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
+        *plan[i].p = ds_alloc(plan[i].bytes);
+        s->bytes += plan[i].bytes;
+        if (!*plan[i].p) {
+            ds_session_free(s);
+            return ds_error(DS_ERR_OOM, "out of memory: session needs %.1f MiB (context %d)",
+                            (double)s->bytes / (1 << 20), o.n_ctx);
+        }
+    }
+    s->pool = ds_pool_new(o.n_threads);
+    if (!s->pool) { ds_session_free(s); return ds_error(DS_ERR_OOM, "cannot start threads"); }
+    *out = s;
+    return DS_OK;
+}
+
+void ds_session_free(ds_session *s) {
+    if (!s) return;
+    if (s->pool) ds_pool_free(s->pool);
+    void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xn, s->tmp, s->q, s->k, s->v, s->att, s->gate,
+                    s->up, s->xq[0], s->xq[1], s->logits, s->rope_cos, s->rope_sin, s->part_acc,
+                    s->part_st, s->precise_row};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ds_free(bufs[i]);
+    free(s);
+}
+
+const float *ds_session_logits(const ds_session *s) { return s->logits; }
+int ds_session_pos(const ds_session *s) { return s->pos; }
+int ds_session_ctx(const ds_session *s) { return s->n_ctx; }
+size_t ds_session_bytes(const ds_session *s) { return s->bytes; }
+
+ds_status ds_session_truncate(ds_session *s, int pos) {
+    if (pos < 0 || pos > s->pos) return ds_error(DS_ERR_ARG, "cannot truncate to %d (session holds %d tokens)", pos, s->pos);
+    s->pos = pos;
+    return DS_OK;
+}

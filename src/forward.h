@@ -1,0 +1,34 @@
+/* forward.h — the session object (internal view). */
+#ifndef DS_FORWARD_H
+#define DS_FORWARD_H
+
+#include "attention.h"
+#include "model.h"
+#include "threads.h"
+
+struct ds_session {
+    const ds_model *m;
+    ds_session_opts opts;
+    ds_pool *pool;
+    int n_ctx, n_batch, pos;
+    int precise;                 /* DSINFER_PRECISE=1: fp32 activations in matmuls (reference checks) */
+    size_t bytes;                /* the memory plan's total */
+    uint16_t *k_cache, *v_cache; /* [n_layer][n_head_kv][n_ctx][head_dim] fp16 */
+    float *x, *xn, *tmp;         /* [n_batch][n_embd] */
+    float *q, *att;              /* [n_batch][n_head][head_dim] (q pre-scaled by 1/sqrt(hd)) */
+    float *k, *v;                /* [n_batch][n_head_kv][head_dim] */
+    float *gate, *up;            /* [n_batch][n_ff] */
+    uint8_t *xq[2];              /* activation quantised for a dot type: [n_batch][row bytes] */
+    ds_type xq_type[2];
+    int64_t xq_cols[2];
+    const float *xq_src[2];
+    size_t xq_stride[2];
+    int n_xq_used;
+    float *logits;               /* [n_vocab] */
+    float *rope_cos, *rope_sin;  /* [n_batch][head_dim/2] */
+    float *part_acc;             /* split-KV partials: [n_head_kv][chunks][group][head_dim] */
+    ds_attn_stats *part_st;      /* [n_head_kv][chunks] */
+    float *precise_row;          /* [n_threads][max cols] */
+};
+
+#endif

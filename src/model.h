@@ -1,0 +1,43 @@
+/* model.h — the immutable model: config from GGUF metadata and weights bound by name.
+ *
+ * Weights are pointers into the mmap'd GGUF (no copies), except 1-D tensors (norms, biases),
+ * which are dequantised once into owned fp32 arrays since every op reads them as floats. */
+#ifndef DS_MODEL_H
+#define DS_MODEL_H
+
+#include "common.h"
+#include "gguf.h"
+#include "quant.h"
+#include "tokenizer.h"
+
+/* A 2-D weight matrix W[rows][cols]; row r starts at data + r * row_bytes (GGUF ne[0] = cols). */
+typedef struct {
+    const uint8_t *data;
+    ds_type type;
+    int64_t cols, rows;
+    size_t row_bytes;
+    const char *name;
+} ds_matrix;
+
+typedef struct {
+    float *attn_norm;                 /* [n_embd] */
+    ds_matrix wq, wk, wv, wo;         /* [n_head*hd][n_embd], [n_kv*hd][n_embd] x2, [n_embd][n_head*hd] */
+    float *bq, *bk, *bv;              /* qwen2 only: [n_head*hd], [n_kv*hd], [n_kv*hd]; else NULL */
+    float *ffn_norm;                  /* [n_embd] */
+    ds_matrix w_gate, w_up, w_down;   /* [n_ff][n_embd] x2, [n_embd][n_ff] */
+} ds_layer_weights;
+
+struct ds_model {
+    gguf_file *gguf;
+    ds_model_info info;
+    ds_matrix tok_embd;               /* [n_vocab][n_embd] */
+    float *output_norm;               /* [n_embd] */
+    ds_matrix output;                 /* [n_vocab][n_embd]; == tok_embd when tied */
+    ds_layer_weights *layers;         /* [n_layer] */
+    float *rope_inv_freq;             /* [head_dim/2]: theta^(-2i/d) */
+    ds_tokenizer *tok;
+    char *chat_template;              /* NUL-terminated copy, or NULL */
+    char path[1024];
+};
+
+#endif

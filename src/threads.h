@@ -1,0 +1,21 @@
+/* threads.h — a fork-join pool for the layer loop.
+ *
+ * Decode makes ~10 parallel regions per layer (hundreds per token), so the hand-off must cost
+ * well under a microsecond: workers spin on a generation counter while work keeps coming and
+ * only fall back to sleeping on a condition variable after a stretch of idleness. */
+#ifndef DS_THREADS_H
+#define DS_THREADS_H
+
+typedef struct ds_pool ds_pool;
+/* Called once on every thread: ith in [0, nth); the caller of ds_pool_run is thread 0. */
+typedef void (*ds_task_fn)(void *ctx, int ith, int nth);
+
+ds_pool *ds_pool_new(int n_threads);
+void ds_pool_free(ds_pool *p);
+int ds_pool_size(const ds_pool *p);
+/* Run fn on all threads and return when every thread has finished. */
+void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx);
+/* Number of online CPUs. */
+int ds_cpu_count(void);
+
+#endif

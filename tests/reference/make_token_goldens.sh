@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make_token_goldens.sh — regenerate the tokenizer goldens from llama.cpp's llama-tokenize.
+#
+#   tests/reference/make_token_goldens.sh
+#     env LLAMA_TOKENIZE  path of llama-tokenize   (default /tmp/lcpp-build/bin/llama-tokenize)
+#         DSINFER_CACHE   model directory          (default ~/.cache/dsinfer)
+#
+# Writes tests/data/tokens_smollm2.tsv and tests/data/tokens_qwen2.tsv. One line per string:
+#     <escaped text> TAB <token ids separated by single spaces>
+# Escaping (decoded by tests/test_tokenizer.c): \\ \t \n \r, \xNN (exactly two hex digits) for
+# other bytes < 0x20, 0x7f and a leading '#'; everything else (UTF-8 included) is literal.
+# Lines starting with '#' are comments.
+#
+# Each string is written to a file and passed with `-f FILE --no-escape`, so llama-tokenize
+# sees the bytes verbatim (-f keeps trailing newlines; --no-escape stops "\n" processing).
+# llama-tokenize parses special tokens by default (--no-parse-special turns that off) and adds
+# BOS only if the vocabulary asks for it (tokenizer.ggml.add_bos_token) — the same settings the
+# C test uses: parse_special on, add_bos per the vocab.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+tok="${LLAMA_TOKENIZE:-/tmp/lcpp-build/bin/llama-tokenize}"
+cache="${DSINFER_CACHE:-$HOME/.cache/dsinfer}"
+
+[ -x "$tok" ] || { echo "llama-tokenize not found at $tok (set LLAMA_TOKENIZE)" >&2; exit 1; }
+
+python3 - "$tok" "$cache" "$root/tests/data" <<'PY'
+import os, subprocess, sys, tempfile
+
+tok, cache, outdir = sys.argv[1:4]
+
+STRINGS = [
+    "",
+    "x",
+    " ",
+    "Hello world",
+    " Hello world",
+    "Hello world  ",
+    "   leading and trailing   ",
+    "    ",
+    "The quick brown fox jumps over the lazy dog.",
+    "1234567",
+    "3.14159",
+    "The year 2024 had 365 days and 8,760 hours.",
+    "1,000,000 and -42 and +7 and 0x1F and 1e-10",
+    "don't I'll WE'RE you've she'd they'LL it's I'M",
+    "a'b'c 'quoted' '' 's 'S",
+    "café naïve résumé Ångström über",
+    "Ünïcödé ÄÖÜ ß ẞ",
+    "combining: e\u0301 a\u0308 n\u0303",
+    "中文测试：你好，世界！",
+    "日本語のテキストとカタカナ",
+    "한국어 텍스트",
+    "Mixed: English, Русский, Ελληνικά, العربية, עברית, हिन्दी",
+    "emoji 😀👍🏽 and 🎉!",
+    "👨\u200d👩\u200d👧\u200d👦 family 🏳\ufe0f\u200d🌈 flag",
+    "tabs\tand\t\ttabs",
+    "line1\nline2\n\n\nline5",
+    "\n\n\n",
+    "   \n   \n",
+    "\r\n windows\r\nline endings\r\n",
+    "   indented\n\tmixed \t whitespace \n",
+    "non-breaking\u00a0space and\u2003em space\u3000ideographic",
+    "\u200b zero width space and \ufeff BOM",
+    "Superscripts ² ³ ¹, fractions ½ ¾, roman Ⅻ",
+    "Arabic digits ٠١٢٣٤٥ and fullwidth １２３ and ＡＢＣ",
+    "∑∫√∞≈≠≤≥ → ←",
+    "Special chars: !@#$%^&*()_+-=[]{}|;':\",./<>?`~",
+    "URL https://example.com/path?q=1&b=2#frag, email: someone@example.org",
+    "CamelCaseIdentifier snake_case_name kebab-case SCREAMING_CASE",
+    "JSON: {\"key\": [1, 2.5, true, null], \"s\": \"a\\\"b\"}",
+    "def foo(x):\n    if x > 0:\n        return x * 2\n    return -x\n",
+    "int main(void) {\n\tprintf(\"%d\\n\", 42);\n\treturn 0;\n}\n",
+    "    for (int i = 0; i < n; ++i) {\n        sum += a[i];\n    }\n\n\n",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "<|im_start|>user\nhi<|im_end|>",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>",
+    "text<|im_end|>more<|im_start|> spaced <|im_end|>",
+    "<|im_start|<|im_end|><|im_end|>|>",
+    "<tool_call>{\"name\": \"f\"}</tool_call>",
+    "<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>",
+    "#hashtag # heading\n## sub",
+]
+
+
+def escape(s):
+    buf = bytearray()
+    for i, b in enumerate(s.encode("utf-8")):
+        if b == 0x5C: buf += b"\\\\"
+        elif b == 0x09: buf += b"\\t"
+        elif b == 0x0A: buf += b"\\n"
+        elif b == 0x0D: buf += b"\\r"
+        elif b < 0x20 or b == 0x7F or (i == 0 and b == 0x23): buf += b"\\x%02x" % b
+        else: buf.append(b)  # printable ASCII and UTF-8 bytes stay literal
+    return buf.decode("utf-8")
+
+
+def run(model, text):
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as f:
+        f.write(text.encode("utf-8"))
+        path = f.name
+    try:
+        r = subprocess.run([tok, "-m", model, "-f", path, "--no-escape", "--ids", "--log-disable"],
+                           capture_output=True, check=True)
+    finally:
+        os.unlink(path)
+    line = [l for l in r.stdout.decode().splitlines() if l.startswith("[")][-1]
+    inner = line.strip()[1:-1].strip()
+    return [int(x) for x in inner.split(",")] if inner else []
+
+
+MODELS = [
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", "tokens_smollm2.tsv"),
+    ("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tokens_qwen2.tsv"),
+]
+for model_file, out_name in MODELS:
+    model = os.path.join(cache, model_file)
+    if not os.path.exists(model):
+        print("skip %s (absent)" % model, file=sys.stderr)
+        continue
+    lines = ["# generated by tests/reference/make_token_goldens.sh from llama-tokenize on " + model_file,
+             "# (parse_special on, BOS per tokenizer.ggml.add_bos_token); text TAB ids"]
+    for s in STRINGS:
+        ids = run(model, s)
+        lines.append(escape(s) + "\t" + " ".join(map(str, ids)))
+    with open(os.path.join(outdir, out_name), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote %s: %d strings" % (out_name, len(STRINGS)), file=sys.stderr)
+PY

@@ -1,0 +1,650 @@
+/* dsinfer — command-line interface. Uses only the public header include/dsinfer.h.
+ *
+ *   dsinfer run        -m MODEL -p PROMPT [-n 256] [--temp 0.8 ...]   generate text
+ *   dsinfer chat       -m MODEL [--system TEXT]                       interactive ChatML chat
+ *   dsinfer perplexity -m MODEL -f TEXT [--protocol llama|paper]      perplexity
+ *   dsinfer bench      -m MODEL [--depths 0,4096] [-p 512] [-n 128]   prefill/decode speed
+ *   dsinfer inspect    -m MODEL [--tensors]                           metadata, tensors, memory
+ *   dsinfer dump-logits -m MODEL (--tokens 1,2,3 | -p TEXT) -o FILE    raw fp32 logits (tests)
+ * Without -m the default model (SmolLM2-135M-Instruct Q4_1) is used, fetched on first use. */
+#include "dsinfer.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "dsinfer: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static void die_status(ds_status st, const char *what) {
+    die("%s: %s (%s)", what, ds_last_error(), ds_status_name(st));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- options */
+
+typedef struct {
+    const char *model, *prompt, *file, *out, *tokens, *system, *depths, *protocol;
+    int n_predict, n_ctx, n_threads, n_batch, window, chunks, pp, tg, reps;
+    int tensors, verbose, no_display_prompt, chat_mode;
+    ds_sampler_opts samp;
+} opts;
+
+static long parse_int(const char *flag, const char *v, long lo, long hi) {
+    if (!v) die("%s needs a value", flag);
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        die("%s: '%s' is not an integer in [%ld, %ld]", flag, v, lo, hi);
+    return x;
+}
+
+static float parse_float(const char *flag, const char *v, double lo, double hi) {
+    if (!v) die("%s needs a value", flag);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi))
+        die("%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi);
+    return (float)x;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: dsinfer COMMAND [options]\n"
+        "commands:\n"
+        "  run         generate text from a prompt\n"
+        "  chat        interactive chat using the model's ChatML template\n"
+        "  perplexity  perplexity of a text file\n"
+        "  bench       prefill and decode speed at context depths\n"
+        "  inspect     model metadata, tensors and memory plan\n"
+        "  dump-logits write raw fp32 logits for a token sequence (reference checks)\n"
+        "common options:\n"
+        "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
+        "  -t, --threads N       CPU threads (default: all online CPUs)\n"
+        "  -c, --ctx N           context size in tokens (default: min(model, 8192))\n"
+        "  -b, --batch N         prefill chunk size (default 512)\n"
+        "run/chat:\n"
+        "  -p, --prompt TEXT     prompt (run)\n"
+        "  -f, --file PATH       read the prompt (run) or text (perplexity) from a file\n"
+        "  -n, --n-predict N     tokens to generate (default 256; chat: per reply)\n"
+        "      --chat            run: wrap the prompt in the chat template\n"
+        "      --system TEXT     system message for --chat / chat\n"
+        "      --temp X          temperature (default 0.8; 0 = greedy)\n"
+        "      --top-k N         (default 40; 0 = off)\n"
+        "      --top-p X         (default 0.95; 1 = off)\n"
+        "      --min-p X         (default 0.05; 0 = off)\n"
+        "      --seed N          sampling seed (default: time)\n"
+        "      --no-display-prompt  print only the generated text\n"
+        "perplexity:\n"
+        "      --protocol P      llama: windows of -c/--window tokens, second half scored (default)\n"
+        "                        paper: windows of --window tokens, every position scored\n"
+        "      --window N        window length (default 512 llama, 4096 paper)\n"
+        "      --chunks N        evaluate at most N windows\n"
+        "bench:\n"
+        "      --depths LIST     context depths for decode, e.g. 0,4096 (default 0)\n"
+        "      --pp N            prompt tokens for the prefill test (default 512)\n"
+        "      --tg N            generated tokens per decode test (default 128)\n"
+        "  -r, --reps N          repetitions (default 3)\n"
+        "inspect:\n"
+        "      --tensors         list every tensor\n");
+}
+
+static int is_opt(const char *a, const char *s1, const char *s2) {
+    return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0);
+}
+
+static void parse(int argc, char **argv, int first, opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 256;
+    o->samp = ds_sampler_default_opts();
+    o->samp.seed = (uint64_t)time(NULL);
+    o->pp = 512; o->tg = 128; o->reps = 3;
+    o->window = -1; o->chunks = -1;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define IS(s1, s2) is_opt(a, s1, s2)
+#define NEEDV() do { if (!v) die("%s needs a value", a); i++; } while (0)
+        if (IS("-m", "--model")) { NEEDV(); o->model = v; }
+        else if (IS("-p", "--prompt")) { NEEDV(); o->prompt = v; }
+        else if (IS("-f", "--file")) { NEEDV(); o->file = v; }
+        else if (IS("-o", "--out")) { NEEDV(); o->out = v; }
+        else if (IS("--tokens", NULL)) { NEEDV(); o->tokens = v; }
+        else if (IS("--system", NULL)) { NEEDV(); o->system = v; }
+        else if (IS("--depths", NULL)) { NEEDV(); o->depths = v; }
+        else if (IS("--protocol", NULL)) { NEEDV(); o->protocol = v; }
+        else if (IS("-n", "--n-predict")) { o->n_predict = (int)parse_int(a, v, 0, 1 << 24); i++; }
+        else if (IS("-c", "--ctx")) { o->n_ctx = (int)parse_int(a, v, 1, 1 << 22); i++; }
+        else if (IS("-t", "--threads")) { o->n_threads = (int)parse_int(a, v, 1, 256); i++; }
+        else if (IS("-b", "--batch")) { o->n_batch = (int)parse_int(a, v, 1, 8192); i++; }
+        else if (IS("--window", NULL)) { o->window = (int)parse_int(a, v, 2, 1 << 22); i++; }
+        else if (IS("--chunks", NULL)) { o->chunks = (int)parse_int(a, v, 1, INT_MAX); i++; }
+        else if (IS("--pp", NULL)) { o->pp = (int)parse_int(a, v, 0, 1 << 20); i++; }
+        else if (IS("--tg", NULL)) { o->tg = (int)parse_int(a, v, 0, 1 << 20); i++; }
+        else if (IS("-r", "--reps")) { o->reps = (int)parse_int(a, v, 1, 1000); i++; }
+        else if (IS("--temp", NULL)) { o->samp.temperature = parse_float(a, v, 0, 100); i++; }
+        else if (IS("--top-k", NULL)) { o->samp.top_k = (int)parse_int(a, v, 0, 1 << 24); i++; }
+        else if (IS("--top-p", NULL)) { o->samp.top_p = parse_float(a, v, 1e-6, 1); i++; }
+        else if (IS("--min-p", NULL)) { o->samp.min_p = parse_float(a, v, 0, 1); i++; }
+        else if (IS("--seed", NULL)) { o->samp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
+        else if (IS("--tensors", NULL)) o->tensors = 1;
+        else if (IS("--chat", NULL)) o->chat_mode = 1;
+        else if (IS("--no-display-prompt", NULL)) o->no_display_prompt = 1;
+        else if (IS("-v", "--verbose")) o->verbose = 1;
+        else if (IS("-h", "--help")) { usage(stdout); exit(0); }
+        else die("unknown option '%s' (see dsinfer --help)", a);
+#undef IS
+#undef NEEDV
+    }
+}
+
+/* ---------------------------------------------------------------- model resolution */
+
+static const char *cache_dir(void) {
+    static char buf[1024];
+    const char *c = getenv("DSINFER_CACHE");
+    if (c && *c) snprintf(buf, sizeof buf, "%s", c);
+    else snprintf(buf, sizeof buf, "%s/.cache/dsinfer", getenv("HOME") ? getenv("HOME") : ".");
+    return buf;
+}
+
+/* The default model lives in the cache; if absent, run scripts/fetch-model found next to the
+ * executable (source tree layout), else tell the user how to get it. */
+static const char *resolve_model(const char *m) {
+    if (m) return m;
+    static char path[1200];
+    snprintf(path, sizeof path, "%s/%s", cache_dir(), DEFAULT_MODEL_FILE);
+    if (access(path, R_OK) == 0) return path;
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        char script[1200], cmd[1400];
+        snprintf(script, sizeof script, "%s/scripts/fetch-model", exe);
+        if (access(script, X_OK) == 0) {
+            fprintf(stderr, "dsinfer: default model not found; fetching it with %s\n", script);
+            snprintf(cmd, sizeof cmd, "'%s' smollm2 >&2", script);
+            if (system(cmd) == 0 && access(path, R_OK) == 0) return path;
+        }
+    }
+    die("no model given and the default model is not at %s; run scripts/fetch-model or pass -m MODEL.gguf", path);
+    return NULL;
+}
+
+static ds_model *load_model(const opts *o) {
+    const char *path = resolve_model(o->model);
+    ds_model *m;
+    double t0 = now_s();
+    ds_status st = ds_model_load(path, &m);
+    if (st) die_status(st, path);
+    if (o->verbose) fprintf(stderr, "loaded %s in %.2f s\n", path, now_s() - t0);
+    return m;
+}
+
+static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = n_ctx ? n_ctx : o->n_ctx;
+    so.n_threads = o->n_threads;
+    so.n_batch = o->n_batch;
+    ds_session *s;
+    ds_status st = ds_session_new(m, &so, &s);
+    if (st) die_status(st, "creating the session");
+    return s;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) die("out of memory reading %s", path);
+            buf = nb;
+        }
+    }
+    if (ferror(f)) die("error reading %s", path);
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int32_t *tokenize_or_die(const ds_model *m, const char *text, size_t len, bool bos, bool special, int *n) {
+    int32_t *t;
+    ds_status st = ds_tokenize(m, text, len, bos, special, &t, n);
+    if (st) die_status(st, "tokenizing");
+    return t;
+}
+
+static void print_piece(const ds_model *m, int32_t tok) {
+    char buf[512];
+    int n = ds_token_to_piece(m, tok, false, buf, sizeof buf);
+    if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- run */
+
+/* Evaluate `prompt`, then sample up to n tokens, streaming them; stops at end-of-generation.
+ * Returns the number of tokens generated; *eog tells whether it ended on an EOG token. */
+static int generate(ds_model *m, ds_session *s, ds_sampler *sp, const int32_t *prompt, int np,
+                    int n, int *eog, double *t_prefill, double *t_decode) {
+    double t0 = now_s();
+    ds_status st = ds_session_eval(s, prompt, np, NULL);
+    if (st) die_status(st, "evaluating the prompt");
+    *t_prefill = now_s() - t0;
+    t0 = now_s();
+    int gen = 0;
+    *eog = 0;
+    while (gen < n) {
+        int32_t tok = ds_sampler_sample(sp, ds_session_logits(s));
+        if (ds_token_is_eog(m, tok)) { *eog = 1; break; }
+        print_piece(m, tok);
+        gen++;
+        if (gen == n) break;
+        if (ds_session_pos(s) >= ds_session_ctx(s)) {
+            fprintf(stderr, "\n[context full at %d tokens]\n", ds_session_pos(s));
+            break;
+        }
+        st = ds_session_eval(s, &tok, 1, NULL);
+        if (st) die_status(st, "decoding");
+    }
+    *t_decode = now_s() - t0;
+    return gen;
+}
+
+static int cmd_run(const opts *o) {
+    if (!o->prompt && !o->file) die("run needs a prompt: -p TEXT or -f FILE");
+    ds_model *m = load_model(o);
+    size_t len;
+    char *text = o->file ? read_file(o->file, &len) : strdup(o->prompt);
+    if (!o->file) len = strlen(text);
+    if (o->chat_mode) {
+        ds_chat_msg msgs[2];
+        int nm = 0;
+        if (o->system) msgs[nm++] = (ds_chat_msg){"system", o->system};
+        msgs[nm++] = (ds_chat_msg){"user", text};
+        char *r = ds_chat_render(m, msgs, nm, true);
+        if (!r) die("%s", ds_last_error());
+        free(text);
+        text = r;
+        len = strlen(text);
+    }
+    int np;
+    int32_t *toks = tokenize_or_die(m, text, len, true, o->chat_mode, &np);
+    if (np == 0) die("the prompt is empty after tokenization");
+    int n_ctx = o->n_ctx;
+    if (!n_ctx) {
+        n_ctx = ds_model_get_info(m)->n_ctx_train < 8192 ? ds_model_get_info(m)->n_ctx_train : 8192;
+        if (np + o->n_predict > n_ctx) n_ctx = np + o->n_predict;
+    }
+    if (np >= n_ctx) die("the prompt has %d tokens, which does not fit the context of %d (use --ctx)", np, n_ctx);
+    ds_session *s = new_session(m, o, n_ctx);
+    ds_sampler *sp;
+    ds_status st = ds_sampler_new(&o->samp, ds_model_get_info(m)->n_vocab, &sp);
+    if (st) die_status(st, "sampler");
+    if (!o->no_display_prompt && !o->chat_mode) { fwrite(text, 1, len, stdout); fflush(stdout); }
+    int eog;
+    double tp, td;
+    int gen = generate(m, s, sp, toks, np, o->n_predict, &eog, &tp, &td);
+    printf("\n");
+    fprintf(stderr, "[prompt %d tokens: %.1f tok/s | generated %d tokens: %.1f tok/s%s]\n", np,
+            np / (tp > 0 ? tp : 1e-9), gen, gen > 1 ? (gen - 1) / (td > 0 ? td : 1e-9) : 0.0,
+            eog ? " | stopped at end of turn" : "");
+    ds_sampler_free(sp);
+    ds_session_free(s);
+    ds_free_tokens(toks);
+    free(text);
+    ds_model_free(m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+static int cmd_chat(const opts *o) {
+    ds_model *m = load_model(o);
+    ds_session *s = new_session(m, o, 0);
+    ds_sampler *sp;
+    ds_status st = ds_sampler_new(&o->samp, ds_model_get_info(m)->n_vocab, &sp);
+    if (st) die_status(st, "sampler");
+    int interactive = isatty(0);
+    if (interactive) fprintf(stderr, "chat with %s — /reset starts over, /quit or Ctrl-D ends\n",
+                             ds_model_get_info(m)->name[0] ? ds_model_get_info(m)->name : "the model");
+    char line[16384];
+    for (;;) {
+        if (interactive) { fprintf(stderr, "\n> "); fflush(stderr); }
+        if (!fgets(line, sizeof line, stdin)) break;
+        size_t L = strlen(line);
+        while (L && (line[L - 1] == '\n' || line[L - 1] == '\r')) line[--L] = 0;
+        if (L == 0) continue;
+        if (strcmp(line, "/quit") == 0) break;
+        if (strcmp(line, "/reset") == 0) { ds_session_truncate(s, 0); fprintf(stderr, "[conversation reset]\n"); continue; }
+        char *text;
+        if (ds_session_pos(s) == 0) {
+            ds_chat_msg msgs[2];
+            int nm = 0;
+            if (o->system) msgs[nm++] = (ds_chat_msg){"system", o->system};
+            msgs[nm++] = (ds_chat_msg){"user", line};
+            text = ds_chat_render(m, msgs, nm, true);
+            if (!text) die("%s", ds_last_error());
+        } else {
+            size_t cap = L + 64;
+            text = malloc(cap);
+            if (!text) die("out of memory");
+            snprintf(text, cap, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", line);
+        }
+        int np;
+        int32_t *toks = tokenize_or_die(m, text, strlen(text), ds_session_pos(s) == 0, true, &np);
+        free(text);
+        if (ds_session_pos(s) + np + 8 >= ds_session_ctx(s)) {
+            fprintf(stderr, "[context full: starting a new conversation]\n");
+            ds_free_tokens(toks);
+            ds_session_truncate(s, 0);
+            continue;
+        }
+        int room = ds_session_ctx(s) - ds_session_pos(s) - np - 4;
+        int eog;
+        double tp, td;
+        if (!interactive) printf("assistant: ");
+        generate(m, s, sp, toks, np, o->n_predict < room ? o->n_predict : room, &eog, &tp, &td);
+        printf("\n");
+        fflush(stdout);
+        ds_free_tokens(toks);
+        /* close the assistant turn in the cache so the next turn sees a well-formed history */
+        int nc;
+        int32_t *close = tokenize_or_die(m, "<|im_end|>\n", 11, false, true, &nc);
+        if (ds_session_pos(s) + nc < ds_session_ctx(s)) {
+            st = ds_session_eval(s, close, nc, NULL);
+            if (st) die_status(st, "chat");
+        }
+        ds_free_tokens(close);
+    }
+    ds_sampler_free(sp);
+    ds_session_free(s);
+    ds_model_free(m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- perplexity */
+
+static int cmd_perplexity(const opts *o) {
+    if (!o->file) die("perplexity needs a text file: -f FILE");
+    bool paper = false;
+    if (o->protocol) {
+        if (strcmp(o->protocol, "paper") == 0) paper = true;
+        else if (strcmp(o->protocol, "llama") != 0) die("--protocol must be llama or paper");
+    }
+    int W = o->window > 0 ? o->window : o->n_ctx > 0 ? o->n_ctx : (paper ? 4096 : 512);
+    ds_model *m = load_model(o);
+    const ds_model_info *info = ds_model_get_info(m);
+    size_t len;
+    char *text = read_file(o->file, &len);
+    int n;
+    double t0 = now_s();
+    int32_t *toks = tokenize_or_die(m, text, len, true, false, &n);
+    fprintf(stderr, "tokenized %zu bytes into %d tokens in %.2f s\n", len, n, now_s() - t0);
+    int n_win = n / W;
+    if (o->chunks > 0 && o->chunks < n_win) n_win = o->chunks;
+    if (n_win < 1) die("the text has %d tokens, fewer than one window of %d", n, W);
+    ds_session *s = new_session(m, o, W);
+    int V = info->n_vocab;
+    float *logits = malloc((size_t)W * V * sizeof(float));
+    if (!logits) die("out of memory for %d x %d logits", W, V);
+    /* the llama.cpp protocol puts BOS at the start of each window when the vocab adds one */
+    int32_t bos = -1, *tb = NULL;
+    int nb = 0;
+    if (ds_tokenize(m, "", 0, true, false, &tb, &nb) == DS_OK && nb > 0) bos = tb[0];
+    ds_free_tokens(tb);
+    int first = paper ? 0 : W / 2;
+    double nll = 0;
+    long count = 0;
+    t0 = now_s();
+    for (int w = 0; w < n_win; w++) {
+        int32_t *win = toks + (size_t)w * W;
+        int32_t saved = win[0];
+        if (bos >= 0) win[0] = bos;
+        ds_session_truncate(s, 0);
+        ds_status st = ds_session_eval(s, win, W, logits);
+        win[0] = saved;
+        if (st) die_status(st, "perplexity");
+        for (int j = first; j < W - 1; j++) {
+            const float *lg = logits + (size_t)j * V;
+            float mx = lg[0];
+            for (int i = 1; i < V; i++) mx = lg[i] > mx ? lg[i] : mx;
+            double se = 0;
+            for (int i = 0; i < V; i++) se += exp((double)lg[i] - mx);
+            nll += log(se) + mx - lg[toks[(size_t)w * W + j + 1]];
+            count++;
+        }
+        double el = now_s() - t0;
+        fprintf(stderr, "\r[%d/%d] ppl %.4f  (%.0f tok/s, ETA %.0f s)   ", w + 1, n_win, exp(nll / count),
+                (w + 1) * (double)W / el, el / (w + 1) * (n_win - w - 1));
+    }
+    fprintf(stderr, "\n");
+    printf("perplexity %.4f over %ld scored tokens (%d windows of %d, protocol %s, file %s)\n",
+           exp(nll / count), count, n_win, W, paper ? "paper: every position" : "llama: second half", o->file);
+    free(logits);
+    ds_session_free(s);
+    ds_free_tokens(toks);
+    free(text);
+    ds_model_free(m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- bench */
+
+#include <pthread.h>
+typedef struct { const uint64_t *p; size_t n; uint64_t sum; } bw_arg;
+static void *bw_read(void *a) {
+    bw_arg *b = a;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= b->n; i += 4) { s0 += b->p[i]; s1 += b->p[i + 1]; s2 += b->p[i + 2]; s3 += b->p[i + 3]; }
+    b->sum = s0 + s1 + s2 + s3;
+    return NULL;
+}
+/* Read bandwidth of nt threads streaming a 512 MiB buffer (best of 5): decode's ceiling. */
+static double measure_read_bw(int nt) {
+    size_t bytes = (size_t)512 << 20, n = bytes / 8;
+    uint64_t *buf = malloc(bytes);
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        pthread_t th[256];
+        bw_arg args[256];
+        double t0 = now_s();
+        for (int i = 0; i < nt; i++) {
+            args[i] = (bw_arg){buf + n / nt * i, n / nt, 0};
+            pthread_create(&th[i], NULL, bw_read, &args[i]);
+        }
+        for (int i = 0; i < nt; i++) pthread_join(th[i], NULL);
+        double gbs = bytes / (now_s() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+
+static int cmd_bench(const opts *o) {
+    ds_model *m = load_model(o);
+    const ds_model_info *info = ds_model_get_info(m);
+    int depths[64], nd = 0;
+    const char *d = o->depths ? o->depths : "0";
+    while (*d && nd < 64) {
+        char *end;
+        long x = strtol(d, &end, 10);
+        if (end == d || x < 0) die("--depths: bad list '%s'", o->depths);
+        depths[nd++] = (int)x;
+        d = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') die("--depths: bad list '%s'", o->depths);
+    }
+    int maxd = 0;
+    for (int i = 0; i < nd; i++) maxd = depths[i] > maxd ? depths[i] : maxd;
+    int n_ctx = (maxd + o->tg > o->pp ? maxd + o->tg : o->pp) + 1;
+    ds_session *s = new_session(m, o, n_ctx);
+    int nt = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    double bw = measure_read_bw(nt);
+    printf("model: %s (%s), %.1f MB weights, %d threads, measured read bandwidth %.1f GB/s\n",
+           info->name, info->arch, info->weight_bytes / 1e6, nt, bw);
+    printf("| test | depth | tok/s (median of %d) | bytes/token (MB) | GB/s | %% of measured bw |\n", o->reps);
+    printf("|---|---|---|---|---|---|\n");
+    uint32_t rng = 12345;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_ctx + 1));
+    for (int i = 0; i <= n_ctx; i++) { rng = rng * 1664525u + 1013904223u; toks[i] = (int32_t)(rng % (uint32_t)info->n_vocab); }
+    double times[1000];
+    if (o->pp > 0) {
+        for (int r = 0; r < o->reps; r++) {
+            ds_session_truncate(s, 0);
+            double t0 = now_s();
+            ds_status st = ds_session_eval(s, toks, o->pp, NULL);
+            if (st) die_status(st, "bench");
+            times[r] = now_s() - t0;
+        }
+        qsort(times, (size_t)o->reps, sizeof(double), cmp_d);
+        printf("| pp%d | 0 | %.1f | - | - | - |\n", o->pp, o->pp / times[o->reps / 2]);
+        fflush(stdout);
+    }
+    for (int di = 0; di < nd && o->tg > 0; di++) {
+        int depth = depths[di];
+        ds_session_truncate(s, 0);
+        if (depth > 0) {
+            ds_status st = ds_session_eval(s, toks, depth, NULL);
+            if (st) die_status(st, "bench");
+        }
+        for (int r = 0; r < o->reps; r++) {
+            ds_session_truncate(s, depth);
+            double t0 = now_s();
+            for (int i = 0; i < o->tg; i++) {
+                ds_status st = ds_session_eval(s, &toks[depth + i], 1, NULL);
+                if (st) die_status(st, "bench");
+            }
+            times[r] = now_s() - t0;
+        }
+        qsort(times, (size_t)o->reps, sizeof(double), cmp_d);
+        double tps = o->tg / times[o->reps / 2];
+        /* bytes per decoded token: every weight once + the K and V rows of the average depth */
+        double avg_depth = depth + o->tg / 2.0;
+        double kv = avg_depth * info->n_layer * info->n_head_kv * info->head_dim * 2.0 * 2.0;
+        double bpt = info->weight_bytes + kv;
+        printf("| tg%d | %d | %.1f | %.1f | %.2f | %.0f%% |\n", o->tg, depth, tps, bpt / 1e6,
+               bpt * tps / 1e9, 100.0 * bpt * tps / 1e9 / bw);
+        fflush(stdout);
+    }
+    free(toks);
+    ds_session_free(s);
+    ds_model_free(m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- inspect / dump-logits */
+
+static int cmd_inspect(const opts *o) {
+    ds_model *m = load_model(o);
+    const ds_model_info *c = ds_model_get_info(m);
+    printf("model        %s\n", c->name);
+    printf("architecture %s\n", c->arch);
+    printf("layers %d, embd %d, heads %d (kv %d), head_dim %d, ffn %d, vocab %d, train ctx %d\n",
+           c->n_layer, c->n_embd, c->n_head, c->n_head_kv, c->head_dim, c->n_ff, c->n_vocab, c->n_ctx_train);
+    printf("rope theta %g (%s pairs), rms eps %g, qkv bias %s, tied embeddings %s\n", c->rope_theta,
+           c->rope_neox ? "neox (i, i+d/2)" : "adjacent (2i, 2i+1)", c->rms_eps, c->has_qkv_bias ? "yes" : "no",
+           c->tied_embeddings ? "yes" : "no");
+    printf("parameters %.1f M, weight bytes %.1f MB (read once per decoded token)\n", c->n_params / 1e6, c->weight_bytes / 1e6);
+    int n_ctx = o->n_ctx ? o->n_ctx : (c->n_ctx_train < 8192 ? c->n_ctx_train : 8192);
+    double kv = (double)n_ctx * c->n_layer * c->n_head_kv * c->head_dim * 2 * 2;
+    printf("memory plan at ctx %d: KV cache %.1f MB (fp16)", n_ctx, kv / 1e6);
+    opts o2 = *o;
+    o2.n_ctx = n_ctx;
+    ds_session *s = new_session(m, &o2, n_ctx);
+    printf(", session total %.1f MB\n", ds_session_bytes(s) / 1e6);
+    ds_session_free(s);
+    if (o->tensors) {
+        fprintf(stderr, "(tensor listing: use gguf-dump for the full table)\n");
+    }
+    ds_model_free(m);
+    return 0;
+}
+
+static int cmd_dump_logits(const opts *o) {
+    if (!o->out) die("dump-logits needs -o FILE");
+    ds_model *m = load_model(o);
+    int n = 0;
+    int32_t *toks;
+    if (o->tokens) {
+        toks = malloc(sizeof(int32_t) * (strlen(o->tokens) / 2 + 2));
+        const char *p = o->tokens;
+        while (*p) {
+            char *end;
+            long x = strtol(p, &end, 10);
+            if (end == p) die("--tokens: bad list");
+            toks[n++] = (int32_t)x;
+            p = *end == ',' ? end + 1 : end;
+            if (*end && *end != ',') die("--tokens: bad list");
+        }
+    } else if (o->prompt) {
+        toks = tokenize_or_die(m, o->prompt, strlen(o->prompt), true, true, &n);
+    } else die("dump-logits needs --tokens LIST or -p TEXT");
+    if (n == 0) die("no tokens");
+    ds_session *s = new_session(m, o, n + 1);
+    int V = ds_model_get_info(m)->n_vocab;
+    float *lg = malloc((size_t)n * V * sizeof(float));
+    if (!lg) die("out of memory");
+    ds_status st = ds_session_eval(s, toks, n, lg);
+    if (st) die_status(st, "dump-logits");
+    FILE *f = fopen(o->out, "wb");
+    if (!f || fwrite(lg, sizeof(float), (size_t)n * V, f) != (size_t)n * V || fclose(f))
+        die("cannot write %s", o->out);
+    for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", toks[i]);
+    printf("\n");
+    free(lg);
+    ds_session_free(s);
+    ds_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 1; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    opts o;
+    parse(argc, argv, 2, &o);
+    ds_set_log_level(o.verbose ? 2 : 1);
+    if (!strcmp(cmd, "run")) return cmd_run(&o);
+    if (!strcmp(cmd, "chat")) return cmd_chat(&o);
+    if (!strcmp(cmd, "perplexity")) return cmd_perplexity(&o);
+    if (!strcmp(cmd, "bench")) return cmd_bench(&o);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(&o);
+    if (!strcmp(cmd, "dump-logits")) return cmd_dump_logits(&o);
+    die("unknown command '%s' (see dsinfer --help)", cmd);
+    return 1;
+}
