@@ -25,20 +25,24 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
 }
 static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
-/* The template's default system text, if it has one, as a malloc'd string. */
+/* The template's default system text, if it has one, as a malloc'd string: the first
+ * '<|im_start|>system\n' (escaped or raw newline) followed by literal text up to <|im_end|>. */
 static char *default_system(const char *tmpl) {
-    const char *open = "<|im_start|>system\\n", *p = strstr(tmpl, open);
-    size_t skip = strlen(open);
-    if (!p) { open = "<|im_start|>system\n"; p = strstr(tmpl, open); skip = strlen(open); }
-    if (!p) return NULL;
-    p += skip;
-    const char *e = strstr(p, "<|im_end|>");
-    if (!e || memchr(p, '{', (size_t)(e - p))) return NULL;  /* not a literal: a template expression */
-    char *out = malloc((size_t)(e - p) + 1);
-    if (!out) return NULL;
-    memcpy(out, p, (size_t)(e - p));
-    out[e - p] = 0;
-    return out;
+    const char *opens[2] = {"<|im_start|>system\\n", "<|im_start|>system\n"};
+    for (int k = 0; k < 2; k++) {
+        size_t skip = strlen(opens[k]);
+        for (const char *p = strstr(tmpl, opens[k]); p; p = strstr(p + 1, opens[k])) {
+            const char *b = p + skip, *e = strstr(b, "<|im_end|>");
+            if (!e) break;
+            if (memchr(b, '{', (size_t)(e - b)) || memchr(b, '\'', (size_t)(e - b))) continue; /* an expression */
+            char *out = malloc((size_t)(e - b) + 1);
+            if (!out) return NULL;
+            memcpy(out, b, (size_t)(e - b));
+            out[e - b] = 0;
+            return out;
+        }
+    }
+    return NULL;
 }
 
 char *ds_chat_render(const ds_model *m, const ds_chat_msg *msgs, int n, bool add_assistant) {

@@ -298,6 +298,7 @@ static int cmd_run(const opts *o) {
         free(text);
         text = r;
         len = strlen(text);
+        if (o->verbose) fprintf(stderr, "[chat prompt]\n%s[end of chat prompt]\n", text);
     }
     int np;
     int32_t *toks = tokenize_or_die(m, text, len, true, o->chat_mode, &np);
