@@ -62,7 +62,8 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@mkdir -p build-fuzz
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
-	      tests/fuzz/fuzz_gguf.c src/gguf.c src/util.c src/quant.c -lm -o build-fuzz/fuzz_gguf
+	      tests/fuzz/fuzz_gguf.c src/gguf.c src/util.c src/quant.c src/quant_avx2.c src/quant_avx512.c \
+	      -fno-sanitize-recover=undefined -lm -o build-fuzz/fuzz_gguf
 	@mkdir -p build-fuzz/corpus
 	build-fuzz/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus tests/fuzz/seeds
 

@@ -4,9 +4,9 @@
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -Iinclude -Isrc bench/bench_quant.c src/quant*.c src/util.c \
  *       -lm -o /tmp/bench_quant && /tmp/bench_quant [seconds_per_case [case_filter]]
  *
- * For each case it times out[r] = dot(W[r], a) over all rows with ds_vec_dot_rows (one call for
- * the whole matrix) and with a per-row ds_vec_dot loop, at each available SIMD level, single
- * thread. "L2" cases reuse one matrix (it stays in cache when small); "stream" cases cycle
+ * For each case it times out[r] = dot(W[r], a) over all rows three ways: ds_vec_dot_rows in one
+ * call for the whole matrix ("rows"), ds_vec_dot_rows on 16-row chunks as src/forward.c calls it
+ * ("rows16"), and a per-row ds_vec_dot loop ("dot"), at each available SIMD level, single thread. "L2" cases reuse one matrix (it stays in cache when small); "stream" cases cycle
  * through enough copies (>= 64 MiB) that the weights come from L3/DRAM as in real decoding.
  * Reported: ns per row and GB/s of weight bytes read. Single-thread, best of 5 runs. Times are
  * thread CPU time (CLOCK_THREAD_CPUTIME_ID), so a busy machine that preempts the benchmark
@@ -64,8 +64,9 @@ int main(int argc, char **argv) {
     };
     static const char *const levels[] = { "scalar", "avx2", "avx512" };
     printf("# best of 5, single thread, thread CPU time; GB/s = weight bytes / time\n");
-    printf("%-40s %-7s %-6s %10s %9s %10s %9s\n", "case", "level", "cache", "rows ns/row", "GB/s",
-           "dot ns/row", "GB/s");
+    printf("%-40s %-7s %-6s %8s %6s %8s %6s %8s %6s\n", "case", "level", "cache", "rows", "GB/s",
+           "rows16", "GB/s", "dot", "GB/s");
+    printf("%-40s %-7s %-6s %8s %6s %8s %6s %8s %6s\n", "", "", "", "ns/row", "", "ns/row", "", "ns/row", "");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const bench_case *bc = &cases[c];
         if (argc > 2 && !strstr(bc->name, argv[2])) continue;
@@ -84,15 +85,19 @@ int main(int argc, char **argv) {
             for (int stream = 0; stream < 2; stream++) {
                 if (stream && copies <= 2) continue;   /* already bigger than the caches */
                 int ncop = stream ? copies : 1;
-                double best[2] = { 1e30, 1e30 };
-                for (int mode = 0; mode < 2; mode++) {
-                    if (l == 0 && mode == 1) { best[1] = 0; continue; }
+                double best[3] = { 1e30, 1e30, 1e30 };
+                for (int mode = 0; mode < 3; mode++) {
+                    if (l == 0 && mode > 0) { best[mode] = 0; continue; }
                     for (int rep = 0; rep < 5; rep++) {
                         double t0 = cpu_s(), t1;
                         long iters = 0;
                         do {
                             const uint8_t *m = w + mb * (size_t)(iters % ncop);
                             if (mode == 0) ds_vec_dot_rows(bc->t, bc->n, m, rb, bc->rows, a, out);
+                            else if (mode == 1)
+                                for (int r = 0; r < bc->rows; r += 16)
+                                    ds_vec_dot_rows(bc->t, bc->n, m + rb * r, rb, bc->rows - r < 16 ? bc->rows - r : 16,
+                                                    a, out + r);
                             else for (int r = 0; r < bc->rows; r++) out[r] = ds_vec_dot(bc->t, bc->n, m + rb * r, a);
                             iters++;
                             t1 = cpu_s();
@@ -101,9 +106,11 @@ int main(int argc, char **argv) {
                         if (per < best[mode]) best[mode] = per;
                     }
                 }
-                printf("%-40s %-7s %-6s %10.1f %9.2f %10.1f %9.2f\n", bc->name, levels[l],
-                       stream ? "stream" : "L2", best[0] * 1e9 / bc->rows, (double)mb / best[0] * 1e-9,
-                       best[1] * 1e9 / bc->rows, best[1] > 0 ? (double)mb / best[1] * 1e-9 : 0.0);
+                printf("%-40s %-7s %-6s", bc->name, levels[l], stream ? "stream" : "L2");
+                for (int mode = 0; mode < 3; mode++)
+                    printf(" %8.1f %6.2f", best[mode] * 1e9 / bc->rows,
+                           best[mode] > 0 ? (double)mb / best[mode] * 1e-9 : 0.0);
+                printf("\n");
                 fflush(stdout);
             }
         }
@@ -111,7 +118,7 @@ int main(int argc, char **argv) {
         /* cost of quantising the activation once per matvec */
         double t0 = cpu_s();
         int it = 0;
-        do { ds_quantize_row(dt, x, a, bc->n); it++; } while (cpu_s() - t0 < 0.01);
+        do { for (int k = 0; k < 100; k++) ds_quantize_row(dt, x, a, bc->n); it += 100; } while (cpu_s() - t0 < 0.01);
         printf("%-40s quantize_row %s: %.0f ns\n", "", ds_type_name(dt), (cpu_s() - t0) / it * 1e9);
         ds_free(w); ds_free(a); free(x); free(out);
     }

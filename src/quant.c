@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 /* ------------------------------------------------------------------ type table */
 
@@ -486,8 +489,9 @@ static void fill_scalar(ds_quant_kernels *k) {
     k->quant[DS_TYPE_Q8_K] = quant_q8_K;
 }
 
-/* Overlay the non-NULL entries of `top` onto `k`. A rows kernel is only inherited together
- * with the dot kernel of the same level, so "rows" never mixes levels with "dot". */
+/* Overlay the non-NULL entries of `top` onto `k`. A level that brings a dot kernel but no rows
+ * kernel drops the lower level's rows kernel (ds_vec_dot_rows then loops over the new dot); a
+ * level may also bring a rows kernel alone (the AVX-512 32-element formats do). */
 static void overlay(ds_quant_kernels *k, const ds_quant_kernels *top) {
     for (int t = 0; t < DS_TYPE_COUNT; t++) {
         if (top->dequant[t]) k->dequant[t] = top->dequant[t];
@@ -497,9 +501,32 @@ static void overlay(ds_quant_kernels *k, const ds_quant_kernels *top) {
     }
 }
 
-/* Weak, so that quant.c alone (e.g. the fuzz target) links with the scalar level only. */
-extern void ds_quant_fill_avx2(ds_quant_kernels *k) __attribute__((weak));
-extern void ds_quant_fill_avx512(ds_quant_kernels *k) __attribute__((weak));
+/* Strong references: with weak ones the linker would not pull the SIMD objects out of
+ * libdsinfer.a and every build would silently run the scalar kernels. */
+extern void ds_quant_fill_avx2(ds_quant_kernels *k);
+extern void ds_quant_fill_avx512(ds_quant_kernels *k);
+
+/* CPUID + XGETBV (the OS must save the YMM / ZMM state). Written out rather than
+ * __builtin_cpu_supports, whose feature names vary between compilers (clang 14 lacks "f16c"). */
+static void cpu_detect(int *avx2, int *avx512) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 0x6) != 0x6) return;                          /* XMM + YMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    *avx2 = ((b >> 5) & 1) && fma && f16c;
+    int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    int vnni = (c >> 11) & 1;
+    *avx512 = *avx2 && f && dq && bw && vl && vnni && (xlo & 0xe6) == 0xe6;   /* + opmask, ZMM */
+#else
+    (void)avx2; (void)avx512;
+#endif
+}
 
 enum { LVL_SCALAR, LVL_AVX2, LVL_AVX512, LVL_N };
 static const char *const g_level_names[LVL_N] = { "scalar", "avx2", "avx512" };
@@ -513,13 +540,10 @@ static void quant_init(void) {
     fill_scalar(&g_levels[LVL_SCALAR]);
     g_level_ok[LVL_SCALAR] = 1;
     g_best = LVL_SCALAR;
-    __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    int avx2 = 0, avx512 = 0;
+    cpu_detect(&avx2, &avx512);
     g_levels[LVL_AVX2] = g_levels[LVL_SCALAR];
-    if (avx2 && ds_quant_fill_avx2) {
+    if (avx2) {
         ds_quant_kernels top;
         memset(&top, 0, sizeof top);
         ds_quant_fill_avx2(&top);
@@ -528,7 +552,7 @@ static void quant_init(void) {
         g_best = LVL_AVX2;
     }
     g_levels[LVL_AVX512] = g_levels[LVL_AVX2];
-    if (avx512 && g_level_ok[LVL_AVX2] && ds_quant_fill_avx512) {
+    if (avx512 && g_level_ok[LVL_AVX2]) {
         ds_quant_kernels top;
         memset(&top, 0, sizeof top);
         ds_quant_fill_avx512(&top);
@@ -542,9 +566,15 @@ static void quant_init(void) {
 
 __attribute__((constructor)) static void quant_ctor(void) { if (!g_active) quant_init(); }
 
-static inline const ds_quant_kernels *K(void) {
-    if (__builtin_expect(g_active == NULL, 0)) quant_init();
+/* Only reached if a kernel is needed before the constructor ran (another constructor). */
+__attribute__((noinline, cold)) static const ds_quant_kernels *quant_init_slow(void) {
+    quant_init();
     return g_active;
+}
+
+static inline const ds_quant_kernels *K(void) {
+    const ds_quant_kernels *k = g_active;
+    return __builtin_expect(k != NULL, 1) ? k : quant_init_slow();
 }
 
 const char *ds_quant_level(void) { K(); return g_level_names[g_active_level]; }
@@ -589,10 +619,20 @@ void ds_quantize_row_ref(ds_type dot_type, const float *src, void *dst, int64_t 
     k->quant[dot_type](src, dst, n);
 }
 
-float ds_vec_dot(ds_type t, int64_t n, const void *w, const void *a) {
+/* The two hot entry points keep their fast path free of calls (a plain tail call through the
+ * table); initialisation and the type check's failure go through a cold function. */
+__attribute__((noinline, cold)) static ds_dot_fn dot_slow(ds_type t) {
     const ds_quant_kernels *k = K();
     CHECK_TYPE(t, k->dot);
-    return k->dot[t](n, w, a);
+    return k->dot[t];
+}
+
+float ds_vec_dot(ds_type t, int64_t n, const void *w, const void *a) {
+    const ds_quant_kernels *k = g_active;
+    ds_dot_fn f;
+    if (__builtin_expect(k != NULL && (unsigned)t < DS_TYPE_COUNT, 1) && (f = k->dot[t]) != NULL)
+        return f(n, w, a);
+    return dot_slow(t)(n, w, a);
 }
 
 float ds_vec_dot_ref(ds_type t, int64_t n, const void *w, const void *a) {
@@ -601,12 +641,20 @@ float ds_vec_dot_ref(ds_type t, int64_t n, const void *w, const void *a) {
     return k->dot[t](n, w, a);
 }
 
+__attribute__((noinline)) static void rows_loop(ds_dot_fn f, int64_t n, const uint8_t *p, size_t w_stride,
+                                                int nrows, const void *a, float *out) {
+    for (int r = 0; r < nrows; r++, p += w_stride) out[r] = f(n, p, a);
+}
+
 void ds_vec_dot_rows(ds_type t, int64_t n, const void *w, size_t w_stride, int nrows,
                      const void *a, float *out) {
-    const ds_quant_kernels *k = K();
-    CHECK_TYPE(t, k->dot);
+    const ds_quant_kernels *k = g_active;
+    ds_dot_rows_fn fr;
+    if (__builtin_expect(k != NULL && (unsigned)t < DS_TYPE_COUNT, 1) && (fr = k->rows[t]) != NULL) {
+        fr(n, w, w_stride, nrows, a, out);
+        return;
+    }
+    k = K();
     if (k->rows[t]) { k->rows[t](n, w, w_stride, nrows, a, out); return; }
-    ds_dot_fn f = k->dot[t];
-    const uint8_t *p = w;
-    for (int r = 0; r < nrows; r++, p += w_stride) out[r] = f(n, p, a);
+    rows_loop(dot_slow(t), n, w, w_stride, nrows, a, out);
 }

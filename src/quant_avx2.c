@@ -14,27 +14,37 @@
 #include "quant_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define T_DEQ __attribute__((target("avx2,f16c")))   /* no fma: see above */
+/* No fma (see above). Also used for the helpers, so they inline into both kinds of function. */
+#define T_DEQ __attribute__((target("avx2,f16c")))
 
 /* ------------------------------------------------------------------ helpers */
 
-static inline T_AVX2 float hsum8(__m256 v) {
+/* Prefetch distance (see quant_avx512.c): with short rows, the same position a whole number
+ * of row groups (>= PF_DIST bytes) ahead; long rows are streams of their own, prefetched
+ * PF_DIST bytes ahead. */
+#define PF_DIST 6144
+static inline size_t pf_dist(size_t group_bytes) {
+    return group_bytes <= 8192 ? (PF_DIST + group_bytes - 1) / group_bytes * group_bytes : PF_DIST;
+}
+
+static inline T_DEQ float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-static inline T_AVX2 int hsum8i(__m256i v) {
+static inline T_DEQ int hsum8i(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
     return _mm_cvtsi128_si32(s);
 }
 
-static inline T_AVX2 float hmax8(__m256 v) {
+static inline T_DEQ float hmax8(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -42,30 +52,30 @@ static inline T_AVX2 float hmax8(__m256 v) {
 }
 
 /* The two halves at p (d and m / d and s of a block) as floats in lanes 0 and 1. */
-static inline T_AVX2 __m128 h2x2(const void *p) {
+static inline T_DEQ __m128 h2x2(const void *p) {
     uint32_t v; memcpy(&v, p, 4);
     return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
 }
-static inline T_AVX2 __m128 h1(const void *p) {
+static inline T_DEQ __m128 h1(const void *p) {
     return _mm_cvtph_ps(_mm_cvtsi32_si128(ds_rd16(p)));
 }
 
 /* F16C scalar conversion (exact, like ds_fp16_to_fp32, without its branches). */
 static inline T_DEQ float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-static inline T_AVX2 __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
-static inline T_AVX2 __m128i ld128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+static inline T_DEQ __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline T_DEQ __m128i ld128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
 /* 16 bytes of packed nibbles -> 32 bytes: low nibbles then high nibbles (the layout of the
  * 32-element legacy blocks). */
-static inline T_AVX2 __m256i nibbles32(const uint8_t *qs) {
+static inline T_DEQ __m256i nibbles32(const uint8_t *qs) {
     const __m256i sh = _mm256_set_epi64x(4, 4, 0, 0);
     __m256i b = _mm256_broadcastsi128_si256(ld128(qs));
     return _mm256_and_si256(_mm256_srlv_epi64(b, sh), _mm256_set1_epi8(0x0f));
 }
 
 /* 32-bit qh -> bytes 0x10 where bit j is set, for j = 0..31. */
-static inline T_AVX2 __m256i bits_to_0x10(uint32_t qh) {
+static inline T_DEQ __m256i bits_to_0x10(uint32_t qh) {
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
                                            0x0101010101010101LL, 0x0000000000000000LL);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
@@ -75,7 +85,7 @@ static inline T_AVX2 __m256i bits_to_0x10(uint32_t qh) {
 }
 
 /* sum of (u8 q) * (s8 a) over 32 bytes as 8 int32 lanes. */
-static inline T_AVX2 __m256i dot_us(__m256i q, __m256i a) {
+static inline T_DEQ __m256i dot_us(__m256i q, __m256i a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1));
 }
 
@@ -211,46 +221,73 @@ static inline T_AVX2 float amax32(const float *x) {
     return hmax8(m);
 }
 
-static T_AVX2 void quant_q8_0(const float *x, void *dst, int64_t n) {
-    blk_q8_0 *b = dst;
-    for (int64_t i = 0; i < n / QK32; i++, b++, x += 32) {
-        uint16_t d16;
-        float id = ds_q8_scale_fp16(amax32(x), &d16);
-        b->d = d16;
-        q8_32(x, _mm256_set1_ps(id), b->qs);
+/* Scales of 8 blocks at once from their amax: d16 = fp16(amax/127), returns 1/fp32(d16) or 0 —
+ * the same IEEE operations as ds_q8_scale_fp16 (F16C rounds to nearest even like
+ * ds_fp32_to_fp16), so the result is bit-identical to the scalar quantiser. */
+static inline T_AVX2 __m256 q8_scales8(__m256 amax, __m128i *d16) {
+    __m256 d = _mm256_div_ps(amax, _mm256_set1_ps(127.0f));
+    *d16 = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_cvtph_ps(*d16));
+    __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), id), _mm256_set1_ps(INFINITY), _CMP_LT_OQ);
+    return _mm256_and_ps(id, ok);   /* 1/0 = inf and NaN -> 0 */
+}
+
+/* Q8_0 (sum == 0) or Q8_1 (sum == 1; s = d * sum(q) in fp16); blocks of bsz bytes. */
+static inline __attribute__((always_inline)) T_AVX2 void quant_q8_01(const float *x, uint8_t *dst, int64_t n, int sum) {
+    const int bsz = sum ? 36 : 34;
+    int64_t nb = n / QK32;
+    for (int64_t i0 = 0; i0 < nb; i0 += 8) {
+        int cnt = nb - i0 < 8 ? (int)(nb - i0) : 8;
+        float am[8] = { 0 }, idv[8];
+        uint16_t dv[8];
+        for (int j = 0; j < cnt; j++) am[j] = amax32(x + 32 * (i0 + j));
+        __m128i d16;
+        _mm256_storeu_ps(idv, q8_scales8(_mm256_loadu_ps(am), &d16));
+        _mm_storeu_si128((__m128i *)dv, d16);
+        int sums[8] = { 0 };
+        for (int j = 0; j < cnt; j++) {
+            uint8_t *b = dst + (i0 + j) * bsz;
+            memcpy(b, &dv[j], 2);
+            __m256i q = q8_32(x + 32 * (i0 + j), _mm256_set1_ps(idv[j]), (int8_t *)b + bsz - 32);
+            if (sum) sums[j] = hsum8i(dot_us(_mm256_set1_epi8(1), q));
+        }
+        if (sum) {   /* s = fp16(fp32(d16) * sum), 8 blocks at once */
+            __m256 sv = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sums)));
+            uint16_t s16[8];
+            _mm_storeu_si128((__m128i *)s16, _mm256_cvtps_ph(sv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            for (int j = 0; j < cnt; j++) memcpy(dst + (i0 + j) * bsz + 2, &s16[j], 2);
+        }
     }
 }
 
-static T_AVX2 void quant_q8_1(const float *x, void *dst, int64_t n) {
-    blk_q8_1 *b = dst;
-    for (int64_t i = 0; i < n / QK32; i++, b++, x += 32) {
-        uint16_t d16;
-        float id = ds_q8_scale_fp16(amax32(x), &d16);
-        b->d = d16;
-        __m256i q = q8_32(x, _mm256_set1_ps(id), b->qs);
-        int sum = hsum8i(dot_us(_mm256_set1_epi8(1), q));
-        b->s = ds_fp32_to_fp16(f16(d16) * (float)sum);
-    }
-}
+static T_AVX2 void quant_q8_0(const float *x, void *dst, int64_t n) { quant_q8_01(x, dst, n, 0); }
+static T_AVX2 void quant_q8_1(const float *x, void *dst, int64_t n) { quant_q8_01(x, dst, n, 1); }
 
 static T_AVX2 void quant_q8_K(const float *x, void *dst, int64_t n) {
     blk_q8_K *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t i = 0; i < n / QKK; i++, b++, x += QKK) {
-        float amax = 0;
-        for (int k = 0; k < 8; k++) { float m = amax32(x + 32 * k); amax = m > amax ? m : amax; }
-        float id = ds_q8k_scale(amax, &b->d);
-        __m256 vid = _mm256_set1_ps(id);
-        for (int k = 0; k < 8; k++) q8_32(x + 32 * k, vid, b->qs + 32 * k);
-        /* |x*id| <= 127 up to rounding, so no value reaches -128; bsums from the bytes */
-        for (int k = 0; k < 8; k++) {
-            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), ld256(b->qs + 32 * k)),
-                                          _mm256_set1_epi16(1));
-            __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
-            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
-            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
-            b->bsums[2 * k] = (int16_t)(_mm_cvtsi128_si32(lo) + _mm_extract_epi32(lo, 1));
-            b->bsums[2 * k + 1] = (int16_t)(_mm_cvtsi128_si32(hi) + _mm_extract_epi32(hi, 1));
+        __m256 m0 = _mm256_setzero_ps(), m1 = m0;
+        for (int k = 0; k < QKK; k += 16) {
+            m0 = _mm256_max_ps(m0, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+            m1 = _mm256_max_ps(m1, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k + 8)));
         }
+        float id = ds_q8k_scale(hmax8(_mm256_max_ps(m0, m1)), &b->d);
+        __m256 vid = _mm256_set1_ps(id);
+        /* |x*id| <= 127 up to rounding (clamped anyway); bsums from the bytes: per 32-byte chunk
+         * 8 int32 lanes (4 per group of 16), reduced with two rounds of hadd per 4 chunks */
+        __m256i gs[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i s4[4];
+            for (int k = 0; k < 4; k++) {
+                __m256i q = q8_32(x + 128 * h + 32 * k, vid, b->qs + 128 * h + 32 * k);
+                s4[k] = dot_us(_mm256_set1_epi8(1), q);
+            }
+            __m256i g = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
+            gs[h] = _mm256_permutevar8x32_epi32(g, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        }
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(gs[0], gs[1]), 0xd8);
+        _mm256_storeu_si256((__m256i *)b->bsums, p);
     }
 }
 
@@ -261,6 +298,8 @@ static T_AVX2 float dot_f32(int64_t n, const void *w, const void *a) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)(x + i) + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)(x + i) + PF_DIST + 64, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
@@ -277,6 +316,7 @@ static T_AVX2 float dot_f16(int64_t n, const void *w, const void *a) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)(x + 2 * i) + PF_DIST, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(ld128(x + 2 * i)), _mm256_loadu_ps(y + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(ld128(x + 2 * i + 16)), _mm256_loadu_ps(y + i + 8), s1);
         s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(ld128(x + 2 * i + 32)), _mm256_loadu_ps(y + i + 16), s2);
@@ -297,6 +337,7 @@ static T_AVX2 float dot_bf16(int64_t n, const void *w, const void *a) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        if (!(i & 31)) _mm_prefetch((const char *)(x + 2 * i) + PF_DIST, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(bf16x8(x + 2 * i), _mm256_loadu_ps(y + i), s0);
         s1 = _mm256_fmadd_ps(bf16x8(x + 2 * i + 16), _mm256_loadu_ps(y + i + 8), s1);
     }
@@ -320,19 +361,16 @@ static T_AVX2 float dot_bf16(int64_t n, const void *w, const void *a) {
     _Pragma("GCC unroll 4") for (int r = 0; r < (R); r++)                            \
         out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(accm[r]));
 
-#ifndef PF_ROWS
-#define PF_ROWS 4
-#endif
 /* Q4_1 x Q8_1: d_w*d_a*sum(q*a) + m_w*s_a. */
 static inline __attribute__((always_inline)) T_AVX2 void
-q4_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, float *out) {
+q4_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, float *out, size_t pfd) {
     ROWS_BODY_BEGIN(4)
     for (int i = 0; i < nb; i++) {
         __m128 ya = h2x2(&y[i].d);           /* [d_a, s_a] */
         __m256i av = ld256(y[i].qs);
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const blk_q4_1 *x = (const blk_q4_1 *)(w + r * stride) + i;
-            _mm_prefetch((const char *)x + PF_ROWS * stride, _MM_HINT_T0);
+            _mm_prefetch((const char *)x + pfd, _MM_HINT_T0);
             __m128 s = _mm_mul_ps(h2x2(&x->d), ya);   /* [d_w*d_a, m_w*s_a] */
             __m256i p = dot_us(nibbles32(x->qs), av);
             acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p), acc[r]);
@@ -344,7 +382,7 @@ q4_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, flo
 
 /* Q4_0 x Q8_0: sum((q-8)*a) = maddubs(q, a) - maddubs(8, a), the latter shared by the rows. */
 static inline __attribute__((always_inline)) T_AVX2 void
-q4_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, float *out) {
+q4_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, float *out, size_t pfd) {
     ROWS_BODY_BEGIN(4)
     const __m256i ones = _mm256_set1_epi16(1);
     for (int i = 0; i < nb; i++) {
@@ -353,6 +391,7 @@ q4_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, flo
         __m256i bias = _mm256_maddubs_epi16(_mm256_set1_epi8(8), av);
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const blk_q4_0 *x = (const blk_q4_0 *)(w + r * stride) + i;
+            _mm_prefetch((const char *)x + pfd, _MM_HINT_T0);
             __m128 s = _mm_mul_ss(h1(&x->d), da);
             __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles32(x->qs), av), bias);
             __m256i p = _mm256_madd_epi16(p16, ones);
@@ -364,7 +403,7 @@ q4_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, flo
 
 /* Q5_0 x Q8_0: as Q4_0 with the 5th bit and bias 16. */
 static inline __attribute__((always_inline)) T_AVX2 void
-q5_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, float *out) {
+q5_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, float *out, size_t pfd) {
     ROWS_BODY_BEGIN(4)
     const __m256i ones = _mm256_set1_epi16(1);
     for (int i = 0; i < nb; i++) {
@@ -373,6 +412,7 @@ q5_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, flo
         __m256i bias = _mm256_maddubs_epi16(_mm256_set1_epi8(16), av);
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const blk_q5_0 *x = (const blk_q5_0 *)(w + r * stride) + i;
+            _mm_prefetch((const char *)x + pfd, _MM_HINT_T0);
             uint32_t qh; memcpy(&qh, x->qh, 4);
             __m128 s = _mm_mul_ss(h1(&x->d), da);
             __m256i q = _mm256_or_si256(nibbles32(x->qs), bits_to_0x10(qh));
@@ -385,13 +425,14 @@ q5_0_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_0 *y, flo
 
 /* Q5_1 x Q8_1. */
 static inline __attribute__((always_inline)) T_AVX2 void
-q5_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, float *out) {
+q5_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, float *out, size_t pfd) {
     ROWS_BODY_BEGIN(4)
     for (int i = 0; i < nb; i++) {
         __m128 ya = h2x2(&y[i].d);
         __m256i av = ld256(y[i].qs);
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const blk_q5_1 *x = (const blk_q5_1 *)(w + r * stride) + i;
+            _mm_prefetch((const char *)x + pfd, _MM_HINT_T0);
             uint32_t qh; memcpy(&qh, x->qh, 4);
             __m128 s = _mm_mul_ps(h2x2(&x->d), ya);
             __m256i q = _mm256_or_si256(nibbles32(x->qs), bits_to_0x10(qh));
@@ -406,7 +447,7 @@ q5_1_rows(int R, int nb, const uint8_t *w, size_t stride, const blk_q8_1 *y, flo
 /* Q8_0 x Q8_0 (also Q8_1 x Q8_1, same layout apart from the 2-byte s): sign trick,
  * maddubs(|w|, sign(a, w)). */
 static inline __attribute__((always_inline)) T_AVX2 void
-q8_rows(int R, int nb, int wsz, int asz, const uint8_t *w, size_t stride, const uint8_t *y, float *out) {
+q8_rows(int R, int nb, int wsz, int asz, const uint8_t *w, size_t stride, const uint8_t *y, float *out, size_t pfd) {
     ROWS_BODY_BEGIN(4)
     for (int i = 0; i < nb; i++) {
         const uint8_t *yb = y + (size_t)i * asz;
@@ -414,6 +455,7 @@ q8_rows(int R, int nb, int wsz, int asz, const uint8_t *w, size_t stride, const 
         __m256i av = ld256(yb + asz - 32);
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const uint8_t *xb = w + r * stride + (size_t)i * wsz;
+            _mm_prefetch((const char *)xb + pfd, _MM_HINT_T0);
             __m128 s = _mm_mul_ss(h1(xb), da);
             __m256i wv = ld256(xb + wsz - 32);
             __m256i p = dot_us(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
@@ -423,24 +465,28 @@ q8_rows(int R, int nb, int wsz, int asz, const uint8_t *w, size_t stride, const 
     ROWS_BODY_END(R)
 }
 
-#define DEF_ROWS32(name, call1, call4)                                                         \
+
+#define DEF_ROWS32(name, bs, call1, call4)                                                     \
     static T_AVX2 float dot_##name(int64_t n, const void *w, const void *a) {                  \
         float o; int nb = (int)(n / QK32); const uint8_t *wp = w; size_t stride = 0;           \
+        size_t pfd = pf_dist((size_t)nb * (bs)); /* callers loop over consecutive rows */     \
         float *out = &o; (void)stride; call1; return o;                                        \
     }                                                                                          \
     static T_AVX2 void rows_##name(int64_t n, const void *w, size_t stride, int nrows,         \
                                    const void *a, float *out) {                                \
         int nb = (int)(n / QK32); const uint8_t *wp = w; int r = 0;                            \
+        size_t pfd = pf_dist(4 * stride);                                                      \
         for (; r + 4 <= nrows; r += 4, wp += 4 * stride, out += 4) { call4; }                  \
+        pfd = pf_dist(stride);                                                                 \
         for (; r < nrows; r++, wp += stride, out++) { call1; }                                 \
     }
 
-DEF_ROWS32(q4_1, q4_1_rows(1, nb, wp, stride, a, out), q4_1_rows(4, nb, wp, stride, a, out))
-DEF_ROWS32(q4_0, q4_0_rows(1, nb, wp, stride, a, out), q4_0_rows(4, nb, wp, stride, a, out))
-DEF_ROWS32(q5_0, q5_0_rows(1, nb, wp, stride, a, out), q5_0_rows(4, nb, wp, stride, a, out))
-DEF_ROWS32(q5_1, q5_1_rows(1, nb, wp, stride, a, out), q5_1_rows(4, nb, wp, stride, a, out))
-DEF_ROWS32(q8_0, q8_rows(1, nb, 34, 34, wp, stride, a, out), q8_rows(4, nb, 34, 34, wp, stride, a, out))
-DEF_ROWS32(q8_1, q8_rows(1, nb, 36, 36, wp, stride, a, out), q8_rows(4, nb, 36, 36, wp, stride, a, out))
+DEF_ROWS32(q4_1, 20, q4_1_rows(1, nb, wp, stride, a, out, pfd), q4_1_rows(4, nb, wp, stride, a, out, pfd))
+DEF_ROWS32(q4_0, 18, q4_0_rows(1, nb, wp, stride, a, out, pfd), q4_0_rows(4, nb, wp, stride, a, out, pfd))
+DEF_ROWS32(q5_0, 22, q5_0_rows(1, nb, wp, stride, a, out, pfd), q5_0_rows(4, nb, wp, stride, a, out, pfd))
+DEF_ROWS32(q5_1, 24, q5_1_rows(1, nb, wp, stride, a, out, pfd), q5_1_rows(4, nb, wp, stride, a, out, pfd))
+DEF_ROWS32(q8_0, 34, q8_rows(1, nb, 34, 34, wp, stride, a, out, pfd), q8_rows(4, nb, 34, 34, wp, stride, a, out, pfd))
+DEF_ROWS32(q8_1, 36, q8_rows(1, nb, 36, 36, wp, stride, a, out, pfd), q8_rows(4, nb, 36, 36, wp, stride, a, out, pfd))
 
 /* ------------------------------------------------------------------ K-quant dots */
 
@@ -477,6 +523,7 @@ static T_AVX2 float dot_q4_K(int64_t n, const void *w, const void *a) {
     __m256 acc = _mm256_setzero_ps();
     float accm = 0;
     for (int64_t i = 0; i < n / QKK; i++) {
+        for (int l = 0; l < (int)sizeof x[i]; l += 64) _mm_prefetch((const char *)(x + i) + PF_DIST + l, _MM_HINT_T0);
         __m128i sc, mn;
         kq_scales16(x[i].scales, &sc, &mn);
         float dw = f16(x[i].d) * y[i].d;
@@ -503,6 +550,7 @@ static T_AVX2 float dot_q5_K(int64_t n, const void *w, const void *a) {
     __m256 acc = _mm256_setzero_ps();
     float accm = 0;
     for (int64_t i = 0; i < n / QKK; i++) {
+        for (int l = 0; l < (int)sizeof x[i]; l += 64) _mm_prefetch((const char *)(x + i) + PF_DIST + l, _MM_HINT_T0);
         __m128i sc, mn;
         kq_scales16(x[i].scales, &sc, &mn);
         float dw = f16(x[i].d) * y[i].d;
@@ -540,6 +588,7 @@ static T_AVX2 float dot_q6_K(int64_t n, const void *w, const void *a) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QKK; i++) {
+        for (int l = 0; l < (int)sizeof x[i]; l += 64) _mm_prefetch((const char *)(x + i) + PF_DIST + l, _MM_HINT_T0);
         __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x[i].scales));   /* [s0..s7 | s8..s15] */
         /* offset term: 32 * sum_g sc_g * bsum_g */
         __m256i off = _mm256_madd_epi16(sc16, ld256(y[i].bsums));

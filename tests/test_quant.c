@@ -151,6 +151,11 @@ TEST(quant_type_table) {
     CHECK(ds_type_info_get(DS_TYPE_Q6_K)->dot_type == DS_TYPE_Q8_K);
     CHECK(ds_type_info_get(DS_TYPE_BF16)->dot_type == DS_TYPE_F32);
     CHECK(ds_quant_level() != NULL);
+    char lv[64] = "";
+    for (int l = 0; l < 3; l++)
+        if (set_level(k_levels[l])) { strcat(lv, " "); strcat(lv, k_levels[l]); }
+    ds_quant_force_level(NULL);
+    fprintf(stderr, "    SIMD levels tested here:%s (default %s)\n", lv, ds_quant_level());
 }
 
 /* ------------------------------------------------------------------ dequantisation */
@@ -192,9 +197,10 @@ static void check_dots(int extreme) {
         ds_type t = k_types[ti];
         ds_type dt = ds_type_info_get(t)->dot_type;
         int64_t n = test_n(t);
-        size_t rb = ds_row_bytes(t, n), stride = rb + 6;   /* padded stride: rows at odd-ish offsets */
-        uint8_t *w = calloc(NR, stride);
-        void *a = calloc(1, ds_row_bytes(dt, n) + 64);
+        size_t rb = ds_row_bytes(t, n), stride = rb + 4;   /* padded stride: rows only 4-byte aligned */
+        /* exact sizes, so the sanitizer build catches any read past the last row / block */
+        uint8_t *w = calloc(1, (NR - 1) * stride + rb);
+        void *a = calloc(1, ds_row_bytes(dt, n));
         float *af = malloc((size_t)n * 4), *wf = malloc((size_t)n * 4), *ad = malloc((size_t)n * 4);
         for (int r = 0; r < NR; r++) fill_weights(t, w + r * stride, n, extreme);
         make_act(dt, n, a, af, extreme);
@@ -285,8 +291,10 @@ TEST(quant_activation_roundtrip) {
     float *x = malloc(n * 4), *y = malloc(n * 4);
     uint8_t *q_ref = malloc(ds_row_bytes(DS_TYPE_Q8_K, n) + ds_row_bytes(DS_TYPE_F32, n));
     uint8_t *q_got = malloc(ds_row_bytes(DS_TYPE_Q8_K, n) + ds_row_bytes(DS_TYPE_F32, n));
-    for (int rep = 0; rep < 4; rep++) {
-        for (int64_t i = 0; i < n; i++) x[i] = rng_act() * (rep == 1 ? 1e-2f : rep == 2 ? 50.0f : 1.0f);
+    for (int rep = 0; rep < 5; rep++) {
+        /* rep 4: tiny values, so Q8_0/Q8_1 scales are fp16 subnormals */
+        for (int64_t i = 0; i < n; i++)
+            x[i] = rng_act() * (rep == 1 ? 1e-2f : rep == 2 ? 50.0f : rep == 4 ? 1e-3f : 1.0f);
         if (rep == 3) {   /* special blocks: all zero, one spike, ties at .5, all equal */
             for (int i = 0; i < 32; i++) x[i] = 0.0f;
             for (int i = 32; i < 64; i++) x[i] = i == 40 ? 7.0f : 0.0f;
@@ -406,4 +414,23 @@ TEST(quant_matches_gguf_py_fixtures) {
                                     DS_TYPE_Q5_1, DS_TYPE_Q8_0, DS_TYPE_Q4_K, DS_TYPE_Q5_K, DS_TYPE_Q6_K };
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
         CHECK_MSG(types_seen & (1 << need[i]), "fixtures lack %s", ds_type_name(need[i]));
+}
+
+/* The library build (static archive) must dispatch to the SIMD kernels the CPU supports: a
+ * broken link (e.g. weak references not pulling the SIMD objects) silently falls to scalar. */
+TEST(quant_dispatch_uses_best_level) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    ds_quant_force_level(NULL);
+    const char *lvl = ds_quant_level();
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        CHECK_MSG(strcmp(lvl, "avx512") == 0, "level %s, expected avx512", lvl);
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        CHECK_MSG(strcmp(lvl, "avx2") == 0, "level %s, expected avx2", lvl);
+    else
+        SKIP("no AVX2 on this CPU");
+#else
+    SKIP("x86-64 gcc only");
+#endif
 }
