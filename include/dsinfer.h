@@ -54,6 +54,10 @@ typedef struct {
 ds_status ds_model_load(const char *path, ds_model **out);
 void ds_model_free(ds_model *m);
 const ds_model_info *ds_model_get_info(const ds_model *m);
+/* Tensor table (for `inspect`): count, and a one-line description "name type [ne0, ne1, ...] bytes"
+ * of tensor i written into buf. Returns the line length, or -1 if i is out of range. */
+int ds_model_n_tensors(const ds_model *m);
+int ds_model_tensor_desc(const ds_model *m, int i, char *buf, int cap);
 
 /* ---------------------------------------------------------------- tokens */
 

@@ -242,3 +242,18 @@ int ds_token_to_piece(const ds_model *m, int32_t tok, bool render_special, char 
 int32_t ds_token_bos(const ds_model *m) { return ds_tokenizer_bos(m->tok); }
 int32_t ds_token_eos(const ds_model *m) { return ds_tokenizer_eos(m->tok); }
 bool ds_token_is_eog(const ds_model *m, int32_t tok) { return ds_tokenizer_is_eog(m->tok, tok); }
+
+int ds_model_n_tensors(const ds_model *m) { return (int)m->gguf->n_tensors; }
+
+int ds_model_tensor_desc(const ds_model *m, int i, char *buf, int cap) {
+    if (i < 0 || (uint64_t)i >= m->gguf->n_tensors || cap <= 0) return -1;
+    const gguf_tensor *t = &m->gguf->tensors[i];
+    char name[256], dims[128];
+    gguf_str_copy(t->name, name, sizeof name);
+    int n = snprintf(dims, sizeof dims, "[");
+    for (uint32_t d = 0; d < t->n_dims && n < (int)sizeof dims; d++)
+        n += snprintf(dims + n, sizeof dims - (size_t)n, "%s%llu", d ? ", " : "", (unsigned long long)t->ne[d]);
+    if (n < (int)sizeof dims) snprintf(dims + n, sizeof dims - (size_t)n, "]");
+    return snprintf(buf, (size_t)cap, "%-36s %-6s %-18s %12llu", name, ds_type_name(t->type), dims,
+                    (unsigned long long)t->nbytes);
+}

@@ -512,7 +512,7 @@ static int cmd_bench(const opts *o) {
     }
     int maxd = 0;
     for (int i = 0; i < nd; i++) maxd = depths[i] > maxd ? depths[i] : maxd;
-    int n_ctx = (maxd + o->tg > o->pp ? maxd + o->tg : o->pp) + 1;
+    int n_ctx = maxd + (o->tg > o->pp ? o->tg : o->pp) + 1;
     ds_session *s = new_session(m, o, n_ctx);
     int nt = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     double bw = measure_read_bw(nt);
@@ -524,16 +524,22 @@ static int cmd_bench(const opts *o) {
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_ctx + 1));
     for (int i = 0; i <= n_ctx; i++) { rng = rng * 1664525u + 1013904223u; toks[i] = (int32_t)(rng % (uint32_t)info->n_vocab); }
     double times[1000];
-    if (o->pp > 0) {
+    /* prefill of pp tokens on top of each depth (as llama-bench -d does) */
+    for (int di = 0; di < nd && o->pp > 0; di++) {
+        int depth = depths[di];
         for (int r = 0; r < o->reps; r++) {
             ds_session_truncate(s, 0);
+            if (depth > 0) {
+                ds_status st = ds_session_eval(s, toks, depth, NULL);
+                if (st) die_status(st, "bench");
+            }
             double t0 = now_s();
-            ds_status st = ds_session_eval(s, toks, o->pp, NULL);
+            ds_status st = ds_session_eval(s, toks + depth, o->pp, NULL);
             if (st) die_status(st, "bench");
             times[r] = now_s() - t0;
         }
         qsort(times, (size_t)o->reps, sizeof(double), cmp_d);
-        printf("| pp%d | 0 | %.1f | - | - | - |\n", o->pp, o->pp / times[o->reps / 2]);
+        printf("| pp%d | %d | %.1f | - | - | - |\n", o->pp, depth, o->pp / times[o->reps / 2]);
         fflush(stdout);
     }
     for (int di = 0; di < nd && o->tg > 0; di++) {
@@ -590,7 +596,10 @@ static int cmd_inspect(const opts *o) {
     printf(", session total %.1f MB\n", ds_session_bytes(s) / 1e6);
     ds_session_free(s);
     if (o->tensors) {
-        fprintf(stderr, "(tensor listing: use gguf-dump for the full table)\n");
+        char line[512];
+        printf("%-36s %-6s %-18s %12s\n", "tensor", "type", "shape", "bytes");
+        for (int i = 0; i < ds_model_n_tensors(m); i++)
+            if (ds_model_tensor_desc(m, i, line, sizeof line) > 0) printf("%s\n", line);
     }
     ds_model_free(m);
     return 0;
