@@ -2,8 +2,9 @@
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Iinclude -Isrc -pthread
-LDLIBS  += -lm -pthread
+SAN     ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Iinclude -Isrc -pthread $(SAN)
+LDLIBS  += -lm -pthread $(SAN) -lcjson
 BUILD   ?= build
 
 SRC     := $(wildcard src/*.c)
@@ -11,6 +12,11 @@ OBJ     := $(SRC:src/%.c=$(BUILD)/src/%.o)
 TESTSRC := $(wildcard tests/test_*.c)
 TESTOBJ := $(TESTSRC:tests/%.c=$(BUILD)/tests/%.o)
 LIB     := $(BUILD)/libdsinfer.a
+BIN     ?= dsinfer
+# CLI-side helpers (eval task generators, plot writer): public API only, linked into the CLI
+# and the test binary.
+TOOLSRC := $(filter-out tools/dsinfer.c,$(wildcard tools/*.c))
+TOOLOBJ := $(TOOLSRC:tools/%.c=$(BUILD)/tools/%.o)
 
 ifeq ($(CUDA),1)
 NVCC    ?= nvcc
@@ -23,7 +29,7 @@ NVFLAGS ?= -O3 -std=c++17 -Iinclude -Isrc -gencode arch=compute_90,code=sm_90 \
 endif
 
 .PHONY: all test asan fuzz clean demo bench
-all: dsinfer
+all: $(BIN)
 
 $(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)
@@ -37,25 +43,29 @@ $(LIB): $(OBJ) $(CUOBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-dsinfer: tools/dsinfer.c $(LIB)
-	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
-
-$(BUILD)/tests/%.o: tests/%.c tests/test.h $(wildcard src/*.h) include/dsinfer.h
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -c $< -o $@
+	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/test_dsinfer: $(TESTOBJ) $(BUILD)/tests/test_main.o $(LIB)
+dsinfer: tools/dsinfer.c $(TOOLOBJ) $(LIB)
+	$(CC) $(CFLAGS) $< $(TOOLOBJ) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%.o: tests/%.c tests/test.h $(wildcard src/*.h tools/*.h) include/dsinfer.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -Itools -c $< -o $@
+
+$(BUILD)/test_dsinfer: $(TESTOBJ) $(BUILD)/tests/test_main.o $(TOOLOBJ) $(LIB)
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 # The one test command (README, .ci/run): unit + integration tests, then the numpy reference
 # checks; ends with the combined "N passed, N failed" line.
-test: dsinfer $(BUILD)/test_dsinfer
-	@tests/run.sh $(BUILD)
+test: $(BIN) $(BUILD)/test_dsinfer
+	@tests/run.sh $(BUILD) $(BIN)
 
 # Whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	        LDLIBS="-lm -pthread -fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-asan BIN=build-asan/dsinfer OPT=-O1 \
+	        SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 # libFuzzer target for the GGUF reader; FUZZ_SECONDS=600 for the acceptance run.
 FUZZ_SECONDS ?= 60

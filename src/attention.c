@@ -32,48 +32,61 @@ void ds_attn_partial_ref(const float *q, int G, int hd, const uint16_t *K, const
     }
 }
 
-/* The tiled kernel body, instantiated per SIMD level with its dot/axpy primitives. */
-#define ATTN_PARTIAL_BODY(DOT, AXPY, SCALE)                                                  \
+/* The tiled kernel body, instantiated per SIMD level. Per position the fp16 K and V rows are
+ * converted once (not once per query head of the group), and the exponentials of a whole tile
+ * are computed with a vector exp. */
+#define ATTN_PARTIAL_BODY(CVT, DOTF, AXPYF, SCALE, EXPTILE)                                  \
     float s[16][TILE];                                                                       \
+    float row[512];                                                                          \
     for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }                      \
     memset(acc, 0, sizeof(float) * (size_t)G * hd);                                          \
     for (int i0 = begin; i0 < end; i0 += TILE) {                                             \
         int nt = end - i0 < TILE ? end - i0 : TILE;                                          \
         for (int j = 0; j < nt; j++) {                                                       \
             int t = idx ? idx[i0 + j] : i0 + j;                                              \
-            const uint16_t *k = K + (size_t)t * hd;                                          \
-            for (int g = 0; g < G; g++) s[g][j] = DOT(q + (size_t)g * hd, k, hd);            \
+            CVT(row, K + (size_t)t * hd, hd);                                                \
+            for (int g = 0; g < G; g++) s[g][j] = DOTF(q + (size_t)g * hd, row, hd);         \
         }                                                                                    \
         for (int g = 0; g < G; g++) {                                                        \
             float mx = st->m[g];                                                             \
             for (int j = 0; j < nt; j++) mx = s[g][j] > mx ? s[g][j] : mx;                   \
-            float corr = expf(st->m[g] - mx), sum = 0;                                       \
-            for (int j = 0; j < nt; j++) { s[g][j] = expf(s[g][j] - mx); sum += s[g][j]; }   \
+            float corr = expf(st->m[g] - mx);                                                \
+            float sum = EXPTILE(s[g], nt, mx);                                               \
             st->l[g] = st->l[g] * corr + sum;                                                \
             st->m[g] = mx;                                                                   \
             if (corr != 1.0f) SCALE(acc + (size_t)g * hd, corr, hd);                         \
         }                                                                                    \
         for (int j = 0; j < nt; j++) {                                                       \
             int t = idx ? idx[i0 + j] : i0 + j;                                              \
-            const uint16_t *v = V + (size_t)t * hd;                                          \
-            for (int g = 0; g < G; g++) AXPY(acc + (size_t)g * hd, s[g][j], v, hd);          \
+            CVT(row, V + (size_t)t * hd, hd);                                                \
+            for (int g = 0; g < G; g++) AXPYF(acc + (size_t)g * hd, s[g][j], row, hd);       \
         }                                                                                    \
     }
 
-static inline float dot_scalar(const float *q, const uint16_t *k, int hd) {
+static inline void cvt_scalar(float *dst, const uint16_t *src, int hd) {
+    for (int c = 0; c < hd; c++) dst[c] = ds_fp16_to_fp32(src[c]);
+}
+static inline float dotf_scalar(const float *a, const float *b, int hd) {
     float s = 0;
-    for (int c = 0; c < hd; c++) s += q[c] * ds_fp16_to_fp32(k[c]);
+    for (int c = 0; c < hd; c++) s += a[c] * b[c];
     return s;
 }
-static inline void axpy_scalar(float *acc, float p, const uint16_t *v, int hd) {
-    for (int c = 0; c < hd; c++) acc[c] += p * ds_fp16_to_fp32(v[c]);
+static inline void axpyf_scalar(float *acc, float p, const float *v, int hd) {
+    for (int c = 0; c < hd; c++) acc[c] += p * v[c];
 }
+/* s[j] = exp(s[j] - mx) for j < n; returns the sum. */
+static inline float exptile_scalar(float *sv, int n, float mx) {
+    float sum = 0;
+    for (int j = 0; j < n; j++) { sv[j] = expf(sv[j] - mx); sum += sv[j]; }
+    return sum;
+}
+
 static inline void scale_scalar(float *acc, float a, int hd) {
     for (int c = 0; c < hd; c++) acc[c] *= a;
 }
 static void attn_partial_scalar(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
                                 const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
-    ATTN_PARTIAL_BODY(dot_scalar, axpy_scalar, scale_scalar)
+    ATTN_PARTIAL_BODY(cvt_scalar, dotf_scalar, axpyf_scalar, scale_scalar, exptile_scalar)
 }
 
 #if defined(__x86_64__)
@@ -87,22 +100,53 @@ T_AVX2 static inline float hsum256(__m256 v) {
     lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
     return _mm_cvtss_f32(lo);
 }
-T_AVX2 static inline float dot_avx2(const float *q, const uint16_t *k, int hd) {
+T_AVX2 static inline void cvt_avx2(float *dst, const uint16_t *src, int hd) {
+    for (int c = 0; c < hd; c += 8)
+        _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + c))));
+}
+T_AVX2 static inline float dotf_avx2(const float *a, const float *b, int hd) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (int c = 0; c < hd; c += 16) {
-        __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + c)));
-        __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + c + 8)));
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), k0, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), k1, a1);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c + 8), _mm256_loadu_ps(b + c + 8), a1);
     }
     return hsum256(_mm256_add_ps(a0, a1));
 }
-T_AVX2 static inline void axpy_avx2(float *acc, float p, const uint16_t *v, int hd) {
+T_AVX2 static inline void axpyf_avx2(float *acc, float p, const float *v, int hd) {
     __m256 pp = _mm256_set1_ps(p);
-    for (int c = 0; c < hd; c += 8) {
-        __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + c)));
-        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pp, vv, _mm256_loadu_ps(acc + c)));
+    for (int c = 0; c < hd; c += 8)
+        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pp, _mm256_loadu_ps(v + c), _mm256_loadu_ps(acc + c)));
+}
+/* exp(x) for x <= 0 (scores minus their max): 2^n * p(r), r in [-ln2/2, ln2/2], degree-6
+ * polynomial; relative error ~2e-7. Inputs below -87 flush to 0. */
+T_AVX2 static inline __m256 exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+T_AVX2 static inline float exptile_avx2(float *sv, int n, float mx) {
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(sv + j), m));
+        _mm256_storeu_ps(sv + j, e);
+        sum = _mm256_add_ps(sum, e);
     }
+    float tot = hsum256(sum);
+    for (; j < n; j++) { sv[j] = expf(sv[j] - mx); tot += sv[j]; }
+    return tot;
 }
 T_AVX2 static inline void scale_avx2(float *acc, float a, int hd) {
     __m256 aa = _mm256_set1_ps(a);
@@ -110,28 +154,59 @@ T_AVX2 static inline void scale_avx2(float *acc, float a, int hd) {
 }
 T_AVX2 static void attn_partial_avx2(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
                                      const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
-    ATTN_PARTIAL_BODY(dot_avx2, axpy_avx2, scale_avx2)
+    ATTN_PARTIAL_BODY(cvt_avx2, dotf_avx2, axpyf_avx2, scale_avx2, exptile_avx2)
 }
 
-T_AVX512 static inline float dot_avx512(const float *q, const uint16_t *k, int hd) {
+T_AVX512 static inline void cvt_avx512(float *dst, const uint16_t *src, int hd) {
+    for (int c = 0; c < hd; c += 16)
+        _mm512_storeu_ps(dst + c, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + c))));
+}
+T_AVX512 static inline float dotf_avx512(const float *a, const float *b, int hd) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int c = 0;
     for (; c + 32 <= hd; c += 32) {
-        __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c)));
-        __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c + 16)));
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), k0, a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), k1, a1);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + c + 16), _mm512_loadu_ps(b + c + 16), a1);
     }
-    for (; c < hd; c += 16)
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c))), a0);
+    for (; c < hd; c += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c), a0);
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
-T_AVX512 static inline void axpy_avx512(float *acc, float p, const uint16_t *v, int hd) {
+T_AVX512 static inline void axpyf_avx512(float *acc, float p, const float *v, int hd) {
     __m512 pp = _mm512_set1_ps(p);
-    for (int c = 0; c < hd; c += 16) {
-        __m512 vv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + c)));
-        _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(pp, vv, _mm512_loadu_ps(acc + c)));
+    for (int c = 0; c < hd; c += 16)
+        _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(pp, _mm512_loadu_ps(v + c), _mm512_loadu_ps(acc + c)));
+}
+T_AVX512 static inline __m512 exp_avx512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    __mmask16 ok = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+    x = _mm512_max_ps(x, lo);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_mov_ps(ok, _mm512_scalef_ps(p, n));
+}
+T_AVX512 static inline float exptile_avx512(float *sv, int n, float mx) {
+    __m512 m = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(sv + j), m));
+        _mm512_storeu_ps(sv + j, e);
+        sum = _mm512_add_ps(sum, e);
     }
+    if (j < n) {
+        __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sv + j), m)));
+        _mm512_mask_storeu_ps(sv + j, k, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
 }
 T_AVX512 static inline void scale_avx512(float *acc, float a, int hd) {
     __m512 aa = _mm512_set1_ps(a);
@@ -139,7 +214,7 @@ T_AVX512 static inline void scale_avx512(float *acc, float a, int hd) {
 }
 T_AVX512 static void attn_partial_avx512(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
                                          const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
-    ATTN_PARTIAL_BODY(dot_avx512, axpy_avx512, scale_avx512)
+    ATTN_PARTIAL_BODY(cvt_avx512, dotf_avx512, axpyf_avx512, scale_avx512, exptile_avx512)
 }
 #endif
 

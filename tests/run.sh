@@ -3,6 +3,8 @@
 # independent numpy reference (tests/reference). Prints one combined "N passed, N failed" line.
 set -u
 BUILD=${1:-build}
+BIN=${2:-./dsinfer}
+case "$BIN" in /*|./*) ;; *) BIN=./$BIN;; esac
 cd "$(dirname "$0")/.."
 passed=0; failed=0; skipped=0
 
@@ -24,7 +26,7 @@ add_counts "$log"
 
 echo "== reference checks (numpy + gguf)"
 if python3 -c "import numpy, gguf" 2>/dev/null; then
-    python3 tests/reference/check_all.py --dsinfer ./dsinfer 2>&1 | tee "$log"
+    python3 tests/reference/check_all.py --dsinfer "$BIN" 2>&1 | tee "$log"
     add_counts "$log"
 else
     echo "  numpy/gguf not installed (pip install numpy gguf): reference checks skipped"
