@@ -1,0 +1,108 @@
+/* calibrate.h — offline channel calibration for Double Sparsity (double-sparsity.md §3).
+ *
+ * Three parts:
+ *   1. ds_calib_acc: running sums of the channel statistics while the model runs (dense) over
+ *      calibration text, block after block. Every block counts (the sums never restart).
+ *   2. ds_calibration: per statistic, per layer, per KV head, the full permutation of the
+ *      head_dim channel ids sorted by importance (most important first), so one calibration
+ *      serves every r: the label channels for r are the first r entries.
+ *   3. the JSON sidecar (ours, GGUF layout) and the import/export of the paper's JSON (HF layout).
+ *
+ * Channel ids are always in our (GGUF) layout unless a function says otherwise. */
+#ifndef DS_CALIBRATE_H
+#define DS_CALIBRATE_H
+
+#include <stdint.h>
+
+#include "dsinfer.h"
+
+typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_COUNT } ds_stat;
+
+const char *ds_calib_stat_name(ds_stat s);                 /* "q", "k", "qk" */
+ds_status ds_calib_stat_parse(const char *name, ds_stat *out);  /* DS_ERR_ARG if unknown */
+
+/* ---------------------------------------------------------------- accumulation */
+
+typedef struct ds_calib_acc ds_calib_acc;
+
+/* NULL on bad dimensions (n_head not a multiple of n_head_kv, ...) or out of memory. */
+ds_calib_acc *ds_calib_acc_new(int n_layer, int n_head, int n_head_kv, int head_dim);
+void ds_calib_acc_free(ds_calib_acc *a);
+
+/* One layer's q and k for the T tokens of one block, row-major:
+ *   q: [T][n_head][head_dim]    k: [T][n_head_kv][head_dim]
+ * pre_rope feeds the "q" (|q|) and "k" (|k|) statistics; post_rope feeds "qk":
+ * |q[t][h][c] * k[t][h / (n_head/n_head_kv)][c]| (same token t). Calls for different layers
+ * touch disjoint memory, so they may run concurrently; calls for one layer must not. */
+void ds_calib_acc_add_pre_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
+void ds_calib_acc_add_post_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
+/* Count of calibration tokens seen (once per block, not per layer). */
+void ds_calib_acc_tokens(ds_calib_acc *a, long n);
+long ds_calib_acc_get_tokens(const ds_calib_acc *a);
+
+/* ---------------------------------------------------------------- rankings */
+
+typedef struct ds_calibration ds_calibration;
+
+typedef struct {
+    char arch[32];
+    int n_layer, n_head, n_head_kv, head_dim;
+    long text_tokens;          /* calibration tokens (0 for a paper import) */
+    char text_name[256];       /* "" if unknown; "paper:FILE" for a paper import */
+    char text_sha256[72];      /* "" if unknown */
+} ds_calib_info;
+
+/* Ranks the statistics that were fed for every layer; a statistic fed for only some layers is
+ * a caller bug (DS_ERR_ARG), as is one fed for none. Ranking: descending sum (sum over the
+ * query heads of the KV head's group for q and qk), ties to the lower channel id. */
+ds_status ds_calib_finish(const ds_calib_acc *a, ds_calibration **out);
+
+const ds_calib_info *ds_calib_get_info(const ds_calibration *c);
+/* [head_dim] channel ids, most important first; NULL if that statistic is absent or the
+ * layer / kv_head is out of range. */
+const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer, int kv_head);
+void ds_calibration_free(ds_calibration *c);
+
+/* ---------------------------------------------------------------- files */
+
+/* Identity written into / checked against the sidecar. On save every field is written (NULL
+ * strings as JSON null; model_file as its basename). On load a field is checked only where the
+ * expectation gives it: strings non-NULL, counts > 0, model_size != 0; text_tokens is never
+ * checked. text_sha256 is checked (so a caller can tell a calibration from other text). */
+typedef struct {
+    const char *arch;
+    int n_layer, n_head, n_head_kv, head_dim;
+    const char *model_file;
+    uint64_t model_size;
+    const char *text_name;
+    const char *text_sha256;
+    long text_tokens;
+} ds_calib_meta;
+
+/* Writes PATH.tmp and renames it over PATH. Byte-for-byte deterministic for equal input. The
+ * dimensions written are c's (meta's, where > 0, must agree: DS_ERR_ARG). meta may be NULL:
+ * then c's own info (arch, text) is written, so load -> save keeps a file's identity. */
+ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, const char *path);
+
+/* Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
+ * permutation of 0..head_dim-1. Errors: DS_ERR_IO (cannot read), DS_ERR_FORMAT (malformed),
+ * DS_ERR_UNSUPPORTED (well-formed, but for another model / text than expect). expect may be
+ * NULL (no identity check). */
+ds_status ds_calib_load(const char *path, const ds_calib_meta *expect, ds_calibration **out);
+
+/* The paper's JSON: one object, keys "model.layers.{i}.self_attn.{q_proj|k_proj|qk_proj}",
+ * each a list of per-head lists of all head_dim channel ids by importance, HF layout. expect
+ * must give n_layer, n_head, n_head_kv and head_dim. A key's list count must be n_head (one
+ * per query head: the group's lists are merged, see calibrate.c) or n_head_kv. remap_llama:
+ * map HF channel ids to GGUF llama layout (ds_calib_hf_to_gguf); off for qwen2 (NEOX rope). */
+ds_status ds_calib_import_paper(const char *path, const ds_calib_meta *expect, int remap_llama,
+                                ds_calibration **out);
+/* The inverse, for comparison with the authors' tools: one list per query head (each query
+ * head gets its KV head's ranking), HF layout if remap_llama. */
+ds_status ds_calib_export_paper(const ds_calibration *c, const char *path, int remap_llama);
+
+/* HF -> GGUF llama-arch channel: c -> 2*(c mod d/2) + (c >= d/2). -1 if c is out of range or
+ * head_dim is not a positive even number. */
+int ds_calib_hf_to_gguf(int c, int head_dim);
+
+#endif
