@@ -32,6 +32,9 @@ typedef enum {
 const char *ds_last_error(void);
 const char *ds_status_name(ds_status s);
 
+/* SHA-256 of a buffer as 64 lowercase hex digits + NUL (identity of texts and files). */
+void ds_sha256_hex(const void *data, size_t len, char out[65]);
+
 /* 0 = silent, 1 = errors, 2 = info, 3 = debug. Default 1. */
 void ds_set_log_level(int level);
 
@@ -59,6 +62,22 @@ const ds_model_info *ds_model_get_info(const ds_model *m);
 int ds_model_n_tensors(const ds_model *m);
 int ds_model_tensor_desc(const ds_model *m, int i, char *buf, int cap);
 
+/* Double Sparsity calibration (double-sparsity.md §3). A model loads the sidecar
+ * "MODEL.gguf.dscal.json" automatically when it exists and matches. */
+bool ds_model_has_calibration(const ds_model *m);
+ds_status ds_model_load_calibration(ds_model *m, const char *path);
+/* Import the paper's JSON (HF channel layout; remapped for llama-arch GGUFs). */
+ds_status ds_model_import_paper_calibration(ds_model *m, const char *path);
+/* Run the model densely over `text` in blocks of `block` tokens (0 = 512), accumulate the q, k
+ * and qk channel statistics over every block, and keep the rankings; save them to save_path if
+ * not NULL. progress(done, total, user) is called after each block if not NULL. */
+ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const char *text_name,
+                             const char *text_sha256,
+                             int block, int max_tokens, int n_threads, const char *save_path,
+                             void (*progress)(int done, int total, void *user), void *user);
+/* The default sidecar path for a model file (malloc'd). */
+char *ds_calibration_default_path(const ds_model *m);
+
 /* ---------------------------------------------------------------- tokens */
 
 /* Encode UTF-8 text. parse_special: recognise special-token text such as "<|im_start|>".
@@ -84,10 +103,44 @@ char *ds_chat_render(const ds_model *m, const ds_chat_msg *msgs, int n, bool add
 
 typedef struct ds_session ds_session;
 
+/* Attention method for decode steps (double-sparsity.md §2, §8). Prefill is dense unless
+ * ds_sparse_opts.sparse_prefill is set. */
+typedef enum {
+    DS_ATTN_DENSE = 0,   /* every cached token */
+    DS_ATTN_DS,          /* Double Sparsity: calibrated label channels -> top-k -> exact attention */
+    DS_ATTN_ORACLE,      /* exact q.K scores over all channels -> top-k (upper bound of any selector) */
+    DS_ATTN_RANDOM,      /* DS with r random channels (what calibration buys) */
+    DS_ATTN_STREAMING,   /* 4 sink tokens + the most recent k-4 */
+    DS_ATTN_SPARQ,       /* per step the r channels of largest |q|, scores from those K columns */
+    DS_ATTN_COUNT
+} ds_attn_method;
+
+#define DS_MAX_DENSE_LAYERS 64
+
+typedef struct {
+    ds_attn_method method;
+    int tokens;            /* k, tokens attended per step; 0: use tokens_frac */
+    float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
+    int channels;          /* r, label channels per KV head; 0: head_dim / label_bits (1/16 of the key bits) */
+    int label_bits;        /* 16, 8, 4 or 2 (default 4) */
+    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default) */
+    int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
+    int n_dense_layers;    /* layers kept dense */
+    int dense_layers[DS_MAX_DENSE_LAYERS];
+    int min_context;       /* dense decode while the context is shorter than this */
+    int sparse_prefill;    /* apply the method at every prefill position too (the paper's accuracy simulation) */
+    uint64_t seed;         /* random channels */
+} ds_sparse_opts;
+
+ds_sparse_opts ds_sparse_default_opts(void);
+const char *ds_attn_method_name(ds_attn_method m);
+int ds_attn_method_parse(const char *name, ds_attn_method *out);   /* 0 ok, -1 unknown */
+
 typedef struct {
     int n_ctx;        /* KV capacity in tokens; 0 = min(model train ctx, 8192) */
     int n_threads;    /* 0 = number of online CPUs */
     int n_batch;      /* max tokens per prefill chunk; 0 = 512 */
+    ds_sparse_opts sparse;
 } ds_session_opts;
 
 ds_session_opts ds_session_default_opts(void);

@@ -239,6 +239,38 @@ void ds_attn_partial(const float *q, int G, int hd, const uint16_t *K, const uin
     fn(q, G, hd, K, V, idx, begin, end, acc, st);
 }
 
+typedef float (*dot16_fn)(const uint16_t *, const float *, int);
+static float dot16_scalar(const uint16_t *k, const float *q, int hd) {
+    float s = 0;
+    for (int c = 0; c < hd; c++) s += q[c] * ds_fp16_to_fp32(k[c]);
+    return s;
+}
+#if defined(__x86_64__)
+T_AVX2 static float dot16_avx2(const uint16_t *k, const float *q, int hd) {
+    float row[512];
+    cvt_avx2(row, k, hd);
+    return dotf_avx2(q, row, hd);
+}
+T_AVX512 static float dot16_avx512(const uint16_t *k, const float *q, int hd) {
+    float row[512];
+    cvt_avx512(row, k, hd);
+    return dotf_avx512(q, row, hd);
+}
+#endif
+
+float ds_dot_f16_f32(const uint16_t *k, const float *q, int hd) {
+    static dot16_fn fn;
+    if (!fn) {
+        fn = dot16_scalar;
+#if defined(__x86_64__)
+        attn_fn a = pick_attn();
+        if (a == attn_partial_avx512) fn = dot16_avx512;
+        else if (a == attn_partial_avx2) fn = dot16_avx2;
+#endif
+    }
+    return fn(k, q, hd);
+}
+
 void ds_attn_merge(int n, int G, int hd, const float *accs, const ds_attn_stats *sts, float *out) {
     for (int g = 0; g < G; g++) {
         float m = -INFINITY;

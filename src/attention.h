@@ -29,6 +29,9 @@ void ds_attn_partial_ref(const float *q, int G, int hd, const uint16_t *K, const
 /* Merge `n` partials (acc_i [G][hd], st_i) into out [G][hd] normalised. */
 void ds_attn_merge(int n, int G, int hd, const float *accs, const ds_attn_stats *sts, float *out);
 
+/* q . k for one fp16 key row (oracle scores). */
+float ds_dot_f16_f32(const uint16_t *k, const float *q, int hd);
+
 /* fp32 -> fp16 row conversion (SIMD where available). */
 void ds_fp32_to_fp16_row(const float *x, uint16_t *y, int n);
 

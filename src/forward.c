@@ -6,6 +6,8 @@
  * then logits = Wout rmsnorm(x). Matrix products quantise the activation once into the weight
  * type's dot format and run on the thread pool; each parallel region is one ds_pool_run. */
 #include "forward.h"
+#include "calibrate.h"
+#include "sparse.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -16,7 +18,9 @@
 #define MM_CHUNK_ROWS 16  /* weight rows per work unit */
 
 ds_session_opts ds_session_default_opts(void) {
-    ds_session_opts o = {0};
+    ds_session_opts o;
+    memset(&o, 0, sizeof o);
+    o.sparse = ds_sparse_default_opts();
     return o;
 }
 
@@ -145,7 +149,7 @@ typedef struct {
 } attn_task;
 
 static void attn_worker(void *arg, int ith, int nth) {
-    (void)ith; (void)nth;
+    (void)nth;
     attn_task *a = arg;
     ds_session *s = a->s;
     const ds_model_info *c = &s->m->info;
@@ -153,12 +157,17 @@ static void attn_worker(void *arg, int ith, int nth) {
     const size_t head_stride = (size_t)s->n_ctx * hd;
     const uint16_t *Kl = s->k_cache + (size_t)a->layer * KVH * head_stride;
     const uint16_t *Vl = s->v_cache + (size_t)a->layer * KVH * head_stride;
-    int total = a->T == 1 ? KVH * a->n_chunks : KVH * a->T;
+    const bool sparse = ds_sparse_layer(s, a->layer);
+    int total = a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
     float qbuf[16 * 512];
     for (;;) {
         int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        if (a->T == 1) {            /* decode: unit = (kv head, chunk of positions) */
+        if (sparse && (a->T == 1 || s->opts.sparse.sparse_prefill)) {
+            /* unit = (token, kv group): selection + exact attention over the selected rows */
+            int tk = u / KVH, h = u % KVH;
+            ds_sparse_group(s, a->layer, tk, h, a->pos0 + tk + 1, ith);
+        } else if (a->T == 1) {            /* decode: unit = (kv head, chunk of positions) */
             int h = u / a->n_chunks, ch = u % a->n_chunks, n = a->pos0 + 1;
             int b = ch * ATTN_CHUNK, e = DS_MIN(b + ATTN_CHUNK, n);
             const float *q = s->q + (size_t)h * G * hd;     /* heads h*G .. h*G+G-1 */
@@ -183,7 +192,7 @@ static void attention(ds_session *s, int layer, int T) {
     a.n_chunks = (s->pos + 1 + ATTN_CHUNK - 1) / ATTN_CHUNK;
     atomic_init(&a.next, 0);
     ds_pool_run(s->pool, attn_worker, &a);
-    if (T == 1) {
+    if (T == 1 && !ds_sparse_layer(s, layer)) {
         const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
         for (int h = 0; h < KVH; h++)
             ds_attn_merge(a.n_chunks, G, hd, s->part_acc + (size_t)h * a.n_chunks * G * hd,
@@ -223,24 +232,31 @@ static void forward_chunk(ds_session *s, const int32_t *tokens, int T, float *lo
         uint16_t *Kl = s->k_cache + (size_t)l * KVH * head_stride;
         uint16_t *Vl = s->v_cache + (size_t)l * KVH * head_stride;
         const float scale = 1.0f / sqrtf((float)hd);
-        for (int t = 0; t < T; t++) {
-            float *q = s->q + (size_t)t * H * hd, *k = s->k + (size_t)t * KVH * hd,
-                  *v = s->v + (size_t)t * KVH * hd;
-            if (L->bq) {
+        if (L->bq)
+            for (int t = 0; t < T; t++) {
+                float *q = s->q + (size_t)t * H * hd, *k = s->k + (size_t)t * KVH * hd,
+                      *v = s->v + (size_t)t * KVH * hd;
                 for (int i = 0; i < H * hd; i++) q[i] += L->bq[i];
                 for (int i = 0; i < KVH * hd; i++) { k[i] += L->bk[i]; v[i] += L->bv[i]; }
             }
+        if (s->calib) ds_calib_acc_add_pre_rope(s->calib, l, s->q, s->k, T);
+        for (int t = 0; t < T; t++) {
+            float *q = s->q + (size_t)t * H * hd, *k = s->k + (size_t)t * KVH * hd;
             const float *cs = s->rope_cos + (size_t)t * half, *sn = s->rope_sin + (size_t)t * half;
-            for (int h = 0; h < H; h++) {
-                rope_head(q + h * hd, hd, c->rope_neox, cs, sn);
-                for (int i = 0; i < hd; i++) q[h * hd + i] *= scale;
-            }
+            for (int h = 0; h < H; h++) rope_head(q + h * hd, hd, c->rope_neox, cs, sn);
+            for (int h = 0; h < KVH; h++) rope_head(k + h * hd, hd, c->rope_neox, cs, sn);
+        }
+        if (s->calib) ds_calib_acc_add_post_rope(s->calib, l, s->q, s->k, T);
+        for (int t = 0; t < T; t++) {
+            float *q = s->q + (size_t)t * H * hd, *k = s->k + (size_t)t * KVH * hd,
+                  *v = s->v + (size_t)t * KVH * hd;
+            for (int i = 0; i < H * hd; i++) q[i] *= scale;
             for (int h = 0; h < KVH; h++) {
-                rope_head(k + h * hd, hd, c->rope_neox, cs, sn);
                 size_t off = h * head_stride + (size_t)(s->pos + t) * hd;
                 ds_fp32_to_fp16_row(k + h * hd, Kl + off, hd);
                 ds_fp32_to_fp16_row(v + h * hd, Vl + off, hd);
             }
+            ds_sparse_append(s, l, s->pos + t, k);
         }
         attention(s, l, T);
 
@@ -355,6 +371,10 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
     }
     s->pool = ds_pool_new(o.n_threads);
     if (!s->pool) { ds_session_free(s); return ds_error(DS_ERR_OOM, "cannot start threads"); }
+    if (o.sparse.method != DS_ATTN_DENSE) {
+        ds_status st = ds_sparse_init(s);
+        if (st) { ds_session_free(s); return st; }
+    }
     *out = s;
     return DS_OK;
 }
@@ -362,6 +382,7 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
 void ds_session_free(ds_session *s) {
     if (!s) return;
     if (s->pool) ds_pool_free(s->pool);
+    ds_sparse_free(s);
     void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xn, s->tmp, s->q, s->k, s->v, s->att, s->gate,
                     s->up, s->xq[0], s->xq[1], s->logits, s->rope_cos, s->rope_sin, s->part_acc,
                     s->part_st, s->precise_row};

@@ -29,6 +29,21 @@ struct ds_session {
     float *part_acc;             /* split-KV partials: [n_head_kv][chunks][group][head_dim] */
     ds_attn_stats *part_st;      /* [n_head_kv][chunks] */
     float *precise_row;          /* [n_threads][max cols] */
+
+    /* sparse attention (sparse.c); all NULL for dense sessions */
+    uint8_t *sp_dense_layer;     /* [n_layer] 1 = this layer stays dense */
+    int16_t *sp_chan;            /* [n_layer][n_head_kv][r] label channels (DS / random) */
+    size_t sp_row_bytes;         /* packed label codes per (token, KV head) */
+    uint8_t *sp_codes;           /* [n_layer][n_head_kv][n_ctx][sp_row_bytes] */
+    uint16_t *sp_lo, *sp_step;   /* [n_layer][n_head_kv][n_ctx] fp16 (labels below 16 bits) */
+    float *sp_scores;            /* [n_threads][n_ctx] approximate scores */
+    int32_t *sp_idx;             /* [n_threads][n_ctx] selected positions */
+    uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */
+    size_t sp_topk_bytes;
+    float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
+
+    /* calibration hook: non-NULL while ds_model_calibrate runs this session */
+    struct ds_calib_acc *calib;
 };
 
 #endif

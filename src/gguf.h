@@ -69,7 +69,7 @@ ds_status gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out);
 ds_status gguf_get_f32(const gguf_file *g, const char *key, float *out);
 ds_status gguf_get_bool(const gguf_file *g, const char *key, bool *out);
 ds_status gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
-/* Array of the given element type; *n = count, *kv = the entry. */
+/* Array of the given element type; *kv = the entry (count in (*kv)->arr_n). */
 ds_status gguf_get_arr(const gguf_file *g, const char *key, gguf_vtype elem, const gguf_kv **kv);
 
 const char *gguf_vtype_name(gguf_vtype t);

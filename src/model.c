@@ -4,10 +4,12 @@
  * Every tensor is checked for presence, type support and exact shape; a mismatch is one clear
  * error naming the tensor, the expected and the actual shape. */
 #include "model.h"
+#include "calibrate.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static ds_status get_arch_u32(const gguf_file *g, const char *arch, const char *suffix,
                               uint32_t *out, bool required, uint32_t dflt) {
@@ -204,6 +206,12 @@ ds_status ds_model_load(const char *path, ds_model **out) {
         ds_model_free(m);
         return st;
     }
+    /* the calibration sidecar next to the model, when there is one; a bad one is not fatal
+     * here (dense use needs none) but its error is kept for whoever asks for sparse attention */
+    char *cal = ds_calibration_default_path(m);
+    if (cal && access(cal, F_OK) == 0 && ds_model_load_calibration(m, cal) != DS_OK)
+        snprintf(m->calib_note, sizeof m->calib_note, "%s", ds_last_error());
+    free(cal);
     *out = m;
     return DS_OK;
 }
@@ -222,6 +230,7 @@ void ds_model_free(ds_model *m) {
     ds_free(m->rope_inv_freq);
     ds_tokenizer_free(m->tok);
     free(m->chat_template);
+    ds_calibration_free(m->calib);
     gguf_close(m->gguf);
     free(m);
 }

@@ -37,6 +37,8 @@ struct ds_model {
     float *rope_inv_freq;             /* [head_dim/2]: theta^(-2i/d) */
     ds_tokenizer *tok;
     char *chat_template;              /* NUL-terminated copy, or NULL */
+    struct ds_calibration *calib;     /* channel rankings for Double Sparsity, or NULL */
+    char calib_note[512];             /* why an existing sidecar was not loaded ("" if none) */
     char path[1024];
 };
 

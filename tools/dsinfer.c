@@ -48,6 +48,11 @@ typedef struct {
     int n_predict, n_ctx, n_threads, n_batch, window, chunks, pp, tg, reps;
     int tensors, verbose, no_display_prompt, chat_mode;
     ds_sampler_opts samp;
+    /* sparse attention */
+    ds_sparse_opts sp;
+    int method_set, dense;
+    const char *calib, *calib_paper, *calib_text;
+    int calib_block, calib_max_tokens;
 } opts;
 
 static long parse_int(const char *flag, const char *v, long lo, long hi) {
@@ -79,6 +84,7 @@ static void usage(FILE *f) {
         "  perplexity  perplexity of a text file\n"
         "  bench       prefill and decode speed at context depths\n"
         "  inspect     model metadata, tensors and memory plan\n"
+        "  calibrate   Double Sparsity channel calibration over a text (-f TEXT [-o FILE])\n"
         "  dump-logits write raw fp32 logits for a token sequence (reference checks)\n"
         "common options:\n"
         "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
@@ -107,12 +113,50 @@ static void usage(FILE *f) {
         "      --pp N            prompt tokens for the prefill test (default 512)\n"
         "      --tg N            generated tokens per decode test (default 128)\n"
         "  -r, --reps N          repetitions (default 3)\n"
+        "sparse attention (run/chat default to Double Sparsity when a calibration exists):\n"
+        "      --dense           dense attention\n"
+        "      --ds              Double Sparsity (same as --method ds)\n"
+        "      --method M        dense | ds | oracle | random | streaming | sparq\n"
+        "      --ds-tokens K     tokens attended per step: a count (512) or a fraction (1/16, default)\n"
+        "      --ds-channels R   label channels per KV head (default head_dim / label bits)\n"
+        "      --ds-label-bits B 16, 8, 4 (default) or 2\n"
+        "      --ds-stat S       qk (default), q or k: the calibration statistic\n"
+        "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
+        "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
+        "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
+        "      --ds-seed N       seed of --method random\n"
+        "      --ds-calib FILE   calibration sidecar (default: MODEL.gguf.dscal.json, then calib/ in the repo)\n"
+        "      --ds-calib-paper FILE  import the paper's JSON channel file (HF layout)\n"
+        "      --ds-calib-text FILE   calibrate on FILE now if no calibration exists\n"
+        "calibrate:\n"
+        "      --block N         tokens per calibration block (default 512)\n"
+        "      --max-tokens N    use at most N tokens of the text\n"
         "inspect:\n"
         "      --tensors         list every tensor\n");
 }
 
 static int is_opt(const char *a, const char *s1, const char *s2) {
     return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0);
+}
+
+/* --ds-tokens: a count ("512") or a fraction of the context ("1/16" or "0.0625"). */
+static void parse_tokens_budget(const char *v, ds_sparse_opts *sp) {
+    char *end;
+    const char *slash = strchr(v, '/');
+    if (slash) {
+        long a = strtol(v, &end, 10);
+        if (end != slash) die("--ds-tokens: bad fraction '%s'", v);
+        long b = strtol(slash + 1, &end, 10);
+        if (*end || a <= 0 || b <= 0 || a > b) die("--ds-tokens: fraction '%s' must be in (0, 1]", v);
+        sp->tokens = 0;
+        sp->tokens_frac = (float)a / (float)b;
+        return;
+    }
+    double x = strtod(v, &end);
+    if (end == v || *end || !(x > 0)) die("--ds-tokens: '%s' is not a count or a fraction", v);
+    if (x < 1) { sp->tokens = 0; sp->tokens_frac = (float)x; }
+    else if (x == (double)(long)x && x < (1 << 24)) sp->tokens = (int)x;
+    else die("--ds-tokens: '%s' is not a count or a fraction", v);
 }
 
 static void parse(int argc, char **argv, int first, opts *o) {
@@ -122,6 +166,9 @@ static void parse(int argc, char **argv, int first, opts *o) {
     o->samp.seed = (uint64_t)time(NULL);
     o->pp = 512; o->tg = 128; o->reps = 3;
     o->window = -1; o->chunks = -1;
+    o->sp = ds_sparse_default_opts();
+    o->sp.min_context = -1;   /* per command default below */
+    o->calib_block = 512;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define IS(s1, s2) is_opt(a, s1, s2)
@@ -149,6 +196,49 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--min-p", NULL)) { o->samp.min_p = parse_float(a, v, 0, 1); i++; }
         else if (IS("--seed", NULL)) { o->samp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
         else if (IS("--tensors", NULL)) o->tensors = 1;
+        else if (IS("--dense", NULL)) { o->dense = 1; o->sp.method = DS_ATTN_DENSE; o->method_set = 1; }
+        else if (IS("--ds", NULL)) { o->sp.method = DS_ATTN_DS; o->method_set = 1; }
+        else if (IS("--method", NULL)) {
+            NEEDV();
+            if (ds_attn_method_parse(v, &o->sp.method)) die("--method: unknown method '%s' (dense, ds, oracle, random, streaming, sparq)", v);
+            o->method_set = 1;
+        }
+        else if (IS("--ds-tokens", NULL)) { NEEDV(); parse_tokens_budget(v, &o->sp); }
+        else if (IS("--ds-channels", NULL)) { o->sp.channels = (int)parse_int(a, v, 1, 512); i++; }
+        else if (IS("--ds-label-bits", NULL)) {
+            o->sp.label_bits = (int)parse_int(a, v, 2, 16); i++;
+            if (o->sp.label_bits != 2 && o->sp.label_bits != 4 && o->sp.label_bits != 8 && o->sp.label_bits != 16)
+                die("--ds-label-bits must be 16, 8, 4 or 2");
+        }
+        else if (IS("--ds-stat", NULL)) {
+            NEEDV();
+            if (!strcmp(v, "q")) o->sp.stat = 0; else if (!strcmp(v, "k")) o->sp.stat = 1;
+            else if (!strcmp(v, "qk")) o->sp.stat = 2; else die("--ds-stat must be q, k or qk");
+        }
+        else if (IS("--ds-group", NULL)) {
+            NEEDV();
+            if (!strcmp(v, "shared")) o->sp.per_head = 0; else if (!strcmp(v, "per-head")) o->sp.per_head = 1;
+            else die("--ds-group must be shared or per-head");
+        }
+        else if (IS("--ds-dense-layers", NULL)) {
+            NEEDV();
+            o->sp.n_dense_layers = 0;
+            for (const char *p = v; *p;) {
+                char *end;
+                long x = strtol(p, &end, 10);
+                if (end == p || x < 0 || x > 100000 || (*end && *end != ',')) die("--ds-dense-layers: bad list '%s' (e.g. 0,1)", v);
+                if (o->sp.n_dense_layers == DS_MAX_DENSE_LAYERS) die("--ds-dense-layers: at most %d layers", DS_MAX_DENSE_LAYERS);
+                o->sp.dense_layers[o->sp.n_dense_layers++] = (int)x;
+                p = *end ? end + 1 : end;
+            }
+        }
+        else if (IS("--ds-min-context", NULL)) { o->sp.min_context = (int)parse_int(a, v, 0, 1 << 22); i++; }
+        else if (IS("--ds-seed", NULL)) { o->sp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
+        else if (IS("--ds-calib", NULL)) { NEEDV(); o->calib = v; }
+        else if (IS("--ds-calib-paper", NULL)) { NEEDV(); o->calib_paper = v; }
+        else if (IS("--ds-calib-text", NULL)) { NEEDV(); o->calib_text = v; }
+        else if (IS("--block", NULL)) { o->calib_block = (int)parse_int(a, v, 2, 8192); i++; }
+        else if (IS("--max-tokens", NULL)) { o->calib_max_tokens = (int)parse_int(a, v, 1, INT_MAX); i++; }
         else if (IS("--chat", NULL)) o->chat_mode = 1;
         else if (IS("--no-display-prompt", NULL)) o->no_display_prompt = 1;
         else if (IS("-v", "--verbose")) o->verbose = 1;
@@ -204,11 +294,80 @@ static ds_model *load_model(const opts *o) {
     return m;
 }
 
+static char *read_file(const char *path, size_t *len);
+
+static void calib_progress(int done, int total, void *user) {
+    (void)user;
+    if (!isatty(2) && done != total && done % 32) return;   /* logs: a line every 32 blocks */
+    int w = 40, f = total ? done * w / total : w;
+    fprintf(stderr, "\rcalibrating [%.*s%*s] %d/%d blocks", f, "########################################", w - f, "", done, total);
+    if (done == total) fprintf(stderr, "\n");
+}
+
+/* Calibration for sparse methods that need one: explicit file, paper JSON, the sidecar next to
+ * the model (loaded by ds_model_load), the file shipped in calib/ beside the executable, or a
+ * calibration run now on --ds-calib-text. */
+static void ensure_calibration(ds_model *m, const opts *o, bool required) {
+    ds_status st;
+    if (o->calib && (st = ds_model_load_calibration(m, o->calib))) die_status(st, o->calib);
+    if (o->calib_paper && (st = ds_model_import_paper_calibration(m, o->calib_paper))) die_status(st, o->calib_paper);
+    if (ds_model_has_calibration(m)) return;
+    const char *mp = o->model ? o->model : "";
+    const char *base = strrchr(mp, '/') ? strrchr(mp, '/') + 1 : mp;
+    if (!*base) base = DEFAULT_MODEL_FILE;
+    char exe[1024], shipped[1400];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(shipped, sizeof shipped, "%s/calib/%s.dscal.json", exe, base);
+        if (access(shipped, R_OK) == 0) {
+            if ((st = ds_model_load_calibration(m, shipped)) == DS_OK) return;
+            fprintf(stderr, "dsinfer: warning: %s: %s\n", shipped, ds_last_error());
+        }
+    }
+    if (o->calib_text) {
+        size_t len;
+        char *text = read_file(o->calib_text, &len);
+        char sha[65], *out = ds_calibration_default_path(m);
+        ds_sha256_hex(text, len, sha);
+        fprintf(stderr, "dsinfer: no calibration for this model; calibrating on %s -> %s\n", o->calib_text, out);
+        const char *name = strrchr(o->calib_text, '/') ? strrchr(o->calib_text, '/') + 1 : o->calib_text;
+        st = ds_model_calibrate(m, text, len, name, sha, o->calib_block, o->calib_max_tokens,
+                                o->n_threads, out, calib_progress, NULL);
+        free(text);
+        free(out);
+        if (st) die_status(st, "calibration");
+        return;
+    }
+    if (required)
+        die("Double Sparsity needs a channel calibration for this model and none was found: run\n"
+            "  dsinfer calibrate -m MODEL -f TEXT     (any prose other than your evaluation text)\n"
+            "or pass --ds-calib FILE, --ds-calib-paper FILE, or --ds-calib-text TEXT to calibrate now");
+}
+
+/* Resolve the attention method of a command: explicit flags win; `run`/`chat` use Double
+ * Sparsity by default when a calibration is available (dense below 2048 tokens of context). */
+static void setup_sparse(ds_model *m, opts *o, bool ds_by_default) {
+    if (o->sp.min_context < 0) o->sp.min_context = o->method_set ? 0 : 2048;
+    if (!o->method_set && ds_by_default) {
+        ensure_calibration(m, o, false);
+        o->sp.method = ds_model_has_calibration(m) ? DS_ATTN_DS : DS_ATTN_DENSE;
+        if (o->verbose) fprintf(stderr, "attention: %s\n", ds_model_has_calibration(m) ?
+                "Double Sparsity (shipped/sidecar calibration; --dense to compare)" : "dense (no calibration found)");
+    } else if (o->sp.method == DS_ATTN_DS) {
+        ensure_calibration(m, o, true);
+    }
+}
+
 static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = n_ctx ? n_ctx : o->n_ctx;
     so.n_threads = o->n_threads;
     so.n_batch = o->n_batch;
+    so.sparse = o->sp;
+    if (so.sparse.min_context < 0) so.sparse.min_context = 0;
     ds_session *s;
     ds_status st = ds_session_new(m, &so, &s);
     if (st) die_status(st, "creating the session");
@@ -282,9 +441,10 @@ static int generate(ds_model *m, ds_session *s, ds_sampler *sp, const int32_t *p
     return gen;
 }
 
-static int cmd_run(const opts *o) {
+static int cmd_run(opts *o) {
     if (!o->prompt && !o->file) die("run needs a prompt: -p TEXT or -f FILE");
     ds_model *m = load_model(o);
+    setup_sparse(m, o, true);
     size_t len;
     char *text = o->file ? read_file(o->file, &len) : strdup(o->prompt);
     if (!o->file) len = strlen(text);
@@ -331,8 +491,9 @@ static int cmd_run(const opts *o) {
 
 /* ---------------------------------------------------------------- chat */
 
-static int cmd_chat(const opts *o) {
+static int cmd_chat(opts *o) {
     ds_model *m = load_model(o);
+    setup_sparse(m, o, true);
     ds_session *s = new_session(m, o, 0);
     ds_sampler *sp;
     ds_status st = ds_sampler_new(&o->samp, ds_model_get_info(m)->n_vocab, &sp);
@@ -397,7 +558,7 @@ static int cmd_chat(const opts *o) {
 
 /* ---------------------------------------------------------------- perplexity */
 
-static int cmd_perplexity(const opts *o) {
+static int cmd_perplexity(opts *o) {
     if (!o->file) die("perplexity needs a text file: -f FILE");
     bool paper = false;
     if (o->protocol) {
@@ -406,6 +567,10 @@ static int cmd_perplexity(const opts *o) {
     }
     int W = o->window > 0 ? o->window : o->n_ctx > 0 ? o->n_ctx : (paper ? 4096 : 512);
     ds_model *m = load_model(o);
+    setup_sparse(m, o, false);
+    /* a sparse method is scored by applying it at every position of the window (the paper's
+     * accuracy simulation; tests check it equals real decode steps) */
+    o->sp.sparse_prefill = o->sp.method != DS_ATTN_DENSE;
     const ds_model_info *info = ds_model_get_info(m);
     size_t len;
     char *text = read_file(o->file, &len);
@@ -451,8 +616,12 @@ static int cmd_perplexity(const opts *o) {
                 (w + 1) * (double)W / el, el / (w + 1) * (n_win - w - 1));
     }
     fprintf(stderr, "\n");
-    printf("perplexity %.4f over %ld scored tokens (%d windows of %d, protocol %s, file %s)\n",
-           exp(nll / count), count, n_win, W, paper ? "paper: every position" : "llama: second half", o->file);
+    char method[160];
+    if (o->sp.method == DS_ATTN_DENSE) snprintf(method, sizeof method, "dense");
+    else if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d", ds_attn_method_name(o->sp.method), o->sp.tokens);
+    else snprintf(method, sizeof method, "%s k=%.4g of context", ds_attn_method_name(o->sp.method), o->sp.tokens_frac);
+    printf("perplexity %.4f over %ld scored tokens (%d windows of %d, protocol %s, method %s, file %s)\n",
+           exp(nll / count), count, n_win, W, paper ? "paper: every position" : "llama: second half", method, o->file);
     free(logits);
     ds_session_free(s);
     ds_free_tokens(toks);
@@ -497,8 +666,9 @@ static double measure_read_bw(int nt) {
 
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 
-static int cmd_bench(const opts *o) {
+static int cmd_bench(opts *o) {
     ds_model *m = load_model(o);
+    setup_sparse(m, o, false);
     const ds_model_info *info = ds_model_get_info(m);
     int depths[64], nd = 0;
     const char *d = o->depths ? o->depths : "0";
@@ -574,9 +744,32 @@ static int cmd_bench(const opts *o) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- calibrate */
+
+static int cmd_calibrate(opts *o) {
+    if (!o->file) die("calibrate needs a text: -f FILE (prose other than the text you will evaluate on)");
+    ds_model *m = load_model(o);
+    size_t len;
+    char *text = read_file(o->file, &len);
+    char sha[65];
+    ds_sha256_hex(text, len, sha);
+    char *out = o->out ? strdup(o->out) : ds_calibration_default_path(m);
+    double t0 = now_s();
+    const char *name = strrchr(o->file, '/') ? strrchr(o->file, '/') + 1 : o->file;
+    ds_status st = ds_model_calibrate(m, text, len, name, sha, o->calib_block, o->calib_max_tokens,
+                                      o->n_threads, out, calib_progress, NULL);
+    if (st) die_status(st, "calibration");
+    printf("wrote %s (text %s, sha256 %.16s..., blocks of %d tokens, %.1f s)\n", out, o->file, sha,
+           o->calib_block, now_s() - t0);
+    free(out);
+    free(text);
+    ds_model_free(m);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- inspect / dump-logits */
 
-static int cmd_inspect(const opts *o) {
+static int cmd_inspect(opts *o) {
     ds_model *m = load_model(o);
     const ds_model_info *c = ds_model_get_info(m);
     printf("model        %s\n", c->name);
@@ -605,9 +798,11 @@ static int cmd_inspect(const opts *o) {
     return 0;
 }
 
-static int cmd_dump_logits(const opts *o) {
+static int cmd_dump_logits(opts *o) {
     if (!o->out) die("dump-logits needs -o FILE");
     ds_model *m = load_model(o);
+    setup_sparse(m, o, false);
+    o->sp.sparse_prefill = o->sp.method != DS_ATTN_DENSE;
     int n = 0;
     int32_t *toks;
     if (o->tokens) {
@@ -654,6 +849,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "perplexity")) return cmd_perplexity(&o);
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(&o);
+    if (!strcmp(cmd, "calibrate")) return cmd_calibrate(&o);
     if (!strcmp(cmd, "dump-logits")) return cmd_dump_logits(&o);
     die("unknown command '%s' (see dsinfer --help)", cmd);
     return 1;

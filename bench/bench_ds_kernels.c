@@ -1,0 +1,152 @@
+/* bench_ds_kernels.c — micro-benchmark of Double Sparsity's selection kernels (label scoring
+ * and top-k) per SIMD level, single thread.
+ *
+ * Build and run from the repo root:
+ *   gcc -std=c11 -D_GNU_SOURCE -O2 -Iinclude -Isrc bench/bench_ds_kernels.c src/ds_kernels*.c \
+ *       src/util.c -lm -o /tmp/bench_dsk && /tmp/bench_dsk [seconds_per_case]
+ *
+ * Score: s[t] = qsum . label[t] over n tokens for (r, bits) shapes. Bytes per token = packed
+ * codes + 4 (fp16 lo and step) below 16 bits. "hot": one label array reused (L1/L2 resident,
+ * like a head whose labels were just written); "stream": cycling through enough copies
+ * (>= 64 MiB) that the labels come from L3/DRAM. The memcpy line gives the machine's copy rate
+ * for scale (GB/s of bytes copied; a copy reads and writes each byte).
+ * Top-k: k = n/16 on the scores of the (32, 4) labels (a realistic distribution); ns/element.
+ * Times: thread CPU time, best of 5. */
+#include "ds_kernels.h"
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t g_s = 88172645463325252ULL;
+static uint64_t rnd(void) { g_s ^= g_s << 13; g_s ^= g_s >> 7; g_s ^= g_s << 17; return g_s; }
+static float rndn(void) {
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += (float)((rnd() >> 40) * (1.0 / 16777216.0));
+    return (s - 2.0f) * 1.7320508f;
+}
+
+static volatile float g_sink;
+
+int main(int argc, char **argv) {
+    double secs = argc > 1 ? atof(argv[1]) : 0.1;
+    static const int ns[] = { 1024, 8192, 32768 };
+    static const int shapes[][2] = { { 4, 16 }, { 16, 4 }, { 8, 16 }, { 32, 4 }, { 64, 2 } };
+    static const char *const levels[] = { "scalar", "avx2", "avx512" };
+
+    /* memcpy reference */
+    {
+        size_t sz = 64u << 20;
+        char *a = malloc(sz), *b = malloc(sz);
+        memset(a, 1, sz); memset(b, 2, sz);
+        double best = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = cpu_s();
+            memcpy(b, a, sz);
+            double dt = cpu_s() - t0;
+            best = dt < best ? dt : best;
+            a[rep] = b[sz - 1 - rep];
+        }
+        printf("# memcpy 64 MiB: %.1f GB/s copied (single thread)\n", sz / best * 1e-9);
+        free(a); free(b);
+    }
+    ds_kernels_force_level(NULL);
+    printf("# best level: %s; thread CPU time, best of 5\n", ds_kernels_level());
+    printf("%-7s %6s %9s %5s  %9s %7s  %9s %7s\n", "level", "n", "r@bits", "B/tok",
+           "hot ns/t", "GB/s", "strm ns/t", "GB/s");
+    for (int lv = 0; lv < 3; lv++) {
+        ds_kernels_force_level(levels[lv]);
+        if (strcmp(ds_kernels_level(), levels[lv])) continue;   /* not available here */
+        for (int ni = 0; ni < 3; ni++)
+            for (int si = 0; si < 5; si++) {
+                int n = ns[ni], r = shapes[si][0], bits = shapes[si][1];
+                size_t rb = ds_label_row_bytes(r, bits), tok_b = rb + (bits < 16 ? 4 : 0);
+                size_t set_b = tok_b * (size_t)n;
+                int copies = (int)((64u << 20) / set_b) + 1;
+                uint8_t *codes = ds_alloc(rb * (size_t)n * copies);
+                uint16_t *lo = ds_alloc((size_t)n * 2 * copies), *st = ds_alloc((size_t)n * 2 * copies);
+                float x[128], q[128], *out = ds_alloc((size_t)n * 4);
+                for (int t = 0; t < n; t++) {
+                    for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
+                    ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
+                }
+                for (int c = 1; c < copies; c++) {
+                    memcpy(codes + rb * (size_t)n * c, codes, rb * (size_t)n);
+                    memcpy(lo + (size_t)n * c, lo, (size_t)n * 2);
+                    memcpy(st + (size_t)n * c, st, (size_t)n * 2);
+                }
+                for (int j = 0; j < r; j++) q[j] = rndn();
+                double best[2] = { 1e9, 1e9 };
+                for (int mode = 0; mode < 2; mode++) {
+                    int cyc = 0;
+                    for (int rep = 0; rep < 5; rep++) {
+                        long iters = 0;
+                        double t0 = cpu_s(), dt;
+                        do {
+                            int c = mode ? cyc : 0;
+                            cyc = (cyc + 1) % copies;
+                            ds_label_score(q, r, bits, codes + rb * (size_t)n * c, lo + (size_t)n * c,
+                                           st + (size_t)n * c, n, out);
+                            iters++;
+                            dt = cpu_s() - t0;
+                        } while (dt < secs / 5);
+                        dt /= (double)iters;
+                        best[mode] = dt < best[mode] ? dt : best[mode];
+                    }
+                }
+                g_sink = out[n / 2];
+                char shape[16];
+                snprintf(shape, sizeof shape, "%d@%d", r, bits);
+                printf("%-7s %6d %9s %5zu  %9.3f %7.1f  %9.3f %7.1f\n", levels[lv], n, shape, tok_b,
+                       best[0] / n * 1e9, set_b / best[0] * 1e-9, best[1] / n * 1e9,
+                       set_b / best[1] * 1e-9);
+                ds_free(codes); ds_free(lo); ds_free(st); ds_free(out);
+            }
+    }
+
+    printf("\n%-7s %6s %6s  %9s %9s\n", "level", "n", "k", "topk ns/e", "us/call");
+    for (int lv = 0; lv < 3; lv++) {
+        ds_kernels_force_level(levels[lv]);
+        if (strcmp(ds_kernels_level(), levels[lv])) continue;
+        for (int ni = 0; ni < 3; ni++) {
+            int n = ns[ni], k = n / 16, r = 32, bits = 4;
+            size_t rb = ds_label_row_bytes(r, bits);
+            uint8_t *codes = ds_alloc(rb * (size_t)n);
+            uint16_t *lo = ds_alloc((size_t)n * 2), *st = ds_alloc((size_t)n * 2);
+            float x[32], q[32], *sc = ds_alloc((size_t)n * 4);
+            int32_t *idx = ds_alloc((size_t)k * 4);
+            void *scratch = ds_alloc(ds_topk_scratch_bytes(n));
+            for (int t = 0; t < n; t++) {
+                for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
+                ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
+            }
+            for (int j = 0; j < r; j++) q[j] = rndn();
+            ds_label_score(q, r, bits, codes, lo, st, n, sc);
+            double best = 1e9;
+            for (int rep = 0; rep < 5; rep++) {
+                long iters = 0;
+                double t0 = cpu_s(), dt;
+                do {
+                    g_sink = (float)ds_topk(sc, n, k, idx, scratch);
+                    iters++;
+                    dt = cpu_s() - t0;
+                } while (dt < secs / 5);
+                dt /= (double)iters;
+                best = dt < best ? dt : best;
+            }
+            printf("%-7s %6d %6d  %9.3f %9.2f\n", levels[lv], n, k, best / n * 1e9, best * 1e6);
+            ds_free(codes); ds_free(lo); ds_free(st); ds_free(sc); ds_free(idx); ds_free(scratch);
+        }
+    }
+    ds_kernels_force_level(NULL);
+    return 0;
+}

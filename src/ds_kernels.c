@@ -1,0 +1,420 @@
+/* ds_kernels.c — Double Sparsity selection step on the CPU: label encode/decode, the scalar
+ * scoring reference, top-k selection, and the run-time choice of SIMD level (the SIMD kernels
+ * live in ds_kernels_avx2.c / ds_kernels_avx512.c). Formats and contracts: ds_kernels.h. */
+#include "ds_kernels.h"
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+/* ================================================================ label format */
+
+size_t ds_label_row_bytes(int r, int bits) {
+    DS_ASSERT(r >= 1 && r <= DS_LABEL_MAX_R);
+    DS_ASSERT(bits == 2 || bits == 4 || bits == 8 || bits == 16);
+    return bits == 16 ? (size_t)r * 2 : ((size_t)r * (size_t)bits + 7) / 8;
+}
+
+#define FP16_MAX 65504.0f
+
+/* Largest half <= v (|v| <= 65504). Round-to-nearest is at most one half-ulp off, so a single
+ * step toward -inf corrects it. */
+static uint16_t fp16_round_down(float v) {
+    uint16_t h = ds_fp32_to_fp16(v);
+    if (ds_fp16_to_fp32(h) > v) {
+        if ((h & 0x7fff) == 0) h = 0x8001;            /* +-0 -> smallest negative subnormal */
+        else if (h & 0x8000) h++;                     /* negative: larger magnitude */
+        else h--;                                     /* positive: smaller magnitude */
+    }
+    return h;
+}
+
+/* Smallest half >= v, for 0 <= v <= 65504. */
+static uint16_t fp16_round_up(float v) {
+    uint16_t h = ds_fp32_to_fp16(v);
+    if (ds_fp16_to_fp32(h) < v) h++;
+    return h;
+}
+
+static inline unsigned label_code(const uint8_t *row, int j, int bits) {
+    return (row[(j * bits) >> 3] >> ((j * bits) & 7)) & ((1u << bits) - 1);
+}
+
+void ds_label_encode(const float *x, int r, int bits, uint8_t *codes, uint16_t *lo, uint16_t *step) {
+    size_t rb = ds_label_row_bytes(r, bits);
+    if (bits == 16) {
+        for (int j = 0; j < r; j++) {
+            uint16_t h = ds_fp32_to_fp16(x[j]);
+            memcpy(codes + 2 * j, &h, 2);
+        }
+        return;
+    }
+    float mn = INFINITY, mx = -INFINITY;
+    for (int j = 0; j < r; j++) {           /* NaN fails both tests, so it is ignored */
+        if (x[j] < mn) mn = x[j];
+        if (x[j] > mx) mx = x[j];
+    }
+    if (mn > mx) mn = mx = 0.0f;            /* every channel NaN */
+    mn = DS_MAX(DS_MIN(mn, FP16_MAX), -FP16_MAX);
+    mx = DS_MAX(DS_MIN(mx, FP16_MAX), -FP16_MAX);
+    const int L = (1 << bits) - 1;
+    uint16_t lo16 = fp16_round_down(mn), st16 = 0;
+    float lof = ds_fp16_to_fp32(lo16);
+    if (mx > lof) {
+        /* The range must be covered: take the quotient in double, never round it down on the
+         * way to float, then round up to half. */
+        double st = ((double)mx - (double)lof) / L;
+        float stf = (float)st;
+        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
+        st16 = fp16_round_up(DS_MIN(stf, FP16_MAX));
+    }
+    double stepd = ds_fp16_to_fp32(st16);
+    memset(codes, 0, rb);
+    for (int j = 0; j < r; j++) {
+        int c = 0;
+        if (stepd > 0) {
+            double v = ((double)x[j] - lof) / stepd;    /* NaN: v > 0 is false -> code 0 */
+            if (v > 0) c = v >= L ? L : (int)(v + 0.5);
+        }
+        codes[(j * bits) >> 3] |= (uint8_t)(c << ((j * bits) & 7));
+    }
+    *lo = lo16;
+    *step = st16;
+}
+
+void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_t step, float *x) {
+    (void)ds_label_row_bytes(r, bits);  /* validates r and bits */
+    if (bits == 16) {
+        for (int j = 0; j < r; j++) {
+            uint16_t h;
+            memcpy(&h, codes + 2 * j, 2);
+            x[j] = ds_fp16_to_fp32(h);
+        }
+        return;
+    }
+    float lof = ds_fp16_to_fp32(lo), stf = ds_fp16_to_fp32(step);
+    for (int j = 0; j < r; j++) x[j] = lof + stf * (float)label_code(codes, j, bits);
+}
+
+/* ================================================================ scoring */
+
+void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
+                        const uint16_t *lo, const uint16_t *step, int n, float *scores) {
+    size_t rb = ds_label_row_bytes(r, bits);
+    if (bits == 16) {
+        for (int t = 0; t < n; t++) {
+            const uint8_t *row = codes + (size_t)t * rb;
+            float s = 0.0f;
+            for (int j = 0; j < r; j++) {
+                uint16_t h;
+                memcpy(&h, row + 2 * j, 2);
+                s += qsum[j] * ds_fp16_to_fp32(h);
+            }
+            scores[t] = s;
+        }
+        return;
+    }
+    float qs = 0.0f;
+    for (int j = 0; j < r; j++) qs += qsum[j];
+    for (int t = 0; t < n; t++) {
+        const uint8_t *row = codes + (size_t)t * rb;
+        float acc = 0.0f;
+        for (int j = 0; j < r; j++) acc += qsum[j] * (float)label_code(row, j, bits);
+        scores[t] = ds_fp16_to_fp32(step[t]) * acc + ds_fp16_to_fp32(lo[t]) * qs;
+    }
+}
+
+/* ================================================================ dispatch */
+
+static int score_none(const float *q, int r, int bits, const uint8_t *c, const uint16_t *lo,
+                      const uint16_t *st, int n, float *s) {
+    (void)q; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s;
+    return 0;
+}
+
+static void key_range_scalar(const float *s, int n, uint32_t *kmin, uint32_t *kmax) {
+    uint32_t mn = UINT32_MAX, mx = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t key = ds_score_key(s[i]);
+        mn = key < mn ? key : mn;
+        mx = key > mx ? key : mx;
+    }
+    *kmin = mn;
+    *kmax = mx;
+}
+
+static int classify_scalar(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                           int out_cap, int32_t *cand, int *n_cand) {
+    int no = 0, nc = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t key = ds_score_key(s[i]);
+        if (key > t_hi) {
+            if (no == out_cap) return -1;
+            out[no++] = i;
+        } else if (key >= t_lo) {
+            cand[nc++] = i;
+        }
+    }
+    *n_cand = nc;
+    return no;
+}
+
+/* CPUID + XGETBV: the OS must also save YMM (and for AVX-512 opmask/ZMM) state. The AVX-512
+ * level uses F, BW (vpermw), DQ, VL and VNNI (vpdpbusd); AVX2 uses AVX2, FMA and F16C. */
+static void cpu_detect(int *avx2, int *avx512) {
+    *avx2 = *avx512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 0x6) != 0x6) return;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    *avx2 = ((b >> 5) & 1) && fma && f16c;
+    int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    int vnni = (c >> 11) & 1;
+    *avx512 = *avx2 && f && dq && bw && vl && vnni && (xlo & 0xe6) == 0xe6;
+#endif
+}
+
+enum { LVL_SCALAR, LVL_AVX2, LVL_AVX512, LVL_N };
+static const char *const g_level_names[LVL_N] = { "scalar", "avx2", "avx512" };
+static ds_dsk_kernels g_levels[LVL_N];
+static int g_level_ok[LVL_N];
+static int g_best, g_active_level;
+static const ds_dsk_kernels *g_active;
+
+static void dsk_init(void) {
+    ds_dsk_kernels *k = &g_levels[LVL_SCALAR];
+    k->score = score_none;
+    k->key_range = key_range_scalar;
+    k->classify = classify_scalar;
+    g_level_ok[LVL_SCALAR] = 1;
+    g_best = LVL_SCALAR;
+    int avx2, avx512;
+    cpu_detect(&avx2, &avx512);
+    g_levels[LVL_AVX2] = g_levels[LVL_SCALAR];
+    if (avx2) {
+        ds_dsk_fill_avx2(&g_levels[LVL_AVX2]);
+        g_level_ok[LVL_AVX2] = 1;
+        g_best = LVL_AVX2;
+    }
+    g_levels[LVL_AVX512] = g_levels[LVL_AVX2];
+    if (avx2 && avx512) {
+        ds_dsk_fill_avx512(&g_levels[LVL_AVX512]);
+        g_level_ok[LVL_AVX512] = 1;
+        g_best = LVL_AVX512;
+    }
+    g_active_level = g_best;
+    g_active = &g_levels[g_best];
+}
+
+__attribute__((constructor)) static void dsk_ctor(void) { if (!g_active) dsk_init(); }
+
+static inline const ds_dsk_kernels *K(void) {
+    if (__builtin_expect(g_active == NULL, 0)) dsk_init();   /* a constructor ran before ours */
+    return g_active;
+}
+
+const char *ds_kernels_level(void) { K(); return g_level_names[g_active_level]; }
+
+void ds_kernels_force_level(const char *level) {
+    K();
+    int want = g_best;
+    if (level) {
+        for (int l = 0; l < LVL_N; l++)
+            if (!strcmp(level, g_level_names[l])) want = l;
+        while (want > 0 && !g_level_ok[want]) want--;
+    }
+    g_active_level = want;
+    g_active = &g_levels[want];
+}
+
+void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
+                    const uint16_t *step, int n, float *scores) {
+    if (n <= 0) return;
+    size_t rb = ds_label_row_bytes(r, bits);
+    int done = K()->score(qsum, r, bits, codes, lo, step, n, scores);
+    if (done < n)
+        ds_label_score_ref(qsum, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
+                           bits == 16 ? step : step + done, n - done, scores + done);
+}
+
+/* ================================================================ top-k
+ *
+ * Everything works on the keys of ds_score_key: unsigned integers in score order, so ties,
+ * +-0, infinities and NaN need no special cases. Two building blocks:
+ *  - radix select: the keys' [min, max] range is cut into <= 2^HB equal bins (a power-of-two
+ *    width, so bin = (key - min) >> shift); one histogram finds the bin T holding the k-th
+ *    largest; everything above T is selected, bin T's members become the next, narrower round.
+ *    Each round divides the key range by 2^HB, so at most ceil(32/HB) rounds, usually 2.
+ *  - the bracket: a strided sample of the scores gives two keys t_lo <= t_hi between which the
+ *    k-th largest lies with high probability (3.5 sigma of the sample quantile on each side).
+ *    One streaming pass (SIMD) then puts key > t_hi straight into the output and t_lo..t_hi
+ *    into a short candidate list, finished by radix select. If the counts show the bracket
+ *    missed, the full radix select runs instead, so the result never depends on luck.
+ * Candidate lists are kept in index order, so "lowest index wins" among equal keys is simply
+ * "take the first ones". */
+
+#define HB_MAX 11                     /* histogram of up to 2048 bins */
+#define SAMPLE_MAX 1024
+#define SAMPLE_MIN_N 4096             /* below this the plain radix select is as fast */
+
+size_t ds_topk_scratch_bytes(int n) {
+    return ((size_t)(1u << HB_MAX) + SAMPLE_MAX + (size_t)(n > 0 ? n : 0) + 16) * 4;
+}
+
+/* Bin layout for keys in [kmin, kmax] (kmin < kmax) with at most 2^hb bins. */
+static int bin_shift(uint32_t span, int hb) {
+    int bits = 32 - __builtin_clz(span);
+    return bits > hb ? bits - hb : 0;
+}
+
+/* Small lists get 256 bins: clearing and scanning 2048 would cost more than the list. */
+static int hist_bits(int m) { return m >= 4096 ? HB_MAX : 8; }
+
+/* Key of descending rank `rank` (0 = largest) among keys[0..m); keys is clobbered. */
+static uint32_t kth_key(uint32_t *keys, int m, int rank, uint32_t *hist) {
+    for (;;) {
+        uint32_t mn = UINT32_MAX, mx = 0;
+        for (int i = 0; i < m; i++) {
+            mn = keys[i] < mn ? keys[i] : mn;
+            mx = keys[i] > mx ? keys[i] : mx;
+        }
+        if (mn == mx) return mn;
+        int sh = bin_shift(mx - mn, hist_bits(m)), nb = (int)((mx - mn) >> sh) + 1;
+        memset(hist, 0, (size_t)nb * 4);
+        for (int i = 0; i < m; i++) hist[(keys[i] - mn) >> sh]++;
+        int T = nb - 1, above = 0;
+        while (above + (int)hist[T] <= rank) above += (int)hist[T--];
+        int c = 0;
+        for (int i = 0; i < m; i++)
+            if ((int)((keys[i] - mn) >> sh) == T) keys[c++] = keys[i];
+        m = c;
+        rank -= above;
+    }
+}
+
+/* Append to out the `need` largest (ties: earliest in the list) of the m indices in list, which
+ * is in increasing index order and is clobbered. Returns the count appended (= need or m). */
+static int select_list(const float *s, int32_t *list, int m, int need, int32_t *out, uint32_t *hist) {
+    int no = 0;
+    while (need > 0) {
+        if (need >= m) {
+            memcpy(out + no, list, (size_t)m * 4);
+            return no + m;
+        }
+        uint32_t mn = UINT32_MAX, mx = 0;
+        for (int i = 0; i < m; i++) {
+            uint32_t key = ds_score_key(s[list[i]]);
+            mn = key < mn ? key : mn;
+            mx = key > mx ? key : mx;
+        }
+        if (mn == mx) {                          /* all tied: the first `need` in index order */
+            memcpy(out + no, list, (size_t)need * 4);
+            return no + need;
+        }
+        int sh = bin_shift(mx - mn, hist_bits(m)), nb = (int)((mx - mn) >> sh) + 1;
+        memset(hist, 0, (size_t)nb * 4);
+        for (int i = 0; i < m; i++) hist[(ds_score_key(s[list[i]]) - mn) >> sh]++;
+        int T = nb - 1, above = 0;
+        while (above + (int)hist[T] < need) above += (int)hist[T--];
+        int c = 0;
+        for (int i = 0; i < m; i++) {
+            int32_t id = list[i];
+            int b = (int)((ds_score_key(s[id]) - mn) >> sh);
+            if (b > T) out[no++] = id;
+            else if (b == T) list[c++] = id;     /* c <= i: compaction in place is safe */
+        }
+        need -= above;
+        m = c;
+    }
+    return no;
+}
+
+/* Exact radix select over the whole array: SIMD range pass, scalar histogram, SIMD classify
+ * pass (bin > T and bin == T are key ranges, so the bracket classifier does it). */
+static int select_full(const ds_dsk_kernels *kt, const float *s, int n, int k, int32_t *out,
+                       int32_t *cand, uint32_t *hist) {
+    uint32_t mn, mx;
+    kt->key_range(s, n, &mn, &mx);
+    if (mn == mx) {
+        for (int i = 0; i < k; i++) out[i] = i;
+        return k;
+    }
+    int sh = bin_shift(mx - mn, hist_bits(n)), nb = (int)((mx - mn) >> sh) + 1;
+    memset(hist, 0, (size_t)nb * 4);
+    for (int i = 0; i < n; i++) hist[(ds_score_key(s[i]) - mn) >> sh]++;
+    int T = nb - 1, above = 0;
+    while (above + (int)hist[T] < k) above += (int)hist[T--];
+    uint32_t t_lo = mn + ((uint32_t)T << sh);
+    uint64_t hi = (uint64_t)t_lo + ((uint64_t)1 << sh) - 1;     /* last key of bin T */
+    uint32_t t_hi = hi > UINT32_MAX ? UINT32_MAX : (uint32_t)hi;
+    int nc = 0;
+    int no = kt->classify(s, n, t_hi, t_lo, out, k, cand, &nc);
+    DS_ASSERT(no == above);
+    return no + select_list(s, cand, nc, k - no, out + no, hist);
+}
+
+/* The sampled bracket; returns -1 when it cannot be used or missed. */
+static int topk_sampled(const ds_dsk_kernels *kt, const float *s, int n, int k, int32_t *out,
+                        int32_t *cand, uint32_t *hist, uint32_t *skeys) {
+    int S = n >= 16 * SAMPLE_MAX ? SAMPLE_MAX : n / 16;
+    double p = (double)k / n, e = p * S, margin = 3.5 * sqrt(S * p * (1.0 - p)) + 2.0;
+    int r_hi = (int)floor(e - margin), r_lo = (int)ceil(e + margin);
+    if (r_lo >= S) return -1;                       /* bracket would hold nearly everything */
+    uint32_t t_hi = UINT32_MAX, t_lo;
+    for (int j = 0; j < S; j++) skeys[j] = ds_score_key(s[(int64_t)j * n / S]);
+    t_lo = kth_key(skeys, S, r_lo, hist);
+    if (r_hi >= 0) {
+        for (int j = 0; j < S; j++) skeys[j] = ds_score_key(s[(int64_t)j * n / S]);
+        t_hi = kth_key(skeys, S, r_hi, hist);
+    }
+    if (t_lo == 0) return -1;                      /* NaN-heavy: nothing to gain */
+    int nc = 0;
+    int no = kt->classify(s, n, t_hi, t_lo, out, k, cand, &nc);
+    if (no < 0 || no + nc < k) return -1;          /* the k-th largest is outside the bracket */
+    return no + select_list(s, cand, nc, k - no, out + no, hist);
+}
+
+int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch) {
+    if (n <= 0 || k <= 0) return 0;
+    if (k >= n) {
+        for (int i = 0; i < n; i++) idx_out[i] = i;
+        return n;
+    }
+    uint32_t *hist = (uint32_t *)scratch, *skeys = hist + (1u << HB_MAX);
+    int32_t *cand = (int32_t *)(skeys + SAMPLE_MAX);
+    const ds_dsk_kernels *kt = K();
+    if (n >= SAMPLE_MIN_N) {
+        int got = topk_sampled(kt, scores, n, k, idx_out, cand, hist, skeys);
+        if (got >= 0) return got;
+    }
+    return select_full(kt, scores, n, k, idx_out, cand, hist);
+}
+
+typedef struct { uint32_t key; int32_t idx; } key_idx;
+
+static int cmp_key_idx(const void *a, const void *b) {
+    const key_idx *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;     /* larger key first */
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);           /* then lower index */
+}
+
+int ds_topk_ref(const float *scores, int n, int k, int32_t *idx_out) {
+    if (n <= 0 || k <= 0) return 0;
+    if (k > n) k = n;
+    key_idx *a = malloc((size_t)n * sizeof *a);
+    DS_ASSERT(a != NULL);
+    for (int i = 0; i < n; i++) { a[i].key = ds_score_key(scores[i]); a[i].idx = i; }
+    qsort(a, (size_t)n, sizeof *a, cmp_key_idx);
+    for (int i = 0; i < k; i++) idx_out[i] = a[i].idx;
+    free(a);
+    return k;
+}

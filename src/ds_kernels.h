@@ -1,0 +1,106 @@
+/* ds_kernels.h — CPU kernels of Double Sparsity's selection step (design/double-sparsity.md
+ * §1 steps 2-3, §4): the label format, label scoring s[t] = qsum . label[t], and top-k.
+ *
+ * LABEL FORMAT. One row per (token, KV head) holds the r calibrated channels (r <= 128):
+ *   bits 16   : r IEEE halves, 2r bytes, little-endian. lo/step are not used.
+ *   bits 8/4/2: r unsigned codes packed little-endian within bytes, ceil(r*bits/8) bytes:
+ *               bits 4: channel 2i in the low nibble of byte i, 2i+1 in the high nibble;
+ *               bits 2: channel 4i+s in bits [2s, 2s+2) of byte i. Unused tail bits are 0.
+ *               Plus per row `lo` and `step`, each an fp16 (4 bytes per row in all);
+ *               decoded value x = lo + step * code.
+ *   Why fp16 lo/step: they are read for every token at every step, so they are part of the
+ *   scan's bytes: at r=16 @ 4 bits (head_dim 64) the row is 8 bytes, and fp32 lo/step would make
+ *   it 16 instead of 12. The rounding is directed so the accuracy promise survives: lo is the
+ *   largest fp16 <= min(x) and step the smallest fp16 >= (max(x) - lo) / (2^bits - 1), so
+ *   [lo, lo + (2^bits-1)*step] still covers every x and |decoded - x| <= step/2 per channel.
+ *   Labels are assumed to lie within the fp16 range (|x| <= 65504; the K cache is fp16 anyway);
+ *   values beyond it saturate. NaN inputs are ignored for min/max and get code 0.
+ *
+ * CACHE LAYOUT (decided by the caller, documented here because the kernels assume it): per
+ * (layer, KV head) the codes are one contiguous array [n_ctx][row_bytes], and lo [n_ctx] and
+ * step [n_ctx] (uint16_t fp16) are two arrays beside it. Scoring streams all three.
+ *
+ * GQA "shared" mode: score is linear in the query, so the group's summed score equals one scan
+ * with qsum = sum of the group's query-head labels; hence the parameter name.
+ *
+ * Threading: all functions are reentrant; the caller splits work (e.g. by KV head). */
+#ifndef DS_KERNELS_H
+#define DS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define DS_LABEL_MAX_R 128
+
+/* Bytes of one row's packed codes (bits 16: 2r; else ceil(r*bits/8)). lo/step not included. */
+size_t ds_label_row_bytes(int r, int bits);
+
+/* Encode one row: x[r] -> codes[row_bytes] (+ *lo, *step as fp16 bit patterns for bits < 16;
+ * for bits 16 codes receives the halves and lo/step may be NULL). bits in {2, 4, 8, 16}. */
+void ds_label_encode(const float *x, int r, int bits, uint8_t *codes, uint16_t *lo, uint16_t *step);
+
+/* Decode one row back to floats (tests, debugging; the scoring path never dequantises). */
+void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_t step, float *x);
+
+/* scores[t] = qsum . label[t] for t in [0, n): codes [n][row_bytes], lo/step [n] (ignored for
+ * bits 16). For bits < 16 computed as step_t * sum_j qsum_j*code_tj + lo_t * sum_j qsum_j without
+ * a dequantised temporary. Dispatches to the best SIMD level; the AVX-512 level accumulates the
+ * code dot products exactly in int32 (VNNI) against qsum split into three int8 digits (error
+ * ~6e-8 * max|qsum| per channel, i.e. float rounding level). Fast paths cover row_bytes in
+ * {4, 8, 16, 32, 64} (AVX2: up to 32), i.e. every "1/16 of the key bits" shape; other shapes and
+ * the last n % 16 tokens use the scalar code. */
+void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
+                    const uint16_t *step, int n, float *scores);
+/* Scalar reference (plain float loops, channel order). */
+void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
+                        const uint16_t *lo, const uint16_t *step, int n, float *scores);
+
+/* TOP-K. ds_topk writes the indices of the k largest scores to idx_out (which must hold
+ * min(k, n) entries) and returns how many it wrote: 0 if k <= 0 or n <= 0, n (all of 0..n-1)
+ * if k >= n, else k. Order within idx_out is unspecified (the set is what counts).
+ * Ordering: by value, -0 == +0, NaN below -inf; among equal scores the lowest indices win, so
+ * the set is deterministic and equals ds_topk_ref's.
+ * Cost O(n): one streaming pass bracketed by a sample's order statistics (n >= 4096), else (or
+ * if the bracket misses) a radix select with 2048 bins over order-preserving uint32 keys.
+ * scratch: caller-provided, at least ds_topk_scratch_bytes(n) bytes, 4-byte aligned (64 is
+ * better); no allocation happens inside. Not shared between concurrent calls. */
+size_t ds_topk_scratch_bytes(int n);
+int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch);
+/* Sort-based reference with the same ordering and tie rule (allocates; for tests). */
+int ds_topk_ref(const float *scores, int n, int k, int32_t *idx_out);
+
+/* SIMD level in use ("scalar", "avx2", "avx512"), and a hook for tests/benchmarks to force one
+ * (a level the CPU lacks falls back to the next lower one; NULL restores automatic choice). */
+const char *ds_kernels_level(void);
+void ds_kernels_force_level(const char *level);
+
+/* ---- internal: the per-level kernel table shared with ds_kernels_avx2.c / _avx512.c ---- */
+typedef struct {
+    /* Score whole 16-token blocks (AVX2: 8) from the start of the arrays; returns how many
+     * tokens it scored (a multiple of its block), 0 if it does not handle this (r, bits). */
+    int (*score)(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
+                 const uint16_t *step, int n, float *scores);
+    /* min and max of the order-preserving keys of s[0..n) (n >= 1) */
+    void (*key_range)(const float *s, int n, uint32_t *kmin, uint32_t *kmax);
+    /* In index order: key > t_hi -> out (returns -1 as soon as more than out_cap would be
+     * written), else key >= t_lo -> cand (room for n). Returns the count written to out. */
+    int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                    int out_cap, int32_t *cand, int *n_cand);
+} ds_dsk_kernels;
+
+/* Order-preserving key of a score: a > b as floats <=> key(a) > key(b) as unsigned, with -0
+ * mapped like +0 (adding +0.0f turns -0 into +0 and leaves everything else alone) and NaN to 0,
+ * below -inf (whose key is 0x007fffff). */
+static inline uint32_t ds_score_key(float x) {
+    x += 0.0f;
+    if (x != x) return 0;
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+void ds_dsk_fill_avx2(ds_dsk_kernels *k);
+void ds_dsk_fill_avx512(ds_dsk_kernels *k);
+
+#endif

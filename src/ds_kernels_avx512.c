@@ -1,0 +1,258 @@
+/* ds_kernels_avx512.c — AVX-512 (F/BW/DQ/VL + VNNI) label scoring and top-k passes.
+ *
+ * Scoring layout: one lane per token, 16 tokens per block. A row of R = 4W bytes (W dwords)
+ * is loaded as it lies in the cache (16 rows = W zmm) and transposed with vpermt2d so that
+ * vector w holds dword w of each of the 16 rows (W log2 W shuffles per block). Each byte of
+ * that dword then carries 1 (8-bit), 2 (4-bit, split by a mask) or 4 (2-bit) codes of the same
+ * token, which is exactly the shape vpdpbusd wants: u8 codes x s8 weights, 4 products summed
+ * into the token's int32 lane. The float qsum is split once per call into three int8 digits,
+ *   qsum_j ~= s * (a_j + b_j / 254 + c_j / 254^2),  s = max|qsum| / 127,
+ * whose residual is <= s * 0.5 / 254^2 ~= 6e-8 * max|qsum| (float rounding level). The digit
+ * sums are exact integers (<= 128 * 255 * 127 < 2^23), converted and combined once per block:
+ * 3 vpdpbusd per 4 channels per 16 tokens instead of 3 float ops per channel per 16 tokens.
+ * fp16 labels take the same transposition; vpermw splits each dword's two halves into two
+ * 16-lane halves for vcvtph2ps, then FMA with the broadcast qsum channel. */
+#include "ds_kernels.h"
+#include "common.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define INL __attribute__((always_inline)) inline
+
+/* Index vectors for one transposition level: rows of c dwords (c = 2, 4, 8, 16) in a pair of
+ * vectors (x: lanes 0..15, y: 16..31, rows in order) -> first halves of all rows, second halves. */
+typedef struct { __m512i lo[4], hi[4]; } tp_idx;
+
+T512 static void tp_idx_init(tp_idx *t) {
+    for (int l = 0; l < 4; l++) {
+        int c = 2 << l, h = c / 2;
+        int32_t a[16], b[16];
+        for (int p = 0; p < 16; p++) {
+            a[p] = (p / h) * c + p % h;
+            b[p] = a[p] + h;
+        }
+        t->lo[l] = _mm512_loadu_si512(a);
+        t->hi[l] = _mm512_loadu_si512(b);
+    }
+}
+
+/* v[0..W) holds 16 consecutive rows of W dwords; afterwards v[w] = dword w of rows 0..15.
+ * The list is kept ordered (dword range major, row group minor) so every pair combined at a
+ * level holds the same dword range of consecutive row groups. W is a constant after inlining. */
+T512 static INL void transpose16(__m512i *v, int W, const tp_idx *t) {
+    for (int c = W; c > 1; c /= 2) {
+        int lvl = __builtin_ctz((unsigned)c) - 1;   /* index set for rows of c dwords */
+        __m512i nv[16];
+        int half = c / 2;
+        for (int i = 0; i < W / 2; i++) {
+            int R = i / half, g = i % half;
+            nv[R * c + g] = _mm512_permutex2var_epi32(v[2 * i], t->lo[lvl], v[2 * i + 1]);
+            nv[R * c + half + g] = _mm512_permutex2var_epi32(v[2 * i], t->hi[lvl], v[2 * i + 1]);
+        }
+        for (int i = 0; i < W; i++) v[i] = nv[i];
+    }
+}
+
+/* Integer path, bits 8/4/2. qd: digits [3][r/4] as packed int8x4 (entry e covers the 4
+ * channels that land in the 4 bytes of part e, see digit_table); dsc: digit scales. */
+T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
+                               int nblk, float *out, const uint32_t *qd, int nq,
+                               const float *dsc, float qs, int W, int bits, const tp_idx *t) {
+    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+    const __m512 s0 = _mm512_set1_ps(dsc[0]), s1 = _mm512_set1_ps(dsc[1]), s2 = _mm512_set1_ps(dsc[2]);
+    const __m512 vqs = _mm512_set1_ps(qs);
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *p = codes + (size_t)b * 64 * W;
+        __m512i v[16];
+        for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
+        transpose16(v, W, t);
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+#define DP(x, e) do { __m512i x_ = (x); \
+            a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
+            a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); \
+            a2 = _mm512_dpbusd_epi32(a2, x_, _mm512_set1_epi32((int)qd[2 * nq + (e)])); } while (0)
+        for (int w = 0; w < W; w++) {
+            __m512i d = v[w];
+            if (bits == 8) {
+                DP(d, w);
+            } else if (bits == 4) {
+                DP(_mm512_and_si512(d, m4), 2 * w);
+                DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m4), 2 * w + 1);
+            } else {
+                DP(_mm512_and_si512(d, m2), 4 * w);
+                DP(_mm512_and_si512(_mm512_srli_epi32(d, 2), m2), 4 * w + 1);
+                DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m2), 4 * w + 2);
+                DP(_mm512_and_si512(_mm512_srli_epi32(d, 6), m2), 4 * w + 3);
+            }
+        }
+#undef DP
+        /* smallest terms first */
+        __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), s2);
+        S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), s1, S);
+        S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s0, S);
+        __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
+        __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
+        _mm512_storeu_ps(out + 16 * b, _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, vqs)));
+    }
+}
+
+T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W,
+                               const tp_idx *t) {
+    uint16_t sepw[32];                              /* even words (low halves), then odd */
+    for (int i = 0; i < 16; i++) { sepw[i] = (uint16_t)(2 * i); sepw[16 + i] = (uint16_t)(2 * i + 1); }
+    const __m512i sep = _mm512_loadu_si512(sepw);
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *p = codes + (size_t)b * 64 * W;
+        __m512i v[16];
+        for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
+        transpose16(v, W, t);
+        __m512 f0 = _mm512_setzero_ps(), f1 = f0;
+        for (int w = 0; w < W; w++) {
+            __m512i P = _mm512_permutexvar_epi16(sep, v[w]);
+            __m512 x0 = _mm512_cvtph_ps(_mm512_castsi512_si256(P));
+            __m512 x1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(P, 1));
+            f0 = _mm512_fmadd_ps(x0, _mm512_set1_ps(q[2 * w]), f0);
+            f1 = _mm512_fmadd_ps(x1, _mm512_set1_ps(q[2 * w + 1]), f1);
+        }
+        _mm512_storeu_ps(out + 16 * b, _mm512_add_ps(f0, f1));
+    }
+}
+
+/* Digit table: part e of the row (one dword w, one shift) carries 4 channels, one per byte k:
+ *   bits 8: e = w,          channel 4w + k
+ *   bits 4: e = 2w + h,     channel 8w + 2k + h         (h: low/high nibble)
+ *   bits 2: e = 4w + s,     channel 16w + 4k + s        (s: 2-bit field within the byte)
+ * i.e. in general channel = (e / P) * 4P + k * P + e % P with P = 8 / bits parts per dword. */
+static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *dsc) {
+    double mx = 0;
+    for (int j = 0; j < r; j++) mx = fmax(mx, fabs((double)q[j]));
+    if (!isfinite(mx)) return 0;
+    double s = mx > 0 ? mx / 127.0 : 1.0;
+    int P = 8 / bits, nq = r / 4;
+    for (int e = 0; e < nq; e++) {
+        uint32_t d0 = 0, d1 = 0, d2 = 0;
+        for (int k = 0; k < 4; k++) {
+            int ch = (e / P) * 4 * P + k * P + e % P;
+            double x = q[ch] / s;
+            double a = nearbyint(x), r1 = (x - a) * 254.0;
+            double b = nearbyint(r1), r2 = (r1 - b) * 254.0;
+            double c = nearbyint(r2);
+            d0 |= (uint32_t)(uint8_t)(int8_t)a << (8 * k);
+            d1 |= (uint32_t)(uint8_t)(int8_t)b << (8 * k);
+            d2 |= (uint32_t)(uint8_t)(int8_t)c << (8 * k);
+        }
+        qd[e] = d0; qd[nq + e] = d1; qd[2 * nq + e] = d2;
+    }
+    dsc[0] = (float)s;
+    dsc[1] = (float)(s / 254.0);
+    dsc[2] = (float)(s / (254.0 * 254.0));
+    return 1;
+}
+
+T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *codes,
+                             const uint16_t *lo, const uint16_t *step, int n, float *scores) {
+    int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
+    if (R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
+    int nblk = n / 16;
+    if (nblk == 0) return 0;
+    tp_idx t;
+    tp_idx_init(&t);
+    if (bits == 16) {
+        switch (W) {
+        case 1: score_f16(codes, nblk, scores, qsum, 1, &t); break;
+        case 2: score_f16(codes, nblk, scores, qsum, 2, &t); break;
+        case 4: score_f16(codes, nblk, scores, qsum, 4, &t); break;
+        case 8: score_f16(codes, nblk, scores, qsum, 8, &t); break;
+        default: score_f16(codes, nblk, scores, qsum, 16, &t); break;
+        }
+        return nblk * 16;
+    }
+    uint32_t qd[3 * DS_LABEL_MAX_R / 4];
+    float dsc[3];
+    if (!digit_table(qsum, r, bits, qd, dsc)) return 0;     /* non-finite qsum: scalar path */
+    float qs = 0.0f;
+    for (int j = 0; j < r; j++) qs += qsum[j];
+    int nq = r / 4;
+#define CASE_W(Wc) case Wc: \
+        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 8, &t); \
+        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 4, &t); \
+        else score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 2, &t); \
+        break;
+    switch (W) {
+    CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8) CASE_W(16)
+    }
+#undef CASE_W
+    return nblk * 16;
+}
+
+/* ---------------------------------------------------------------- top-k passes */
+
+/* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
+T512 static INL __m512i keys16(__m512 x) {
+    x = _mm512_add_ps(x, _mm512_setzero_ps());
+    __m512i u = _mm512_castps_si512(x);
+    __m512i flip = _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32((int)0x80000000u));
+    __mmask16 ok = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
+    return _mm512_maskz_xor_epi32(ok, u, flip);
+}
+
+T512 static void key_range_avx512(const float *s, int n, uint32_t *kmin, uint32_t *kmax) {
+    __m512i mn = _mm512_set1_epi32(-1), mx = _mm512_setzero_si512();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i k = keys16(_mm512_loadu_ps(s + i));
+        mn = _mm512_min_epu32(mn, k);
+        mx = _mm512_max_epu32(mx, k);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512i k = keys16(_mm512_maskz_loadu_ps(m, s + i));
+        mn = _mm512_mask_min_epu32(mn, m, mn, k);
+        mx = _mm512_mask_max_epu32(mx, m, mx, k);
+    }
+    *kmin = (uint32_t)_mm512_reduce_min_epu32(mn);
+    *kmax = (uint32_t)_mm512_reduce_max_epu32(mx);
+}
+
+/* Register compress + masked store (vpcompressd straight to memory is slow on several cores). */
+T512 static int classify_avx512(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                                int out_cap, int32_t *cand, int *n_cand) {
+    const __m512i vhi = _mm512_set1_epi32((int)t_hi), vlo = _mm512_set1_epi32((int)t_lo);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int no = 0, nc = 0;
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 valid = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512i k = keys16(_mm512_maskz_loadu_ps(valid, s + i));
+        __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
+        __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
+        int ch = __builtin_popcount(mh), cc = __builtin_popcount(mc);
+        if (ch) {
+            if (no + ch > out_cap) return -1;
+            _mm512_mask_storeu_epi32(out + no, (__mmask16)((1u << ch) - 1),
+                                     _mm512_maskz_compress_epi32(mh, idx));
+            no += ch;
+        }
+        if (cc) {
+            _mm512_mask_storeu_epi32(cand + nc, (__mmask16)((1u << cc) - 1),
+                                     _mm512_maskz_compress_epi32(mc, idx));
+            nc += cc;
+        }
+        idx = _mm512_add_epi32(idx, sixteen);
+    }
+    *n_cand = nc;
+    return no;
+}
+
+void ds_dsk_fill_avx512(ds_dsk_kernels *k) {
+    k->score = score_avx512;
+    k->key_range = key_range_avx512;
+    k->classify = classify_avx512;
+}
+
+#else
+void ds_dsk_fill_avx512(ds_dsk_kernels *k) { (void)k; }
+#endif

@@ -1,0 +1,245 @@
+/* sparse.c — selection + exact attention over the selected rows (see sparse.h).
+ *
+ * Shared GQA (double-sparsity.md §5): the group's score of a position is the sum over its query
+ * heads of each head's score. Every selector here is linear in q, so that sum is one dot product
+ * with qsum = sum_g q_g — the scan costs the same whatever the group size. Per-head mode runs
+ * one selection per query head instead. The current token is always selected (§6). */
+#include "sparse.h"
+#include "calibrate.h"
+#include "ds_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+ds_sparse_opts ds_sparse_default_opts(void) {
+    ds_sparse_opts o;
+    memset(&o, 0, sizeof o);
+    o.method = DS_ATTN_DENSE;
+    o.tokens_frac = 1.0f / 16;
+    o.label_bits = 4;
+    o.stat = DS_STAT_QK;
+    return o;
+}
+
+static const char *const g_method_names[DS_ATTN_COUNT] = {
+    "dense", "ds", "oracle", "random", "streaming", "sparq"};
+
+const char *ds_attn_method_name(ds_attn_method m) {
+    return (unsigned)m < DS_ATTN_COUNT ? g_method_names[m] : "unknown";
+}
+
+int ds_attn_method_parse(const char *name, ds_attn_method *out) {
+    for (int i = 0; i < DS_ATTN_COUNT; i++)
+        if (strcmp(name, g_method_names[i]) == 0) { *out = (ds_attn_method)i; return 0; }
+    return -1;
+}
+
+static bool uses_labels(ds_attn_method m) { return m == DS_ATTN_DS || m == DS_ATTN_RANDOM; }
+
+int ds_sparse_k(const ds_session *s, int n) {
+    const ds_sparse_opts *o = &s->opts.sparse;
+    int k = o->tokens > 0 ? o->tokens : (int)ceil((double)o->tokens_frac * n - 1e-9);
+    return k < 1 ? 1 : k;
+}
+
+bool ds_sparse_layer(const ds_session *s, int layer) {
+    return s->sp_dense_layer && !s->sp_dense_layer[layer];
+}
+
+ds_status ds_sparse_init(ds_session *s) {
+    const ds_model_info *c = &s->m->info;
+    ds_sparse_opts *o = &s->opts.sparse;
+    const int hd = c->head_dim, L = c->n_layer, KVH = c->n_head_kv;
+    if ((unsigned)o->method >= DS_ATTN_COUNT) return ds_error(DS_ERR_ARG, "unknown attention method %d", o->method);
+    if (o->label_bits != 16 && o->label_bits != 8 && o->label_bits != 4 && o->label_bits != 2)
+        return ds_error(DS_ERR_ARG, "--ds-label-bits must be 16, 8, 4 or 2 (got %d)", o->label_bits);
+    if (o->channels == 0) o->channels = DS_MAX(1, hd / o->label_bits);
+    if (o->channels < 1 || o->channels > hd || o->channels > DS_LABEL_MAX_R)
+        return ds_error(DS_ERR_ARG, "--ds-channels must be in [1, %d] for head_dim %d (got %d)",
+                        DS_MIN(hd, DS_LABEL_MAX_R), hd, o->channels);
+    if (o->tokens < 0 || (o->tokens == 0 && !(o->tokens_frac > 0 && o->tokens_frac <= 1)))
+        return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
+    if (o->stat < 0 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k or qk");
+    if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
+    if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
+        return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
+
+    s->sp_dense_layer = calloc((size_t)L, 1);
+    if (!s->sp_dense_layer) return ds_error(DS_ERR_OOM, "out of memory");
+    if (o->n_dense_layers < 0 || o->n_dense_layers > DS_MAX_DENSE_LAYERS)
+        return ds_error(DS_ERR_ARG, "too many dense layers");
+    for (int i = 0; i < o->n_dense_layers; i++) {
+        if (o->dense_layers[i] < 0 || o->dense_layers[i] >= L)
+            return ds_error(DS_ERR_ARG, "--ds-dense-layers: layer %d does not exist (model has %d)", o->dense_layers[i], L);
+        s->sp_dense_layer[o->dense_layers[i]] = 1;
+    }
+
+    const int r = o->channels;
+    if (uses_labels(o->method)) {
+        /* channel sets: calibrated ranking (DS) or a seeded random choice */
+        s->sp_chan = calloc((size_t)L * KVH * r, sizeof(int16_t));
+        if (!s->sp_chan) return ds_error(DS_ERR_OOM, "out of memory");
+        if (o->method == DS_ATTN_DS) {
+            if (!s->m->calib)
+                return ds_error(DS_ERR_ARG, "Double Sparsity needs a calibration for %s: run "
+                                "`dsinfer calibrate -m MODEL -f TEXT` (or pass --ds-calib-text FILE)", s->m->path);
+            for (int l = 0; l < L; l++)
+                for (int h = 0; h < KVH; h++) {
+                    const int16_t *rank = ds_calib_ranking(s->m->calib, (ds_stat)o->stat, l, h);
+                    if (!rank) return ds_error(DS_ERR_ARG, "the calibration has no '%s' statistic", ds_calib_stat_name((ds_stat)o->stat));
+                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, rank, sizeof(int16_t) * (size_t)r);
+                }
+        } else {
+            uint64_t x = o->seed * 0x9E3779B97F4A7C15ull + 1;
+            int16_t perm[512];
+            for (int l = 0; l < L; l++)
+                for (int h = 0; h < KVH; h++) {
+                    for (int i = 0; i < hd; i++) perm[i] = (int16_t)i;
+                    for (int i = hd - 1; i > 0; i--) {  /* Fisher-Yates with splitmix64 */
+                        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+                        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                        z ^= z >> 31;
+                        int j = (int)(z % (uint64_t)(i + 1));
+                        int16_t tmp = perm[i]; perm[i] = perm[j]; perm[j] = tmp;
+                    }
+                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, perm, sizeof(int16_t) * (size_t)r);
+                }
+        }
+        s->sp_row_bytes = ds_label_row_bytes(r, o->label_bits);
+        size_t rows = (size_t)L * KVH * s->n_ctx;
+        s->sp_codes = ds_alloc(rows * s->sp_row_bytes);   /* [L][KVH][n_ctx][row_bytes] */
+        s->sp_lo = ds_alloc(rows * 2);                    /* [L][KVH][n_ctx] fp16 */
+        s->sp_step = ds_alloc(rows * 2);                  /* [L][KVH][n_ctx] fp16 */
+        if (!s->sp_codes || !s->sp_lo || !s->sp_step) return ds_error(DS_ERR_OOM, "out of memory for the label cache");
+        s->bytes += rows * (s->sp_row_bytes + (o->label_bits < 16 ? 4 : 0));
+    }
+    /* per-thread scratch: scores [n_ctx], selected indices [n_ctx], top-k scratch, q sums */
+    int nt = ds_pool_size(s->pool);
+    s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->n_ctx);
+    s->sp_idx = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
+    s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
+    s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
+    s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
+    if (!s->sp_scores || !s->sp_idx || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
+    s->bytes += (size_t)nt * s->n_ctx * 8 + s->sp_topk_bytes * (size_t)nt;
+    return DS_OK;
+}
+
+void ds_sparse_free(ds_session *s) {
+    free(s->sp_dense_layer);
+    free(s->sp_chan);
+    ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
+    ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
+}
+
+void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
+    if (!s->sp_codes) return;
+    const ds_model_info *c = &s->m->info;
+    const int hd = c->head_dim, KVH = c->n_head_kv, r = s->opts.sparse.channels;
+    float x[DS_LABEL_MAX_R];
+    for (int h = 0; h < KVH; h++) {
+        const int16_t *ch = s->sp_chan + ((size_t)layer * KVH + h) * r;
+        for (int j = 0; j < r; j++) x[j] = k[h * hd + ch[j]];
+        size_t row = ((size_t)layer * KVH + h) * s->n_ctx + pos;
+        ds_label_encode(x, r, s->opts.sparse.label_bits, s->sp_codes + row * s->sp_row_bytes,
+                        s->sp_lo + row, s->sp_step + row);
+    }
+}
+
+/* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
+static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
+    const ds_model_info *c = &s->m->info;
+    const ds_sparse_opts *o = &s->opts.sparse;
+    const int hd = c->head_dim, KVH = c->n_head_kv, r = o->channels;
+    const size_t head = (size_t)layer * KVH + kvh;
+    const uint16_t *K = s->k_cache + head * s->n_ctx * hd;
+    switch (o->method) {
+    case DS_ATTN_DS:
+    case DS_ATTN_RANDOM: {
+        float ql[DS_LABEL_MAX_R];
+        const int16_t *ch = s->sp_chan + head * r;
+        for (int j = 0; j < r; j++) ql[j] = qsum[ch[j]];
+        size_t row = head * s->n_ctx;
+        ds_label_score(ql, r, o->label_bits, s->sp_codes + row * s->sp_row_bytes, s->sp_lo + row,
+                       s->sp_step + row, n, scores);
+        break;
+    }
+    case DS_ATTN_ORACLE:
+        for (int t = 0; t < n; t++) scores[t] = ds_dot_f16_f32(K + (size_t)t * hd, qsum, hd);
+        break;
+    case DS_ATTN_SPARQ: {
+        /* the r channels of largest |q| this step, read as K columns (no label cache) */
+        int16_t ch[512];
+        float mag[512];
+        for (int i = 0; i < hd; i++) { ch[i] = (int16_t)i; mag[i] = fabsf(qsum[i]); }
+        for (int j = 0; j < r; j++) {            /* partial selection sort: r is small */
+            int best = j;
+            for (int i = j + 1; i < hd; i++) if (mag[ch[i]] > mag[ch[best]]) best = i;
+            int16_t tmp = ch[j]; ch[j] = ch[best]; ch[best] = tmp;
+        }
+        for (int t = 0; t < n; t++) {
+            const uint16_t *kr = K + (size_t)t * hd;
+            float sc = 0;
+            for (int j = 0; j < r; j++) sc += qsum[ch[j]] * ds_fp16_to_fp32(kr[ch[j]]);
+            scores[t] = sc;
+        }
+        break;
+    }
+    default:
+        DS_ASSERT(0);
+    }
+}
+
+/* Select for one unit: the k-1 best of positions [0, n-1) plus the current token n-1. */
+static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
+                       int32_t *idx) {
+    const int hd = s->m->info.head_dim;
+    const ds_sparse_opts *o = &s->opts.sparse;
+    int m = 0;
+    if (o->method == DS_ATTN_STREAMING) {
+        int sinks = DS_MIN(4, k - 1), recent = k - 1 - sinks;
+        for (int t = 0; t < sinks; t++) idx[m++] = t;
+        for (int t = DS_MAX(sinks, n - 1 - recent); t < n - 1; t++) idx[m++] = t;
+    } else {
+        float qsum[512];
+        for (int i = 0; i < hd; i++) qsum[i] = q[i];
+        for (int g = 1; g < G; g++)
+            for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
+        float *scores = s->sp_scores + (size_t)ith * s->n_ctx;
+        score_positions(s, layer, kvh, qsum, n - 1, scores);
+        m = ds_topk(scores, n - 1, k - 1, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
+    }
+    idx[m++] = n - 1;
+    return m;
+}
+
+void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
+    const ds_model_info *c = &s->m->info;
+    const ds_sparse_opts *o = &s->opts.sparse;
+    const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
+    const size_t head = (size_t)layer * KVH + kvh;
+    const uint16_t *K = s->k_cache + head * s->n_ctx * hd, *V = s->v_cache + head * s->n_ctx * hd;
+    const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
+    float *out = s->att + (size_t)t * H * hd + (size_t)kvh * G * hd;
+    float *acc = s->sp_acc + (size_t)ith * 16 * hd;
+    ds_attn_stats st;
+    int k = ds_sparse_k(s, n);
+    if (n <= k || n < o->min_context) {
+        ds_attn_partial(q, G, hd, K, V, NULL, 0, n, acc, &st);
+        ds_attn_merge(1, G, hd, acc, &st, out);
+        return;
+    }
+    int32_t *idx = s->sp_idx + (size_t)ith * s->n_ctx;
+    if (!o->per_head) {
+        int m = select_unit(s, layer, kvh, q, G, n, k, ith, idx);
+        ds_attn_partial(q, G, hd, K, V, idx, 0, m, acc, &st);
+        ds_attn_merge(1, G, hd, acc, &st, out);
+    } else {
+        for (int g = 0; g < G; g++) {
+            int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx);
+            ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
+            ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
+        }
+    }
+}
