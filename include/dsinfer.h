@@ -154,6 +154,10 @@ ds_status ds_session_eval(ds_session *s, const int32_t *tokens, int n, float *al
 const float *ds_session_logits(const ds_session *s);   /* [n_vocab] of the last evaluated token */
 int ds_session_pos(const ds_session *s);                /* tokens in the KV cache */
 int ds_session_ctx(const ds_session *s);
+/* A new session holding a copy of src's timeline (KV cache, position, last logits) that decodes
+ * with another attention method: the material is prefilled once and every method continues
+ * from it. Labels the new method needs are rebuilt from the copied keys. */
+ds_status ds_session_fork(const ds_session *src, const ds_sparse_opts *sparse, ds_session **out);
 /* Drop everything after position pos (pos <= current). */
 ds_status ds_session_truncate(ds_session *s, int pos);
 /* Bytes of the session's memory plan, for `inspect`. */

@@ -400,3 +400,36 @@ ds_status ds_session_truncate(ds_session *s, int pos) {
     s->pos = pos;
     return DS_OK;
 }
+
+ds_status ds_session_fork(const ds_session *src, const ds_sparse_opts *sparse, ds_session **out) {
+    *out = NULL;
+    ds_session_opts o = src->opts;
+    if (sparse) o.sparse = *sparse;
+    ds_session *d;
+    ds_status st = ds_session_new(src->m, &o, &d);
+    if (st) return st;
+    const ds_model_info *c = &src->m->info;
+    const int hd = c->head_dim, KVH = c->n_head_kv;
+    const size_t rows = (size_t)src->pos * hd;
+    float k[16 * 512];
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int h = 0; h < KVH; h++) {
+            size_t head = ((size_t)l * KVH + h) * (size_t)src->n_ctx * hd;
+            size_t dhead = ((size_t)l * KVH + h) * (size_t)d->n_ctx * hd;
+            memcpy(d->k_cache + dhead, src->k_cache + head, rows * 2);
+            memcpy(d->v_cache + dhead, src->v_cache + head, rows * 2);
+        }
+        if (d->sp_codes)
+            for (int t = 0; t < src->pos; t++) {
+                for (int h = 0; h < KVH; h++) {
+                    const uint16_t *kr = d->k_cache + (((size_t)l * KVH + h) * d->n_ctx + t) * hd;
+                    for (int i = 0; i < hd; i++) k[h * hd + i] = ds_fp16_to_fp32(kr[i]);
+                }
+                ds_sparse_append(d, l, t, k);
+            }
+    }
+    d->pos = src->pos;
+    memcpy(d->logits, src->logits, sizeof(float) * (size_t)c->n_vocab);
+    *out = d;
+    return DS_OK;
+}

@@ -140,7 +140,9 @@ void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
     float x[DS_LABEL_MAX_R];
     for (int h = 0; h < KVH; h++) {
         const int16_t *ch = s->sp_chan + ((size_t)layer * KVH + h) * r;
-        for (int j = 0; j < r; j++) x[j] = k[h * hd + ch[j]];
+        /* from the fp16-rounded key, i.e. exactly the row the cache holds, so labels rebuilt
+         * from the cache (ds_session_fork) equal those written here */
+        for (int j = 0; j < r; j++) x[j] = ds_fp16_to_fp32(ds_fp32_to_fp16(k[h * hd + ch[j]]));
         size_t row = ((size_t)layer * KVH + h) * s->n_ctx + pos;
         ds_label_encode(x, r, s->opts.sparse.label_bits, s->sp_codes + row * s->sp_row_bytes,
                         s->sp_lo + row, s->sp_step + row);
