@@ -47,8 +47,9 @@ $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-dsinfer: tools/dsinfer.c $(TOOLOBJ) $(LIB)
-	$(CC) $(CFLAGS) $< $(TOOLOBJ) $(LIB) $(LDLIBS) -o $@
+$(BIN): tools/dsinfer.c $(TOOLOBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itools $< $(TOOLOBJ) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%.o: tests/%.c tests/test.h $(wildcard src/*.h tools/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)

@@ -148,15 +148,19 @@ static void key_range_scalar(const float *s, int n, uint32_t *kmin, uint32_t *km
 
 static int classify_scalar(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                            int out_cap, int32_t *cand, int *n_cand) {
+    /* branch-free but for the rare full-output case; cand has room for n + 16 */
     int no = 0, nc = 0;
     for (int i = 0; i < n; i++) {
         uint32_t key = ds_score_key(s[i]);
-        if (key > t_hi) {
-            if (no == out_cap) return -1;
-            out[no++] = i;
-        } else if (key >= t_lo) {
-            cand[nc++] = i;
+        int hi = key > t_hi;
+        if (__builtin_expect(no == out_cap, 0)) {
+            if (hi) return -1;
+        } else {
+            out[no] = i;
+            no += hi;
         }
+        cand[nc] = i;
+        nc += !hi & (key >= t_lo);
     }
     *n_cand = nc;
     return no;
@@ -250,24 +254,28 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
  *
  * Everything works on the keys of ds_score_key: unsigned integers in score order, so ties,
  * +-0, infinities and NaN need no special cases. Two building blocks:
- *  - radix select: the keys' [min, max] range is cut into <= 2^HB equal bins (a power-of-two
+ *  - radix select: the keys' [min, max] range is cut into <= 2048 equal bins (a power-of-two
  *    width, so bin = (key - min) >> shift); one histogram finds the bin T holding the k-th
  *    largest; everything above T is selected, bin T's members become the next, narrower round.
- *    Each round divides the key range by 2^HB, so at most ceil(32/HB) rounds, usually 2.
+ *    Each round divides the key range by 2^8..2^11, so a few rounds at most, usually 1-2.
  *  - the bracket: a strided sample of the scores gives two keys t_lo <= t_hi between which the
  *    k-th largest lies with high probability (3.5 sigma of the sample quantile on each side).
- *    One streaming pass (SIMD) then puts key > t_hi straight into the output and t_lo..t_hi
- *    into a short candidate list, finished by radix select. If the counts show the bracket
- *    missed, the full radix select runs instead, so the result never depends on luck.
+ *    One streaming pass (SIMD, branch-free) then puts key > t_hi straight into the output and
+ *    t_lo..t_hi into a short candidate list, finished by radix select. If the counts show the
+ *    bracket missed, the full radix select runs instead: the result never depends on luck,
+ *    and the thresholds need not be exact order statistics of the sample.
  * Candidate lists are kept in index order, so "lowest index wins" among equal keys is simply
- * "take the first ones". */
+ * "take the first ones". The histogram pass is the slow part (~1 ns/element: consecutive
+ * increments of one bin wait on each other), which is why the full array gets it only as a
+ * fallback. */
 
 #define HB_MAX 11                     /* histogram of up to 2048 bins */
 #define SAMPLE_MAX 1024
-#define SAMPLE_MIN_N 4096             /* below this the plain radix select is as fast */
+#define SAMPLE_MIN_N 1024             /* below this the plain radix select is as fast */
 
 size_t ds_topk_scratch_bytes(int n) {
-    return ((size_t)(1u << HB_MAX) + SAMPLE_MAX + (size_t)(n > 0 ? n : 0) + 16) * 4;
+    size_t m = (size_t)(n > 0 ? n : 0) + 16;
+    return ((size_t)(1u << HB_MAX) + SAMPLE_MAX + 2 * m) * 4;
 }
 
 /* Bin layout for keys in [kmin, kmax] (kmin < kmax) with at most 2^hb bins. */
@@ -276,45 +284,25 @@ static int bin_shift(uint32_t span, int hb) {
     return bits > hb ? bits - hb : 0;
 }
 
-/* Small lists get 256 bins: clearing and scanning 2048 would cost more than the list. */
-static int hist_bits(int m) { return m >= 4096 ? HB_MAX : 8; }
-
-/* Key of descending rank `rank` (0 = largest) among keys[0..m); keys is clobbered. */
-static uint32_t kth_key(uint32_t *keys, int m, int rank, uint32_t *hist) {
-    for (;;) {
-        uint32_t mn = UINT32_MAX, mx = 0;
-        for (int i = 0; i < m; i++) {
-            mn = keys[i] < mn ? keys[i] : mn;
-            mx = keys[i] > mx ? keys[i] : mx;
-        }
-        if (mn == mx) return mn;
-        int sh = bin_shift(mx - mn, hist_bits(m)), nb = (int)((mx - mn) >> sh) + 1;
-        memset(hist, 0, (size_t)nb * 4);
-        for (int i = 0; i < m; i++) hist[(keys[i] - mn) >> sh]++;
-        int T = nb - 1, above = 0;
-        while (above + (int)hist[T] <= rank) above += (int)hist[T--];
-        int c = 0;
-        for (int i = 0; i < m; i++)
-            if ((int)((keys[i] - mn) >> sh) == T) keys[c++] = keys[i];
-        m = c;
-        rank -= above;
-    }
+/* About a quarter as many bins as elements (256..2048): clearing and scanning the bins is
+ * part of the cost, and a second round over a bin of a few elements is cheap. */
+static int hist_bits(int m) {
+    int hb = 8;
+    while (hb < HB_MAX && (4 << hb) < m) hb++;
+    return hb;
 }
 
-/* Append to out the `need` largest (ties: earliest in the list) of the m indices in list, which
- * is in increasing index order and is clobbered. Returns the count appended (= need or m). */
-static int select_list(const float *s, int32_t *list, int m, int need, int32_t *out, uint32_t *hist) {
-    int no = 0;
+/* Append to out the `need` largest (ties: earliest in the list) of the m indices in list
+ * (increasing index order); list is clobbered, keys[] (room for m) is scratch. [mn, mx] must
+ * contain the keys of all listed scores (a loose range only costs resolution). Returns the
+ * count appended. */
+static int select_list(const float *s, int32_t *list, uint32_t *keys, int m, int need,
+                       uint32_t mn, uint32_t mx, int32_t *out, uint32_t *hist) {
+    int no = 0, have_keys = 0;
     while (need > 0) {
         if (need >= m) {
             memcpy(out + no, list, (size_t)m * 4);
             return no + m;
-        }
-        uint32_t mn = UINT32_MAX, mx = 0;
-        for (int i = 0; i < m; i++) {
-            uint32_t key = ds_score_key(s[list[i]]);
-            mn = key < mn ? key : mn;
-            mx = key > mx ? key : mx;
         }
         if (mn == mx) {                          /* all tied: the first `need` in index order */
             memcpy(out + no, list, (size_t)need * 4);
@@ -322,18 +310,41 @@ static int select_list(const float *s, int32_t *list, int m, int need, int32_t *
         }
         int sh = bin_shift(mx - mn, hist_bits(m)), nb = (int)((mx - mn) >> sh) + 1;
         memset(hist, 0, (size_t)nb * 4);
-        for (int i = 0; i < m; i++) hist[(ds_score_key(s[list[i]]) - mn) >> sh]++;
+        if (!have_keys) {                        /* first round: keys from the scores */
+            for (int i = 0; i < m; i++) {
+                uint32_t key = ds_score_key(s[list[i]]);
+                keys[i] = key;
+                hist[(key - mn) >> sh]++;
+            }
+            have_keys = 1;
+        } else {
+            for (int i = 0; i < m; i++) hist[(keys[i] - mn) >> sh]++;
+        }
         int T = nb - 1, above = 0;
         while (above + (int)hist[T] < need) above += (int)hist[T--];
+        /* Above or below T is a coin flip, so that part is branch-free: every element is
+         * written at out[no] and only a selected one advances the cursor (in bounds, since
+         * no <= above < need here). Landing in bin T is rare and predictable, so it branches;
+         * c <= i, so compacting in place is safe. */
+        uint32_t kmn = UINT32_MAX, kmx = 0;
         int c = 0;
         for (int i = 0; i < m; i++) {
+            uint32_t key = keys[i];
             int32_t id = list[i];
-            int b = (int)((ds_score_key(s[id]) - mn) >> sh);
-            if (b > T) out[no++] = id;
-            else if (b == T) list[c++] = id;     /* c <= i: compaction in place is safe */
+            int b = (int)((key - mn) >> sh);
+            out[no] = id;
+            no += b > T;
+            if (b == T) {
+                list[c] = id;
+                keys[c++] = key;
+                kmn = key < kmn ? key : kmn;
+                kmx = key > kmx ? key : kmx;
+            }
         }
         need -= above;
         m = c;
+        mn = kmn;
+        mx = kmx;
     }
     return no;
 }
@@ -341,7 +352,7 @@ static int select_list(const float *s, int32_t *list, int m, int need, int32_t *
 /* Exact radix select over the whole array: SIMD range pass, scalar histogram, SIMD classify
  * pass (bin > T and bin == T are key ranges, so the bracket classifier does it). */
 static int select_full(const ds_dsk_kernels *kt, const float *s, int n, int k, int32_t *out,
-                       int32_t *cand, uint32_t *hist) {
+                       int32_t *cand, uint32_t *ckeys, uint32_t *hist) {
     uint32_t mn, mx;
     kt->key_range(s, n, &mn, &mx);
     if (mn == mx) {
@@ -359,28 +370,59 @@ static int select_full(const ds_dsk_kernels *kt, const float *s, int n, int k, i
     int nc = 0;
     int no = kt->classify(s, n, t_hi, t_lo, out, k, cand, &nc);
     DS_ASSERT(no == above);
-    return no + select_list(s, cand, nc, k - no, out + no, hist);
+    return no + select_list(s, cand, ckeys, nc, k - no, t_lo, t_hi, out + no, hist);
 }
 
-/* The sampled bracket; returns -1 when it cannot be used or missed. */
-static int topk_sampled(const ds_dsk_kernels *kt, const float *s, int n, int k, int32_t *out,
-                        int32_t *cand, uint32_t *hist, uint32_t *skeys) {
-    int S = n >= 16 * SAMPLE_MAX ? SAMPLE_MAX : n / 16;
+/* Thresholds from a strided sample of S scores: one histogram over the sample's finite value
+ * range, linear in value (so a narrow score distribution still spreads over many bins); +inf
+ * and NaN/-inf are counted apart, above and below all bins. Returns 0 if useless. */
+static int sample_bracket(const float *s, int n, int k, uint32_t *hist, float *smp,
+                          uint32_t *t_hi, uint32_t *t_lo) {
+    int S = n >= 16 * SAMPLE_MAX ? SAMPLE_MAX : n / 16, stride = n / S;
     double p = (double)k / n, e = p * S, margin = 3.5 * sqrt(S * p * (1.0 - p)) + 2.0;
     int r_hi = (int)floor(e - margin), r_lo = (int)ceil(e + margin);
-    if (r_lo >= S) return -1;                       /* bracket would hold nearly everything */
-    uint32_t t_hi = UINT32_MAX, t_lo;
-    for (int j = 0; j < S; j++) skeys[j] = ds_score_key(s[(int64_t)j * n / S]);
-    t_lo = kth_key(skeys, S, r_lo, hist);
-    if (r_hi >= 0) {
-        for (int j = 0; j < S; j++) skeys[j] = ds_score_key(s[(int64_t)j * n / S]);
-        t_hi = kth_key(skeys, S, r_hi, hist);
+    if (r_lo >= S) return 0;                       /* bracket would hold nearly everything */
+    float mn = INFINITY, mx = -INFINITY;
+    int n_top = 0;
+    for (int j = 0; j < S; j++) {
+        float v = s[(size_t)j * stride];
+        smp[j] = v;
+        if (v - v == 0.0f) {                      /* finite */
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+        } else if (v == INFINITY) {
+            n_top++;
+        }
     }
-    if (t_lo == 0) return -1;                      /* NaN-heavy: nothing to gain */
-    int nc = 0;
-    int no = kt->classify(s, n, t_hi, t_lo, out, k, cand, &nc);
-    if (no < 0 || no + nc < k) return -1;          /* the k-th largest is outside the bracket */
-    return no + select_list(s, cand, nc, k - no, out + no, hist);
+    const int nb = S / 2;                          /* ~0.5 sample per bin on average */
+    double lo = mn, width = mx > mn ? ((double)mx - mn) / nb : 1.0, inv = 1.0 / width;
+    memset(hist, 0, (size_t)nb * 4);
+    if (mn <= mx)
+        for (int j = 0; j < S; j++) {
+            float v = smp[j];
+            if (v - v == 0.0f) {
+                int b = (int)((v - lo) * inv);
+                hist[b < nb ? b : nb - 1]++;
+            }
+        }
+    /* walk down from the top; the rank of r falls in bin B (or above all / below all) */
+    int above = n_top, B = nb - 1;
+    *t_hi = UINT32_MAX;                            /* rank r_hi < 0 or among +inf: no direct output */
+    if (r_hi >= n_top) {
+        while (B >= 0 && above + (int)hist[B] <= r_hi) above += (int)hist[B--];
+        if (B < 0) return 0;
+        uint32_t key = ds_score_key((float)(lo + (B + 1) * width));   /* values of bins > B */
+        *t_hi = key > 0 ? key - 1 : 0;
+    }
+    if (r_lo < n_top) {
+        *t_lo = ds_score_key(INFINITY);
+    } else {                                       /* continue the walk down from r_hi's bin */
+        if (B < 0 || r_hi < n_top) { B = nb - 1; above = n_top; }
+        while (B >= 0 && above + (int)hist[B] <= r_lo) above += (int)hist[B--];
+        if (B < 0) return 0;                       /* the rank is among NaN/-inf */
+        *t_lo = ds_score_key((float)(lo + B * width));
+    }
+    return *t_lo > 0;
 }
 
 int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch) {
@@ -389,14 +431,18 @@ int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch) 
         for (int i = 0; i < n; i++) idx_out[i] = i;
         return n;
     }
-    uint32_t *hist = (uint32_t *)scratch, *skeys = hist + (1u << HB_MAX);
-    int32_t *cand = (int32_t *)(skeys + SAMPLE_MAX);
+    uint32_t *hist = (uint32_t *)scratch, *smp = hist + (1u << HB_MAX);
+    int32_t *cand = (int32_t *)(smp + SAMPLE_MAX);
+    uint32_t *ckeys = (uint32_t *)cand + n + 16;
     const ds_dsk_kernels *kt = K();
-    if (n >= SAMPLE_MIN_N) {
-        int got = topk_sampled(kt, scores, n, k, idx_out, cand, hist, skeys);
-        if (got >= 0) return got;
+    uint32_t t_hi, t_lo;
+    if (n >= SAMPLE_MIN_N && sample_bracket(scores, n, k, hist, (float *)smp, &t_hi, &t_lo)) {
+        int nc = 0;
+        int no = kt->classify(scores, n, t_hi, t_lo, idx_out, k, cand, &nc);
+        if (no >= 0 && no + nc >= k)               /* else the k-th largest is outside */
+            return no + select_list(scores, cand, ckeys, nc, k - no, t_lo, t_hi, idx_out + no, hist);
     }
-    return select_full(kt, scores, n, k, idx_out, cand, hist);
+    return select_full(kt, scores, n, k, idx_out, cand, ckeys, hist);
 }
 
 typedef struct { uint32_t key; int32_t idx; } key_idx;

@@ -47,9 +47,10 @@ void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_
  * bits 16). For bits < 16 computed as step_t * sum_j qsum_j*code_tj + lo_t * sum_j qsum_j without
  * a dequantised temporary. Dispatches to the best SIMD level; the AVX-512 level accumulates the
  * code dot products exactly in int32 (VNNI) against qsum split into three int8 digits (error
- * ~6e-8 * max|qsum| per channel, i.e. float rounding level). Fast paths cover row_bytes in
- * {4, 8, 16, 32, 64} (AVX2: up to 32), i.e. every "1/16 of the key bits" shape; other shapes and
- * the last n % 16 tokens use the scalar code. */
+ * ~6e-8 * max|qsum| per channel, i.e. float rounding level). Fast paths need r*bits to be a
+ * multiple of 32 and row_bytes in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every
+ * "1/16 of the key bits" shape; other shapes, a non-finite qsum (AVX-512) and the last n % 16
+ * (AVX2: n % 8) tokens use the scalar code. Any alignment of the arrays is fine. */
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
                     const uint16_t *step, int n, float *scores);
 /* Scalar reference (plain float loops, channel order). */
@@ -61,10 +62,13 @@ void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes
  * if k >= n, else k. Order within idx_out is unspecified (the set is what counts).
  * Ordering: by value, -0 == +0, NaN below -inf; among equal scores the lowest indices win, so
  * the set is deterministic and equals ds_topk_ref's.
- * Cost O(n): one streaming pass bracketed by a sample's order statistics (n >= 4096), else (or
- * if the bracket misses) a radix select with 2048 bins over order-preserving uint32 keys.
- * scratch: caller-provided, at least ds_topk_scratch_bytes(n) bytes, 4-byte aligned (64 is
- * better); no allocation happens inside. Not shared between concurrent calls. */
+ * Cost O(n): for n >= 1024 a strided sample (<= 1024 scores) brackets the k-th largest, one
+ * SIMD streaming pass sends scores above the bracket to idx_out and those inside it (a few %
+ * of n) to a candidate list, and a radix select (<= 2048 bins over order-preserving uint32
+ * keys) finishes the candidates; if the bracket missed (the pass counts tell), or n < 1024, a
+ * radix select over the whole array runs instead, so the result is always exact.
+ * scratch: caller-provided, at least ds_topk_scratch_bytes(n) = 4 * (3072 + 2 * (n + 16))
+ * bytes, 4-byte aligned (64 is better); nothing is allocated inside. One per concurrent call. */
 size_t ds_topk_scratch_bytes(int n);
 int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch);
 /* Sort-based reference with the same ordering and tie rule (allocates; for tests). */
@@ -84,7 +88,7 @@ typedef struct {
     /* min and max of the order-preserving keys of s[0..n) (n >= 1) */
     void (*key_range)(const float *s, int n, uint32_t *kmin, uint32_t *kmax);
     /* In index order: key > t_hi -> out (returns -1 as soon as more than out_cap would be
-     * written), else key >= t_lo -> cand (room for n). Returns the count written to out. */
+     * written), else key >= t_lo -> cand (room for n + 16). Returns the count written to out. */
     int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                     int out_cap, int32_t *cand, int *n_cand);
 } ds_dsk_kernels;

@@ -19,15 +19,19 @@
 
 #define T2 __attribute__((target("avx2,fma,f16c")))
 #define INL __attribute__((always_inline)) inline
+/* W, bits are constants after inlining; full unrolling keeps the v[] arrays in registers */
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* v[0..W) holds 8 consecutive rows of W dwords; afterwards v[w] = dword w of rows 0..7. Same
  * list discipline as the AVX-512 version (dword range major, row group minor). */
 T2 static INL void transpose8(__m256i *v, int W) {
     const __m256i p2 = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m256i p4 = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    UNROLL
     for (int c = W; c > 1; c /= 2) {
         __m256i nv[8];
         int half = c / 2;
+        UNROLL
         for (int i = 0; i < W / 2; i++) {
             __m256i x = v[2 * i], y = v[2 * i + 1];
             if (c == 2) { x = _mm256_permutevar8x32_epi32(x, p2); y = _mm256_permutevar8x32_epi32(y, p2); }
@@ -36,6 +40,7 @@ T2 static INL void transpose8(__m256i *v, int W) {
             nv[R * c + g] = _mm256_permute2x128_si256(x, y, 0x20);
             nv[R * c + half + g] = _mm256_permute2x128_si256(x, y, 0x31);
         }
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = nv[i];
     }
 }
@@ -48,11 +53,14 @@ T2 static INL void score_flt(const uint8_t *codes, const uint16_t *lo, const uin
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 32 * W;
         __m256i v[8];
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
         transpose8(v, W);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        UNROLL
         for (int w = 0; w < W; w++) {
             __m256i d = v[w];
+            UNROLL
             for (int f = 0; f < F; f++) {
                 __m256i x = f == F - 1 ? _mm256_srli_epi32(d, 32 - bits)
                                        : _mm256_and_si256(d, _mm256_set1_epi32((int)(((1u << bits) - 1) << (f * bits))));
@@ -73,9 +81,11 @@ T2 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const f
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 32 * W;
         __m256i v[8];
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
         transpose8(v, W);
         __m256 f0 = _mm256_setzero_ps(), f1 = f0;
+        UNROLL
         for (int w = 0; w < W; w++) {
             /* lanes: [even halves 0-3, odd 0-3 | even 4-7, odd 4-7] -> [even 0-7 | odd 0-7] */
             __m256i pk = _mm256_packus_epi32(_mm256_and_si256(v[w], low16), _mm256_srli_epi32(v[w], 16));
@@ -162,23 +172,41 @@ T2 static void key_range_avx2(const float *s, int n, uint32_t *kmin, uint32_t *k
     *kmax = hi;
 }
 
-/* Most vectors have no lane above t_lo (the bracket is a few percent of n), so the lanes that
- * do are walked bit by bit from the compare masks. */
+/* AVX2 has no compress instruction: a 256-entry table gives, for each 8-bit lane mask, the
+ * indices of its set lanes packed to the front (4 bits each); vpermd applies it and a full
+ * 8-lane store writes the result, of which the first popcount(mask) entries count. Branch-free
+ * (whether a lane qualifies is unpredictable). cand has 16 entries of slack for
+ * the full stores; out holds exactly out_cap, so within 8 of its end it is written lane by lane. */
+static uint32_t g_compress_lut[256];
+
+T2 static INL __m256i compress_perm(unsigned mask) {
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)g_compress_lut[mask]), sh),
+                            _mm256_set1_epi32(7));
+}
+
 T2 static int classify_avx2(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                             int out_cap, int32_t *cand, int *n_cand) {
     const __m256i vhi = _mm256_set1_epi32((int)(t_hi ^ 0x80000000u));
     const __m256i vlo = _mm256_set1_epi32((int)(t_lo ^ 0x80000000u));
+    const __m256i eight = _mm256_set1_epi32(8);
+    __m256i ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     int no = 0, nc = 0, i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256i k = skeys8(_mm256_loadu_ps(s + i));
         unsigned mh = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(k, vhi)));
         unsigned ml = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vlo, k)));
         unsigned mc = ~(mh | ml) & 0xffu;           /* not above t_hi and not below t_lo */
-        if (mh) {
+        if (__builtin_expect(no + 8 <= out_cap, 1)) {
+            _mm256_storeu_si256((__m256i *)(out + no), _mm256_permutevar8x32_epi32(ids, compress_perm(mh)));
+            no += __builtin_popcount(mh);
+        } else {
             if (no + __builtin_popcount(mh) > out_cap) return -1;
-            do { out[no++] = i + __builtin_ctz(mh); mh &= mh - 1; } while (mh);
+            for (; mh; mh &= mh - 1) out[no++] = i + __builtin_ctz(mh);
         }
-        while (mc) { cand[nc++] = i + __builtin_ctz(mc); mc &= mc - 1; }
+        _mm256_storeu_si256((__m256i *)(cand + nc), _mm256_permutevar8x32_epi32(ids, compress_perm(mc)));
+        nc += __builtin_popcount(mc);
+        ids = _mm256_add_epi32(ids, eight);
     }
     for (; i < n; i++) {
         uint32_t key = ds_score_key(s[i]);
@@ -194,6 +222,13 @@ T2 static int classify_avx2(const float *s, int n, uint32_t t_hi, uint32_t t_lo,
 }
 
 void ds_dsk_fill_avx2(ds_dsk_kernels *k) {
+    for (unsigned m = 0; m < 256; m++) {      /* written once, at start-up, by ds_kernels.c */
+        uint32_t v = 0;
+        int c = 0;
+        for (int j = 0; j < 8; j++)
+            if ((m >> j) & 1) v |= (uint32_t)j << (4 * c++);
+        g_compress_lut[m] = v;
+    }
     k->score = score_avx2;
     k->key_range = key_range_avx2;
     k->classify = classify_avx2;

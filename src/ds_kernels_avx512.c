@@ -21,6 +21,8 @@
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define INL __attribute__((always_inline)) inline
+/* W, bits are constants after inlining; full unrolling keeps the v[] arrays in registers */
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* Index vectors for one transposition level: rows of c dwords (c = 2, 4, 8, 16) in a pair of
  * vectors (x: lanes 0..15, y: 16..31, rows in order) -> first halves of all rows, second halves. */
@@ -43,15 +45,18 @@ T512 static void tp_idx_init(tp_idx *t) {
  * The list is kept ordered (dword range major, row group minor) so every pair combined at a
  * level holds the same dword range of consecutive row groups. W is a constant after inlining. */
 T512 static INL void transpose16(__m512i *v, int W, const tp_idx *t) {
+    UNROLL
     for (int c = W; c > 1; c /= 2) {
         int lvl = __builtin_ctz((unsigned)c) - 1;   /* index set for rows of c dwords */
         __m512i nv[16];
         int half = c / 2;
+        UNROLL
         for (int i = 0; i < W / 2; i++) {
             int R = i / half, g = i % half;
             nv[R * c + g] = _mm512_permutex2var_epi32(v[2 * i], t->lo[lvl], v[2 * i + 1]);
             nv[R * c + half + g] = _mm512_permutex2var_epi32(v[2 * i], t->hi[lvl], v[2 * i + 1]);
         }
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = nv[i];
     }
 }
@@ -67,6 +72,7 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
         __m512i v[16];
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
         transpose16(v, W, t);
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
@@ -74,6 +80,7 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
             a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
             a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); \
             a2 = _mm512_dpbusd_epi32(a2, x_, _mm512_set1_epi32((int)qd[2 * nq + (e)])); } while (0)
+        UNROLL
         for (int w = 0; w < W; w++) {
             __m512i d = v[w];
             if (bits == 8) {
@@ -107,9 +114,11 @@ T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
         __m512i v[16];
+        UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
         transpose16(v, W, t);
         __m512 f0 = _mm512_setzero_ps(), f1 = f0;
+        UNROLL
         for (int w = 0; w < W; w++) {
             __m512i P = _mm512_permutexvar_epi16(sep, v[w]);
             __m512 x0 = _mm512_cvtph_ps(_mm512_castsi512_si256(P));
@@ -128,8 +137,10 @@ T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const
  * i.e. in general channel = (e / P) * 4P + k * P + e % P with P = 8 / bits parts per dword. */
 static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *dsc) {
     double mx = 0;
-    for (int j = 0; j < r; j++) mx = fmax(mx, fabs((double)q[j]));
-    if (!isfinite(mx)) return 0;
+    for (int j = 0; j < r; j++) {
+        if (!isfinite(q[j])) return 0;              /* (fmax would skip a NaN) */
+        mx = fmax(mx, fabs((double)q[j]));
+    }
     double s = mx > 0 ? mx / 127.0 : 1.0;
     int P = 8 / bits, nq = r / 4;
     for (int e = 0; e < nq; e++) {
@@ -217,31 +228,40 @@ T512 static void key_range_avx512(const float *s, int n, uint32_t *kmin, uint32_
     *kmax = (uint32_t)_mm512_reduce_max_epu32(mx);
 }
 
-/* Register compress + masked store (vpcompressd straight to memory is slow on several cores). */
+/* Branch-free: whether a vector has members is data-dependent and unpredictable, so every
+ * vector compresses (register vpcompressd; the memory form is slow on several cores) and
+ * stores all 16 lanes, of which the first popcount count. cand has 16 entries of slack; out
+ * holds exactly out_cap, so its last 16 entries are written with masked stores. */
+T512 static INL void classify16(__m512i k, __mmask16 valid, __m512i idx, __m512i vhi, __m512i vlo,
+                                int32_t *out, int *no, int out_cap, int32_t *cand, int *nc) {
+    __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
+    __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
+    if (__builtin_expect(*no + 16 <= out_cap, 1))
+        _mm512_storeu_si512(out + *no, _mm512_maskz_compress_epi32(mh, idx));
+    else
+        _mm512_mask_storeu_epi32(out + *no, (__mmask16)((1u << (out_cap - *no)) - 1),
+                                 _mm512_maskz_compress_epi32(mh, idx));
+    _mm512_storeu_si512(cand + *nc, _mm512_maskz_compress_epi32(mc, idx));
+    *no += __builtin_popcount(mh);
+    *nc += __builtin_popcount(mc);
+}
+
 T512 static int classify_avx512(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                                 int out_cap, int32_t *cand, int *n_cand) {
     const __m512i vhi = _mm512_set1_epi32((int)t_hi), vlo = _mm512_set1_epi32((int)t_lo);
     const __m512i sixteen = _mm512_set1_epi32(16);
     __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int no = 0, nc = 0;
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 valid = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512i k = keys16(_mm512_maskz_loadu_ps(valid, s + i));
-        __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
-        __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
-        int ch = __builtin_popcount(mh), cc = __builtin_popcount(mc);
-        if (ch) {
-            if (no + ch > out_cap) return -1;
-            _mm512_mask_storeu_epi32(out + no, (__mmask16)((1u << ch) - 1),
-                                     _mm512_maskz_compress_epi32(mh, idx));
-            no += ch;
-        }
-        if (cc) {
-            _mm512_mask_storeu_epi32(cand + nc, (__mmask16)((1u << cc) - 1),
-                                     _mm512_maskz_compress_epi32(mc, idx));
-            nc += cc;
-        }
+    int no = 0, nc = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        classify16(keys16(_mm512_loadu_ps(s + i)), 0xffff, idx, vhi, vlo, out, &no, out_cap, cand, &nc);
+        if (__builtin_expect(no > out_cap, 0)) return -1;
         idx = _mm512_add_epi32(idx, sixteen);
+    }
+    if (i < n) {
+        __mmask16 valid = (__mmask16)((1u << (n - i)) - 1);
+        classify16(keys16(_mm512_maskz_loadu_ps(valid, s + i)), valid, idx, vhi, vlo, out, &no,
+                   out_cap, cand, &nc);
+        if (no > out_cap) return -1;
     }
     *n_cand = nc;
     return no;

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <float.h>
 
 static const char *const k_levels[] = { "scalar", "avx2", "avx512" };
 #define N_LEVELS 3
@@ -191,16 +192,26 @@ TEST(ds_label_score_unaligned_and_offset) {
     ds_kernels_force_level(NULL);
 }
 
-TEST(ds_label_score_nonfinite_qsum_no_crash) {
+TEST(ds_label_score_nonfinite_qsum_like_reference) {
+    static const int shapes[][2] = { { 16, 4 }, { 32, 4 }, { 64, 2 }, { 16, 8 }, { 8, 16 } };
     for (int lv = 0; lv < N_LEVELS; lv++) {
         ds_kernels_force_level(k_levels[lv]);
-        label_set s;
-        set_make(&s, 16, 4, 64);
-        s.q[3] = NAN;
-        float out[64];
-        ds_label_score(s.q, 16, 4, s.codes, s.lo, s.st, 64, out);
-        for (int t = 0; t < 64; t++) CHECK(isnan(out[t]));
-        set_free(&s);
+        for (int si = 0; si < 5; si++)
+            for (int v = 0; v < 3; v++) {
+                int r = shapes[si][0], bits = shapes[si][1];
+                label_set s;
+                set_make(&s, r, bits, 64);
+                s.q[3] = v == 0 ? NAN : v == 1 ? INFINITY : -INFINITY;
+                float out[64], ref[64];
+                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, 64, out);
+                ds_label_score_ref(s.q, r, bits, s.codes, s.lo, s.st, 64, ref);
+                for (int t = 0; t < 64; t++) {
+                    if (v == 0) CHECK(isnan(out[t]));
+                    CHECK_MSG(isnan(out[t]) == isnan(ref[t]) && (isnan(ref[t]) || out[t] == ref[t]),
+                              "%s r=%d bits=%d t=%d: %g vs ref %g", k_levels[lv], r, bits, t, out[t], ref[t]);
+                }
+                set_free(&s);
+            }
     }
     ds_kernels_force_level(NULL);
 }
@@ -307,7 +318,7 @@ TEST(ds_topk_nan_and_infinities) {
     for (size_t ni = 0; ni < sizeof k_topk_ns / sizeof k_topk_ns[0]; ni++) {
         int n = k_topk_ns[ni], ks[16], nk;
         float *s = malloc((size_t)n * 4);
-        for (int mode = 0; mode < 4; mode++) {
+        for (int mode = 0; mode < 5; mode++) {
             for (int i = 0; i < n; i++) {
                 unsigned u = (unsigned)(rnd() % 100);
                 float v = rnd_normal();
@@ -315,6 +326,7 @@ TEST(ds_topk_nan_and_infinities) {
                 if (mode == 1) v = NAN;                                    /* all NaN */
                 if (mode == 2) v = u < 90 ? -NAN : v;                      /* mostly NaN */
                 if (mode == 3) v = u < 50 ? -INFINITY : u < 60 ? INFINITY : v;
+                if (mode == 4) v = u < 30 ? v * 3e38f : u < 60 ? v * 1e-40f : u < 70 ? -FLT_MAX : v;
                 s[i] = v;
             }
             k_list(n, ks, &nk);

@@ -3,7 +3,12 @@
 
 For each prompt, `dsinfer dump-logits` writes the engine's logits for every position twice:
   precise  DSINFER_PRECISE=1: fp32 activations in every matrix product. Must match the
-           reference (float64, fp16-rounded K/V like the engine's cache) within 1e-3.
+           reference (float64, fp16-rounded K/V like the engine's cache) within 1e-3 plus
+           the noise of the fp16 cache itself: a K/V value that lies near an fp16 rounding
+           boundary rounds either way depending on float-level noise, and each such flip moves
+           the logits by ~1e-4..1e-3 (measured on SmolLM2: the reference in float32 vs float64
+           differs by 4e-6 with an fp32 cache but by 4e-4 with the fp16 cache). That noise is
+           measured per prompt (reference float32 vs float64) and added to the 1e-3.
   fast     the default path: activations quantised to 8 bits per block before each product
            (the scheme llama.cpp uses). That rounding alone moves the reference's own logits by
            a few percent (ref_forward --act-q8 vs exact), and near-tie roundings diverge between
@@ -74,6 +79,7 @@ def check_model(dsinfer, path, label, prompts):
         print(f"  skip {label}: {path} not found (scripts/fetch-model)")
         return 1
     m = ref_forward.Model(path, np.float64)
+    m32 = ref_forward.Model(path, np.float32)
     n_vocab = int(m.tensors[m.lm_head].shape[1])
     for i, p in enumerate(prompts):
         toks, precise = run_engine(dsinfer, path, p, True, n_vocab)
@@ -82,9 +88,10 @@ def check_model(dsinfer, path, label, prompts):
         ref = ref_forward.forward(m, toks, kv_f16=True)
         m.act_q8 = True
         ref_q8 = ref_forward.forward(m, toks, kv_f16=True)
+        flip = rel_err(ref_forward.forward(m32, toks, kv_f16=True), ref)
         e = rel_err(precise, ref)
-        report(e <= PRECISE_TOL, f"{label} prompt {i} precise vs reference ({len(toks)} tokens)",
-               f"max rel err {e:.2e} (<= {PRECISE_TOL:g})")
+        report(e <= PRECISE_TOL + flip, f"{label} prompt {i} precise vs reference ({len(toks)} tokens)",
+               f"max rel err {e:.2e} (<= {PRECISE_TOL:g} + {flip:.1e} fp16-cache rounding noise)")
         # yardstick: how far the 8-bit activation scheme itself moves an exact forward pass
         e_scheme = rel_err(ref_q8, ref)
         e = rel_err(fast, ref)
