@@ -160,6 +160,9 @@ int ds_session_ctx(const ds_session *s);
 ds_status ds_session_fork(const ds_session *src, const ds_sparse_opts *sparse, ds_session **out);
 /* Drop everything after position pos (pos <= current). */
 ds_status ds_session_truncate(ds_session *s, int pos);
+/* Wall seconds spent in attention (selection included) since the session was created, summed
+ * over layers: lets `bench` report the attention part of a decode step on its own. */
+double ds_session_attn_seconds(const ds_session *s);
 /* Bytes of the session's memory plan, for `inspect`. */
 size_t ds_session_bytes(const ds_session *s);
 

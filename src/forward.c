@@ -186,6 +186,7 @@ static void attn_worker(void *arg, int ith, int nth) {
 
 static void attention(ds_session *s, int layer, int T) {
     const ds_model_info *c = &s->m->info;
+    double t0 = ds_time_s();
     attn_task a;
     memset(&a, 0, sizeof a);
     a.s = s; a.layer = layer; a.T = T; a.pos0 = s->pos;
@@ -198,6 +199,7 @@ static void attention(ds_session *s, int layer, int T) {
             ds_attn_merge(a.n_chunks, G, hd, s->part_acc + (size_t)h * a.n_chunks * G * hd,
                           s->part_st + (size_t)h * a.n_chunks, s->att + (size_t)h * G * hd);
     }
+    s->t_attn += ds_time_s() - t0;
 }
 
 /* ---------------------------------------------------------------- the layer loop */
@@ -394,6 +396,7 @@ const float *ds_session_logits(const ds_session *s) { return s->logits; }
 int ds_session_pos(const ds_session *s) { return s->pos; }
 int ds_session_ctx(const ds_session *s) { return s->n_ctx; }
 size_t ds_session_bytes(const ds_session *s) { return s->bytes; }
+double ds_session_attn_seconds(const ds_session *s) { return s->t_attn; }
 
 ds_status ds_session_truncate(ds_session *s, int pos) {
     if (pos < 0 || pos > s->pos) return ds_error(DS_ERR_ARG, "cannot truncate to %d (session holds %d tokens)", pos, s->pos);

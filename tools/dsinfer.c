@@ -6,8 +6,11 @@
  *   dsinfer bench      -m MODEL [--depths 0,4096] [-p 512] [-n 128]   prefill/decode speed
  *   dsinfer inspect    -m MODEL [--tensors]                           metadata, tensors, memory
  *   dsinfer dump-logits -m MODEL (--tokens 1,2,3 | -p TEXT) -o FILE    raw fp32 logits (tests)
+ *   dsinfer eval       -m MODEL --task passkey --methods dense,ds --budgets 1/16   retrieval accuracy
+ *   dsinfer fidelity   -m MODEL -f TEXT --methods ds --budgets 1/16      KL / top-1 vs dense
  * Without -m the default model (SmolLM2-135M-Instruct Q4_1) is used, fetched on first use. */
 #include "dsinfer.h"
+#include "eval.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -53,6 +56,9 @@ typedef struct {
     int method_set, dense;
     const char *calib, *calib_paper, *calib_text;
     int calib_block, calib_max_tokens;
+    /* eval / fidelity (tools/eval.c) */
+    const char *tasks, *methods, *budgets, *out_dir, *name;
+    int cases, depth, n_predict_given, seed_given;
 } opts;
 
 static long parse_int(const char *flag, const char *v, long lo, long hi) {
@@ -86,6 +92,8 @@ static void usage(FILE *f) {
         "  inspect     model metadata, tensors and memory plan\n"
         "  calibrate   Double Sparsity channel calibration over a text (-f TEXT [-o FILE])\n"
         "  dump-logits write raw fp32 logits for a token sequence (reference checks)\n"
+        "  eval        retrieval accuracy (passkey, lines, RULER-like) per attention method x budget\n"
+        "  fidelity    KL(dense||sparse), top-1 agreement and perplexity per method x budget (-f TEXT)\n"
         "common options:\n"
         "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
         "  -t, --threads N       CPU threads (default: all online CPUs)\n"
@@ -131,6 +139,16 @@ static void usage(FILE *f) {
         "calibrate:\n"
         "      --block N         tokens per calibration block (default 512)\n"
         "      --max-tokens N    use at most N tokens of the text\n"
+        "eval / fidelity (tables and plots in --out-dir; -c is eval's total context, default 4096):\n"
+        "      --task LIST       eval: lines,passkey,niah,niah-multikey,vt,cwe (default all)\n"
+        "      --methods LIST    dense,ds,oracle,random,streaming,sparq (fidelity default: all but dense)\n"
+        "      --budgets LIST    token budgets k: fractions (1/16) or counts (256) (default 1/16;\n"
+        "                        fidelity 1/32,1/16,1/8); dense and a budget of 1 run once as dense\n"
+        "      --cases N         eval: cases per task (default 50); --seed fixes them (default 1)\n"
+        "      --depth P         eval: needle depth in percent (default: drawn per case)\n"
+        "      -n N              eval: answer tokens (default per task); --window/--chunks: fidelity\n"
+        "                        windows (default 2048 tokens, 4 windows)\n"
+        "      --out-dir DIR     where results go (default eval/results); --name NAME: file name\n"
         "inspect:\n"
         "      --tensors         list every tensor\n");
 }
@@ -166,6 +184,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
     o->samp.seed = (uint64_t)time(NULL);
     o->pp = 512; o->tg = 128; o->reps = 3;
     o->window = -1; o->chunks = -1;
+    o->depth = -1;
     o->sp = ds_sparse_default_opts();
     o->sp.min_context = -1;   /* per command default below */
     o->calib_block = 512;
@@ -181,7 +200,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--system", NULL)) { NEEDV(); o->system = v; }
         else if (IS("--depths", NULL)) { NEEDV(); o->depths = v; }
         else if (IS("--protocol", NULL)) { NEEDV(); o->protocol = v; }
-        else if (IS("-n", "--n-predict")) { o->n_predict = (int)parse_int(a, v, 0, 1 << 24); i++; }
+        else if (IS("-n", "--n-predict")) { o->n_predict = (int)parse_int(a, v, 0, 1 << 24); o->n_predict_given = 1; i++; }
         else if (IS("-c", "--ctx")) { o->n_ctx = (int)parse_int(a, v, 1, 1 << 22); i++; }
         else if (IS("-t", "--threads")) { o->n_threads = (int)parse_int(a, v, 1, 256); i++; }
         else if (IS("-b", "--batch")) { o->n_batch = (int)parse_int(a, v, 1, 8192); i++; }
@@ -194,8 +213,15 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--top-k", NULL)) { o->samp.top_k = (int)parse_int(a, v, 0, 1 << 24); i++; }
         else if (IS("--top-p", NULL)) { o->samp.top_p = parse_float(a, v, 1e-6, 1); i++; }
         else if (IS("--min-p", NULL)) { o->samp.min_p = parse_float(a, v, 0, 1); i++; }
-        else if (IS("--seed", NULL)) { o->samp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
+        else if (IS("--seed", NULL)) { o->samp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); o->seed_given = 1; i++; }
         else if (IS("--tensors", NULL)) o->tensors = 1;
+        else if (IS("--task", NULL)) { NEEDV(); o->tasks = v; }
+        else if (IS("--methods", NULL)) { NEEDV(); o->methods = v; }
+        else if (IS("--budgets", NULL)) { NEEDV(); o->budgets = v; }
+        else if (IS("--out-dir", NULL)) { NEEDV(); o->out_dir = v; }
+        else if (IS("--name", NULL)) { NEEDV(); o->name = v; }
+        else if (IS("--cases", NULL)) { o->cases = (int)parse_int(a, v, 1, 1 << 20); i++; }
+        else if (IS("--depth", NULL)) { o->depth = (int)parse_int(a, v, 0, 100); i++; }
         else if (IS("--dense", NULL)) { o->dense = 1; o->sp.method = DS_ATTN_DENSE; o->method_set = 1; }
         else if (IS("--ds", NULL)) { o->sp.method = DS_ATTN_DS; o->method_set = 1; }
         else if (IS("--method", NULL)) {
@@ -289,7 +315,7 @@ static ds_model *load_model(const opts *o) {
     ds_model *m;
     double t0 = now_s();
     ds_status st = ds_model_load(path, &m);
-    if (st) die_status(st, path);
+    if (st) die("%s (%s)", ds_last_error(), ds_status_name(st));   /* the message names the file */
     if (o->verbose) fprintf(stderr, "loaded %s in %.2f s\n", path, now_s() - t0);
     return m;
 }
@@ -666,6 +692,30 @@ static double measure_read_bw(int nt) {
 
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 
+/* Bytes attention reads per decoded token at context n (double-sparsity.md §9): dense reads
+ * every K and V row; DS/random read the label cache (codes + fp16 lo/step below 16 bits) plus
+ * the k selected K and V rows; streaming reads k rows; oracle reads all K plus k V rows; SparQ
+ * reads r K columns plus k rows. Per-head mode reads up to group-size times the rows. */
+static double attn_bytes(const ds_model_info *c, const ds_sparse_opts *sp, double n) {
+    double row = c->head_dim * 2.0, heads = (double)c->n_layer * c->n_head_kv;
+    int n_dense = 0;
+    for (int i = 0; i < sp->n_dense_layers; i++) n_dense++;
+    double dense = n * row * 2 * heads;
+    if (sp->method == DS_ATTN_DENSE) return dense;
+    double k = sp->tokens > 0 ? sp->tokens : ceil(sp->tokens_frac * n);
+    if (k >= n || n < sp->min_context) return dense;
+    int bits = sp->label_bits, r = sp->channels ? sp->channels : c->head_dim / bits;
+    double rows = k * row * 2 * (sp->per_head ? (double)c->n_head / c->n_head_kv : 1.0), per_head;
+    switch (sp->method) {
+    case DS_ATTN_DS: case DS_ATTN_RANDOM: per_head = n * (ceil(r * bits / 8.0) + (bits < 16 ? 4 : 0)) + rows; break;
+    case DS_ATTN_ORACLE: per_head = n * row + rows / 2; break;
+    case DS_ATTN_SPARQ: per_head = n * r * 2.0 + rows; break;
+    default: per_head = rows;
+    }
+    double frac_dense = (double)n_dense / c->n_layer;
+    return frac_dense * dense + (1 - frac_dense) * per_head * heads;
+}
+
 static int cmd_bench(opts *o) {
     ds_model *m = load_model(o);
     setup_sparse(m, o, false);
@@ -688,8 +738,16 @@ static int cmd_bench(opts *o) {
     double bw = measure_read_bw(nt);
     printf("model: %s (%s), %.1f MB weights, %d threads, measured read bandwidth %.1f GB/s\n",
            info->name, info->arch, info->weight_bytes / 1e6, nt, bw);
-    printf("| test | depth | tok/s (median of %d) | bytes/token (MB) | GB/s | %% of measured bw |\n", o->reps);
-    printf("|---|---|---|---|---|---|\n");
+    char method[96];
+    snprintf(method, sizeof method, "dense");
+    if (o->sp.method != DS_ATTN_DENSE) {
+        int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : info->head_dim / bits;
+        if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens, r, bits);
+        else snprintf(method, sizeof method, "%s k=%.4g*n r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens_frac, r, bits);
+    }
+    printf("attention: %s\n", method);
+    printf("| test | depth | tok/s (median of %d) | bytes/token (MB) | GB/s | %% of measured bw | attention ms/token |\n", o->reps);
+    printf("|---|---|---|---|---|---|---|\n");
     uint32_t rng = 12345;
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_ctx + 1));
     for (int i = 0; i <= n_ctx; i++) { rng = rng * 1664525u + 1013904223u; toks[i] = (int32_t)(rng % (uint32_t)info->n_vocab); }
@@ -709,7 +767,7 @@ static int cmd_bench(opts *o) {
             times[r] = now_s() - t0;
         }
         qsort(times, (size_t)o->reps, sizeof(double), cmp_d);
-        printf("| pp%d | %d | %.1f | - | - | - |\n", o->pp, depth, o->pp / times[o->reps / 2]);
+        printf("| pp%d | %d | %.1f | - | - | - | - |\n", o->pp, depth, o->pp / times[o->reps / 2]);
         fflush(stdout);
     }
     for (int di = 0; di < nd && o->tg > 0; di++) {
@@ -719,23 +777,24 @@ static int cmd_bench(opts *o) {
             ds_status st = ds_session_eval(s, toks, depth, NULL);
             if (st) die_status(st, "bench");
         }
+        double attn[1000];
         for (int r = 0; r < o->reps; r++) {
             ds_session_truncate(s, depth);
-            double t0 = now_s();
+            double t0 = now_s(), a0 = ds_session_attn_seconds(s);
             for (int i = 0; i < o->tg; i++) {
                 ds_status st = ds_session_eval(s, &toks[depth + i], 1, NULL);
                 if (st) die_status(st, "bench");
             }
             times[r] = now_s() - t0;
+            attn[r] = (ds_session_attn_seconds(s) - a0) / o->tg;
         }
         qsort(times, (size_t)o->reps, sizeof(double), cmp_d);
+        qsort(attn, (size_t)o->reps, sizeof(double), cmp_d);
         double tps = o->tg / times[o->reps / 2];
-        /* bytes per decoded token: every weight once + the K and V rows of the average depth */
-        double avg_depth = depth + o->tg / 2.0;
-        double kv = avg_depth * info->n_layer * info->n_head_kv * info->head_dim * 2.0 * 2.0;
-        double bpt = info->weight_bytes + kv;
-        printf("| tg%d | %d | %.1f | %.1f | %.2f | %.0f%% |\n", o->tg, depth, tps, bpt / 1e6,
-               bpt * tps / 1e9, 100.0 * bpt * tps / 1e9 / bw);
+        /* bytes per decoded token: every weight once + what attention reads at the average depth */
+        double bpt = info->weight_bytes + attn_bytes(info, &o->sp, depth + o->tg / 2.0);
+        printf("| tg%d | %d | %.1f | %.1f | %.2f | %.0f%% | %.3f |\n", o->tg, depth, tps, bpt / 1e6,
+               bpt * tps / 1e9, 100.0 * bpt * tps / 1e9 / bw, 1e3 * attn[o->reps / 2]);
         fflush(stdout);
     }
     free(toks);
@@ -832,9 +891,32 @@ static int cmd_dump_logits(opts *o) {
     for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", toks[i]);
     printf("\n");
     free(lg);
+    free(toks);   /* malloc'd here or by ds_tokenize: ds_free_tokens is free() */
     ds_session_free(s);
     ds_model_free(m);
     return 0;
+}
+
+/* ---------------------------------------------------------------- eval / fidelity */
+
+/* The commands live in tools/eval.c; here only the model, the calibration and the flags. */
+static int cmd_eval_common(opts *o, bool fidelity) {
+    ds_model *m = load_model(o);
+    if (!o->methods || ds_eval_methods_need_calibration(o->methods)) ensure_calibration(m, o, true);
+    ds_eval_config c = {0};
+    c.model_path = resolve_model(o->model);
+    c.tasks = o->tasks; c.methods = o->methods; c.budgets = o->budgets;
+    c.out_dir = o->out_dir; c.name = o->name; c.text_path = o->file;
+    c.n_ctx = o->n_ctx; c.cases = o->cases; c.depth = o->depth;
+    c.n_predict = o->n_predict_given ? o->n_predict : 0;
+    c.window = o->window; c.chunks = o->chunks;
+    c.n_threads = o->n_threads; c.n_batch = o->n_batch; c.verbose = o->verbose;
+    c.seed = o->seed_given ? o->samp.seed : 1;   /* reproducible cases unless asked otherwise */
+    c.sp = o->sp;
+    if (c.sp.min_context < 0) c.sp.min_context = 0;
+    int rc = fidelity ? cmd_fidelity(m, &c) : cmd_eval(m, &c);
+    ds_model_free(m);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -851,6 +933,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return cmd_inspect(&o);
     if (!strcmp(cmd, "calibrate")) return cmd_calibrate(&o);
     if (!strcmp(cmd, "dump-logits")) return cmd_dump_logits(&o);
+    if (!strcmp(cmd, "eval")) return cmd_eval_common(&o, false);
+    if (!strcmp(cmd, "fidelity")) return cmd_eval_common(&o, true);
     die("unknown command '%s' (see dsinfer --help)", cmd);
     return 1;
 }

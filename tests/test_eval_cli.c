@@ -1,0 +1,96 @@
+/* test_eval_cli.c — the cores of `dsinfer eval` and `dsinfer fidelity` (tools/eval.c), end to end
+ * on the SmolLM2 model (skipped without it), plus the method x budget list parser. */
+#include "test.h"
+#include "eval.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static ds_model *load_smol_calibrated(void) {
+    const char *path = test_model_path();
+    if (!path) return NULL;
+    ds_model *m = NULL;
+    if (ds_model_load(path, &m) != DS_OK) { fprintf(stderr, "    load: %s\n", ds_last_error()); return NULL; }
+    /* the shipped calibration (tests run from the repository root) */
+    if (!ds_model_has_calibration(m))
+        ds_model_load_calibration(m, "calib/SmolLM2-135M-Instruct.Q4_1.gguf.dscal.json");
+    return m;
+}
+
+TEST(eval_settings_parse) {
+    ds_eval_setting s[16];
+    char err[256];
+    int n = ds_eval_parse_settings("dense,ds,streaming", "1/16,256,1", s, 16, err, sizeof err);
+    CHECK_MSG(n == 5, "n = %d (%s)", n, err);   /* dense once (budget 1 is dense too), 2 x 2 sparse */
+    CHECK(s[0].method == DS_ATTN_DENSE && !strcmp(s[0].label, "dense"));
+    CHECK(s[1].method == DS_ATTN_DS && s[1].tokens == 0 && fabs(s[1].frac - 1.0 / 16) < 1e-7);
+    CHECK(!strcmp(s[1].label, "ds@1/16"));
+    CHECK(s[2].method == DS_ATTN_DS && s[2].tokens == 256 && !strcmp(s[2].label, "ds@256"));
+    CHECK(s[4].method == DS_ATTN_STREAMING && s[4].tokens == 256);
+    CHECK(ds_eval_parse_settings("dense,h2o", "1/16", s, 16, err, sizeof err) == -1 && strstr(err, "h2o"));
+    CHECK(ds_eval_parse_settings("ds", "1/0", s, 16, err, sizeof err) == -1);
+    CHECK(ds_eval_parse_settings("ds", "2.5", s, 16, err, sizeof err) == -1);
+    CHECK(ds_eval_parse_settings("ds,oracle", "1/16,1/8", s, 3, err, sizeof err) == -1);   /* cap */
+    CHECK(ds_eval_methods_need_calibration("dense, ds") && !ds_eval_methods_need_calibration("dense,sparq"));
+}
+
+/* One passkey case of ~600 tokens: dense must get it right (the 135M model does at this length)
+ * and DS at k = n/4 must come back with a valid score. */
+TEST(eval_cli_passkey_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    if (!ds_model_has_calibration(m)) { ds_model_free(m); SKIP("no calibration (calib/ not found)"); }
+    ds_eval_case c;
+    CHECK(ds_eval_make_case(m, DS_TASK_PASSKEY, 7, 600, 50, &c) == DS_OK);
+    ds_eval_setting set[2];
+    char err[256];
+    CHECK(ds_eval_parse_settings("dense,ds", "1/4", set, 2, err, sizeof err) == 2);
+    ds_sparse_opts base = ds_sparse_default_opts();
+    int scores[2] = {-1, -1}, np = 0;
+    char *answers[2];
+    ds_status st = ds_eval_run_case(m, &c, &base, set, 2, 16, 2, scores, answers, &np);
+    CHECK_MSG(st == DS_OK, "run_case: %s", ds_last_error());
+    fprintf(stderr, "    key %ld, %d prompt tokens; dense: \"%s\" (%d); ds@1/4: \"%s\" (%d)\n", c.value, np,
+            answers[0], scores[0], answers[1], scores[1]);
+    CHECK(np > 570 && np < 700);
+    CHECK_MSG(scores[0] == DS_EVAL_SCORE_MAX, "dense answered \"%s\", key %ld", answers[0], c.value);
+    CHECK(scores[1] == 0 || scores[1] == DS_EVAL_SCORE_MAX);
+    free(answers[0]);
+    free(answers[1]);
+    ds_eval_case_free(&c);
+    ds_model_free(m);
+}
+
+/* Dense against itself is exactly KL 0 and full agreement; a sparse method is scored at every
+ * position and differs somewhere (KL > 0), with both perplexities finite. */
+TEST(eval_cli_fidelity_core) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    const char *text = "The library was quiet in the late afternoon. Rows of old books leaned against each "
+                       "other on the shelves, and the smell of paper filled the air. A girl sat by the window, "
+                       "turning pages slowly, while outside the rain tapped against the glass and the street "
+                       "lamps came on one by one. She read about distant islands and the sailors who found them.";
+    int32_t *toks;
+    int n;
+    CHECK(ds_tokenize(m, text, strlen(text), true, false, &toks, &n) == DS_OK);
+    CHECK(n >= 64);
+    ds_eval_setting set[2];
+    char err[256];
+    CHECK(ds_eval_parse_settings("dense,streaming", "1/4", set, 2, err, sizeof err) == 2);
+    ds_sparse_opts base = ds_sparse_default_opts();
+    ds_fidelity_acc acc[2];
+    memset(acc, 0, sizeof acc);
+    /* a batch of 24 makes the window span several chunks, as long windows do */
+    ds_status st = ds_fidelity_window(m, toks, 64, &base, set, 2, 2, 24, acc);
+    CHECK_MSG(st == DS_OK, "fidelity: %s", ds_last_error());
+    CHECK(acc[0].count == 63 && acc[1].count == 63);
+    CHECK(acc[0].kl == 0.0);
+    CHECK(acc[0].agree == acc[0].count);
+    CHECK(acc[0].nll_sparse == acc[0].nll_dense);
+    CHECK_MSG(acc[1].kl > 0, "streaming KL %g", acc[1].kl);
+    CHECK(isfinite(acc[1].nll_sparse) && acc[1].nll_dense == acc[0].nll_dense);
+    fprintf(stderr, "    streaming@1/4 over 63 positions: mean KL %.4f, top-1 %.3f, ppl %.2f vs dense %.2f\n",
+            acc[1].kl / 63, acc[1].agree / 63.0, exp(acc[1].nll_sparse / 63), exp(acc[1].nll_dense / 63));
+    ds_free_tokens(toks);
+    ds_model_free(m);
+}
