@@ -35,6 +35,10 @@ const char *ds_status_name(ds_status s);
 /* SHA-256 of a buffer as 64 lowercase hex digits + NUL (identity of texts and files). */
 void ds_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* Backend of this build ("cpu-only" or "cuda") and visible GPUs (0 in CPU-only builds). */
+const char *ds_build_backend(void);
+int ds_gpu_count(void);
+
 /* 0 = silent, 1 = errors, 2 = info, 3 = debug. Default 1. */
 void ds_set_log_level(int level);
 

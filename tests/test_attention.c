@@ -2,6 +2,9 @@
  * split-KV merge against one pass over all positions. */
 #include "test.h"
 #include "attention.h"
+#include "dsinfer.h"
+
+#include <string.h>
 
 #include <stdlib.h>
 
@@ -77,4 +80,14 @@ TEST(attention_fp16_row_conversion) {
     x[3] = 65504.0f; x[4] = 1e-7f; x[5] = -0.0f;
     ds_fp32_to_fp16_row(x, y, 37);
     for (int i = 0; i < 37; i++) CHECK_MSG(y[i] == ds_fp32_to_fp16(x[i]), "element %d: %04x vs %04x", i, y[i], ds_fp32_to_fp16(x[i]));
+}
+
+/* The GPU seam in a CPU-only build reports no devices and says so, rather than failing. */
+TEST(backend_cpu_only_build_reports_no_gpu) {
+#ifndef DS_CUDA
+    CHECK(strcmp(ds_build_backend(), "cpu-only") == 0);
+    CHECK(ds_gpu_count() == 0);
+#else
+    CHECK(strcmp(ds_build_backend(), "cuda") == 0);
+#endif
 }

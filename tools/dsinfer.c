@@ -831,6 +831,7 @@ static int cmd_calibrate(opts *o) {
 static int cmd_inspect(opts *o) {
     ds_model *m = load_model(o);
     const ds_model_info *c = ds_model_get_info(m);
+    printf("build        %s backend, %d GPU(s) visible\n", ds_build_backend(), ds_gpu_count());
     printf("model        %s\n", c->name);
     printf("architecture %s\n", c->arch);
     printf("layers %d, embd %d, heads %d (kv %d), head_dim %d, ffn %d, vocab %d, train ctx %d\n",

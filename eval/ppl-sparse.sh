@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Perplexity of sparse attention methods against dense on Jane Austen (paper protocol: every
+# position of each window scored, the method applied at every position).
+#
+#   eval/ppl-sparse.sh [-m MODEL] [--window 2048] [--chunks 2] [--budgets 128] \
+#                      [--methods dense,ds,oracle,random,streaming,sparq] [--extra "--ds-label-bits 4"] [--name NAME]
+#
+# Budgets are token counts (the paper: k = 128 at window 2048) or fractions (1/16 = of the
+# current context at each position). Calibration: the shipped one (Python docs), never Austen.
+# Writes eval/results/NAME.md and .csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq; EXTRA=""; NAME=""; THREADS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -m) MODEL=$2; shift 2;;
+        --window) WINDOW=$2; shift 2;;
+        --chunks) CHUNKS=$2; shift 2;;
+        --budgets) BUDGETS=$2; shift 2;;
+        --methods) METHODS=$2; shift 2;;
+        --extra) EXTRA=$2; shift 2;;
+        --name) NAME=$2; shift 2;;
+        -t) THREADS=$2; shift 2;;
+        *) echo "usage: see the header of $0" >&2; exit 2;;
+    esac
+done
+[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
+TEXT=$(scripts/fetch-text austen)
+[ -n "$NAME" ] || NAME="ppl-sparse-$(basename "$MODEL" .gguf)-w$WINDOW"
+make -s dsinfer
+md=eval/results/$NAME.md; csv=eval/results/$NAME.csv
+mkdir -p eval/results
+echo "method,budget,ppl,scored_tokens" > "$csv"
+dense_ppl=""
+run_one() {  # method budget
+    local args=()
+    if [ "$1" = dense ]; then args=(--dense); else args=(--method "$1" --ds-tokens "$2"); fi
+    # shellcheck disable=SC2086
+    ./dsinfer perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
+        -t "$THREADS" "${args[@]}" $EXTRA 2>/dev/null
+}
+for meth in ${METHODS//,/ }; do
+    for b in ${BUDGETS//,/ }; do
+        line=$(run_one "$meth" "$b")
+        ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
+        echo "$meth,$b,$ppl,$n" >> "$csv"
+        echo "$meth k=$b: $ppl" >&2
+        [ "$meth" = dense ] && break
+    done
+done
+python3 - "$csv" "$MODEL" "$WINDOW" "$CHUNKS" "$EXTRA" "$(git rev-parse --short HEAD)" > "$md" <<'PY'
+import csv, sys, os, datetime
+path, model, window, chunks, extra, commit = sys.argv[1:7]
+rows = list(csv.DictReader(open(path)))
+dense = next((float(r["ppl"]) for r in rows if r["method"] == "dense"), None)
+print(f"# Perplexity of sparse attention, {os.path.basename(model)}, Jane Austen\n")
+print(f"- date {datetime.date.today()}, commit {commit}; paper protocol: windows of {window} tokens, "
+      f"{chunks} windows, every position scored, the method applied at every position")
+print(f"- calibration: the shipped one (calib/, Python 3.11 docs, 131072 tokens); extra flags: `{extra or 'none'}`"
+      " (defaults: 4-bit labels, r = head_dim/4, qk statistic, shared GQA selection, no dense layers)")
+print(f"- command: eval/ppl-sparse.sh --window {window} --chunks {chunks} ...\n")
+print("| method | k | perplexity | vs dense |\n|---|---|---|---|")
+for r in rows:
+    p = float(r["ppl"])
+    rel = f"{100 * (p - dense) / dense:+.1f}%" if dense else "-"
+    print(f"| {r['method']} | {'all' if r['method'] == 'dense' else r['budget']} | {p:.4f} | {rel} |")
+PY
+cat "$md"
