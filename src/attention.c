@@ -223,10 +223,10 @@ typedef void (*attn_fn)(const float *, int, int, const uint16_t *, const uint16_
 
 static attn_fn pick_attn(void) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return attn_partial_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return attn_partial_avx2;
+    int avx2, avx512;
+    ds_cpu_simd_levels(&avx2, &avx512);
+    if (avx512) return attn_partial_avx512;
+    if (avx2) return attn_partial_avx2;
 #endif
     return attn_partial_scalar;
 }
@@ -301,7 +301,7 @@ T_AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n) {
 void ds_fp32_to_fp16_row(const float *x, uint16_t *y, int n) {
 #if defined(__x86_64__)
     static int lvl = -1;
-    if (lvl < 0) { __builtin_cpu_init(); lvl = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }
+    if (lvl < 0) { int avx512; ds_cpu_simd_levels(&lvl, &avx512); }
     if (lvl) { f32_to_f16_avx2(x, y, n); return; }
 #endif
     for (int i = 0; i < n; i++) y[i] = ds_fp32_to_fp16(x[i]);

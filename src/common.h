@@ -71,6 +71,9 @@ static inline float ds_bf16_to_fp32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16; float f; memcpy(&f, &bits, 4); return f;
 }
 
+/* Which SIMD levels this CPU and OS support (see util.c for the exact feature sets). */
+void ds_cpu_simd_levels(int *avx2, int *avx512);
+
 /* Monotonic wall-clock seconds. */
 double ds_time_s(void);
 

@@ -6,9 +6,6 @@
 
 #include <math.h>
 #include <stdlib.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 /* ================================================================ label format */
 
@@ -166,27 +163,6 @@ static int classify_scalar(const float *s, int n, uint32_t t_hi, uint32_t t_lo, 
     return no;
 }
 
-/* CPUID + XGETBV: the OS must also save YMM (and for AVX-512 opmask/ZMM) state. The AVX-512
- * level uses F, BW (vpermw), DQ, VL and VNNI (vpdpbusd); AVX2 uses AVX2, FMA and F16C. */
-static void cpu_detect(int *avx2, int *avx512) {
-    *avx2 = *avx512 = 0;
-#if defined(__x86_64__) || defined(__i386__)
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
-    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave || !avx) return;
-    unsigned xlo, xhi;
-    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    (void)xhi;
-    if ((xlo & 0x6) != 0x6) return;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
-    *avx2 = ((b >> 5) & 1) && fma && f16c;
-    int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
-    int vnni = (c >> 11) & 1;
-    *avx512 = *avx2 && f && dq && bw && vl && vnni && (xlo & 0xe6) == 0xe6;
-#endif
-}
-
 enum { LVL_SCALAR, LVL_AVX2, LVL_AVX512, LVL_N };
 static const char *const g_level_names[LVL_N] = { "scalar", "avx2", "avx512" };
 static ds_dsk_kernels g_levels[LVL_N];
@@ -202,7 +178,7 @@ static void dsk_init(void) {
     g_level_ok[LVL_SCALAR] = 1;
     g_best = LVL_SCALAR;
     int avx2, avx512;
-    cpu_detect(&avx2, &avx512);
+    ds_cpu_simd_levels(&avx2, &avx512);
     g_levels[LVL_AVX2] = g_levels[LVL_SCALAR];
     if (avx2) {
         ds_dsk_fill_avx2(&g_levels[LVL_AVX2]);

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 static _Thread_local char g_err[1024];
 static int g_log_level = DS_LOG_ERROR;
@@ -111,4 +114,27 @@ void ds_sha256_hex(const void *data, size_t len, char out[65]) {
     sha_block(h, tail);
     if (tl == 128) sha_block(h, tail + 64);
     for (int j = 0; j < 8; j++) snprintf(out + 8 * j, 9, "%08x", h[j]);
+}
+
+/* ---------------------------------------------------------------- CPU features
+ * CPUID + XGETBV (the OS must also save YMM, and for AVX-512 opmask/ZMM, state). Written out
+ * rather than __builtin_cpu_supports, whose feature names vary between compilers. The AVX2
+ * level needs AVX2 + FMA + F16C; the AVX-512 level F, BW, DQ, VL and VNNI. */
+void ds_cpu_simd_levels(int *avx2, int *avx512) {
+    *avx2 = *avx512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 0x6) != 0x6) return;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    *avx2 = ((b >> 5) & 1) && fma && f16c;
+    int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    int vnni = (c >> 11) & 1;
+    *avx512 = *avx2 && f && dq && bw && vl && vnni && (xlo & 0xe6) == 0xe6;
+#endif
 }
