@@ -1,6 +1,6 @@
 /* test_quant.c — tensor formats: type table, dequantisation and dot products at every SIMD
  * level against the scalar references, activation quantisers, and an independent check of the
- * block layouts against gguf-py (tests/data/quant_fixtures.bin, made by
+ * block layouts against gguf-py (tests/data/quant_fixtures.dat, made by
  * tests/reference/make_quant_fixtures.py). */
 #include "test.h"
 #include "quant.h"
@@ -356,7 +356,7 @@ TEST(quant_activation_roundtrip) {
 /* ------------------------------------------------------------------ gguf-py fixtures */
 
 TEST(quant_matches_gguf_py_fixtures) {
-    const char *path = "tests/data/quant_fixtures.bin";
+    const char *path = "tests/data/quant_fixtures.dat";
     FILE *f = fopen(path, "rb");
     CHECK_MSG(f != NULL, "cannot open %s (run tests from the repo root; regenerate with "
               "tests/reference/make_quant_fixtures.py)", path);

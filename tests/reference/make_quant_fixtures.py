@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/data/quant_fixtures.bin: raw GGUF blocks plus gguf-py's dequantised floats.
+"""Write tests/data/quant_fixtures.dat: raw GGUF blocks plus gguf-py's dequantised floats.
 
 An independent check of src/quant.c's block layouts: the floats come from the `gguf` PyPI
 package (llama.cpp's gguf-py, numpy implementation), not from our code.
@@ -60,7 +60,7 @@ def random_floats(n):
 
 
 def main():
-    out_path = sys.argv[1] if len(sys.argv) > 1 else "tests/data/quant_fixtures.bin"
+    out_path = sys.argv[1] if len(sys.argv) > 1 else "tests/data/quant_fixtures.dat"
     entries = []
 
     def add(qt, raw):
