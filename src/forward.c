@@ -187,10 +187,6 @@ static void attn_worker(void *arg, int ith, int nth) {
 static void attention(ds_session *s, int layer, int T) {
     const ds_model_info *c = &s->m->info;
     double t0 = ds_time_s();
-    if (T == 1 && ds_sparse_layer(s, layer) && ds_sparse_decode_split(s, layer)) {
-        s->t_attn += ds_time_s() - t0;
-        return;
-    }
     attn_task a;
     memset(&a, 0, sizeof a);
     a.s = s; a.layer = layer; a.T = T; a.pos0 = s->pos;
@@ -362,10 +358,8 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
         {(void **)&s->logits, V * 4},                  /* [V] last token */
         {(void **)&s->rope_cos, B * hd / 2 * 4},       /* [B][hd/2] */
         {(void **)&s->rope_sin, B * hd / 2 * 4},
-        /* split partials: dense decode uses n_ctx/256 chunks per KV head, sparse decode up to
-         * n_ctx/128 (ROWS_CHUNK in sparse.c) */
-        {(void **)&s->part_acc, KVH * ((size_t)s->n_ctx / 128 + 2) * H / KVH * hd * 4},
-        {(void **)&s->part_st, KVH * ((size_t)s->n_ctx / 128 + 2) * sizeof(ds_attn_stats)},
+        {(void **)&s->part_acc, KVH * ((size_t)s->n_ctx / 256 + 2) * H / KVH * hd * 4}, /* split-KV partials */
+        {(void **)&s->part_st, KVH * ((size_t)s->n_ctx / 256 + 2) * sizeof(ds_attn_stats)},
         {(void **)&s->precise_row, (size_t)o.n_threads * maxcols * 4},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {

@@ -42,8 +42,6 @@ struct ds_session {
     uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */
     size_t sp_topk_bytes;
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
-    float *sp_gscores;           /* [n_head_kv][n_ctx] decode scores (split selection) */
-    int32_t *sp_gidx;            /* [n_head_kv][n_ctx] decode selections (split selection) */
 
     /* calibration hook: non-NULL while ds_model_calibrate runs this session */
     struct ds_calib_acc *calib;

@@ -9,7 +9,6 @@
 #include "ds_kernels.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
 ds_sparse_opts ds_sparse_default_opts(void) {
@@ -122,11 +121,7 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
     s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
-    s->sp_gscores = ds_alloc(sizeof(float) * (size_t)KVH * s->n_ctx);   /* [KVH][n_ctx] */
-    s->sp_gidx = ds_alloc(sizeof(int32_t) * (size_t)KVH * s->n_ctx);    /* [KVH][n_ctx] */
-    if (!s->sp_scores || !s->sp_idx || !s->sp_topk || !s->sp_acc || !s->sp_gscores || !s->sp_gidx)
-        return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)KVH * s->n_ctx * 8;
+    if (!s->sp_scores || !s->sp_idx || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
     s->bytes += (size_t)nt * s->n_ctx * 8 + s->sp_topk_bytes * (size_t)nt;
     return DS_OK;
 }
@@ -136,7 +131,6 @@ void ds_sparse_free(ds_session *s) {
     free(s->sp_chan);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
     ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
-    ds_free(s->sp_gscores); ds_free(s->sp_gidx);
 }
 
 void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
@@ -155,14 +149,8 @@ void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
     }
 }
 
-/* Scores of positions [b, e) for one selection unit (qsum over its query heads) into scores[b..e). */
-static void score_range(ds_session *s, int layer, int kvh, const float *qsum, int b, int e, float *scores);
+/* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
 static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
-    score_range(s, layer, kvh, qsum, 0, n, scores);
-}
-static void score_range(ds_session *s, int layer, int kvh, const float *qsum, int b, int e, float *scores) {
-    const int n = e - b;
-    scores += b;
     const ds_model_info *c = &s->m->info;
     const ds_sparse_opts *o = &s->opts.sparse;
     const int hd = c->head_dim, KVH = c->n_head_kv, r = o->channels;
@@ -174,13 +162,13 @@ static void score_range(ds_session *s, int layer, int kvh, const float *qsum, in
         float ql[DS_LABEL_MAX_R];
         const int16_t *ch = s->sp_chan + head * r;
         for (int j = 0; j < r; j++) ql[j] = qsum[ch[j]];
-        size_t row = head * s->n_ctx + b;
+        size_t row = head * s->n_ctx;
         ds_label_score(ql, r, o->label_bits, s->sp_codes + row * s->sp_row_bytes, s->sp_lo + row,
                        s->sp_step + row, n, scores);
         break;
     }
     case DS_ATTN_ORACLE:
-        for (int t = 0; t < n; t++) scores[t] = ds_dot_f16_f32(K + (size_t)(b + t) * hd, qsum, hd);
+        for (int t = 0; t < n; t++) scores[t] = ds_dot_f16_f32(K + (size_t)t * hd, qsum, hd);
         break;
     case DS_ATTN_SPARQ: {
         /* the r channels of largest |q| this step, read as K columns (no label cache) */
@@ -193,7 +181,7 @@ static void score_range(ds_session *s, int layer, int kvh, const float *qsum, in
             int16_t tmp = ch[j]; ch[j] = ch[best]; ch[best] = tmp;
         }
         for (int t = 0; t < n; t++) {
-            const uint16_t *kr = K + (size_t)(b + t) * hd;
+            const uint16_t *kr = K + (size_t)t * hd;
             float sc = 0;
             for (int j = 0; j < r; j++) sc += qsum[ch[j]] * ds_fp16_to_fp32(kr[ch[j]]);
             scores[t] = sc;
@@ -256,87 +244,4 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
             ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
         }
     }
-}
-
-/* ---------------------------------------------------------------- decode, split over threads
- * One decode step of a sparse layer in three parallel regions, so that a model with fewer KV
- * heads than threads still keeps every thread busy: (1) label scan, units = (KV head, range of
- * positions); (2) top-k, one unit per KV head; (3) exact attention over the selected rows,
- * units = (KV head, range of selected rows), merged like split-KV dense attention. */
-
-#define SCORE_CHUNK 2048   /* positions per scan unit */
-#define ROWS_CHUNK 128     /* selected rows per attention unit */
-
-typedef struct {
-    ds_session *s;
-    int layer, n, k, phase, n_score_chunks, n_att_chunks;
-    int m[16];             /* selected count per KV head */
-    _Atomic int next;
-} split_task;
-
-static void split_worker(void *arg, int ith, int nth) {
-    (void)nth;
-    split_task *a = arg;
-    ds_session *s = a->s;
-    const ds_model_info *c = &s->m->info;
-    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
-    const int units = a->phase == 0 ? KVH * a->n_score_chunks : a->phase == 1 ? KVH : KVH * a->n_att_chunks;
-    for (;;) {
-        int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
-        if (u >= units) break;
-        if (a->phase == 0) {
-            int h = u / a->n_score_chunks, ch = u % a->n_score_chunks;
-            int b = ch * SCORE_CHUNK, e = DS_MIN(b + SCORE_CHUNK, a->n - 1);
-            const float *q = s->q + (size_t)h * G * hd;
-            float qsum[512];
-            for (int i = 0; i < hd; i++) qsum[i] = q[i];
-            for (int g = 1; g < G; g++)
-                for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
-            score_range(s, a->layer, h, qsum, b, e, s->sp_gscores + (size_t)h * s->n_ctx);
-        } else if (a->phase == 1) {
-            int32_t *idx = s->sp_gidx + (size_t)u * s->n_ctx;
-            int m = ds_topk(s->sp_gscores + (size_t)u * s->n_ctx, a->n - 1, a->k - 1, idx,
-                            s->sp_topk + (size_t)ith * s->sp_topk_bytes);
-            idx[m++] = a->n - 1;
-            a->m[u] = m;
-        } else {
-            int h = u / a->n_att_chunks, ch = u % a->n_att_chunks;
-            int b = ch * ROWS_CHUNK, e = DS_MIN(b + ROWS_CHUNK, a->m[h]);
-            const size_t head = (size_t)a->layer * KVH + h;
-            const uint16_t *K = s->k_cache + head * s->n_ctx * hd, *V = s->v_cache + head * s->n_ctx * hd;
-            float *acc = s->part_acc + (size_t)u * G * hd;
-            if (b >= e) {   /* a head with fewer selected rows than the longest: empty partial */
-                for (int g = 0; g < G; g++) { s->part_st[u].l[g] = 0; s->part_st[u].m[g] = -INFINITY; }
-                continue;
-            }
-            ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, K, V, s->sp_gidx + (size_t)h * s->n_ctx, b, e,
-                            acc, &s->part_st[u]);
-        }
-    }
-}
-
-bool ds_sparse_decode_split(ds_session *s, int layer) {
-    const ds_model_info *c = &s->m->info;
-    const ds_sparse_opts *o = &s->opts.sparse;
-    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
-    int n = s->pos + 1, k = ds_sparse_k(s, n);
-    if (o->per_head || o->method == DS_ATTN_STREAMING || !s->sp_gscores || KVH > 16) return false;
-    if (n <= k || n < o->min_context) return false;
-    split_task a;
-    memset(&a, 0, sizeof a);
-    a.s = s; a.layer = layer; a.n = n; a.k = k;
-    a.n_score_chunks = (n - 1 + SCORE_CHUNK - 1) / SCORE_CHUNK;
-    for (a.phase = 0; a.phase < 3; a.phase++) {
-        if (a.phase == 2) {
-            int mx = 0;
-            for (int h = 0; h < KVH; h++) mx = DS_MAX(mx, a.m[h]);
-            a.n_att_chunks = (mx + ROWS_CHUNK - 1) / ROWS_CHUNK;
-        }
-        atomic_init(&a.next, 0);
-        ds_pool_run(s->pool, split_worker, &a);
-    }
-    for (int h = 0; h < KVH; h++)
-        ds_attn_merge(a.n_att_chunks, G, hd, s->part_acc + (size_t)h * a.n_att_chunks * G * hd,
-                      s->part_st + (size_t)h * a.n_att_chunks, s->att + (size_t)h * G * hd);
-    return true;
 }

@@ -25,11 +25,6 @@ bool ds_sparse_layer(const ds_session *s, int layer);
  * calling thread (its scratch). Dense over all n when n <= k or n < min_context. */
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
 
-/* One decode step (T = 1) of a sparse layer with the selection and the attention split over
- * all threads (shared GQA, score-based methods). Returns false, doing nothing, where it does
- * not apply (per-head, streaming, dense fallback) and the caller runs ds_sparse_group. */
-bool ds_sparse_decode_split(ds_session *s, int layer);
-
 /* k for a context of n tokens. */
 int ds_sparse_k(const ds_session *s, int n);
 
