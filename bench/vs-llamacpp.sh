@@ -49,6 +49,7 @@ outdir=bench/results
 mkdir -p "$outdir"
 raw=$outdir/cpu-vs-llamacpp-$host.raw.txt
 : > "$raw"
+trap 'rm -f "$outdir"/.lb*.json "$outdir"/.ds*.txt' EXIT   # per-round temporaries, also on failure
 for r in $(seq 1 "$ROUNDS"); do
     echo "## round $r: llama-bench" >> "$raw"
     "$LCPP_BUILD/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p 512 -n 128 -d "$DEPTHS" -r 3 -o json \
@@ -59,5 +60,4 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 python3 bench/vs_llamacpp_table.py --rounds "$ROUNDS" --dir "$outdir" --model "$MODEL" --threads "$THREADS" \
     --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" > "$outdir/cpu-vs-llamacpp-$host.md"
-rm -f "$outdir"/.lb*.json "$outdir"/.ds*.txt
 cat "$outdir/cpu-vs-llamacpp-$host.md"

@@ -68,6 +68,15 @@ static float *run(ds_model *m, const ds_sparse_opts *sp, const int32_t *tk, int 
     return lg;
 }
 
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t j = 0; j < n; j++) {
+        double d = fabs((double)a[j] - b[j]);
+        worst = d > worst ? d : worst;
+    }
+    return worst;
+}
+
 static void ensure_calib(ds_model *m) {
     if (ds_model_has_calibration(m)) return;
     ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, NULL, NULL, NULL);
@@ -125,12 +134,7 @@ TEST(sparse_simulation_equals_decode_steps) {
         CHECK(st == DS_OK);
         float *dec = run(m, &sp, tk, n, 1, &st);
         CHECK(st == DS_OK);
-        double worst = 0, moved = 0;
-        for (size_t j = 0; j < (size_t)n * V; j++) {
-            double d = fabs((double)sim[j] - dec[j]), e = fabs((double)sim[j] - dref[j]);
-            worst = d > worst ? d : worst;
-            moved = e > moved ? e : moved;
-        }
+        double worst = max_abs_diff(sim, dec, (size_t)n * V), moved = max_abs_diff(sim, dref, (size_t)n * V);
         free(sim); free(dec);
         /* the sparse path really ran: k = 16 of ~190 tokens must change the logits */
         CHECK_MSG(moved > 1e-2, "%s per_head=%d: identical to dense (max diff %g)", ds_attn_method_name(ms[i]), ph, moved);
@@ -163,11 +167,7 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     sp.method = DS_ATTN_ORACLE;
     float *b = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
-    double worst = 0;
-    for (size_t j = 0; j < (size_t)n * V; j++) {
-        double d = fabs((double)a[j] - b[j]);
-        worst = d > worst ? d : worst;
-    }
+    double worst = max_abs_diff(a, b, (size_t)n * V);
     free(a); free(b);
     ds_free_tokens(tk);
     ds_model_free(m);

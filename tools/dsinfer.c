@@ -698,8 +698,6 @@ static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, 
  * reads r K columns plus k rows. Per-head mode reads up to group-size times the rows. */
 static double attn_bytes(const ds_model_info *c, const ds_sparse_opts *sp, double n) {
     double row = c->head_dim * 2.0, heads = (double)c->n_layer * c->n_head_kv;
-    int n_dense = 0;
-    for (int i = 0; i < sp->n_dense_layers; i++) n_dense++;
     double dense = n * row * 2 * heads;
     if (sp->method == DS_ATTN_DENSE) return dense;
     double k = sp->tokens > 0 ? sp->tokens : ceil(sp->tokens_frac * n);
@@ -712,7 +710,7 @@ static double attn_bytes(const ds_model_info *c, const ds_sparse_opts *sp, doubl
     case DS_ATTN_SPARQ: per_head = n * r * 2.0 + rows; break;
     default: per_head = rows;
     }
-    double frac_dense = (double)n_dense / c->n_layer;
+    double frac_dense = (double)sp->n_dense_layers / c->n_layer;
     return frac_dense * dense + (1 - frac_dense) * per_head * heads;
 }
 
