@@ -20,15 +20,16 @@ TOOLOBJ := $(TOOLSRC:tools/%.c=$(BUILD)/tools/%.o)
 
 ifeq ($(CUDA),1)
 NVCC    ?= nvcc
+CUDA_HOME ?= $(abspath $(dir $(shell which $(NVCC)))..)
 CUSRC   := $(wildcard src/cuda/*.cu)
 CUOBJ   := $(CUSRC:src/cuda/%.cu=$(BUILD)/cuda/%.o)
 CFLAGS  += -DDS_CUDA=1
-LDLIBS  += -L$(dir $(shell which $(NVCC)))../lib64 -lcudart -lcublas -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
 NVFLAGS ?= -O3 -std=c++17 -Iinclude -Isrc -gencode arch=compute_90,code=sm_90 \
            -gencode arch=compute_90,code=compute_90
 endif
 
-.PHONY: all test asan fuzz clean demo bench
+.PHONY: all test asan fuzz clean demo bench gpu-check gpu-build
 all: $(BIN)
 
 $(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/dsinfer.h
@@ -84,6 +85,24 @@ demo: dsinfer
 
 bench: dsinfer
 	bench/vs-llamacpp.sh
+
+# gpu-build: everything the GPU machine runs (build here, carry build-cuda/ there).
+# gpu-check: every GPU kernel against the CPU path on random inputs (needs a GPU).
+gpu-build:
+	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/libdsattn.so
+gpu-check: gpu-build
+	build-cuda/gpu_check
+
+ifeq ($(CUDA),1)
+$(BUILD)/gpu_check: tests/gpu/gpu_check.c $(LIB) $(wildcard src/*.h)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
+
+# The attention kernels alone as a shared library, for bench/gpu/op_bench.py (ctypes), which
+# times them beside torch SDPA and the paper's kernels in one process.
+$(BUILD)/libdsattn.so: src/cuda/attn.cu src/backend.h src/common.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -shared -Xcompiler -fPIC $< -o $@
+endif
 
 clean:
 	rm -rf build build-asan build-fuzz dsinfer

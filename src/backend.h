@@ -15,4 +15,46 @@ ds_status ds_backend_gpu_describe(int i, char *buf, size_t cap);
 /* "cuda" or "cpu-only": what this binary was built with. */
 const char *ds_backend_name(void);
 
+/* ---- GPU decode attention (src/cuda/attn.cu): device pointers, a cudaStream_t as void* ----
+ * One call runs one layer's decode attention for B sequences of different lengths. Everything
+ * the kernels need that changes between steps is read on the device (seq_len), so a captured
+ * CUDA graph replays correctly as the sequences grow; grids are sized from max_len. Functions
+ * return 0 or a cudaError_t code (ds_gpu_error_string). Only built with make CUDA=1. */
+typedef struct {
+    int B, H, H_kv, d;          /* sequences, query heads, KV heads, head_dim (64 or 128) */
+    int n_max;                  /* cache rows per (sequence, KV head): the row stride */
+    int max_len;                /* upper bound of seq_len[] (sizes grids and workspace) */
+    const int *seq_len;         /* [B] visible tokens per sequence, the current one included */
+    const uint16_t *q;          /* [B][H][d] fp16, post-RoPE (not pre-scaled) */
+    const uint16_t *k, *v;      /* [B][H_kv][n_max][d] fp16; the current token already appended */
+    uint16_t *out;              /* [B][H][d] fp16 */
+    float scale;                /* softmax scale (1/sqrt(d)) */
+    /* Double Sparsity only (double-sparsity.md §1, §4, §5: GQA shared, current token kept) */
+    int r, bits;                /* label channels; label bits 16, 8, 4 or 2 */
+    const int16_t *chan;        /* [H_kv][r] this layer's label channels */
+    uint8_t *labels;            /* [B][H_kv][n_max][row_bytes] label codes (ds_kernels.h format) */
+    uint16_t *lab_lo, *lab_step;/* [B][H_kv][n_max] fp16 (bits < 16) */
+    int tokens;                 /* k as a count (> 0), or 0 to use tokens_frac */
+    float tokens_frac;          /* k = ceil(tokens_frac * n) */
+} ds_gpu_attn_args;
+
+/* Scratch for one layer call (reusable across layers and steps of the same shape). It holds
+ * histograms and counters that the kernels leave zeroed for the next call: initialise once. */
+size_t ds_gpu_attn_workspace_bytes(const ds_gpu_attn_args *a);
+int ds_gpu_attn_workspace_init(void *ws, const ds_gpu_attn_args *a, void *stream);
+/* Dense split-KV decode attention over all seq_len[b] rows. */
+int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream);
+/* Double Sparsity: label scores -> radix top-k per (sequence, KV head) -> attention over the
+ * selected rows (dense for sequences with n <= k). */
+int ds_gpu_attn_ds(const ds_gpu_attn_args *a, void *ws, void *stream);
+/* Stages of ds_gpu_attn_ds alone (1 scoring, 2 selection, 4 attention; benchmarks only). */
+int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws, void *stream, int parts);
+/* Write labels for rows [pos0, pos1) of every (sequence, KV head) from the K cache (prefill,
+ * and the benchmark's cache fill); the same bits as ds_label_encode. */
+int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stream);
+/* The selection of the last ds_gpu_attn_ds call: [B*H_kv][k_cap] positions (order unspecified,
+ * the first k_b entries valid for sequence b), k_cap = k at max_len. For checks. */
+const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap);
+const char *ds_gpu_error_string(int err);
+
 #endif

@@ -1,0 +1,771 @@
+// attn.cu — GPU decode attention: dense split-KV, and Double Sparsity (label scan -> radix
+// top-k -> attention over the selected rows). Declarations and layouts: src/backend.h.
+//
+// Bytes decide everything here (performance.md). Per (sequence, KV head) and step:
+//   dense: 2 * n * d * 2 bytes of K and V;
+//   DS:    n * row_bytes (+4 for lo/step below 16 bits) of labels, 2 * k * d * 2 of selected
+//          rows, plus 4 bytes per position for the score keys (written once as fp16, read once).
+// Pipeline of one DS call (all on the device, no host sync, graph-capturable):
+//   1. k_score:   one pass over the labels; score = (sum over the group's query heads of
+//                 q[chan]) . label, stored as a 16-bit order-preserving key; a 2048-bin
+//                 histogram of the key's top 11 bits per (sequence, KV head) in global memory;
+//                 the unit's last block finds the threshold bin.
+//   2. k_collect: every block re-reads its keys
+//                 (2 bytes each) and emits the positions above the bin; those inside it go to
+//                 a candidate list (typically 1-2% of n).
+//   3. refine:    the last k_collect block of each unit finishes the selection on the
+//                 candidates' low 5 key bits (ties: lowest position first), appends the current
+//                 token, and zeroes the histogram and counters for the next call.
+//   4. k_attn:    split over the selected rows, each block a slice; a KV row is read once and
+//                 used by every query head of its group (GQA shared); online softmax; the
+//                 unit's last block merges the slices (log-sum-exp).
+// Three launches in all ("last block" tickets replace the kernels that only waited for a
+// whole unit). The dense path is step 4 over the contiguous range.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cub/block/block_scan.cuh>
+
+extern "C" {
+#include "backend.h"
+}
+
+#define HIST_BINS 2048   // top 11 bits of the 16-bit key
+#define LOW_BITS 5       // the rest, resolved on the candidates
+#define ATT_THREADS 128  // 4 warps per attention block
+#define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
+// Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
+// "last block" tickets of the three kernels, and the threshold bin found by k_score.
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
+
+namespace {
+
+struct Plan {
+    int U, G, k_cap;            // units (sequence, KV head), group size, k at max_len
+    int chunk, n_chunks;        // positions per scoring block, blocks per unit
+    int collect_per;            // keys per thread in k_collect (256 threads a block): 8, 16 or 32
+    int kstride;                // key row stride: n_max rounded up to 8 (16-byte vector loads)
+    int slice_d, splits_d;      // dense: rows per attention block, blocks per unit
+    int slice_s, splits_s;      // sparse: the same over the selected rows
+    int splits_max;
+    size_t off_keys, off_cand, off_hist, off_cnt, off_sel, off_pacc, off_pml, total;
+};
+
+int sm_count() {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    }
+    return n;
+}
+
+__host__ __device__ inline int k_for(int n, int tokens, float frac) {
+    int k = tokens > 0 ? tokens : (int)ceilf(frac * (float)n - 1e-6f);
+    return k < 1 ? 1 : k;
+}
+
+// Tuning overrides for benchmarks (unset in normal use): DSINFER_GPU_TUNE="att=8,per=32".
+int tune(const char *key, int dflt) {
+    const char *e = getenv("DSINFER_GPU_TUNE");
+    if (!e) return dflt;
+    const char *p = strstr(e, key);
+    size_t kl = strlen(key);
+    if (!p || p[kl] != '=') return dflt;
+    int v = atoi(p + kl + 1);
+    return v > 0 ? v : dflt;
+}
+
+size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// Split `items` rows into slices so the whole grid has a few blocks per SM.
+void split(int items, int units, int *slice, int *splits) {
+    int target = tune("att", 4) * sm_count();
+    int per_unit = (target + units - 1) / units;
+    int max_splits = (items + 63) / 64;                 // at least 64 rows a block
+    if (per_unit > max_splits) per_unit = max_splits;
+    if (per_unit < 1) per_unit = 1;
+    int s = (items + per_unit - 1) / per_unit;
+    s = (s + 31) / 32 * 32;
+    if (s < 32) s = 32;
+    *slice = s;
+    *splits = (items + s - 1) / s;
+    if (*splits < 1) *splits = 1;
+}
+
+Plan make_plan(const ds_gpu_attn_args *a) {
+    Plan p;
+    p.U = a->B * a->H_kv;
+    p.G = a->H / a->H_kv;
+    int kc = k_for(a->max_len, a->tokens, a->tokens_frac);
+    p.k_cap = kc < a->max_len ? kc : a->max_len;
+    // scoring: 256 threads x 8 positions, fewer when the grid would be too small
+    p.chunk = tune("chunk", 8192);
+    while (p.chunk > 256 && (long)p.U * ((a->max_len + p.chunk - 1) / p.chunk) < 4L * sm_count()) p.chunk /= 2;
+    p.n_chunks = (a->max_len + p.chunk - 1) / p.chunk;
+    // collect: few, large blocks (each one scans the 2048-bin histogram), yet enough of them
+    p.collect_per = tune("per", 16);
+    if (p.collect_per != 32 && p.collect_per != 16 && p.collect_per != 8) p.collect_per = 32;
+    while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
+        p.collect_per /= 2;
+    split(a->max_len, p.U, &p.slice_d, &p.splits_d);
+    split(p.k_cap, p.U, &p.slice_s, &p.splits_s);
+    p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
+    size_t o = 0;
+    p.kstride = (a->n_max + 7) / 8 * 8;
+    p.off_keys = o; o = align_up(o + (size_t)p.U * p.kstride * 2);
+    p.off_cand = o; o = align_up(o + (size_t)p.U * a->n_max * 4);
+    p.off_hist = o; o = align_up(o + (size_t)p.U * HIST_BINS * 4);
+    p.off_cnt = o;  o = align_up(o + (size_t)p.U * C_N * 4);
+    p.off_sel = o;  o = align_up(o + (size_t)p.U * p.k_cap * 4);
+    p.off_pacc = o; o = align_up(o + (size_t)p.U * p.G * p.splits_max * a->d * 4);
+    p.off_pml = o;  o = align_up(o + (size_t)p.U * p.G * p.splits_max * 2 * 4);
+    p.total = o;
+    return p;
+}
+
+// ---- fp16 helpers matching ds_kernels.c bit for bit ----
+__device__ inline float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ inline uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
+__device__ inline uint16_t fp16_down(float v) {
+    uint16_t h = f2h(v);
+    if (h2f(h) > v) {
+        if ((h & 0x7fff) == 0) h = 0x8001;
+        else if (h & 0x8000) h++;
+        else h--;
+    }
+    return h;
+}
+__device__ inline uint16_t fp16_up(float v) {
+    uint16_t h = f2h(v);
+    if (h2f(h) < v) h++;
+    return h;
+}
+
+// Order-preserving 16-bit key of a score (fp16 rounding; -0 as +0, NaN lowest).
+__device__ inline uint32_t score_key(float s) {
+    uint32_t u = f2h(s);
+    if ((u & 0x7fff) > 0x7c00) return 0;
+    if (u == 0x8000) u = 0;
+    return (u & 0x8000) ? (~u & 0xffff) : (u | 0x8000);
+}
+
+// ---- label build: one thread per (unit, position) row ----
+__global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_bytes) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    int span = pos1 - pos0;
+    long U = (long)a.B * a.H_kv;
+    if (i >= U * span) return;
+    int u = (int)(i / span), p = pos0 + (int)(i % span);
+    int kvh = u % a.H_kv;
+    const uint16_t *krow = a.k + ((size_t)u * a.n_max + p) * a.d;
+    const int16_t *ch = a.chan + (size_t)kvh * a.r;
+    uint8_t *codes = a.labels + ((size_t)u * a.n_max + p) * row_bytes;
+    if (a.bits == 16) {
+        for (int j = 0; j < a.r; j++) {
+            uint16_t h = krow[ch[j]];
+            codes[2 * j] = (uint8_t)h;
+            codes[2 * j + 1] = (uint8_t)(h >> 8);
+        }
+        return;
+    }
+    const float FMAX = 65504.0f;
+    float mn = INFINITY, mx = -INFINITY;
+    for (int j = 0; j < a.r; j++) {
+        float x = h2f(krow[ch[j]]);
+        if (x < mn) mn = x;
+        if (x > mx) mx = x;
+    }
+    if (mn > mx) mn = mx = 0.0f;
+    mn = fmaxf(fminf(mn, FMAX), -FMAX);
+    mx = fmaxf(fminf(mx, FMAX), -FMAX);
+    const int L = (1 << a.bits) - 1;
+    uint16_t lo16 = fp16_down(mn), st16 = 0;
+    float lof = h2f(lo16);
+    if (mx > lof) {
+        double st = ((double)mx - (double)lof) / L;
+        float stf = (float)st;
+        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
+        st16 = fp16_up(fminf(stf, FMAX));
+    }
+    double stepd = h2f(st16);
+    for (int b = 0; b < row_bytes; b++) codes[b] = 0;
+    for (int j = 0; j < a.r; j++) {
+        int c = 0;
+        if (stepd > 0) {
+            double v = ((double)h2f(krow[ch[j]]) - lof) / stepd;
+            if (v > 0) c = v >= L ? L : (int)(v + 0.5);
+        }
+        codes[(j * a.bits) >> 3] |= (uint8_t)(c << ((j * a.bits) & 7));
+    }
+    a.lab_lo[(size_t)u * a.n_max + p] = lo16;
+    a.lab_step[(size_t)u * a.n_max + p] = st16;
+}
+
+// Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
+// hist[b]. 256 threads, 8 bins each, scanning from the top.
+// Reads with __ldcg: the histogram was just written through L2 atomics by other blocks.
+__device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *above_out) {
+    typedef cub::BlockScan<int, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ int sb, sa;
+    const int t = threadIdx.x;
+    int h[8], local = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) { h[i] = (int)__ldcg(gh + HIST_BINS - 1 - (8 * t + i)); local += h[i]; }
+    int above;
+    Scan(tmp).ExclusiveSum(local, above);
+    if (t == 0) { sb = -1; sa = 0; }
+    __syncthreads();
+    if (need > 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            if (above < need && above + h[i] >= need) { sb = HIST_BINS - 1 - (8 * t + i); sa = above; }
+            above += h[i];
+        }
+    }
+    __syncthreads();
+    *b_out = sb;         // -1 when need <= 0: nothing is selected
+    *above_out = sa;
+}
+
+// ---- 1. scores -> keys + histogram ----
+// WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits. R = WORDS*32/BITS.
+template <int BITS, int WORDS>
+__global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt) {
+    constexpr int R = WORDS * 32 / BITS;
+    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (n <= k) return;
+    const int nc = n - 1, p0 = blockIdx.x * chunk;
+    if (p0 >= nc) return;
+    const int p1 = min(p0 + chunk, nc);
+    __shared__ float ql[R];
+    __shared__ uint32_t sh[HIST_BINS];
+    for (int j = threadIdx.x; j < R; j += blockDim.x) {
+        int c = a.chan[kvh * a.r + j];
+        float s = 0;
+        for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
+        ql[j] = s * a.scale;   // keys are fp16: keep them at logit scale
+    }
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+    float q[R], qsum = 0;
+#pragma unroll
+    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+    const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
+    const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
+    uint16_t *kk = keys + (size_t)u * kstride;
+    // SU rows per thread in flight: their loads are all issued before the first is used
+    constexpr int SU = 4;
+    for (int base = p0; base < p1; base += SU * 256) {
+        uint32_t w[SU][WORDS];
+        float lof[SU], stf[SU];
+#pragma unroll
+        for (int u4 = 0; u4 < SU; u4++) {
+            const int p = base + u4 * 256 + threadIdx.x;
+            const int pc = p < p1 ? p : p0;   // clamp: loads stay in bounds, results unused
+            if constexpr (WORDS == 4) {
+                uint4 v = __ldg((const uint4 *)(lab + (size_t)pc * 4));
+                w[u4][0] = v.x; w[u4][1] = v.y; w[u4][2] = v.z; w[u4][3] = v.w;
+            } else if constexpr (WORDS == 2) {
+                uint2 v = __ldg((const uint2 *)(lab + (size_t)pc * 2));
+                w[u4][0] = v.x; w[u4][1] = v.y;
+            } else {
+#pragma unroll
+                for (int i = 0; i < WORDS; i++) w[u4][i] = __ldg(lab + (size_t)pc * WORDS + i);
+            }
+            if constexpr (BITS != 16) { lof[u4] = h2f(__ldg(lo + pc)); stf[u4] = h2f(__ldg(st + pc)); }
+            else { lof[u4] = 0; stf[u4] = 0; }
+        }
+#pragma unroll
+        for (int u4 = 0; u4 < SU; u4++) {
+            const int p = base + u4 * 256 + threadIdx.x;
+            float s = 0;
+            if constexpr (BITS == 16) {
+#pragma unroll
+                for (int i = 0; i < WORDS; i++) {
+                    float2 f = __half22float2(*(const __half2 *)&w[u4][i]);
+                    s = fmaf(q[2 * i], f.x, s);
+                    s = fmaf(q[2 * i + 1], f.y, s);
+                }
+            } else {
+                // Codes to floats without I2F (a quarter-rate instruction that made this kernel
+                // compute-bound at 4 bits): mask the codes into bytes, drop each byte into the
+                // mantissa of 2^23 with one byte permute, subtract 2^23.
+                constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
+                constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+                float dot = 0;
+#pragma unroll
+                for (int i = 0; i < WORDS; i++)
+#pragma unroll
+                    for (int pl = 0; pl < PLANES; pl++) {
+                        const uint32_t bytes = (w[u4][i] >> (pl * BITS)) & M;
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
+                            dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
+                        }
+                    }
+                s = stf[u4] * dot + lof[u4] * qsum;
+            }
+            if (p < p1) {
+                uint32_t key = score_key(s);
+                kk[p] = (uint16_t)key;
+                atomicAdd(&sh[key >> LOW_BITS], 1u);
+            }
+        }
+    }
+    __syncthreads();
+    uint32_t *gh = hist + (size_t)u * HIST_BINS;
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x)
+        if (sh[i]) atomicAdd(&gh[i], sh[i]);
+    // The unit's last block to finish turns its histogram into the threshold bin.
+    __threadfence();
+    __shared__ bool last;
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_SCORE], 1u) == (uint32_t)((nc + chunk - 1) / chunk - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    int b1, above;
+    find_threshold(gh, k - 1, &b1, &above);
+    if (threadIdx.x == 0) {
+        cnt[C_N * u + C_B1] = (uint32_t)b1;
+        cnt[C_N * u + C_T_SCORE] = 0;
+    }
+}
+
+// ---- 3. finish on the candidates; append the current token; reset for the next call ----
+// Run by the last k_collect block of unit u (256 threads).
+__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint32_t *hist, uint32_t *cnt, int32_t *sel,
+                            int k_cap, const uint32_t *cand) {
+    __shared__ uint32_t h2[1 << LOW_BITS];
+    __shared__ int s_b2, s_above2;
+    __shared__ uint32_t s_hi, s_eq;
+    __shared__ int s_cnt;
+    __shared__ int s_pos[EQ_CAP];
+    const int need = k - 1;
+    const int above1 = (int)__ldcg(cnt + C_N * u + C_SEL), nc = (int)__ldcg(cnt + C_N * u + C_CAND);
+    const int need2 = need - above1;
+    const uint32_t *cd = cand + (size_t)u * a.n_max;
+    int32_t *out = sel + (size_t)u * k_cap;
+    if (threadIdx.x < (1 << LOW_BITS)) h2[threadIdx.x] = 0;
+    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; s_b2 = -1; s_above2 = 0; }
+    __syncthreads();
+    if (need2 > 0) {
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) atomicAdd(&h2[__ldcg(cd + i) & ((1u << LOW_BITS) - 1)], 1u);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int cum = 0;
+            for (int bin = (1 << LOW_BITS) - 1; bin >= 0; bin--) {
+                if (cum + (int)h2[bin] >= need2) { s_b2 = bin; s_above2 = cum; break; }
+                cum += (int)h2[bin];
+            }
+        }
+        __syncthreads();
+        // Keys equal to the threshold key (fp16 rounding makes such ties common) are taken
+        // lowest position first, as on the CPU, so the selection is deterministic.
+        const int b2 = s_b2, take_eq = need2 - s_above2, n_eq = (int)h2[b2 < 0 ? 0 : b2];
+        const bool all_eq = take_eq >= n_eq, ranked = !all_eq && n_eq <= EQ_CAP;
+        int32_t *dst = out + above1 + s_above2;
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+            uint32_t c = __ldcg(cd + i);
+            int low = (int)(c & ((1u << LOW_BITS) - 1));
+            int p = (int)(c >> LOW_BITS);
+            if (low > b2) out[above1 + atomicAdd(&s_hi, 1u)] = p;
+            else if (low == b2) {
+                if (all_eq) dst[atomicAdd(&s_eq, 1u)] = p;
+                else if (ranked) s_pos[atomicAdd(&s_eq, 1u)] = p;
+            }
+        }
+        __syncthreads();
+        if (ranked) {
+            // rank = how many tied positions are smaller; positions are distinct
+            for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {
+                const int p = s_pos[i];
+                int rank = 0;
+                for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
+                if (rank < take_eq) dst[rank] = p;
+            }
+        } else if (!all_eq) {
+            // many ties: binary search for the position T with exactly take_eq tied positions below it
+            int lo = 0, hi = n;   // count(< lo) < take_eq <= count(< hi)
+            while (hi - lo > 1) {
+                const int mid = lo + (hi - lo) / 2;
+                if (threadIdx.x == 0) s_cnt = 0;
+                __syncthreads();
+                int local = 0;
+                for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                    uint32_t c = __ldcg(cd + i);
+                    local += (int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < mid;
+                }
+                if (local) atomicAdd(&s_cnt, local);
+                __syncthreads();
+                if (s_cnt < take_eq) lo = mid; else hi = mid;
+                __syncthreads();
+            }
+            for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                uint32_t c = __ldcg(cd + i);
+                if ((int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < hi) dst[atomicAdd(&s_eq, 1u)] = (int)(c >> LOW_BITS);
+            }
+        }
+    }
+    if (threadIdx.x == 0) {
+        out[need] = n - 1;           // the current token is always attended
+        cnt[C_N * u + C_SEL] = 0;
+        cnt[C_N * u + C_CAND] = 0;
+        cnt[C_N * u + C_T_COLLECT] = 0;
+    }
+    uint32_t *gh = hist + (size_t)u * HIST_BINS;
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
+}
+
+// ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
+// Each thread holds PER keys in registers; one block-wide scan gives every thread its output
+// offsets, so a block makes two global atomics in all (per-warp atomics on one counter per
+// unit serialised at L2 and cost more than the whole label scan).
+template <int PER>
+__global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand) {
+    constexpr int CHUNK = 256 * PER;
+    const int u = blockIdx.y, b = u / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (n <= k) return;
+    const int nc = n - 1, p0 = blockIdx.x * CHUNK;
+    if (p0 >= nc) return;
+    const int p1 = min(p0 + CHUNK, nc);
+    const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the current token
+    // Thread t holds keys [p0 + v*2048 + 8t, +8) for v < PER/8: 16-byte loads, coalesced.
+    // Rows of the key array are padded to a multiple of 8 (Plan::kstride), so a vector that
+    // starts before p1 stays inside its row; lanes past p1 are masked out below.
+    constexpr int NV = PER / 8;
+    const uint16_t *kk = keys + (size_t)u * kstride;
+    uint4 kv[NV];
+    int nh = 0, ne = 0;
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        const int ps = p0 + v * 2048 + threadIdx.x * 8;
+        kv[v] = ps < p1 ? __ldcg((const uint4 *)(kk + ps)) : make_uint4(0, 0, 0, 0);
+        const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+            nh += bin > b1;
+            ne += bin == b1;
+        }
+    }
+    if (b1 < 0) nh = ne = 0;
+    // pack both counts in one scan: a block has at most CHUNK <= 65535 of each
+    typedef cub::BlockScan<int, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ uint32_t base_h, base_e;
+    __shared__ bool last;
+    int off, total;
+    Scan(tmp).ExclusiveSum(nh | (ne << 16), off, total);
+    if (threadIdx.x == 0) {
+        base_h = (total & 0xffff) ? atomicAdd(&cnt[C_N * u + C_SEL], (uint32_t)(total & 0xffff)) : 0;
+        base_e = (total >> 16) ? atomicAdd(&cnt[C_N * u + C_CAND], (uint32_t)(total >> 16)) : 0;
+    }
+    __syncthreads();
+    int32_t *out = sel + (size_t)u * k_cap + base_h + (off & 0xffff);
+    uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (off >> 16);
+    if (nh | ne) {
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            const int ps = p0 + v * 2048 + threadIdx.x * 8;
+            const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+                if (bin > b1) *out++ = ps + e;
+                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+            }
+        }
+    }
+    // the unit's last block finishes the selection on the candidates
+    __threadfence();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_COLLECT], 1u) == (uint32_t)((nc + CHUNK - 1) / CHUNK - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
+}
+
+// ---- 4. attention partials over a slice of rows (selected list or contiguous) ----
+// D/8 lanes hold one row (16 bytes each); a warp covers RPW = 256/D rows per step and UNROLL
+// steps are loaded before use, so each lane has 2*UNROLL 16-byte loads in flight.
+template <int D, int G>
+__global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const int32_t *sel, int k_cap, int slice,
+                                                      int splits, float *pacc, float *pml, uint32_t *cnt) {
+    constexpr int LPR = D / 8, RPW = 32 / LPR, UNROLL = 4, WARPS = ATT_THREADS / 32;
+    constexpr int ROWS_PER_ITER = WARPS * RPW * UNROLL;
+    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
+    const int n = a.seq_len[b];
+    const int k = sel ? k_for(n, a.tokens, a.tokens_frac) : n;
+    const bool sparse = sel && n > k;
+    const int items = sparse ? k : n;
+    const int s0 = split_i * slice;
+    if (s0 >= items) return;
+    const int s1 = min(s0 + slice, items);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane / LPR, cl = lane % LPR;   // row within the warp step, 8-channel chunk
+    const float LOG2E = 1.4426950408889634f;
+    float q[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        uint4 v = *(const uint4 *)(a.q + ((size_t)b * a.H + kvh * G + g) * D + cl * 8);
+        const __half2 *h = (const __half2 *)&v;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(h[i]);
+            q[g][2 * i] = f.x * a.scale * LOG2E;
+            q[g][2 * i + 1] = f.y * a.scale * LOG2E;
+        }
+    }
+    float m[G], l[G], acc[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY; l[g] = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[g][i] = 0;
+    }
+    const uint16_t *K = a.k + (size_t)u * a.n_max * D, *V = a.v + (size_t)u * a.n_max * D;
+    const int32_t *idx = sparse ? sel + (size_t)u * k_cap : nullptr;
+    for (int base = s0; base < s1; base += ROWS_PER_ITER) {
+        uint4 kv[UNROLL], vv[UNROLL];
+        bool ok[UNROLL];
+#pragma unroll
+        for (int j = 0; j < UNROLL; j++) {
+            int it = base + (j * WARPS + warp) * RPW + sub;
+            ok[j] = it < s1;
+            int pos = ok[j] ? (idx ? __ldg(idx + it) : it) : 0;
+            if (ok[j]) {
+                kv[j] = __ldg((const uint4 *)(K + (size_t)pos * D + cl * 8));
+                vv[j] = __ldg((const uint4 *)(V + (size_t)pos * D + cl * 8));
+            } else {
+                kv[j] = make_uint4(0, 0, 0, 0);
+                vv[j] = kv[j];
+            }
+        }
+        float s[UNROLL][G];
+#pragma unroll
+        for (int j = 0; j < UNROLL; j++) {
+            float kf[8];
+            const __half2 *h = (const __half2 *)&kv[j];
+#pragma unroll
+            for (int i = 0; i < 4; i++) { float2 f = __half22float2(h[i]); kf[2 * i] = f.x; kf[2 * i + 1] = f.y; }
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float d = 0;
+#pragma unroll
+                for (int i = 0; i < 8; i++) d = fmaf(q[g][i], kf[i], d);
+#pragma unroll
+                for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+                s[j][g] = ok[j] ? d : -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mx = m[g];
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++) mx = fmaxf(mx, s[j][g]);
+            if (mx == -INFINITY) continue;
+            float corr = exp2f(m[g] - mx);
+            l[g] *= corr;
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[g][i] *= corr;
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++) {
+                float p = exp2f(s[j][g] - mx);
+                l[g] += p;
+                const __half2 *h = (const __half2 *)&vv[j];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float2 f = __half22float2(h[i]);
+                    acc[g][2 * i] = fmaf(p, f.x, acc[g][2 * i]);
+                    acc[g][2 * i + 1] = fmaf(p, f.y, acc[g][2 * i + 1]);
+                }
+            }
+            m[g] = mx;
+        }
+    }
+    // combine the WARPS*RPW row streams of this block
+    constexpr int STREAMS = WARPS * RPW;
+    __shared__ float sm_m[STREAMS][G], sm_l[STREAMS][G];
+    __shared__ float sm_acc[STREAMS][G][D];
+    const int stream = warp * RPW + sub;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (cl == 0) { sm_m[stream][g] = m[g]; sm_l[stream][g] = l[g]; }
+#pragma unroll
+        for (int i = 0; i < 8; i++) sm_acc[stream][g][cl * 8 + i] = acc[g][i];
+    }
+    __syncthreads();
+    const size_t pbase = ((size_t)u * G) * splits;
+    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
+        const int g = e / D, c = e % D;
+        float M = -INFINITY;
+        for (int st = 0; st < STREAMS; st++) M = fmaxf(M, sm_m[st][g]);
+        float L = 0, A = 0;
+        if (M != -INFINITY)
+            for (int st = 0; st < STREAMS; st++) {
+                float w = exp2f(sm_m[st][g] - M);
+                L += sm_l[st][g] * w;
+                A += sm_acc[st][g][c] * w;
+            }
+        const size_t pi = pbase + (size_t)g * splits + split_i;
+        pacc[pi * D + c] = A;
+        if (c == 0) { pml[2 * pi] = M; pml[2 * pi + 1] = L; }
+    }
+    // The unit's last block merges all slices (log-sum-exp) and writes the output.
+    const int ns = (items + slice - 1) / slice;
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_ATTN], 1u) == (uint32_t)(ns - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
+        const int g = e / D, c = e % D;
+        const size_t pb = pbase + (size_t)g * splits;
+        float M = -INFINITY;
+        for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(pml + 2 * (pb + i)));
+        float L = 0, A = 0;
+#pragma unroll 4
+        for (int i = 0; i < ns; i++) {
+            const float w = exp2f(__ldcg(pml + 2 * (pb + i)) - M);
+            L += __ldcg(pml + 2 * (pb + i) + 1) * w;
+            A += __ldcg(pacc + (pb + i) * D + c) * w;
+        }
+        a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);
+    }
+    if (threadIdx.x == 0) cnt[C_N * u + C_T_ATTN] = 0;
+}
+
+template <int D, int G>
+int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
+    const int slice = sparse ? p.slice_s : p.slice_d, splits = sparse ? p.splits_s : p.splits_d;
+    float *pacc = (float *)(ws + p.off_pacc), *pml = (float *)(ws + p.off_pml);
+    const int32_t *sel = sparse ? (const int32_t *)(ws + p.off_sel) : nullptr;
+    k_attn<D, G><<<dim3(splits, p.U), ATT_THREADS, 0, st>>>(*a, sel, p.k_cap, slice, p.splits_max, pacc, pml,
+                                                            (uint32_t *)(ws + p.off_cnt));
+    return (int)cudaGetLastError();
+}
+
+template <int D>
+int attn_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
+    switch (p.G) {
+    case 1: return launch_attn<D, 1>(a, p, ws, sparse, st);
+    case 2: return launch_attn<D, 2>(a, p, ws, sparse, st);
+    case 3: return launch_attn<D, 3>(a, p, ws, sparse, st);
+    case 4: return launch_attn<D, 4>(a, p, ws, sparse, st);
+    case 5: return launch_attn<D, 5>(a, p, ws, sparse, st);
+    case 6: return launch_attn<D, 6>(a, p, ws, sparse, st);
+    case 7: return launch_attn<D, 7>(a, p, ws, sparse, st);
+    case 8: return launch_attn<D, 8>(a, p, ws, sparse, st);
+    default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+int run_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
+    if (a->d == 128) return attn_by_group<128>(a, p, ws, sparse, st);
+    if (a->d == 64) return attn_by_group<64>(a, p, ws, sparse, st);
+    return (int)cudaErrorInvalidValue;
+}
+
+bool args_ok(const ds_gpu_attn_args *a) {
+    return a && a->B > 0 && a->H_kv > 0 && a->H % a->H_kv == 0 && a->H / a->H_kv <= 8 &&
+           (a->d == 64 || a->d == 128) && a->max_len > 0 && a->max_len <= a->n_max &&
+           a->n_max < (1 << (32 - LOW_BITS));
+}
+
+template <int BITS, int WORDS>
+void launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
+    k_score<BITS, WORDS><<<dim3(p.n_chunks, p.U), 256, 0, st>>>(*a, p.chunk, (uint16_t *)(ws + p.off_keys), p.kstride,
+                                                                 (uint32_t *)(ws + p.off_hist), (uint32_t *)(ws + p.off_cnt));
+}
+
+// Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
+// setting at head_dim 64 and 128, and 1/8 at 64).
+int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
+    const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
+    const int words = bytes / 4;
+    if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
+#define SC(B_, W_) if (a->bits == B_ && words == W_) { launch_score<B_, W_>(a, p, ws, st); return 0; }
+    SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
+#undef SC
+    return (int)cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+extern "C" {
+
+size_t ds_gpu_attn_workspace_bytes(const ds_gpu_attn_args *a) {
+    if (!args_ok(a)) return 0;
+    return make_plan(a).total;
+}
+
+int ds_gpu_attn_workspace_init(void *ws, const ds_gpu_attn_args *a, void *stream) {
+    if (!args_ok(a)) return (int)cudaErrorInvalidValue;
+    Plan p = make_plan(a);
+    return (int)cudaMemsetAsync(ws, 0, p.total, (cudaStream_t)stream);
+}
+
+int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
+    if (!args_ok(a)) return (int)cudaErrorInvalidValue;
+    Plan p = make_plan(a);
+    return run_attn(a, p, (char *)ws, false, (cudaStream_t)stream);
+}
+
+// parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
+// (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it afterwards.
+int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int parts) {
+    if (!args_ok(a) || a->r < 1 || a->r > a->d) return (int)cudaErrorInvalidValue;
+    Plan p = make_plan(a);
+    char *ws = (char *)ws_;
+    cudaStream_t st = (cudaStream_t)stream;
+    int e = 0;
+    if ((parts & 1) && (e = score_dispatch(a, p, ws, st))) return e;
+    if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
+    int32_t *sel = (int32_t *)(ws + p.off_sel);
+    uint32_t *cand = (uint32_t *)(ws + p.off_cand);
+    const uint16_t *keys = (const uint16_t *)(ws + p.off_keys);
+    const int per = p.collect_per;
+    const dim3 cg((a->max_len + 256 * per - 1) / (256 * per), p.U);
+    if (per == 32) k_collect<32><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    else if (per == 16) k_collect<16><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    else k_collect<8><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    if ((e = (int)cudaGetLastError())) return e;
+    return (parts & 4) ? run_attn(a, p, ws, true, st) : 0;
+}
+
+int ds_gpu_attn_ds(const ds_gpu_attn_args *a, void *ws, void *stream) {
+    return ds_gpu_attn_ds_parts(a, ws, stream, 7);
+}
+
+int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stream) {
+    if (!args_ok(a) || pos0 < 0 || pos1 > a->n_max || pos0 >= pos1) return (int)cudaErrorInvalidValue;
+    const int rb = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
+    long rows = (long)a->B * a->H_kv * (pos1 - pos0);
+    k_label_build<<<(unsigned)((rows + 255) / 256), 256, 0, (cudaStream_t)stream>>>(*a, pos0, pos1, rb);
+    return (int)cudaGetLastError();
+}
+
+const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap) {
+    if (!args_ok(a)) return nullptr;
+    Plan p = make_plan(a);
+    if (k_cap) *k_cap = p.k_cap;
+    return (const int32_t *)((const char *)ws + p.off_sel);
+}
+
+const char *ds_gpu_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
+
+}  // extern "C"

@@ -1,0 +1,312 @@
+/* gpu_check.c — every GPU attention kernel against the CPU path, on random inputs.
+ *
+ *   make CUDA=1 gpu-check      (needs an NVIDIA GPU; builds build-cuda/gpu_check and runs it)
+ *
+ * For each shape: fresh random K, V, q (fp16) and random label channels; outputs poisoned
+ * (NaN) before every run. Checks, in order:
+ *   - label build: GPU label rows == ds_label_encode rows, bit for bit;
+ *   - selection: per (sequence, KV head) exactly k distinct positions, the current token among
+ *     them, and a valid top-k of the CPU's scores (ds_label_score) up to the fp16 rounding of
+ *     the GPU's 16-bit keys: nothing selected scores below the k-th largest minus that
+ *     tolerance, nothing left out scores above it plus the tolerance;
+ *   - DS output == CPU attention (ds_attn_partial + ds_attn_merge) over the GPU's selected set;
+ *   - dense output == CPU attention over all rows;
+ *   - the same DS call captured in a CUDA graph, replayed after the lengths change on the
+ *     device, equals a direct call.
+ * Prints one line per check with the relative error; exits non-zero on any failure. */
+#include "attention.h"
+#include "backend.h"
+#include "ds_kernels.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_fail = 0, g_checks = 0;
+
+#define CK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
+    fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #call); exit(2); } } while (0)
+#define CKD(call) do { int e_ = (call); if (e_) { \
+    fprintf(stderr, "dsinfer GPU error %s at %s:%d: %s\n", ds_gpu_error_string(e_), __FILE__, __LINE__, #call); exit(2); } } while (0)
+
+static void result(const char *what, int ok, const char *fmt, ...) {
+    va_list ap;
+    g_checks++;
+    if (!ok) g_fail++;
+    printf("%-4s %-58s ", ok ? "ok" : "FAIL", what);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+static uint64_t g_rng = 0x243F6A8885A308D3ull;
+static double urand(void) {
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+static float nrand(void) { return (float)(sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand())); }
+
+typedef struct {
+    const char *name;
+    int B, H, H_kv, d, r, bits, tokens;
+    float frac;
+    int lens[4];
+} shape;
+
+/* relative L2 error of a (fp16 on the GPU) against b (float CPU) */
+static double rel_err(const uint16_t *a, const float *b, size_t n, int *nan_seen) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x = ds_fp16_to_fp32(a[i]);
+        if (x != x) { *nan_seen = 1; continue; }
+        num += (double)(x - b[i]) * (x - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static int cmp_desc(const void *x, const void *y) {
+    float a = *(const float *)x, b = *(const float *)y;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static int k_of(const shape *s, int n) {
+    int k = s->tokens > 0 ? s->tokens : (int)ceilf(s->frac * (float)n - 1e-6f);
+    return k < 1 ? 1 : k;
+}
+
+static void run_shape(const shape *s) {
+    const int B = s->B, H = s->H, KVH = s->H_kv, d = s->d, G = H / KVH, U = B * KVH;
+    int max_len = 0;
+    for (int b = 0; b < B; b++) if (s->lens[b] > max_len) max_len = s->lens[b];
+    const int n_max = max_len + 7;
+    const size_t kv_elems = (size_t)U * n_max * d;
+    const int rb = (int)ds_label_row_bytes(s->r, s->bits);
+    const float scale = 1.0f / sqrtf((float)d);
+    char tag[96];
+
+    uint16_t *hk = malloc(kv_elems * 2), *hv = malloc(kv_elems * 2), *hq = malloc((size_t)B * H * d * 2);
+    int16_t *hch = malloc((size_t)KVH * s->r * 2);
+    /* keys with a few outlier channels per head, like real post-RoPE keys, so the labels matter */
+    for (size_t i = 0; i < kv_elems; i++) {
+        int c = (int)(i % d);
+        float amp = (c % 16 == 3) ? 4.0f : 1.0f;
+        hk[i] = ds_fp32_to_fp16(amp * nrand());
+        hv[i] = ds_fp32_to_fp16(nrand());
+    }
+    for (size_t i = 0; i < (size_t)B * H * d; i++) hq[i] = ds_fp32_to_fp16(((i % d) % 16 == 3 ? 3.0f : 1.0f) * nrand());
+    for (int h = 0; h < KVH; h++) {   /* a random subset of channels per KV head */
+        int perm[256];
+        for (int i = 0; i < d; i++) perm[i] = i;
+        for (int i = d - 1; i > 0; i--) { int j = (int)(urand() * (i + 1)); int t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+        for (int j = 0; j < s->r; j++) hch[h * s->r + j] = (int16_t)perm[j];
+    }
+
+    uint16_t *dk, *dv, *dq, *dout, *dlo, *dst;
+    uint8_t *dlab;
+    int16_t *dch;
+    int *dlen;
+    CK(cudaMalloc((void **)&dk, kv_elems * 2));
+    CK(cudaMalloc((void **)&dv, kv_elems * 2));
+    CK(cudaMalloc((void **)&dq, (size_t)B * H * d * 2));
+    CK(cudaMalloc((void **)&dout, (size_t)B * H * d * 2));
+    CK(cudaMalloc((void **)&dlab, (size_t)U * n_max * rb));
+    CK(cudaMalloc((void **)&dlo, (size_t)U * n_max * 2));
+    CK(cudaMalloc((void **)&dst, (size_t)U * n_max * 2));
+    CK(cudaMalloc((void **)&dch, (size_t)KVH * s->r * 2));
+    CK(cudaMalloc((void **)&dlen, sizeof(int) * B));
+    CK(cudaMemcpy(dk, hk, kv_elems * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dv, hv, kv_elems * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dq, hq, (size_t)B * H * d * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dch, hch, (size_t)KVH * s->r * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dlen, s->lens, sizeof(int) * B, cudaMemcpyHostToDevice));
+    CK(cudaMemset(dlab, 0xA5, (size_t)U * n_max * rb));
+
+    ds_gpu_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.B = B; a.H = H; a.H_kv = KVH; a.d = d; a.n_max = n_max; a.max_len = max_len;
+    a.seq_len = dlen; a.q = dq; a.k = dk; a.v = dv; a.out = dout; a.scale = scale;
+    a.r = s->r; a.bits = s->bits; a.chan = dch; a.labels = dlab; a.lab_lo = dlo; a.lab_step = dst;
+    a.tokens = s->tokens; a.tokens_frac = s->frac;
+    void *ws;
+    size_t wsb = ds_gpu_attn_workspace_bytes(&a);
+    if (!wsb) { result(s->name, 0, "workspace: arguments rejected"); return; }
+    CK(cudaMalloc(&ws, wsb));
+    CKD(ds_gpu_attn_workspace_init(ws, &a, NULL));
+
+    /* 1. labels */
+    CKD(ds_gpu_label_build(&a, 0, max_len, NULL));
+    CK(cudaDeviceSynchronize());
+    uint8_t *glab = malloc((size_t)U * n_max * rb);
+    uint16_t *glo = malloc((size_t)U * n_max * 2), *gst = malloc((size_t)U * n_max * 2);
+    CK(cudaMemcpy(glab, dlab, (size_t)U * n_max * rb, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(glo, dlo, (size_t)U * n_max * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gst, dst, (size_t)U * n_max * 2, cudaMemcpyDeviceToHost));
+    long bad = 0;
+    for (int u = 0; u < U; u++)
+        for (int p = 0; p < max_len; p++) {
+            float x[256];
+            uint8_t codes[512];
+            uint16_t lo = 0, st = 0;
+            const uint16_t *kr = hk + ((size_t)u * n_max + p) * d;
+            for (int j = 0; j < s->r; j++) x[j] = ds_fp16_to_fp32(kr[hch[(u % KVH) * s->r + j]]);
+            ds_label_encode(x, s->r, s->bits, codes, &lo, &st);
+            size_t row = (size_t)u * n_max + p;
+            if (memcmp(codes, glab + row * rb, rb) || (s->bits < 16 && (lo != glo[row] || st != gst[row]))) bad++;
+        }
+    snprintf(tag, sizeof tag, "%s: label build == ds_label_encode", s->name);
+    result(tag, bad == 0, "%ld of %ld rows differ", bad, (long)U * max_len);
+
+    /* 2-3. DS selection and output */
+    CK(cudaMemset(dout, 0xFF, (size_t)B * H * d * 2));
+    CKD(ds_gpu_attn_ds(&a, ws, NULL));
+    CK(cudaDeviceSynchronize());
+    int k_cap = 0;
+    const int32_t *dsel = ds_gpu_attn_selected(ws, &a, &k_cap);
+    int32_t *gsel = malloc(sizeof(int32_t) * (size_t)U * k_cap);
+    uint16_t *gout = malloc((size_t)B * H * d * 2);
+    CK(cudaMemcpy(gsel, dsel, sizeof(int32_t) * (size_t)U * k_cap, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gout, dout, (size_t)B * H * d * 2, cudaMemcpyDeviceToHost));
+    float *ref = calloc((size_t)B * H * d, sizeof(float));
+    float *scores = malloc(sizeof(float) * n_max), *sorted = malloc(sizeof(float) * n_max);
+    float *acc = malloc(sizeof(float) * 16 * d), qf[8 * 256];
+    uint8_t *mark = malloc(n_max);
+    long sel_bad = 0, order_bad = 0;
+    int sparse_units = 0;
+    for (int u = 0; u < U; u++) {
+        const int b = u / KVH, kvh = u % KVH, n = s->lens[b], k = k_of(s, n);
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < d; c++) qf[g * d + c] = ds_fp16_to_fp32(hq[((size_t)b * H + kvh * G + g) * d + c]) * scale;
+        const uint16_t *K = hk + (size_t)u * n_max * d, *V = hv + (size_t)u * n_max * d;
+        ds_attn_stats st;
+        if (n <= k) {
+            ds_attn_partial(qf, G, d, K, V, NULL, 0, n, acc, &st);
+        } else {
+            sparse_units++;
+            float qs[256], ql[256];
+            for (int c = 0; c < d; c++) {   /* the GPU sums the group's fp16 queries, then scales */
+                float t = 0;
+                for (int g = 0; g < G; g++) t += ds_fp16_to_fp32(hq[((size_t)b * H + kvh * G + g) * d + c]);
+                qs[c] = t;
+            }
+            for (int j = 0; j < s->r; j++) ql[j] = qs[hch[kvh * s->r + j]] * scale;
+            size_t row0 = (size_t)u * n_max;
+            ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, n - 1, scores);
+            memcpy(sorted, scores, sizeof(float) * (n - 1));
+            qsort(sorted, n - 1, sizeof(float), cmp_desc);
+            float kth = k - 1 > 0 ? sorted[k - 2] : INFINITY;
+            float tol = fabsf(kth) * (1.0f / 1024) + 1e-6f;
+            memset(mark, 0, n_max);
+            const int32_t *sl = gsel + (size_t)u * k_cap;
+            int cur = 0;
+            for (int i = 0; i < k; i++) {
+                int p = sl[i];
+                if (p < 0 || p >= n || mark[p]) { sel_bad++; continue; }
+                mark[p] = 1;
+                if (p == n - 1) { cur = 1; continue; }
+                if (scores[p] < kth - tol) order_bad++;
+            }
+            if (!cur) sel_bad++;
+            for (int p = 0; p < n - 1; p++) if (!mark[p] && scores[p] > kth + tol) order_bad++;
+            ds_attn_partial(qf, G, d, K, V, sl, 0, k, acc, &st);
+        }
+        ds_attn_merge(1, G, d, acc, &st, ref + ((size_t)b * H + kvh * G) * d);
+    }
+    snprintf(tag, sizeof tag, "%s: selection valid (%d sparse units)", s->name, sparse_units);
+    result(tag, sel_bad == 0 && order_bad == 0, "%ld malformed, %ld out of top-k order", sel_bad, order_bad);
+    int nan_seen = 0;
+    double e = rel_err(gout, ref, (size_t)B * H * d, &nan_seen);
+    snprintf(tag, sizeof tag, "%s: DS output == CPU over the selection", s->name);
+    result(tag, !nan_seen && e < 2e-3, "rel err %.2e%s", e, nan_seen ? " (unwritten/NaN)" : "");
+
+    /* 4. dense */
+    CK(cudaMemset(dout, 0xFF, (size_t)B * H * d * 2));
+    CKD(ds_gpu_attn_dense(&a, ws, NULL));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(gout, dout, (size_t)B * H * d * 2, cudaMemcpyDeviceToHost));
+    for (int u = 0; u < U; u++) {
+        const int b = u / KVH, kvh = u % KVH, n = s->lens[b];
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < d; c++) qf[g * d + c] = ds_fp16_to_fp32(hq[((size_t)b * H + kvh * G + g) * d + c]) * scale;
+        ds_attn_stats st;
+        ds_attn_partial(qf, G, d, hk + (size_t)u * n_max * d, hv + (size_t)u * n_max * d, NULL, 0, n, acc, &st);
+        ds_attn_merge(1, G, d, acc, &st, ref + ((size_t)b * H + kvh * G) * d);
+    }
+    nan_seen = 0;
+    e = rel_err(gout, ref, (size_t)B * H * d, &nan_seen);
+    snprintf(tag, sizeof tag, "%s: dense output == CPU", s->name);
+    result(tag, !nan_seen && e < 2e-3, "rel err %.2e%s", e, nan_seen ? " (unwritten/NaN)" : "");
+
+    /* 5. graph: capture with the lengths shortened by 3, replay, compare with a direct call */
+    {
+        int lens2[4];
+        for (int b = 0; b < B; b++) lens2[b] = s->lens[b] > 4 ? s->lens[b] - 3 : s->lens[b];
+        cudaStream_t stream;
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamCreate(&stream));
+        CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+        CKD(ds_gpu_attn_ds(&a, ws, stream));
+        CK(cudaStreamEndCapture(stream, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        CK(cudaMemcpy(dlen, lens2, sizeof(int) * B, cudaMemcpyHostToDevice));
+        CK(cudaMemset(dout, 0xFF, (size_t)B * H * d * 2));
+        CK(cudaGraphLaunch(exec, stream));
+        CK(cudaStreamSynchronize(stream));
+        uint16_t *gout2 = malloc((size_t)B * H * d * 2);
+        CK(cudaMemcpy(gout2, dout, (size_t)B * H * d * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemset(dout, 0xFF, (size_t)B * H * d * 2));
+        CKD(ds_gpu_attn_ds(&a, ws, stream));
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaMemcpy(gout, dout, (size_t)B * H * d * 2, cudaMemcpyDeviceToHost));
+        float *f = malloc(sizeof(float) * (size_t)B * H * d);
+        for (size_t i = 0; i < (size_t)B * H * d; i++) f[i] = ds_fp16_to_fp32(gout[i]);
+        nan_seen = 0;
+        e = rel_err(gout2, f, (size_t)B * H * d, &nan_seen);
+        snprintf(tag, sizeof tag, "%s: graph replay (lengths -3) == direct call", s->name);
+        result(tag, !nan_seen && e < 1e-3, "rel err %.2e", e);
+        CK(cudaMemcpy(dlen, s->lens, sizeof(int) * B, cudaMemcpyHostToDevice));
+        CK(cudaGraphExecDestroy(exec));
+        CK(cudaGraphDestroy(graph));
+        CK(cudaStreamDestroy(stream));
+        free(gout2); free(f);
+    }
+
+    cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dout); cudaFree(dlab); cudaFree(dlo); cudaFree(dst);
+    cudaFree(dch); cudaFree(dlen); cudaFree(ws);
+    free(hk); free(hv); free(hq); free(hch); free(glab); free(glo); free(gst); free(gsel); free(gout);
+    free(ref); free(scores); free(sorted); free(acc); free(mark);
+}
+
+int main(void) {
+    int n = ds_backend_gpu_count();
+    if (n < 1) { fprintf(stderr, "gpu_check: no CUDA device\n"); return 2; }
+    char desc[256];
+    ds_backend_gpu_describe(0, desc, sizeof desc);
+    printf("device: %s\n", desc);
+    const shape shapes[] = {
+        /* the paper's operator shape, small n; fp16 labels r=8 and 4-bit r=32 */
+        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}},
+        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}},
+        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}},
+        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}},
+        /* SmolLM2's attention shape (9 heads / 3 KV, d 64), k as a count, and a dense-fallback row */
+        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}},
+        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}},
+        /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
+        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}},
+        /* k = 1: only the current token */
+        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(&shapes[i]);
+    printf("%d checks, %d failed\n", g_checks, g_fail);
+    return g_fail ? 1 : 0;
+}
