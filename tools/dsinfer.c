@@ -11,6 +11,7 @@
  * Without -m the default model (SmolLM2-135M-Instruct Q4_1) is used, fetched on first use. */
 #include "dsinfer.h"
 #include "eval.h"
+#include "gen_model.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -94,11 +95,13 @@ static void usage(FILE *f) {
         "  dump-logits write raw fp32 logits for a token sequence (reference checks)\n"
         "  eval        retrieval accuracy (passkey, lines, RULER-like) per attention method x budget\n"
         "  fidelity    KL(dense||sparse), top-1 agreement and perplexity per method x budget (-f TEXT)\n"
+        "  gen-model   write a GGUF of random weights at real model shapes (-o FILE; gen-model --help)\n"
         "common options:\n"
         "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
         "  -t, --threads N       CPU threads (default: all online CPUs)\n"
         "  -c, --ctx N           context size in tokens (default: min(model, 8192))\n"
         "  -b, --batch N         prefill chunk size (default 512)\n"
+        "      --gpu             run the forward pass on the GPU (builds with make CUDA=1)\n"
         "run/chat:\n"
         "  -p, --prompt TEXT     prompt (run)\n"
         "  -f, --file PATH       read the prompt (run) or text (perplexity) from a file\n"
@@ -922,6 +925,7 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 1; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "gen-model")) return ds_cmd_gen_model(argc - 1, argv + 1);  /* own flags: before parse() */
     opts o;
     parse(argc, argv, 2, &o);
     ds_set_log_level(o.verbose ? 2 : 1);

@@ -17,6 +17,14 @@ For each prompt, `dsinfer dump-logits` writes the engine's logits for every posi
            token at >= 90% of positions.
 Relative error of a position = max_i |ours_i - ref_i| / max_i |ref_i|; a check reports the
 maximum over positions. Qwen2.5 runs only with DSINFER_TEST_QWEN=1 (1.1 GB file).
+
+Generated models (`dsinfer gen-model`: random weights, tiny shapes; both architectures, tied
+and untied, a float, a legacy and two K formats): the same precise check and the same fast-path
+bound (2.5x the error 8-bit activations cause in the reference). The top-1 rule is left out:
+random logits have near ties (gaps of 1e-3) that any 8-bit rounding flips. Passing proves that
+a generated file is a valid model, since gguf-py decodes its metadata and weights independently
+of dsinfer (every other weight type's encoding is checked against the engine's decoders, which
+match gguf-py's, in tests/test_gen_model.c).
 Prints one line per check and ends with "N passed, N failed[, N skipped]".
 """
 import argparse
@@ -45,6 +53,13 @@ PROMPTS = [
 PRECISE_TOL = 1e-3
 FAST_FACTOR = 2.5
 FAST_TOP1 = 0.9
+
+# gen-model flags per generated model; K formats need rows that are multiples of 256.
+K_SHAPE = ["--embd", "256", "--ffn", "256"]
+GEN_MODELS = [
+    ("llama", "f16", []), ("qwen2", "q8_0", ["--tied"]), ("llama", "q4_1", []),
+    ("llama", "q4_k", K_SHAPE + ["--tied"]), ("qwen2", "q6_k", K_SHAPE),
+]
 
 results = []
 
@@ -103,6 +118,35 @@ def check_model(dsinfer, path, label, prompts):
     return 0
 
 
+def check_generated(dsinfer):
+    """Tiny random models from `dsinfer gen-model` against the reference (see the docstring)."""
+    with tempfile.TemporaryDirectory() as d:
+        for arch, typ, extra in GEN_MODELS:
+            path = os.path.join(d, f"{arch}-{typ}.gguf")
+            label = f"gen-model tiny {arch} {typ}{' tied' if '--tied' in extra else ''}"
+            r = subprocess.run([dsinfer, "gen-model", "-q", "-o", path, "--arch", arch, "--type", typ,
+                                "--seed", "7"] + extra, capture_output=True, text=True)
+            if r.returncode != 0:
+                report(False, label, f"gen-model failed: {r.stderr.strip()}")
+                continue
+            m = ref_forward.Model(path, np.float64)
+            m32 = ref_forward.Model(path, np.float32)
+            n_vocab = int(m.tensors[m.lm_head].shape[1])
+            toks, precise = run_engine(dsinfer, path, PROMPTS[1], True, n_vocab)
+            _, fast = run_engine(dsinfer, path, PROMPTS[1], False, n_vocab)
+            ref = ref_forward.forward(m, toks, kv_f16=True)
+            flip = rel_err(ref_forward.forward(m32, toks, kv_f16=True), ref)
+            m.act_q8 = True
+            e_scheme = rel_err(ref_forward.forward(m, toks, kv_f16=True), ref)
+            e = rel_err(precise, ref)
+            e_fast = rel_err(fast, ref)
+            bound = max(FAST_FACTOR * e_scheme, PRECISE_TOL)
+            ok = e <= PRECISE_TOL + flip and e_fast <= bound and np.isfinite(fast).all()
+            report(ok, f"{label} ({len(toks)} tokens)",
+                   f"precise max rel err {e:.2e} (<= {PRECISE_TOL:g} + {flip:.1e}); fast {e_fast:.2e} "
+                   f"(<= {bound:.2e}); logit sd {float(ref.std(axis=1).mean()):.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsinfer", default="./dsinfer")
@@ -113,6 +157,7 @@ def main():
     else:
         print("  skip qwen2.5: set DSINFER_TEST_QWEN=1 to run (needs scripts/fetch-model qwen2.5-coder-1.5b)")
         skipped += 1
+    check_generated(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
     return 0 if all(results) else 1
 
