@@ -72,8 +72,8 @@ bool ds_model_has_calibration(const ds_model *m);
 ds_status ds_model_load_calibration(ds_model *m, const char *path);
 /* Import the paper's JSON (HF channel layout; remapped for llama-arch GGUFs). */
 ds_status ds_model_import_paper_calibration(ds_model *m, const char *path);
-/* Run the model densely over `text` in blocks of `block` tokens (0 = 512), accumulate the q, k
- * and qk channel statistics over every block, and keep the rankings; save them to save_path if
+/* Run the model densely over `text` in blocks of `block` tokens (0 = 512), accumulate the q, k,
+ * qk and qkv channel statistics over every block, and keep the rankings; save them to save_path if
  * not NULL. progress(done, total, user) is called after each block if not NULL. */
 ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const char *text_name,
                              const char *text_sha256,
@@ -127,17 +127,23 @@ typedef struct {
     float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
     int channels;          /* r, label channels per KV head; 0: head_dim / label_bits (1/16 of the key bits) */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
-    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default) */
+    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
     int n_dense_layers;    /* layers kept dense */
     int dense_layers[DS_MAX_DENSE_LAYERS];
     int min_context;       /* dense decode while the context is shorter than this */
     int sparse_prefill;    /* apply the method at every prefill position too (the paper's accuracy simulation) */
     uint64_t seed;         /* random channels */
+    int track_h2o;         /* dense sessions: also accumulate H2O's per-token attention sums (column sums
+                            * of the attention probabilities, grouped like per_head) in every step, so
+                            * that ds_session_fork can start an h2o session from this one. Costs one
+                            * more q.K pass per attention. Ignored by sparse methods. */
 } ds_sparse_opts;
 
 ds_sparse_opts ds_sparse_default_opts(void);
 const char *ds_attn_method_name(ds_attn_method m);
+/* The method names, comma-separated ("dense,ds,...,h2o"): for help texts and error messages. */
+const char *ds_attn_method_list(void);
 int ds_attn_method_parse(const char *name, ds_attn_method *out);   /* 0 ok, -1 unknown */
 
 typedef struct {

@@ -19,8 +19,13 @@
 #define FORMAT_NAME "dsinfer-calibration"
 #define FORMAT_VERSION 1
 
-static const char *const STAT_NAMES[DS_STAT_COUNT] = {"q", "k", "qk"};
-static const char *const PAPER_PROJ[DS_STAT_COUNT] = {"q_proj", "k_proj", "qk_proj"};
+static const char *const STAT_NAMES[DS_STAT_COUNT] = {"q", "k", "qk", "qkv"};
+/* The paper's key per statistic; NULL: the paper's format has none (import never sets it,
+ * export skips it). */
+static const char *const PAPER_PROJ[DS_STAT_COUNT] = {"q_proj", "k_proj", "qk_proj", NULL};
+/* Order of the statistics in our sidecar: qk first (the default), qkv after the three older
+ * ones, so the older statistics' text did not move when qkv was added. */
+static const ds_stat SAVE_ORDER[DS_STAT_COUNT] = {DS_STAT_QK, DS_STAT_K, DS_STAT_Q, DS_STAT_QKV};
 
 const char *ds_calib_stat_name(ds_stat s) {
     return (unsigned)s < DS_STAT_COUNT ? STAT_NAMES[s] : "?";
@@ -29,7 +34,7 @@ const char *ds_calib_stat_name(ds_stat s) {
 ds_status ds_calib_stat_parse(const char *name, ds_stat *out) {
     for (int s = 0; s < DS_STAT_COUNT; s++)
         if (name && strcmp(name, STAT_NAMES[s]) == 0) { *out = (ds_stat)s; return DS_OK; }
-    return ds_error(DS_ERR_ARG, "unknown calibration statistic '%s' (expected q, k or qk)",
+    return ds_error(DS_ERR_ARG, "unknown calibration statistic '%s' (expected q, k, qk or qkv)",
                     name ? name : "(null)");
 }
 
@@ -46,8 +51,17 @@ struct ds_calib_acc {
     long n_tokens;
     /* Sums in double: millions of small terms would lose their tails in float.
      * sum[Q], sum[QK]: [n_layer][n_head][head_dim] (per query head; the group is reduced in
-     * finish, so a per-query-head ranking stays possible later). sum[K]: [n_layer][n_head_kv][head_dim]. */
+     * finish, so a per-query-head ranking stays possible later). sum[K]: [n_layer][n_head_kv][head_dim].
+     * sum[QKV] is unused: qkv needs three sums, below. */
     double *sum[DS_STAT_COUNT];
+    /* qkv: [n_layer][n_head_kv][head_dim] sums of qsum^2 (qsum = the group's query heads
+     * summed), k and k^2, and [n_layer] token counts. qsum is formed per token before squaring,
+     * because the cross terms q_h q_h' are what shared-group scoring sees. The one-pass
+     * variance sum(k^2)/N - mean^2 is off by about eps * mean^2 * sqrt(N) from rounding (about
+     * 1e-11 for keys of size 10 over 131k tokens), far below the variance of any channel that
+     * matters; a two-pass variance would need every key kept or a second run over the text. */
+    double *qkv_q2, *qkv_k, *qkv_k2;
+    long *qkv_n;
     uint8_t *fed;              /* [n_layer] bit s set once statistic s received data */
 };
 
@@ -61,14 +75,23 @@ ds_calib_acc *ds_calib_acc_new(int n_layer, int n_head, int n_head_kv, int head_
     a->sum[DS_STAT_Q] = ds_alloc(per_q * sizeof(double));
     a->sum[DS_STAT_QK] = ds_alloc(per_q * sizeof(double));
     a->sum[DS_STAT_K] = ds_alloc(per_k * sizeof(double));
+    a->qkv_q2 = ds_alloc(per_k * sizeof(double));
+    a->qkv_k = ds_alloc(per_k * sizeof(double));
+    a->qkv_k2 = ds_alloc(per_k * sizeof(double));
+    a->qkv_n = ds_alloc((size_t)n_layer * sizeof(long));
     a->fed = ds_alloc((size_t)n_layer);
-    if (!a->sum[0] || !a->sum[1] || !a->sum[2] || !a->fed) { ds_calib_acc_free(a); return NULL; }
+    if (!a->sum[DS_STAT_Q] || !a->sum[DS_STAT_K] || !a->sum[DS_STAT_QK] || !a->qkv_q2 || !a->qkv_k ||
+        !a->qkv_k2 || !a->qkv_n || !a->fed) {
+        ds_calib_acc_free(a);
+        return NULL;
+    }
     return a;
 }
 
 void ds_calib_acc_free(ds_calib_acc *a) {
     if (!a) return;
     for (int s = 0; s < DS_STAT_COUNT; s++) ds_free(a->sum[s]);
+    ds_free(a->qkv_q2); ds_free(a->qkv_k); ds_free(a->qkv_k2); ds_free(a->qkv_n);
     ds_free(a->fed);
     ds_free(a);
 }
@@ -96,11 +119,48 @@ void ds_calib_acc_add_post_rope(ds_calib_acc *a, int layer, const float *q, cons
             double *s = sqk + h * d;
             for (size_t c = 0; c < d; c++) s[c] += fabs((double)qh[c] * (double)kh[c]);
         }
-    a->fed[layer] |= (uint8_t)(1u << DS_STAT_QK);
+    double *sq2 = a->qkv_q2 + (size_t)layer * nk, *sk = a->qkv_k + (size_t)layer * nk,
+           *sk2 = a->qkv_k2 + (size_t)layer * nk;
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (size_t g = 0; g < (size_t)a->n_head_kv; g++) {
+            const float *qg = q + t * nq + g * group * d, *kg = k + t * nk + g * d;
+            const size_t o = g * d;
+            for (size_t c = 0; c < d; c++) {
+                double qs = 0;   /* head order: fixed, so the sums are bit-reproducible */
+                for (size_t j = 0; j < group; j++) qs += (double)qg[j * d + c];
+                double kv = (double)kg[c];
+                sq2[o + c] += qs * qs;
+                sk[o + c] += kv;
+                sk2[o + c] += kv * kv;
+            }
+        }
+    a->qkv_n[layer] += T;
+    a->fed[layer] |= (uint8_t)(1u << DS_STAT_QK | 1u << DS_STAT_QKV);
 }
 
 void ds_calib_acc_tokens(ds_calib_acc *a, long n) { a->n_tokens += n; }
 long ds_calib_acc_get_tokens(const ds_calib_acc *a) { return a->n_tokens; }
+
+double ds_calib_acc_value(const ds_calib_acc *a, ds_stat s, int layer, int kv_head, int channel) {
+    if (!a || (unsigned)s >= DS_STAT_COUNT || layer < 0 || layer >= a->n_layer || kv_head < 0 ||
+        kv_head >= a->n_head_kv || channel < 0 || channel >= a->head_dim || !((a->fed[layer] >> s) & 1))
+        return NAN;
+    const size_t d = (size_t)a->head_dim, group = (size_t)(a->n_head / a->n_head_kv);
+    const size_t kv_at = ((size_t)layer * (size_t)a->n_head_kv + (size_t)kv_head) * d + (size_t)channel;
+    if (s == DS_STAT_K) return a->sum[s][kv_at];
+    if (s == DS_STAT_QKV) {
+        double n = (double)a->qkv_n[layer];
+        if (n <= 0) return 0;   /* fed with T = 0: no tokens, no information */
+        double mean = a->qkv_k[kv_at] / n, var = a->qkv_k2[kv_at] / n - mean * mean;
+        return a->qkv_q2[kv_at] / n * (var > 0 ? var : 0);   /* rounding may leave var just below 0 */
+    }
+    /* q and qk are kept per query head: sum the group, in head order (fixed, so the result is
+     * bit-reproducible). */
+    const double *src = a->sum[s] + ((size_t)layer * (size_t)a->n_head + (size_t)kv_head * group) * d + (size_t)channel;
+    double v = 0;
+    for (size_t j = 0; j < group; j++) v += src[j * d];
+    return v;
+}
 
 /* ---------------------------------------------------------------- rankings */
 
@@ -148,6 +208,26 @@ const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer
     return rank_at((ds_calibration *)c, stat, layer, kv_head);
 }
 
+ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {
+    if (!c) return ds_error(DS_ERR_ARG, "no calibration is loaded");
+    if ((unsigned)stat >= DS_STAT_COUNT)
+        return ds_error(DS_ERR_ARG, "unknown calibration statistic %d (expected q, k, qk or qkv)", (int)stat);
+    if (c->rank[stat]) return DS_OK;
+    char have[64] = "";
+    for (int i = 0; i < DS_STAT_COUNT; i++) {
+        ds_stat s = SAVE_ORDER[i];
+        if (c->rank[s]) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "", STAT_NAMES[s]);
+    }
+    const int paper = strncmp(c->info.text_name, "paper:", 6) == 0;
+    const char *why = stat != DS_STAT_QKV ? ""
+                      : paper ? " (the paper's format has no qkv)"
+                              : " (the file was written before dsinfer had the qkv statistic)";
+    return ds_error(DS_ERR_ARG,
+                    "the calibration has no '%s' statistic%s, only %s: recalibrate with "
+                    "`dsinfer calibrate -m MODEL -f TEXT -o FILE` to get it, or pick one of those with --ds-stat",
+                    STAT_NAMES[stat], why, have);
+}
+
 typedef struct { double v; int id; } scored;
 
 /* Descending value, then ascending id: a total order, so qsort's instability cannot show.
@@ -178,7 +258,7 @@ ds_status ds_calib_finish(const ds_calib_acc *a, ds_calibration **out) {
         any |= present[s];
     }
     if (!any) return ds_error(DS_ERR_ARG, "calibration: no statistics were accumulated");
-    const int d = a->head_dim, group = a->n_head / a->n_head_kv;
+    const int d = a->head_dim;
     ds_calibration *c = calib_new(a->n_layer, a->n_head, a->n_head_kv, d);
     scored *sc = ds_alloc((size_t)d * sizeof *sc);
     if (!c || !sc) { ds_free(sc); ds_calibration_free(c); return ds_error(DS_ERR_OOM, "calibration: out of memory"); }
@@ -191,16 +271,7 @@ ds_status ds_calib_finish(const ds_calib_acc *a, ds_calibration **out) {
         }
         for (int l = 0; l < a->n_layer; l++)
             for (int g = 0; g < a->n_head_kv; g++) {
-                for (int ch = 0; ch < d; ch++) sc[ch].v = 0;
-                /* k is stored per KV head; q and qk per query head: sum the group, in head
-                 * order (fixed, so the result is bit-reproducible). */
-                int n_src = s == DS_STAT_K ? 1 : group;
-                int heads = s == DS_STAT_K ? a->n_head_kv : a->n_head;
-                for (int j = 0; j < n_src; j++) {
-                    const double *src = a->sum[s] +
-                        ((size_t)l * (size_t)heads + (size_t)(g * n_src + j)) * (size_t)d;
-                    for (int ch = 0; ch < d; ch++) sc[ch].v += src[ch];
-                }
+                for (int ch = 0; ch < d; ch++) sc[ch].v = ds_calib_acc_value(a, (ds_stat)s, l, g, ch);
                 rank_scores(sc, d, rank_at(c, s, l, g));
             }
     }
@@ -423,7 +494,8 @@ ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, cons
             FORMAT_NAME, FORMAT_VERSION, ms, ts);
     free(ms); free(ts);
     int first = 1;
-    for (int s = DS_STAT_COUNT - 1; s >= 0; s--) {   /* qk first: the default statistic */
+    for (int i = 0; i < DS_STAT_COUNT; i++) {
+        const ds_stat s = SAVE_ORDER[i];
         if (!c->rank[s]) continue;
         fprintf(f, "%s\n    \"%s\": [", first ? "" : ",", STAT_NAMES[s]);
         first = 0;
@@ -545,7 +617,7 @@ static ds_status load_tree(const char *path, const cJSON *root, const ds_calib_m
     for (const cJSON *sj = stats->child; sj; sj = sj->next) {
         ds_stat s;
         if (ds_calib_stat_parse(sj->string, &s) != DS_OK) {
-            st = ds_error(DS_ERR_FORMAT, "%s: stats: unknown statistic \"%s\" (expected q, k or qk)", path, sj->string);
+            st = ds_error(DS_ERR_FORMAT, "%s: stats: unknown statistic \"%s\" (expected q, k, qk or qkv)", path, sj->string);
             goto fail;
         }
         if (!calib_stat(c, s)) { st = ds_error(DS_ERR_OOM, "calibration: out of memory"); goto fail; }
@@ -604,7 +676,7 @@ static int paper_key(const char *key, int *layer, int *stat) {
     if (nd == 0 || strncmp(p, mid, sizeof mid - 1) != 0) return -1;
     p += sizeof mid - 1;
     for (int s = 0; s < DS_STAT_COUNT; s++)
-        if (strcmp(p, PAPER_PROJ[s]) == 0) { *layer = (int)l; *stat = s; return 0; }
+        if (PAPER_PROJ[s] && strcmp(p, PAPER_PROJ[s]) == 0) { *layer = (int)l; *stat = s; return 0; }
     return -1;
 }
 
@@ -721,6 +793,11 @@ ds_status ds_calib_export_paper(const ds_calibration *c, const char *path, int r
     const ds_calib_info *in = &c->info;
     if (remap_llama && in->head_dim % 2)
         return ds_error(DS_ERR_ARG, "paper calibration export: odd head_dim %d cannot be remapped", in->head_dim);
+    int exportable = 0;
+    for (int s = 0; s < DS_STAT_COUNT; s++) exportable |= c->rank[s] && PAPER_PROJ[s];
+    if (!exportable)   /* an empty object would not import again */
+        return ds_error(DS_ERR_ARG, "paper calibration export: the calibration has none of q, k, qk "
+                        "(the paper's format cannot hold qkv)");
     char tmp[4096];
     FILE *f = open_tmp(path, tmp, sizeof tmp);
     if (!f) return DS_ERR_IO;
@@ -728,7 +805,7 @@ ds_status ds_calib_export_paper(const ds_calibration *c, const char *path, int r
     fputc('{', f);
     for (int l = 0; l < in->n_layer; l++)
         for (int s = 0; s < DS_STAT_COUNT; s++) {
-            if (!c->rank[s]) continue;
+            if (!c->rank[s] || !PAPER_PROJ[s]) continue;   /* qkv: the paper's format has no key for it */
             fprintf(f, "%s\n  \"model.layers.%d.self_attn.%s\": [", first ? "" : ",", l, PAPER_PROJ[s]);
             first = 0;
             for (int h = 0; h < in->n_head; h++) {

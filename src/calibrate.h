@@ -16,9 +16,20 @@
 
 #include "dsinfer.h"
 
-typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_COUNT } ds_stat;
+/* The channel statistics (double-sparsity.md §3), per (layer, KV head, channel c):
+ *   q    sum over the group's query heads of mean |q_h,c|, before RoPE
+ *   k    mean |k_c|, before RoPE
+ *   qk   sum over the group's query heads of mean |q_h,c * k_c|, after RoPE, same token (the paper's)
+ *   qkv  "q-weighted key variance", after RoPE: E[qsum_c^2] * Var(k_c), where qsum_c is the sum
+ *        over the group's query heads of q_h,c (the query that shared-group DS scores with) and
+ *        both moments run over all calibration tokens. A channel whose key is large but nearly
+ *        constant across tokens (typical of low-frequency RoPE pairs) adds the same amount to
+ *        every key's approximate score, so it cannot change the top-k; qk ranks such channels
+ *        high, qkv ranks them by how much they move the scores from token to token.
+ * The values are fixed (files and ds_sparse_opts.stat store them); new statistics go at the end. */
+typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_QKV = 3, DS_STAT_COUNT } ds_stat;
 
-const char *ds_calib_stat_name(ds_stat s);                 /* "q", "k", "qk" */
+const char *ds_calib_stat_name(ds_stat s);                 /* "q", "k", "qk", "qkv" */
 ds_status ds_calib_stat_parse(const char *name, ds_stat *out);  /* DS_ERR_ARG if unknown */
 
 /* ---------------------------------------------------------------- accumulation */
@@ -32,13 +43,20 @@ void ds_calib_acc_free(ds_calib_acc *a);
 /* One layer's q and k for the T tokens of one block, row-major:
  *   q: [T][n_head][head_dim]    k: [T][n_head_kv][head_dim]
  * pre_rope feeds the "q" (|q|) and "k" (|k|) statistics; post_rope feeds "qk":
- * |q[t][h][c] * k[t][h / (n_head/n_head_kv)][c]| (same token t). Calls for different layers
- * touch disjoint memory, so they may run concurrently; calls for one layer must not. */
+ * |q[t][h][c] * k[t][h / (n_head/n_head_kv)][c]| (same token t), and "qkv": the sums of
+ * (sum over the group of q[t][h][c])^2, k[t][g][c] and k[t][g][c]^2, and the token count. Calls
+ * for different layers touch disjoint memory, so they may run concurrently; calls for one layer
+ * must not. */
 void ds_calib_acc_add_pre_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
 void ds_calib_acc_add_post_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
 /* Count of calibration tokens seen (once per block, not per layer). */
 void ds_calib_acc_tokens(ds_calib_acc *a, long n);
 long ds_calib_acc_get_tokens(const ds_calib_acc *a);
+/* The value that ds_calib_finish ranks channel `channel` of (layer, kv_head) by: the group sum
+ * for q and qk (plain sums: a common 1/N does not change the order), E[qsum^2] * Var(k) for qkv
+ * (Var clamped at 0 against rounding). NAN if that statistic was not fed for the layer or an
+ * index is out of range. */
+double ds_calib_acc_value(const ds_calib_acc *a, ds_stat s, int layer, int kv_head, int channel);
 
 /* ---------------------------------------------------------------- rankings */
 
@@ -53,14 +71,18 @@ typedef struct {
 } ds_calib_info;
 
 /* Ranks the statistics that were fed for every layer; a statistic fed for only some layers is
- * a caller bug (DS_ERR_ARG), as is one fed for none. Ranking: descending sum (sum over the
- * query heads of the KV head's group for q and qk), ties to the lower channel id. */
+ * a caller bug (DS_ERR_ARG), as is one fed for none. Ranking: descending ds_calib_acc_value,
+ * ties to the lower channel id. */
 ds_status ds_calib_finish(const ds_calib_acc *a, ds_calibration **out);
 
 const ds_calib_info *ds_calib_get_info(const ds_calibration *c);
 /* [head_dim] channel ids, most important first; NULL if that statistic is absent or the
  * layer / kv_head is out of range. */
 const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer, int kv_head);
+/* DS_OK if c has statistic `stat`; else DS_ERR_ARG with a message for the user that says which
+ * statistics c has and how to get the missing one (files written before qkv existed, and paper
+ * imports, have no qkv: recalibrate). */
+ds_status ds_calib_require(const ds_calibration *c, ds_stat stat);
 void ds_calibration_free(ds_calibration *c);
 
 /* ---------------------------------------------------------------- files */
@@ -80,17 +102,21 @@ typedef struct {
 } ds_calib_meta;
 
 /* Writes PATH.tmp and renames it over PATH. Byte-for-byte deterministic for equal input. The
+ * statistics present are written in the order qk, k, q, qkv (qkv last: adding it left the text
+ * of the older statistics unchanged, so a regenerated file diffs as a pure addition). The
  * dimensions written are c's (meta's, where > 0, must agree: DS_ERR_ARG). meta may be NULL:
  * then c's own info (arch, text) is written, so load -> save keeps a file's identity. */
 ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, const char *path);
 
-/* Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
+/* A file may hold any non-empty subset of the statistics (files from before qkv lack it; see
+ * ds_calib_require). Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
  * permutation of 0..head_dim-1. Errors: DS_ERR_IO (cannot read), DS_ERR_FORMAT (malformed),
  * DS_ERR_UNSUPPORTED (well-formed, but for another model / text than expect). expect may be
  * NULL (no identity check). */
 ds_status ds_calib_load(const char *path, const ds_calib_meta *expect, ds_calibration **out);
 
-/* The paper's JSON: one object, keys "model.layers.{i}.self_attn.{q_proj|k_proj|qk_proj}",
+/* The paper's JSON has no qkv: import leaves it absent and export skips it.
+ * The paper's JSON: one object, keys "model.layers.{i}.self_attn.{q_proj|k_proj|qk_proj}",
  * each a list of per-head lists of all head_dim channel ids by importance, HF layout. expect
  * must give n_layer, n_head, n_head_kv and head_dim. A key's list count must be n_head (one
  * per query head: the group's lists are merged, see calibrate.c) or n_head_kv. remap_llama:

@@ -59,7 +59,7 @@ ds_status ds_sparse_init(ds_session *s) {
                         DS_MIN(hd, DS_LABEL_MAX_R), hd, o->channels);
     if (o->tokens < 0 || (o->tokens == 0 && !(o->tokens_frac > 0 && o->tokens_frac <= 1)))
         return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
-    if (o->stat < 0 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k or qk");
+    if (o->stat < 0 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk or qkv");
     if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
@@ -86,7 +86,7 @@ ds_status ds_sparse_init(ds_session *s) {
             for (int l = 0; l < L; l++)
                 for (int h = 0; h < KVH; h++) {
                     const int16_t *rank = ds_calib_ranking(s->m->calib, (ds_stat)o->stat, l, h);
-                    if (!rank) return ds_error(DS_ERR_ARG, "the calibration has no '%s' statistic", ds_calib_stat_name((ds_stat)o->stat));
+                    if (!rank) return ds_calib_require(s->m->calib, (ds_stat)o->stat);   /* says which it has, how to get it */
                     memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, rank, sizeof(int16_t) * (size_t)r);
                 }
         } else {

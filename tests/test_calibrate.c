@@ -65,7 +65,9 @@ enum { L = 2, H = 4, G = 2, D = 16, T = 5 };
 static int outlier(int s, int l, int g) { return (1 + 5 * s + l + 7 * g) % D; }
 
 /* One block: pre-RoPE q, k with the q / k outliers; "post-RoPE" q, k whose same-token product is
- * large only on the qk outlier (q alone is large on another channel, and k on a third). */
+ * large only on the qk outlier (q alone is large on another channel, and k on a third). The qk
+ * outlier's key is constant (2), so qkv ignores it; the qkv outlier has a modest query (1) and a
+ * key that flips sign every token, the largest q-weighted key variance. */
 static void make_block(float *q0, float *k0, float *q1, float *k1, int l) {
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++)
@@ -73,13 +75,15 @@ static void make_block(float *q0, float *k0, float *q1, float *k1, int l) {
                 float *a = q0 + ((size_t)t * H + h) * D + c, *b = q1 + ((size_t)t * H + h) * D + c;
                 int g = h / (H / G);
                 *a = c == outlier(DS_STAT_Q, l, g) ? 3.0f : noise();
-                *b = c == outlier(DS_STAT_QK, l, g) ? -2.0f : c == outlier(DS_STAT_K, l, g) ? 9.0f : noise() * 0.1f;
+                *b = c == outlier(DS_STAT_QK, l, g) ? -2.0f : c == outlier(DS_STAT_K, l, g) ? 9.0f
+                   : c == outlier(DS_STAT_QKV, l, g) ? 1.0f : noise() * 0.1f;
             }
         for (int g = 0; g < G; g++)
             for (int c = 0; c < D; c++) {
                 float *a = k0 + ((size_t)t * G + g) * D + c, *b = k1 + ((size_t)t * G + g) * D + c;
                 *a = c == outlier(DS_STAT_K, l, g) ? -4.0f : noise();
-                *b = c == outlier(DS_STAT_QK, l, g) ? 2.0f : c == outlier(DS_STAT_Q, l, g) ? 9.0f : noise() * 0.1f;
+                *b = c == outlier(DS_STAT_QK, l, g) ? 2.0f : c == outlier(DS_STAT_Q, l, g) ? 9.0f
+                   : c == outlier(DS_STAT_QKV, l, g) ? (t & 1 ? -1.0f : 1.0f) : noise() * 0.1f;
             }
     }
 }
@@ -103,14 +107,25 @@ static ds_calibration *calibrate_synthetic(uint32_t seed, ds_calib_acc **keep) {
     return c;
 }
 
-static int same_rankings(const ds_calibration *a, const ds_calibration *b, int l_n, int g_n, int d) {
-    for (int s = 0; s < DS_STAT_COUNT; s++)
+/* Every statistic equal (present in both, or absent in both); with paper_b, b came through the
+ * paper's format, which has no qkv: that one must be absent from b instead. */
+static int same_rankings_ex(const ds_calibration *a, const ds_calibration *b, int l_n, int g_n, int d, int paper_b) {
+    for (int s = 0; s < DS_STAT_COUNT; s++) {
+        if (paper_b && s == DS_STAT_QKV) {
+            if (ds_calib_ranking(b, (ds_stat)s, 0, 0)) return 0;
+            continue;
+        }
         for (int l = 0; l < l_n; l++)
             for (int g = 0; g < g_n; g++) {
                 const int16_t *x = ds_calib_ranking(a, (ds_stat)s, l, g), *y = ds_calib_ranking(b, (ds_stat)s, l, g);
                 if (!x != !y || (x && memcmp(x, y, (size_t)d * sizeof *x) != 0)) return 0;
             }
+    }
     return 1;
+}
+
+static int same_rankings(const ds_calibration *a, const ds_calibration *b, int l_n, int g_n, int d) {
+    return same_rankings_ex(a, b, l_n, g_n, d, 0);
 }
 
 static const ds_calib_meta META = {"llama", L, H, G, D, "/models/m.gguf", 9007199254740991ull,
@@ -134,13 +149,15 @@ TEST(calib_outliers_rank_first_per_stat) {
     ds_calibration_free(c);
 }
 
-/* The whole ranking against sums computed here independently (the group sum for q and qk). */
+/* The whole ranking, and the values it ranks by, against statistics computed here independently
+ * (the group sum for q and qk; for qkv by brute force from all the tokens kept, with the
+ * two-pass variance mean((k - mean k)^2), not the accumulator's one-pass sums). */
 TEST(calib_full_ranking_matches_reference) {
     ds_calib_acc *a = NULL;
     ds_calibration *c = calibrate_synthetic(99, &a);
     CHECK(c != NULL);
-    ds_calib_acc_free(a);
     static double ref[DS_STAT_COUNT][L][G][D];
+    static double qs_all[L][G][D][2 * T], k_all[L][G][D][2 * T];   /* post-RoPE group query sum, key */
     memset(ref, 0, sizeof ref);
     g_rng = 99;
     float q0[T * H * D], k0[T * G * D], q1[T * H * D], k1[T * G * D];
@@ -154,8 +171,35 @@ TEST(calib_full_ranking_matches_reference) {
                         ref[DS_STAT_Q][l][g][x] += fabs(q0[(t * H + h) * D + x]);
                         ref[DS_STAT_QK][l][g][x] += fabs((double)q1[(t * H + h) * D + x] * k1[(t * G + g) * D + x]);
                         if (h % (H / G) == 0) ref[DS_STAT_K][l][g][x] += fabs(k0[(t * G + g) * D + x]);
+                        if (h % (H / G) == 0) {
+                            qs_all[l][g][x][block * T + t] = 0;
+                            k_all[l][g][x][block * T + t] = k1[(t * G + g) * D + x];
+                        }
+                        qs_all[l][g][x][block * T + t] += q1[(t * H + h) * D + x];
                     }
         }
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++)
+            for (int x = 0; x < D; x++) {
+                const int n = 2 * T;
+                double q2 = 0, mean = 0, var = 0;
+                for (int i = 0; i < n; i++) { q2 += qs_all[l][g][x][i] * qs_all[l][g][x][i]; mean += k_all[l][g][x][i]; }
+                mean /= n;
+                for (int i = 0; i < n; i++) var += (k_all[l][g][x][i] - mean) * (k_all[l][g][x][i] - mean);
+                ref[DS_STAT_QKV][l][g][x] = q2 / n * (var / n);
+            }
+    for (int s = 0; s < DS_STAT_COUNT; s++)   /* the values: equal up to summation rounding */
+        for (int l = 0; l < L; l++)
+            for (int g = 0; g < G; g++) {
+                double top = 0;
+                for (int x = 0; x < D; x++) top = fmax(top, ref[s][l][g][x]);
+                for (int x = 0; x < D; x++)
+                    CHECK_MSG(fabs(ds_calib_acc_value(a, (ds_stat)s, l, g, x) - ref[s][l][g][x]) <= 1e-12 * top,
+                              "stat %s layer %d kv %d channel %d: %.17g vs reference %.17g", ds_calib_stat_name((ds_stat)s),
+                              l, g, x, ds_calib_acc_value(a, (ds_stat)s, l, g, x), ref[s][l][g][x]);
+            }
+    CHECK(isnan(ds_calib_acc_value(a, DS_STAT_QKV, L, 0, 0)) && isnan(ds_calib_acc_value(a, DS_STAT_QKV, 0, 0, D)));
+    ds_calib_acc_free(a);
     for (int s = 0; s < DS_STAT_COUNT; s++)
         for (int l = 0; l < L; l++)
             for (int g = 0; g < G; g++) {
@@ -167,6 +211,43 @@ TEST(calib_full_ranking_matches_reference) {
                 }
             }
     ds_calibration_free(c);
+}
+
+/* Why qkv exists: a channel whose key is large but (nearly) constant across tokens adds the same
+ * amount to every key's approximate score, so it cannot change which keys are in the top k. The
+ * paper's qk (mean |q k|) ranks it first; qkv ranks it below every channel whose key varies. */
+TEST(calib_qkv_ranks_constant_keys_low) {
+    enum { TT = 64, DD = 4 };
+    ds_calib_acc *a = ds_calib_acc_new(1, 2, 1, DD);
+    CHECK(a != NULL);
+    float q[TT * 2 * DD], k[TT * DD];
+    g_rng = 4242;
+    for (int t = 0; t < TT; t++) {
+        for (int h = 0; h < 2; h++) {
+            float *qt = q + ((size_t)t * 2 + h) * DD;
+            qt[0] = 1.0f;                    /* channel 0: query 1, key 10 (+-0.005): large, ~constant */
+            qt[1] = 1.0f;                    /* channel 1: query 1, key +-1 (varies) */
+            qt[2] = 0.1f;                    /* channels 2, 3: small query, key varies by +-0.5 */
+            qt[3] = -0.1f;
+        }
+        float *kt = k + (size_t)t * DD;
+        kt[0] = 10.0f + noise() * 0.1f;
+        kt[1] = t & 1 ? -1.0f : 1.0f;
+        kt[2] = (t % 3 - 1) * 0.5f;
+        kt[3] = noise() * 10.0f;
+    }
+    ds_calib_acc_add_post_rope(a, 0, q, k, TT);
+    ds_calibration *c = NULL;
+    CHECK(ds_calib_finish(a, &c) == DS_OK);
+    const int16_t *qk = ds_calib_ranking(c, DS_STAT_QK, 0, 0), *qkv = ds_calib_ranking(c, DS_STAT_QKV, 0, 0);
+    CHECK(qk && qkv);
+    CHECK_MSG(qk[0] == 0, "qk ranks channel %d first, expected the constant-key channel 0", qk[0]);
+    CHECK_MSG(qkv[0] == 1 && qkv[DD - 1] == 0, "qkv ranking %d %d %d %d: expected 1 first and 0 last",
+              qkv[0], qkv[1], qkv[2], qkv[3]);
+    /* the value itself: E[qsum^2] = 4, Var(k) = 1 exactly for the +-1 channel */
+    CHECK_NEAR(ds_calib_acc_value(a, DS_STAT_QKV, 0, 0, 1), 4.0, 1e-12);
+    ds_calibration_free(c);
+    ds_calib_acc_free(a);
 }
 
 /* Block 1 makes channel 5 the strongest, block 2 channel 9 (weaker in sum). Summing both blocks
@@ -214,7 +295,9 @@ TEST(calib_ties_and_missing_stats) {
     CHECK(ds_calib_acc_new(2, 3, 2, 8) == NULL);                       /* 3 heads, 2 KV heads */
     ds_stat s;
     CHECK(ds_calib_stat_parse("qk", &s) == DS_OK && s == DS_STAT_QK);
-    CHECK(ds_calib_stat_parse("v", &s) == DS_ERR_ARG);
+    CHECK(ds_calib_stat_parse("qkv", &s) == DS_OK && s == DS_STAT_QKV);
+    CHECK(strcmp(ds_calib_stat_name(DS_STAT_QKV), "qkv") == 0);
+    CHECK(ds_calib_stat_parse("v", &s) == DS_ERR_ARG && strstr(ds_last_error(), "q, k, qk or qkv"));
 }
 
 /* ---------------------------------------------------------------- the sidecar */
@@ -228,8 +311,13 @@ TEST(calib_save_deterministic_and_round_trip) {
     char *t1 = read_text(p1), *t2 = read_text(p2);
     CHECK(t1 && t2 && strcmp(t1, t2) == 0);
     CHECK(strstr(t1, "\"file\":\"m.gguf\"") && strstr(t1, "\"size\":9007199254740991}"));
+    /* all four statistics, qk first and qkv last (after the older three) */
+    const char *at_qk = strstr(t1, "\"qk\": ["), *at_k = strstr(t1, "\"k\": ["), *at_q = strstr(t1, "\"q\": ["),
+               *at_qkv = strstr(t1, "\"qkv\": [");
+    CHECK(at_qk && at_k && at_q && at_qkv && at_qk < at_k && at_k < at_q && at_q < at_qkv);
     CHECK(ds_calib_load(p1, &META, &c3) == DS_OK);
-    CHECK(same_rankings(c1, c3, L, G, D));
+    CHECK(same_rankings(c1, c3, L, G, D) && ds_calib_ranking(c3, DS_STAT_QKV, L - 1, G - 1) != NULL);
+    CHECK(ds_calib_require(c3, DS_STAT_QKV) == DS_OK);
     const ds_calib_info *in = ds_calib_get_info(c3);
     CHECK(strcmp(in->arch, "llama") == 0 && strcmp(in->text_name, "austen") == 0);
     CHECK(strcmp(in->text_sha256, "ab12") == 0 && in->text_tokens == 2 * T);
@@ -290,6 +378,7 @@ TEST(calib_load_rejects_malformed) {
     CHECK(ds_calib_ranking(c, DS_STAT_QK, 0, 0)[0] == 3 && ds_calib_ranking(c, DS_STAT_Q, 0, 0) == NULL);
     ds_calibration_free(c);
     static const struct { const char *from, *to, *msg; } edits[] = {
+        {"[[[3,1,0,2]]]", "[[[3,1,0,2]]],\"qkv\":[[[0,1,2]]]", "qkv layer 0 kv head 0: 3 channel ids"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,0]]]", "channel 0 appears twice"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,4]]]", "qk layer 0 kv head 0 entry 3"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,-1]]]", "expected an integer in [0, 3]"},
@@ -364,6 +453,39 @@ TEST(calib_load_rejects_malformed) {
     CHECK(ds_calib_load("/", NULL, &c) == DS_ERR_IO && strstr(ds_last_error(), "not a regular file"));
 }
 
+/* A file from before qkv existed (VALID has qk and k only) still loads and serves qk and k; only
+ * asking for qkv fails, with a message that says why and what to do. */
+TEST(calib_old_file_without_qkv) {
+    const char *p = tmp_path("old");
+    ds_calibration *c = NULL;
+    CHECK(write_text(p, VALID) && ds_calib_load(p, NULL, &c) == DS_OK);
+    CHECK(ds_calib_ranking(c, DS_STAT_QKV, 0, 0) == NULL);
+    CHECK(ds_calib_require(c, DS_STAT_QK) == DS_OK && ds_calib_require(c, DS_STAT_K) == DS_OK);
+    CHECK(ds_calib_require(c, DS_STAT_QKV) == DS_ERR_ARG);
+    const char *e = ds_last_error();
+    CHECK_MSG(strstr(e, "no 'qkv' statistic") && strstr(e, "written before") && strstr(e, "only qk, k") &&
+              strstr(e, "recalibrate") && strstr(e, "dsinfer calibrate"), "message: '%s'", e);
+    CHECK(ds_calib_require(c, DS_STAT_Q) == DS_ERR_ARG && strstr(ds_last_error(), "no 'q' statistic") &&
+          !strstr(ds_last_error(), "written before"));
+    /* save(load(old)) stays an old file: nothing is invented */
+    const char *p2 = tmp_path("old2");
+    ds_calibration *c2 = NULL;
+    CHECK(ds_calib_save(c, NULL, p2) == DS_OK && ds_calib_load(p2, NULL, &c2) == DS_OK);
+    CHECK(ds_calib_ranking(c2, DS_STAT_QKV, 0, 0) == NULL && same_rankings(c, c2, 1, 1, 4));
+    char *t = read_text(p2);
+    CHECK(t && !strstr(t, "qkv"));
+    free(t);
+    ds_calibration_free(c2); ds_calibration_free(c);
+    /* a file with qkv alone is fine to load, but the paper's format cannot hold it */
+    char *only = replace1(VALID, "\"qk\":[[[3,1,0,2]]],\"k\":", "\"qkv\":");
+    CHECK(only && write_text(p, only));
+    free(only);
+    CHECK(ds_calib_load(p, NULL, &c) == DS_OK && ds_calib_ranking(c, DS_STAT_QKV, 0, 0)[0] == 0);
+    CHECK(ds_calib_export_paper(c, p2, 0) == DS_ERR_ARG && strstr(ds_last_error(), "cannot hold qkv"));
+    ds_calibration_free(c);
+    remove(p); remove(p2);
+}
+
 /* ---------------------------------------------------------------- the paper's JSON */
 
 TEST(calib_hf_to_gguf_map) {
@@ -401,8 +523,10 @@ TEST(calib_paper_import_remap) {
     const int16_t *r = ds_calib_ranking(hf, DS_STAT_QK, 0, 0);
     static const int16_t qk00[8] = {3, 7, 2, 6, 1, 5, 0, 4};
     CHECK(memcmp(r, qk00, sizeof qk00) == 0);                          /* no remap: as written */
+    CHECK(ds_calib_ranking(hf, DS_STAT_QKV, 0, 0) == NULL);            /* the paper has no qkv */
+    CHECK(ds_calib_require(hf, DS_STAT_QKV) == DS_ERR_ARG && strstr(ds_last_error(), "paper's format has no qkv"));
     for (int s = 0; s < DS_STAT_COUNT; s++)
-        for (int l = 0; l < 2; l++)
+        for (int l = 0; l < 2 && s != DS_STAT_QKV; l++)
             for (int g = 0; g < 2; g++) {
                 const int16_t *a = ds_calib_ranking(hf, (ds_stat)s, l, g), *b = ds_calib_ranking(gg, (ds_stat)s, l, g);
                 CHECK(a && b);
@@ -444,7 +568,7 @@ TEST(calib_paper_export_import_round_trip) {
     for (int remap = 0; remap <= 1; remap++) {
         CHECK(ds_calib_export_paper(c, p, remap) == DS_OK);
         CHECK(ds_calib_import_paper(p, &META, remap, &back) == DS_OK);
-        CHECK_MSG(same_rankings(c, back, L, G, D), "remap %d", remap);
+        CHECK_MSG(same_rankings_ex(c, back, L, G, D, 1), "remap %d", remap);   /* all but qkv */
         ds_calibration_free(back);
     }
     /* The exported file is in HF layout: importing it without the remap gives the inverse map. */
@@ -452,7 +576,7 @@ TEST(calib_paper_export_import_round_trip) {
     const int16_t *a = ds_calib_ranking(c, DS_STAT_QK, 1, 1), *b = ds_calib_ranking(raw, DS_STAT_QK, 1, 1);
     for (int i = 0; i < D; i++) CHECK(ds_calib_hf_to_gguf(b[i], D) == a[i]);
     char *t = read_text(p);
-    CHECK(t && strstr(t, "\"model.layers.1.self_attn.qk_proj\""));
+    CHECK(t && strstr(t, "\"model.layers.1.self_attn.qk_proj\"") && !strstr(t, "qkv"));
     free(t);
     ds_calibration_free(raw); ds_calibration_free(c);
     remove(p);

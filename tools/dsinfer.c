@@ -127,11 +127,13 @@ static void usage(FILE *f) {
         "sparse attention (run/chat default to Double Sparsity when a calibration exists):\n"
         "      --dense           dense attention\n"
         "      --ds              Double Sparsity (same as --method ds)\n"
-        "      --method M        dense | ds | oracle | random | streaming | sparq\n"
-        "      --ds-tokens K     tokens attended per step: a count (512) or a fraction (1/16, default)\n"
+        "      --method M        dense | ds | oracle | random | streaming | sparq | quest | h2o\n"
+        "      --ds-tokens K     tokens attended per step: a count (512) or a fraction (1/16, default);\n"
+        "                        quest: ceil((K-1)/16) pages of 16 + the current page; h2o: a cache of\n"
+        "                        K tokens, the ceil(K/5) most recent + heavy hitters by accumulated attention\n"
         "      --ds-channels R   label channels per KV head (default head_dim / label bits)\n"
         "      --ds-label-bits B 16, 8, 4 (default) or 2\n"
-        "      --ds-stat S       qk (default), q or k: the calibration statistic\n"
+        "      --ds-stat S       qk (default), q, k or qkv (q-weighted key variance): the calibration statistic\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
         "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
@@ -242,7 +244,8 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--ds-stat", NULL)) {
             NEEDV();
             if (!strcmp(v, "q")) o->sp.stat = 0; else if (!strcmp(v, "k")) o->sp.stat = 1;
-            else if (!strcmp(v, "qk")) o->sp.stat = 2; else die("--ds-stat must be q, k or qk");
+            else if (!strcmp(v, "qk")) o->sp.stat = 2; else if (!strcmp(v, "qkv")) o->sp.stat = 3;
+            else die("--ds-stat must be q, k, qk or qkv (got '%s')", v);
         }
         else if (IS("--ds-group", NULL)) {
             NEEDV();
