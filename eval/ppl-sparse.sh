@@ -3,14 +3,16 @@
 # position of each window scored, the method applied at every position).
 #
 #   eval/ppl-sparse.sh [-m MODEL] [--window 2048] [--chunks 2] [--budgets 128] \
-#                      [--methods dense,ds,oracle,random,streaming,sparq] [--extra "--ds-label-bits 4"] [--name NAME]
+#                      [--methods dense,ds,oracle,random,streaming,sparq,quest,h2o] [--extra "--ds-label-bits 4"] [--name NAME]
 #
 # Budgets are token counts (the paper: k = 128 at window 2048) or fractions (1/16 = of the
 # current context at each position). Calibration: the shipped one (Python docs), never Austen.
+# The bytes column is what one decode step at the full window reads per layer running the method
+# (K/V rows + selector metadata, `dsinfer perplexity`'s last field), to compare at equal bytes.
 # Writes eval/results/NAME.md and .csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq; EXTRA=""; NAME=""; THREADS=2
+MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq,quest,h2o; EXTRA=""; NAME=""; THREADS=2
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=$2; shift 2;;
@@ -30,7 +32,7 @@ TEXT=$(scripts/fetch-text austen)
 make -s dsinfer
 md=eval/results/$NAME.md; csv=eval/results/$NAME.csv
 mkdir -p eval/results
-echo "method,budget,ppl,scored_tokens" > "$csv"
+echo "method,budget,ppl,scored_tokens,step_bytes_per_layer" > "$csv"
 dense_ppl=""
 run_one() {  # method budget
     local args=()
@@ -43,7 +45,8 @@ for meth in ${METHODS//,/ }; do
     for b in ${BUDGETS//,/ }; do
         line=$(run_one "$meth" "$b")
         ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
-        echo "$meth,$b,$ppl,$n" >> "$csv"
+        bytes=$(echo "$line" | sed -nE 's/.*decode step at n=[0-9]+: ([0-9]+),.*/\1/p')
+        echo "$meth,$b,$ppl,$n,$bytes" >> "$csv"
         echo "$meth k=$b: $ppl" >&2
         [ "$meth" = dense ] && break
     done
@@ -59,10 +62,10 @@ print(f"- date {datetime.date.today()}, commit {commit}; paper protocol: windows
 print(f"- calibration: the shipped one (calib/, Python 3.11 docs, 131072 tokens); extra flags: `{extra or 'none'}`"
       " (defaults: 4-bit labels, r = head_dim/4, qk statistic, shared GQA selection, no dense layers)")
 print(f"- command: eval/ppl-sparse.sh --window {window} --chunks {chunks} ...\n")
-print("| method | k | perplexity | vs dense |\n|---|---|---|---|")
+print("| method | k | perplexity | vs dense | bytes/layer/step at n = window |\n|---|---|---|---|---|")
 for r in rows:
     p = float(r["ppl"])
     rel = f"{100 * (p - dense) / dense:+.1f}%" if dense else "-"
-    print(f"| {r['method']} | {'all' if r['method'] == 'dense' else r['budget']} | {p:.4f} | {rel} |")
+    print(f"| {r['method']} | {'all' if r['method'] == 'dense' else r['budget']} | {p:.4f} | {rel} | {r.get('step_bytes_per_layer') or '-'} |")
 PY
 cat "$md"

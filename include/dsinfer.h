@@ -116,6 +116,8 @@ typedef enum {
     DS_ATTN_RANDOM,      /* DS with r random channels (what calibration buys) */
     DS_ATTN_STREAMING,   /* 4 sink tokens + the most recent k-4 */
     DS_ATTN_SPARQ,       /* per step the r channels of largest |q|, scores from those K columns */
+    DS_ATTN_QUEST,       /* pages of 16 tokens scored by per-channel key min/max bounds, top pages */
+    DS_ATTN_H2O,         /* Heavy-Hitter Oracle: evict to k = ~20% recent + ~80% by accumulated attention */
     DS_ATTN_COUNT
 } ds_attn_method;
 
@@ -151,6 +153,8 @@ typedef struct {
     int n_threads;    /* 0 = number of online CPUs */
     int n_batch;      /* max tokens per prefill chunk; 0 = 512 */
     ds_sparse_opts sparse;
+    int gpu;          /* 1: run the forward pass on the GPU (builds with make CUDA=1; methods dense,
+                       * ds and random, shared GQA); the CPU side keeps tokenising and sampling */
 } ds_session_opts;
 
 ds_session_opts ds_session_default_opts(void);
@@ -166,15 +170,26 @@ int ds_session_pos(const ds_session *s);                /* tokens in the KV cach
 int ds_session_ctx(const ds_session *s);
 /* A new session holding a copy of src's timeline (KV cache, position, last logits) that decodes
  * with another attention method: the material is prefilled once and every method continues
- * from it. Labels the new method needs are rebuilt from the copied keys. */
+ * from it. Labels and Quest page bounds the new method needs are rebuilt from the copied keys.
+ * H2O's state (accumulated attention, evictions) cannot be rebuilt from keys, so an h2o fork
+ * copies it: src must be an h2o session or a dense one created with sparse.track_h2o, with the
+ * same per_head grouping (DS_ERR_ARG otherwise, unless src is empty). */
 ds_status ds_session_fork(const ds_session *src, const ds_sparse_opts *sparse, ds_session **out);
-/* Drop everything after position pos (pos <= current). */
+/* Drop everything after position pos (pos <= current). H2O's running sums are not rolled back
+ * (positions before pos keep what the dropped rows added, and their evictions); positions
+ * written again start afresh, so truncating to 0 resets H2O completely. */
 ds_status ds_session_truncate(ds_session *s, int pos);
 /* Wall seconds spent in attention (selection included) since the session was created, summed
  * over layers: lets `bench` report the attention part of a decode step on its own. */
 double ds_session_attn_seconds(const ds_session *s);
 /* Bytes of the session's memory plan, for `inspect`. */
 size_t ds_session_bytes(const ds_session *s);
+/* Bytes one decode step at context n (n visible positions, the current token included) reads in
+ * one layer that runs the session's method (double-sparsity.md §9): K/V rows (fp16) plus what
+ * the selector scans (labels, K columns, Quest page bounds, H2O accumulators). Layers kept dense
+ * (--ds-dense-layers) and dense fallbacks read the dense amount, 2 * n * n_head_kv * head_dim * 2.
+ * The per-thread index lists are not counted (they stay in cache). Formulas in sparse.c. */
+size_t ds_sparse_step_bytes(const ds_session *s, int n);
 
 /* ---------------------------------------------------------------- sampling */
 

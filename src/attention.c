@@ -298,6 +298,23 @@ T_AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n) {
 }
 #endif
 
+#if defined(__x86_64__)
+T_AVX2 static void f16_to_f32_avx2(const uint16_t *x, float *y, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = ds_fp16_to_fp32(x[i]);
+}
+#endif
+
+void ds_fp16_to_fp32_row(const uint16_t *x, float *y, int n) {
+#if defined(__x86_64__)
+    static int lvl = -1;
+    if (lvl < 0) { int avx512; ds_cpu_simd_levels(&lvl, &avx512); }
+    if (lvl) { f16_to_f32_avx2(x, y, n); return; }
+#endif
+    for (int i = 0; i < n; i++) y[i] = ds_fp16_to_fp32(x[i]);
+}
+
 void ds_fp32_to_fp16_row(const float *x, uint16_t *y, int n) {
 #if defined(__x86_64__)
     static int lvl = -1;

@@ -32,7 +32,9 @@ void ds_attn_merge(int n, int G, int hd, const float *accs, const ds_attn_stats 
 /* q . k for one fp16 key row (oracle scores). */
 float ds_dot_f16_f32(const uint16_t *k, const float *q, int hd);
 
-/* fp32 -> fp16 row conversion (SIMD where available). */
+/* fp32 -> fp16 and fp16 -> fp32 row conversion (SIMD where available; both exact for values
+ * that are representable, the first rounds to nearest even). */
 void ds_fp32_to_fp16_row(const float *x, uint16_t *y, int n);
+void ds_fp16_to_fp32_row(const uint16_t *x, float *y, int n);
 
 #endif

@@ -7,6 +7,7 @@
  * type's dot format and run on the thread pool; each parallel region is one ds_pool_run. */
 #include "forward.h"
 #include "calibrate.h"
+#include "gpu_session.h"
 #include "sparse.h"
 
 #include <math.h>
@@ -158,12 +159,16 @@ static void attn_worker(void *arg, int ith, int nth) {
     const uint16_t *Kl = s->k_cache + (size_t)a->layer * KVH * head_stride;
     const uint16_t *Vl = s->v_cache + (size_t)a->layer * KVH * head_stride;
     const bool sparse = ds_sparse_layer(s, a->layer);
-    int total = a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
+    /* a stateful method (H2O) simulated over a chunk: one unit per KV group, its rows in order */
+    const bool seq = sparse && a->T > 1 && s->opts.sparse.sparse_prefill && ds_sparse_sequential(s);
+    int total = seq ? KVH : a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
     float qbuf[16 * 512];
     for (;;) {
         int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        if (sparse && (a->T == 1 || s->opts.sparse.sparse_prefill)) {
+        if (seq) {
+            for (int tk = 0; tk < a->T; tk++) ds_sparse_group(s, a->layer, tk, u, a->pos0 + tk + 1, ith);
+        } else if (sparse && (a->T == 1 || s->opts.sparse.sparse_prefill)) {
             /* unit = (token, kv group): selection + exact attention over the selected rows */
             int tk = u / KVH, h = u % KVH;
             ds_sparse_group(s, a->layer, tk, h, a->pos0 + tk + 1, ith);
@@ -180,6 +185,12 @@ static void attn_worker(void *arg, int ith, int nth) {
             ds_attn_stats st;
             ds_attn_partial(q, G, hd, Kl + h * head_stride, Vl + h * head_stride, NULL, 0, n, acc, &st);
             ds_attn_merge(1, G, hd, acc, &st, s->att + (size_t)tk * c->n_head * hd + (size_t)h * G * hd);
+            if (s->sp_h2o_ml)   /* the row's softmax max and sum, for H2O's column sums */
+                for (int g = 0; g < G; g++) {
+                    float *ml = s->sp_h2o_ml + ((size_t)tk * c->n_head + (size_t)h * G + g) * 2;
+                    ml[0] = st.m[g];
+                    ml[1] = st.l[g];
+                }
         }
     }
 }
@@ -198,6 +209,23 @@ static void attention(ds_session *s, int layer, int T) {
         for (int h = 0; h < KVH; h++)
             ds_attn_merge(a.n_chunks, G, hd, s->part_acc + (size_t)h * a.n_chunks * G * hd,
                           s->part_st + (size_t)h * a.n_chunks, s->att + (size_t)h * G * hd);
+    }
+    if (ds_h2o_tracks(s, layer, T)) {
+        if (T == 1 && !ds_sparse_layer(s, layer)) {
+            /* split-KV decode: the row's max and sum from its chunks' (as ds_attn_merge does) */
+            const int KVH = c->n_head_kv, G = c->n_head / KVH;
+            for (int h = 0; h < KVH; h++)
+                for (int g = 0; g < G; g++) {
+                    const ds_attn_stats *st = s->part_st + (size_t)h * a.n_chunks;
+                    float mx = -INFINITY, l = 0;
+                    for (int i = 0; i < a.n_chunks; i++) mx = st[i].m[g] > mx ? st[i].m[g] : mx;
+                    for (int i = 0; i < a.n_chunks; i++)
+                        if (st[i].l[g] != 0) l += st[i].l[g] * expf(st[i].m[g] - mx);
+                    s->sp_h2o_ml[((size_t)h * G + g) * 2] = mx;
+                    s->sp_h2o_ml[((size_t)h * G + g) * 2 + 1] = l;
+                }
+        }
+        ds_h2o_track(s, layer, T);
     }
     s->t_attn += ds_time_s() - t0;
 }
@@ -299,6 +327,7 @@ ds_status ds_session_eval(ds_session *s, const int32_t *tokens, int n, float *al
         if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
             return ds_error(DS_ERR_ARG, "token id %d at index %d is outside the vocabulary [0, %d)",
                             tokens[i], i, c->n_vocab);
+    if (s->gpu) return ds_gpu_session_eval(s, tokens, n, all_logits);
     for (int i = 0; i < n; i += s->n_batch) {
         int T = DS_MIN(s->n_batch, n - i);
         if (all_logits) forward_chunk(s, tokens + i, T, all_logits + (size_t)i * c->n_vocab, true);
@@ -373,8 +402,12 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
     }
     s->pool = ds_pool_new(o.n_threads);
     if (!s->pool) { ds_session_free(s); return ds_error(DS_ERR_OOM, "cannot start threads"); }
-    if (o.sparse.method != DS_ATTN_DENSE) {
+    if (o.sparse.method != DS_ATTN_DENSE || o.sparse.track_h2o) {
         ds_status st = ds_sparse_init(s);
+        if (st) { ds_session_free(s); return st; }
+    }
+    if (o.gpu) {
+        ds_status st = ds_gpu_session_init(s);
         if (st) { ds_session_free(s); return st; }
     }
     *out = s;
@@ -385,6 +418,7 @@ void ds_session_free(ds_session *s) {
     if (!s) return;
     if (s->pool) ds_pool_free(s->pool);
     ds_sparse_free(s);
+    ds_gpu_session_free(s);
     void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xn, s->tmp, s->q, s->k, s->v, s->att, s->gate,
                     s->up, s->xq[0], s->xq[1], s->logits, s->rope_cos, s->rope_sin, s->part_acc,
                     s->part_st, s->precise_row};
@@ -408,29 +442,22 @@ ds_status ds_session_fork(const ds_session *src, const ds_sparse_opts *sparse, d
     *out = NULL;
     ds_session_opts o = src->opts;
     if (sparse) o.sparse = *sparse;
+    if (o.gpu) return ds_error(DS_ERR_UNSUPPORTED, "forking a GPU session is not supported yet");
     ds_session *d;
     ds_status st = ds_session_new(src->m, &o, &d);
     if (st) return st;
     const ds_model_info *c = &src->m->info;
     const int hd = c->head_dim, KVH = c->n_head_kv;
     const size_t rows = (size_t)src->pos * hd;
-    float k[16 * 512];
-    for (int l = 0; l < c->n_layer; l++) {
+    for (int l = 0; l < c->n_layer; l++)
         for (int h = 0; h < KVH; h++) {
             size_t head = ((size_t)l * KVH + h) * (size_t)src->n_ctx * hd;
             size_t dhead = ((size_t)l * KVH + h) * (size_t)d->n_ctx * hd;
             memcpy(d->k_cache + dhead, src->k_cache + head, rows * 2);
             memcpy(d->v_cache + dhead, src->v_cache + head, rows * 2);
         }
-        if (d->sp_codes)
-            for (int t = 0; t < src->pos; t++) {
-                for (int h = 0; h < KVH; h++) {
-                    const uint16_t *kr = d->k_cache + (((size_t)l * KVH + h) * d->n_ctx + t) * hd;
-                    for (int i = 0; i < hd; i++) k[h * hd + i] = ds_fp16_to_fp32(kr[i]);
-                }
-                ds_sparse_append(d, l, t, k);
-            }
-    }
+    /* labels and Quest bounds from the copied keys; H2O state copied from src */
+    if ((st = ds_sparse_fork(d, src)) != DS_OK) { ds_session_free(d); return st; }
     d->pos = src->pos;
     memcpy(d->logits, src->logits, sizeof(float) * (size_t)c->n_vocab);
     *out = d;

@@ -42,6 +42,21 @@ struct ds_session {
     uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */
     size_t sp_topk_bytes;
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
+    int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
+
+    /* Quest (sparse_baselines.c): per (layer, KV head, page of 16 tokens) the per-channel min and
+     * max of the cached (fp16) post-RoPE keys, stored fp16 (exact: extrema of fp16 values) */
+    uint16_t *sp_quest;          /* [n_layer][n_head_kv][sp_quest_pages][2][head_dim] (min, then max) */
+    int sp_quest_pages;          /* ceil(n_ctx / 16) */
+
+    /* H2O (sparse_baselines.c), also kept by dense sessions with opts.sparse.track_h2o */
+    int sp_h2o_units;            /* state units per layer: n_head_kv (shared) or n_head (per-head) */
+    float *sp_h2o_acc;           /* [n_layer][units][n_ctx] accumulated attention probability */
+    uint8_t *sp_h2o_kept;        /* [n_layer][units][n_ctx] 1 kept, 0 evicted (for positions < pos) */
+    float *sp_h2o_ml;            /* [n_batch][n_head][2] row max and sum of exp of dense attention */
+
+    /* GPU forward pass (gpu_session.c): non-NULL when the session was created with opts.gpu */
+    struct ds_gpu_forward *gpu;
 
     /* calibration hook: non-NULL while ds_model_calibrate runs this session */
     struct ds_calib_acc *calib;

@@ -1,9 +1,10 @@
 /* sparse.c — selection + exact attention over the selected rows (see sparse.h).
  *
  * Shared GQA (double-sparsity.md §5): the group's score of a position is the sum over its query
- * heads of each head's score. Every selector here is linear in q, so that sum is one dot product
- * with qsum = sum_g q_g — the scan costs the same whatever the group size. Per-head mode runs
- * one selection per query head instead. The current token is always selected (§6). */
+ * heads of each head's score. Every selector in this file is linear in q, so that sum is one dot
+ * product with qsum = sum_g q_g — the scan costs the same whatever the group size. Per-head mode
+ * runs one selection per query head instead. The current token is always selected (§6).
+ * Quest (not linear in q) and H2O (stateful) live in sparse_baselines.c. */
 #include "sparse.h"
 #include "calibrate.h"
 #include "ds_kernels.h"
@@ -22,7 +23,9 @@ ds_sparse_opts ds_sparse_default_opts(void) {
 }
 
 static const char *const g_method_names[DS_ATTN_COUNT] = {
-    "dense", "ds", "oracle", "random", "streaming", "sparq"};
+    "dense", "ds", "oracle", "random", "streaming", "sparq", "quest", "h2o"};
+
+const char *ds_attn_method_list(void) { return "dense,ds,oracle,random,streaming,sparq,quest,h2o"; }
 
 const char *ds_attn_method_name(ds_attn_method m) {
     return (unsigned)m < DS_ATTN_COUNT ? g_method_names[m] : "unknown";
@@ -51,6 +54,8 @@ ds_status ds_sparse_init(ds_session *s) {
     ds_sparse_opts *o = &s->opts.sparse;
     const int hd = c->head_dim, L = c->n_layer, KVH = c->n_head_kv;
     if ((unsigned)o->method >= DS_ATTN_COUNT) return ds_error(DS_ERR_ARG, "unknown attention method %d", o->method);
+    /* a dense session only keeps H2O's sums when asked (ds_session_fork into h2o needs them) */
+    if (o->method == DS_ATTN_DENSE) return o->track_h2o ? ds_h2o_init(s) : DS_OK;
     if (o->label_bits != 16 && o->label_bits != 8 && o->label_bits != 4 && o->label_bits != 2)
         return ds_error(DS_ERR_ARG, "--ds-label-bits must be 16, 8, 4 or 2 (got %d)", o->label_bits);
     if (o->channels == 0) o->channels = DS_MAX(1, hd / o->label_bits);
@@ -114,15 +119,19 @@ ds_status ds_sparse_init(ds_session *s) {
         if (!s->sp_codes || !s->sp_lo || !s->sp_step) return ds_error(DS_ERR_OOM, "out of memory for the label cache");
         s->bytes += rows * (s->sp_row_bytes + (o->label_bits < 16 ? 4 : 0));
     }
-    /* per-thread scratch: scores [n_ctx], selected indices [n_ctx], top-k scratch, q sums */
+    /* per-thread scratch: scores [n_ctx], selected indices [n_ctx] (two lists), top-k scratch,
+     * attention accumulator */
     int nt = ds_pool_size(s->pool);
     s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->n_ctx);
     s->sp_idx = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
+    s->sp_idx2 = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
     s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
     s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
-    if (!s->sp_scores || !s->sp_idx || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)nt * s->n_ctx * 8 + s->sp_topk_bytes * (size_t)nt;
+    if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
+    s->bytes += (size_t)nt * s->n_ctx * 12 + s->sp_topk_bytes * (size_t)nt;
+    if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
+    if (o->method == DS_ATTN_H2O) return ds_h2o_init(s);
     return DS_OK;
 }
 
@@ -131,10 +140,11 @@ void ds_sparse_free(ds_session *s) {
     free(s->sp_chan);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
     ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
+    ds_free(s->sp_idx2); ds_free(s->sp_quest);
+    ds_free(s->sp_h2o_acc); ds_free(s->sp_h2o_kept); ds_free(s->sp_h2o_ml);
 }
 
-void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
-    if (!s->sp_codes) return;
+static void labels_append(ds_session *s, int layer, int pos, const float *k) {
     const ds_model_info *c = &s->m->info;
     const int hd = c->head_dim, KVH = c->n_head_kv, r = s->opts.sparse.channels;
     float x[DS_LABEL_MAX_R];
@@ -148,6 +158,38 @@ void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
                         s->sp_lo + row, s->sp_step + row);
     }
 }
+
+void ds_sparse_append(ds_session *s, int layer, int pos, const float *k) {
+    if (s->sp_codes) labels_append(s, layer, pos, k);
+    if (s->sp_quest) ds_quest_append(s, layer, pos);
+    if (s->sp_h2o_acc) ds_h2o_append(s, layer, pos);
+}
+
+ds_status ds_sparse_fork(ds_session *d, const ds_session *src) {
+    const ds_model_info *c = &d->m->info;
+    const int hd = c->head_dim, KVH = c->n_head_kv;
+    if (d->sp_codes || d->sp_quest) {
+        float *k = malloc(sizeof(float) * (size_t)KVH * hd);
+        if (!k) return ds_error(DS_ERR_OOM, "out of memory");
+        for (int l = 0; l < c->n_layer; l++)
+            for (int t = 0; t < src->pos; t++) {
+                if (d->sp_codes) {
+                    for (int h = 0; h < KVH; h++) {
+                        const uint16_t *kr = d->k_cache + (((size_t)l * KVH + h) * d->n_ctx + t) * hd;
+                        for (int i = 0; i < hd; i++) k[h * hd + i] = ds_fp16_to_fp32(kr[i]);
+                    }
+                    labels_append(d, l, t, k);
+                }
+                /* a page's bounds are recomputed from its cached rows: once, at its last row */
+                if (d->sp_quest && (t % DS_QUEST_PAGE == DS_QUEST_PAGE - 1 || t == src->pos - 1))
+                    ds_quest_append(d, l, t);
+            }
+        free(k);
+    }
+    return ds_h2o_fork(d, src);
+}
+
+bool ds_sparse_sequential(const ds_session *s) { return s->opts.sparse.method == DS_ATTN_H2O; }
 
 /* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
 static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
@@ -199,6 +241,7 @@ static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G,
     const int hd = s->m->info.head_dim;
     const ds_sparse_opts *o = &s->opts.sparse;
     int m = 0;
+    if (o->method == DS_ATTN_QUEST) return ds_quest_select_unit(s, layer, kvh, q, G, n, k, ith, idx);
     if (o->method == DS_ATTN_STREAMING) {
         int sinks = DS_MIN(4, k - 1), recent = k - 1 - sinks;
         for (int t = 0; t < sinks; t++) idx[m++] = t;
@@ -226,6 +269,7 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     float *out = s->att + (size_t)t * H * hd + (size_t)kvh * G * hd;
     float *acc = s->sp_acc + (size_t)ith * 16 * hd;
     ds_attn_stats st;
+    if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, t, kvh, n, ith); return; }   /* stateful */
     int k = ds_sparse_k(s, n);
     if (n <= k || n < o->min_context) {
         ds_attn_partial(q, G, hd, K, V, NULL, 0, n, acc, &st);
@@ -244,4 +288,68 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
             ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
         }
     }
+}
+
+/* Bytes of one decode step in one layer running the method, per sequence (double-sparsity.md §9).
+ * row = one fp16 K or V row of a KV head (2*head_dim bytes); "units" = selections per KV group
+ * (1 shared, G per-head), each of which gathers its own K and V rows. Per KV head:
+ *   dense / fallback   2*n rows (all K and V)
+ *   ds, random         label scan n*(code bytes + 4 for fp16 lo/step below 16 bits) + units*2k rows
+ *   oracle             n K rows (exact scores, once for the group) + units*k V rows
+ *   streaming          units*2k rows
+ *   sparq              units*n*r*2 (r K columns per selection) + units*2k rows
+ *   quest              cp complete pages' bounds, cp*2*hd*2 (fp16 min+max, read once for the group)
+ *                      + units * 2 rows * (16*min(ceil((k-1)/16), cp) + tokens of the current page)
+ *   h2o                units * (2*kept rows + kept*8 bytes of fp32 accumulators read and written),
+ *                      kept = min(n, k): the evicted rows are never read again
+ * Index lists and the per-step top-k scratch are not counted. */
+size_t ds_sparse_step_bytes(const ds_session *s, int n) {
+    const ds_model_info *c = &s->m->info;
+    const ds_sparse_opts *o = &s->opts.sparse;
+    const size_t hd = (size_t)c->head_dim, row = hd * 2, KVH = (size_t)c->n_head_kv;
+    const size_t units = o->per_head ? (size_t)(c->n_head / c->n_head_kv) : 1;
+    if (n < 0) n = 0;
+    const size_t N = (size_t)n, dense = 2 * N * row * KVH;
+    if (o->method == DS_ATTN_DENSE || n == 0) return dense;
+    const int k = ds_sparse_k(s, n);
+    const bool fallback = n <= k || n < o->min_context;
+    const size_t K = (size_t)k;
+    size_t scan = 0, rows = 0;
+    switch (o->method) {
+    case DS_ATTN_H2O: {
+        size_t kept = fallback ? N : K;
+        return KVH * units * (2 * kept * row + kept * 8);
+    }
+    case DS_ATTN_DS:
+    case DS_ATTN_RANDOM:
+        if (fallback) return dense;
+        scan = N * (ds_label_row_bytes(o->channels, o->label_bits) + (o->label_bits < 16 ? 4 : 0));
+        rows = units * 2 * K * row;
+        break;
+    case DS_ATTN_ORACLE:
+        if (fallback) return dense;
+        scan = N * row;
+        rows = units * K * row;
+        break;
+    case DS_ATTN_STREAMING:
+        if (fallback) return dense;
+        rows = units * 2 * K * row;
+        break;
+    case DS_ATTN_SPARQ:
+        if (fallback) return dense;
+        scan = units * N * (size_t)o->channels * 2;
+        rows = units * 2 * K * row;
+        break;
+    case DS_ATTN_QUEST: {
+        if (fallback) return dense;
+        size_t cp = (N - 1) / DS_QUEST_PAGE, want = (K - 1 + DS_QUEST_PAGE - 1) / DS_QUEST_PAGE;
+        if (want >= cp) return dense;   /* every page selected: no scoring, all rows */
+        scan = cp * 2 * hd * 2;
+        rows = units * 2 * row * (want * DS_QUEST_PAGE + (N - cp * DS_QUEST_PAGE));
+        break;
+    }
+    default:
+        DS_ASSERT(0);
+    }
+    return KVH * (scan + rows);
 }

@@ -28,4 +28,50 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
 /* k for a context of n tokens. */
 int ds_sparse_k(const ds_session *s, int n);
 
+/* After ds_session_fork copied src's KV cache into d: rebuild d's labels and Quest page bounds
+ * from the copied keys, and copy H2O state (which keys cannot give back) from src. */
+ds_status ds_sparse_fork(ds_session *d, const ds_session *src);
+
+/* Whether the method's state is sequential per (layer, KV head), so the rows of a sparse-prefill
+ * chunk must run in order for each group (H2O: eviction and accumulators depend on every earlier
+ * step), instead of as independent (row, group) work units. */
+bool ds_sparse_sequential(const ds_session *s);
+
+/* The bytes one decode step reads per layer running the method: ds_sparse_step_bytes, declared
+ * with the public API (dsinfer.h) because the CLI prints it. */
+
+/* ---- baselines (sparse_baselines.c): Quest and H2O, double-sparsity.md §8 ---- */
+
+#define DS_QUEST_PAGE 16
+
+/* Quest pages chosen for one query: pages [0, cp) with cp = (n-1)/16 are complete and scored,
+ * score(page) = sum over the G query heads of sum_c max(q_c*min_c, q_c*max_c) (each head's upper
+ * bound on q.k over the page; the bound is not linear in q, so heads are scored separately and
+ * then summed). The ceil((k-1)/16) best pages (ds_topk: ties to the lower page) plus the current,
+ * possibly partial page cp are selected; if that is every page, all of [0, n).
+ * q: [G][hd] (any scale); meta: [pages][2][hd] fp16 min then max; scores: room for cp floats;
+ * pages: room for cp ints; topk_scratch: ds_topk_scratch_bytes(cp). Writes the positions of the
+ * selected pages in increasing order to idx (room for n) and returns their count. */
+int ds_quest_select(const float *q, int G, int hd, const uint16_t *meta, int n, int k, float *scores,
+                    int32_t *pages, int32_t *idx, void *topk_scratch);
+ds_status ds_quest_init(ds_session *s);
+void ds_quest_append(ds_session *s, int layer, int pos);
+int ds_quest_select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
+                         int32_t *idx);
+
+/* H2O's recent window for a budget k: ceil(k/5) >= 1 most recent positions (the current token
+ * among them) are always kept; the other k - ceil(k/5) (~80%) are heavy hitters. */
+int ds_h2o_recent(int k);
+ds_status ds_h2o_init(ds_session *s);
+void ds_h2o_append(ds_session *s, int layer, int pos);
+/* One decode step of H2O for KV group kvh (ds_sparse_group's contract). */
+void ds_h2o_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
+/* Whether this layer's attention over a chunk of T tokens is dense while the session keeps H2O
+ * state (dense prefill of an h2o session; every step of a dense session with track_h2o): then
+ * ds_h2o_track must add the chunk's attention probabilities, after the attention region filled
+ * s->sp_h2o_ml with each row's softmax max and sum. */
+bool ds_h2o_tracks(const ds_session *s, int layer, int T);
+void ds_h2o_track(ds_session *s, int layer, int T);
+ds_status ds_h2o_fork(ds_session *d, const ds_session *src);
+
 #endif

@@ -27,7 +27,9 @@ TEST(eval_settings_parse) {
     CHECK(!strcmp(s[1].label, "ds@1/16"));
     CHECK(s[2].method == DS_ATTN_DS && s[2].tokens == 256 && !strcmp(s[2].label, "ds@256"));
     CHECK(s[4].method == DS_ATTN_STREAMING && s[4].tokens == 256);
-    CHECK(ds_eval_parse_settings("dense,h2o", "1/16", s, 16, err, sizeof err) == -1 && strstr(err, "h2o"));
+    CHECK(ds_eval_parse_settings("dense,bogus", "1/16", s, 16, err, sizeof err) == -1 && strstr(err, "bogus"));
+    CHECK(ds_eval_parse_settings("quest,h2o", "1/16", s, 16, err, sizeof err) == 2);
+    CHECK(s[0].method == DS_ATTN_QUEST && s[1].method == DS_ATTN_H2O && !strcmp(s[1].label, "h2o@1/16"));
     CHECK(ds_eval_parse_settings("ds", "1/0", s, 16, err, sizeof err) == -1);
     CHECK(ds_eval_parse_settings("ds", "2.5", s, 16, err, sizeof err) == -1);
     CHECK(ds_eval_parse_settings("ds,oracle", "1/16,1/8", s, 3, err, sizeof err) == -1);   /* cap */
@@ -57,6 +59,32 @@ TEST(eval_cli_passkey_case) {
     CHECK(scores[1] == 0 || scores[1] == DS_EVAL_SCORE_MAX);
     free(answers[0]);
     free(answers[1]);
+    ds_eval_case_free(&c);
+    ds_model_free(m);
+}
+
+/* The harness prefills one dense session and forks it per method: H2O needs the parent to keep
+ * its attention sums (the harness asks for them), Quest rebuilds its page bounds. Both must run,
+ * generate and score, at a fraction and at a fixed budget. */
+TEST(eval_cli_quest_h2o_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    ds_eval_case c;
+    CHECK(ds_eval_make_case(m, DS_TASK_PASSKEY, 7, 600, 50, &c) == DS_OK);
+    ds_eval_setting set[4];
+    char err[256];
+    CHECK(ds_eval_parse_settings("h2o,quest", "1/4,64", set, 4, err, sizeof err) == 4);
+    ds_sparse_opts base = ds_sparse_default_opts();
+    int scores[4] = {-1, -1, -1, -1}, np = 0;
+    char *answers[4];
+    ds_status st = ds_eval_run_case(m, &c, &base, set, 4, 12, 2, scores, answers, &np);
+    CHECK_MSG(st == DS_OK, "run_case: %s", ds_last_error());
+    for (int i = 0; i < 4; i++) {
+        fprintf(stderr, "    key %ld; %s: \"%s\" (%d)\n", c.value, set[i].label, answers[i], scores[i]);
+        CHECK(scores[i] == 0 || scores[i] == DS_EVAL_SCORE_MAX);
+        CHECK(answers[i] && answers[i][0]);
+        free(answers[i]);
+    }
     ds_eval_case_free(&c);
     ds_model_free(m);
 }

@@ -3,6 +3,8 @@
 #include "test.h"
 #include "dsinfer.h"
 #include "forward.h"
+#include "sparse.h"
+#include "ds_kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -117,13 +119,15 @@ TEST(sparse_simulation_equals_decode_steps) {
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     int V = ds_model_get_info(m)->n_vocab;
-    const ds_attn_method ms[] = {DS_ATTN_DS, DS_ATTN_ORACLE, DS_ATTN_STREAMING, DS_ATTN_SPARQ, DS_ATTN_RANDOM};
+    const ds_attn_method ms[] = {DS_ATTN_DS, DS_ATTN_ORACLE, DS_ATTN_STREAMING, DS_ATTN_SPARQ, DS_ATTN_RANDOM,
+                                 DS_ATTN_QUEST, DS_ATTN_H2O};
     ds_sparse_opts dense = ds_sparse_default_opts();
     ds_status dst;
     float *dref = run(m, &dense, tk, n, 0, &dst);
     CHECK(dst == DS_OK);
-    for (int i = 0; i < 5; i++) for (int ph = 0; ph < 2; ph++) {
-        if (ph && ms[i] != DS_ATTN_DS) continue;   /* per-head: DS only (keeps the suite fast) */
+    for (int i = 0; i < 7; i++) for (int ph = 0; ph < 2; ph++) {
+        /* per-head: DS, and H2O whose per-head state is separate code (keeps the suite fast) */
+        if (ph && ms[i] != DS_ATTN_DS && ms[i] != DS_ATTN_H2O) continue;
         ds_sparse_opts sp = ds_sparse_default_opts();
         sp.method = ms[i];
         sp.tokens = 16;
@@ -271,5 +275,328 @@ TEST(sparse_fork_equals_fresh_session) {
     }
     ds_session_free(dense); ds_session_free(fork); ds_session_free(fresh);
     ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* ---------------------------------------------------------------- Quest and H2O */
+
+static float rnd_unit(uint64_t *x) {   /* uniform in [-1, 1) */
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*x >> 40) / (double)(1ull << 23)) - 1.0f;
+}
+
+/* ds_quest_select against a brute-force reference: bounds from the rows, per-head upper bounds
+ * in double summed over the group, a full sort (ties to the lower page), the best ceil((k-1)/16)
+ * pages and the current page. */
+TEST(sparse_quest_selection_matches_brute_force) {
+    const int hd = 64;
+    const int cases[][3] = {{100, 40, 3}, {100, 40, 1}, {257, 64, 3}, {33, 17, 2}, {200, 2, 3}, {48, 40, 1},
+                            {300, 100, 4}, {17, 5, 3}, {160, 33, 3}};
+    uint64_t x = 42;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int n = cases[ci][0], k = cases[ci][1], G = cases[ci][2];
+        const int npg = (n + 15) / 16, cp = (n - 1) / 16, want = (k - 1 + 15) / 16;
+        uint16_t *K = malloc(sizeof(uint16_t) * (size_t)n * hd), *meta = malloc(sizeof(uint16_t) * (size_t)npg * 2 * hd);
+        float *q = malloc(sizeof(float) * (size_t)G * hd), *scores = malloc(sizeof(float) * (size_t)(cp + 1));
+        int32_t *pages = malloc(sizeof(int32_t) * (size_t)(cp + 1)), *idx = malloc(sizeof(int32_t) * (size_t)n);
+        int32_t *ref = malloc(sizeof(int32_t) * (size_t)n), *order = malloc(sizeof(int32_t) * (size_t)(cp + 1));
+        double *ps = malloc(sizeof(double) * (size_t)(cp + 1));
+        void *scratch = malloc(ds_topk_scratch_bytes(cp + 1));
+        for (int i = 0; i < n * hd; i++) K[i] = ds_fp32_to_fp16(rnd_unit(&x) * (1 + (i % hd) % 7));
+        for (int i = 0; i < G * hd; i++) q[i] = rnd_unit(&x);
+        for (int p = 0; p < npg; p++)
+            for (int c = 0; c < hd; c++) {
+                float mn = INFINITY, mx = -INFINITY;
+                for (int t = p * 16; t < n && t < (p + 1) * 16; t++) {
+                    float v = ds_fp16_to_fp32(K[(size_t)t * hd + c]);
+                    mn = v < mn ? v : mn; mx = v > mx ? v : mx;
+                }
+                meta[((size_t)p * 2) * hd + c] = ds_fp32_to_fp16(mn);
+                meta[((size_t)p * 2 + 1) * hd + c] = ds_fp32_to_fp16(mx);
+            }
+        int m = ds_quest_select(q, G, hd, meta, n, k, scores, pages, idx, scratch);
+        int nr = 0;
+        if (want >= cp) {
+            for (int t = 0; t < n; t++) ref[nr++] = t;
+        } else {
+            for (int p = 0; p < cp; p++) {
+                double sc = 0;
+                for (int g = 0; g < G; g++)
+                    for (int c = 0; c < hd; c++) {
+                        double qc = q[g * hd + c], lo = qc * ds_fp16_to_fp32(meta[((size_t)p * 2) * hd + c]),
+                               hi = qc * ds_fp16_to_fp32(meta[((size_t)p * 2 + 1) * hd + c]);
+                        sc += lo > hi ? lo : hi;
+                    }
+                ps[p] = sc;
+                order[p] = p;
+            }
+            for (int i = 1; i < cp; i++)   /* by score descending, then page ascending */
+                for (int j = i; j > 0 && (ps[order[j]] > ps[order[j - 1]] ||
+                                          (ps[order[j]] == ps[order[j - 1]] && order[j] < order[j - 1])); j--) {
+                    int32_t t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+                }
+            for (int i = 1; i < want; i++)   /* the chosen pages in page order */
+                for (int j = i; j > 0 && order[j] < order[j - 1]; j--) { int32_t t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
+            for (int i = 0; i < want; i++)
+                for (int t = order[i] * 16; t < order[i] * 16 + 16; t++) ref[nr++] = t;
+            for (int t = cp * 16; t < n; t++) ref[nr++] = t;
+        }
+        int same = m == nr && memcmp(idx, ref, sizeof(int32_t) * (size_t)nr) == 0;
+        free(K); free(meta); free(q); free(scores); free(pages); free(idx); free(ref); free(order); free(ps); free(scratch);
+        CHECK_MSG(same, "n=%d k=%d G=%d: %d selected vs %d in the reference (or a different set)", n, k, G, m, nr);
+    }
+}
+
+/* The session's page bounds equal the min/max of the cached keys, also after a truncation into
+ * the middle of a page and a fork. */
+TEST(sparse_quest_bounds_follow_the_cache) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = 128;
+    so.n_threads = 2;
+    so.sparse.method = DS_ATTN_QUEST;
+    so.sparse.tokens = 16;
+    ds_session *s, *f;
+    CHECK(ds_session_new(m, &so, &s) == DS_OK);
+    CHECK(ds_session_eval(s, tk, 70, NULL) == DS_OK);
+    for (int i = 70; i < 80; i++) CHECK(ds_session_eval(s, tk + i, 1, NULL) == DS_OK);
+    CHECK(ds_session_truncate(s, 37) == DS_OK);
+    CHECK(ds_session_eval(s, tk + 100, 5, NULL) == DS_OK);    /* other tokens into page 2 */
+    CHECK(ds_session_eval(s, tk + 105, 1, NULL) == DS_OK);
+    CHECK(ds_session_fork(s, &so.sparse, &f) == DS_OK);
+    const ds_model_info *c = ds_model_get_info(m);
+    const int hd = c->head_dim, KVH = c->n_head_kv, pos = ds_session_pos(s);
+    CHECK(pos == 43);
+    for (int which = 0; which < 2; which++) {
+        ds_session *x = which ? f : s;
+        for (int l = 0; l < c->n_layer; l++)
+            for (int h = 0; h < KVH; h++)
+                for (int p = 0; p * 16 < pos; p++)
+                    for (int ch = 0; ch < hd; ch++) {
+                        float mn = INFINITY, mx = -INFINITY;
+                        for (int t = p * 16; t < pos && t < p * 16 + 16; t++) {
+                            float v = ds_fp16_to_fp32(x->k_cache[(((size_t)l * KVH + h) * x->n_ctx + t) * hd + ch]);
+                            mn = v < mn ? v : mn; mx = v > mx ? v : mx;
+                        }
+                        const uint16_t *meta = x->sp_quest + ((((size_t)l * KVH + h) * x->sp_quest_pages + p) * 2) * hd;
+                        CHECK_MSG(ds_fp16_to_fp32(meta[ch]) == mn && ds_fp16_to_fp32(meta[hd + ch]) == mx,
+                                  "%s: layer %d head %d page %d channel %d: bounds [%g, %g], rows [%g, %g]",
+                                  which ? "fork" : "session", l, h, p, ch, ds_fp16_to_fp32(meta[ch]),
+                                  ds_fp16_to_fp32(meta[hd + ch]), mn, mx);
+                    }
+    }
+    ds_session_free(s); ds_session_free(f);
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* Step by step: at most k kept, exactly k once the context exceeds k, the ceil(k/5) most recent
+ * always kept, and an evicted position never kept again. */
+TEST(sparse_h2o_invariants) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const ds_model_info *c = ds_model_get_info(m);
+    const int k = 16, R = ds_h2o_recent(k);
+    CHECK(R == 4);
+    for (int ph = 0; ph < 2; ph++) {
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 2;
+        so.sparse.method = DS_ATTN_H2O;
+        so.sparse.tokens = k;
+        so.sparse.per_head = ph;
+        ds_session *s;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        const int U = s->sp_h2o_units, steps = ph ? 60 : n;   /* per-head: a shorter run */
+        CHECK(U == (ph ? c->n_head : c->n_head_kv));
+        uint8_t *gone = calloc((size_t)c->n_layer * U * s->n_ctx, 1);
+        for (int i = 0; i < steps; i++) {
+            CHECK(ds_session_eval(s, tk + i, 1, NULL) == DS_OK);
+            const int pos = i + 1;
+            for (int l = 0; l < c->n_layer; l++)
+                for (int u = 0; u < U; u++) {
+                    size_t off = ((size_t)l * U + u) * s->n_ctx;
+                    const uint8_t *kept = s->sp_h2o_kept + off;
+                    int cnt = 0;
+                    for (int t = 0; t < pos; t++) {
+                        cnt += kept[t];
+                        CHECK_MSG(!(gone[off + t] && kept[t]), "per_head=%d step %d layer %d unit %d: position %d came back",
+                                  ph, pos, l, u, t);
+                        if (!kept[t]) gone[off + t] = 1;
+                    }
+                    CHECK_MSG(cnt == (pos < k ? pos : k), "per_head=%d step %d layer %d unit %d: %d kept", ph, pos, l, u, cnt);
+                    for (int t = pos - R < 0 ? 0 : pos - R; t < pos; t++)
+                        CHECK_MSG(kept[t], "per_head=%d step %d layer %d unit %d: recent position %d evicted", ph, pos, l, u, t);
+                }
+        }
+        free(gone);
+        ds_session_free(s);
+    }
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* After a dense prefill H2O's sums are the column sums of the dense causal attention
+ * probabilities (per KV head: over its query heads; per-head: per head). Checked on the last
+ * layer, whose queries are still in s->q, against a double-precision softmax; and a dense
+ * session with track_h2o builds bit-identical sums in every layer (what forks start from). */
+TEST(sparse_h2o_prefill_sums_are_dense_column_sums) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const ds_model_info *c = ds_model_get_info(m);
+    const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH, L = c->n_layer;
+    for (int ph = 0; ph < 2; ph++) {
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 2;
+        so.sparse.method = DS_ATTN_H2O;
+        so.sparse.tokens = 16;
+        so.sparse.per_head = ph;
+        ds_session *s, *d;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        CHECK(ds_session_eval(s, tk, n, NULL) == DS_OK);   /* one chunk: s->q holds every row */
+        so.sparse.method = DS_ATTN_DENSE;
+        so.sparse.track_h2o = 1;
+        CHECK(ds_session_new(m, &so, &d) == DS_OK);
+        CHECK(ds_session_eval(d, tk, n, NULL) == DS_OK);
+        const int U = s->sp_h2o_units;
+        CHECK(d->sp_h2o_units == U);
+        for (size_t r = 0; r < (size_t)L * U; r++)
+            CHECK_MSG(memcmp(s->sp_h2o_acc + r * s->n_ctx, d->sp_h2o_acc + r * d->n_ctx, sizeof(float) * (size_t)n) == 0,
+                      "per_head=%d: h2o prefill and dense track_h2o sums differ (layer %zu)", ph, r / (size_t)U);
+        double *ref = calloc((size_t)U * n, sizeof(double)), *sc = malloc(sizeof(double) * (size_t)n);
+        const int l = L - 1;
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) {
+                const float *q = s->q + ((size_t)i * H + h) * hd;
+                const uint16_t *K = s->k_cache + ((size_t)l * KVH + h / G) * s->n_ctx * hd;
+                double mx = -INFINITY, sum = 0;
+                for (int t = 0; t <= i; t++) {
+                    double v = 0;
+                    for (int ch = 0; ch < hd; ch++) v += (double)q[ch] * ds_fp16_to_fp32(K[(size_t)t * hd + ch]);
+                    sc[t] = v;
+                    mx = v > mx ? v : mx;
+                }
+                for (int t = 0; t <= i; t++) sum += exp(sc[t] - mx);
+                int u = ph ? h : h / G;
+                for (int t = 0; t <= i; t++) ref[(size_t)u * n + t] += exp(sc[t] - mx) / sum;
+            }
+        double worst = 0;
+        for (int u = 0; u < U; u++)
+            for (int t = 0; t < n; t++) {
+                double a = s->sp_h2o_acc[((size_t)l * U + u) * s->n_ctx + t], b = ref[(size_t)u * n + t];
+                double rel = fabs(a - b) / fabs(b);
+                worst = rel > worst ? rel : worst;
+            }
+        free(ref); free(sc);
+        ds_session_free(s); ds_session_free(d);
+        fprintf(stderr, "    per_head=%d: H2O sums vs double-precision column sums, worst relative error %.2g\n", ph, worst);
+        CHECK_MSG(worst <= 1e-4, "per_head=%d: H2O sums vs dense column sums, worst relative error %g", ph, worst);
+    }
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* Forks into Quest and H2O decode exactly like a fresh session of that method with a dense
+ * prefill: Quest rebuilds its bounds from the keys, H2O copies the sums of a track_h2o parent.
+ * A fork of an h2o session mid-decode continues exactly like the session itself; a parent that
+ * kept no sums is refused. */
+TEST(sparse_fork_quest_h2o_equals_fresh_session) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const int V = ds_model_get_info(m)->n_vocab, np = n - 20;
+    const struct { ds_attn_method meth; int per_head; } cfg[] = {{DS_ATTN_QUEST, 0}, {DS_ATTN_H2O, 0}, {DS_ATTN_H2O, 1}};
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 2;
+        so.sparse.per_head = cfg[ci].per_head;
+        ds_session *dense, *plain, *fork, *fresh, *fork2 = NULL;
+        CHECK(ds_session_new(m, &so, &plain) == DS_OK);   /* no H2O sums */
+        so.sparse.track_h2o = cfg[ci].meth == DS_ATTN_H2O;
+        CHECK(ds_session_new(m, &so, &dense) == DS_OK);
+        CHECK(ds_session_eval(dense, tk, np, NULL) == DS_OK);
+        CHECK(ds_session_eval(plain, tk, np, NULL) == DS_OK);
+        ds_sparse_opts sp = ds_sparse_default_opts();
+        sp.method = cfg[ci].meth;
+        sp.tokens = 16;
+        sp.per_head = cfg[ci].per_head;
+        if (sp.method == DS_ATTN_H2O) {
+            ds_session *bad = NULL;
+            CHECK(ds_session_fork(plain, &sp, &bad) == DS_ERR_ARG && !bad);
+            CHECK(strstr(ds_last_error(), "track_h2o") != NULL);
+            ds_sparse_opts other = sp;
+            other.per_head = !sp.per_head;
+            CHECK(ds_session_fork(dense, &other, &bad) == DS_ERR_ARG && !bad);
+        }
+        ds_session_free(plain);
+        CHECK(ds_session_fork(dense, &sp, &fork) == DS_OK);
+        so.sparse = sp;
+        CHECK(ds_session_new(m, &so, &fresh) == DS_OK);
+        CHECK(ds_session_eval(fresh, tk, np, NULL) == DS_OK);   /* dense prefill (sparse_prefill off) */
+        for (int i = np; i < n; i++) {
+            if (i == np + 8) CHECK(ds_session_fork(fresh, &sp, &fork2) == DS_OK);
+            CHECK(ds_session_eval(fork, tk + i, 1, NULL) == DS_OK);
+            CHECK(ds_session_eval(fresh, tk + i, 1, NULL) == DS_OK);
+            CHECK_MSG(memcmp(ds_session_logits(fork), ds_session_logits(fresh), sizeof(float) * V) == 0,
+                      "%s per_head=%d: fork and fresh session differ at position %d", ds_attn_method_name(sp.method),
+                      sp.per_head, i);
+            if (fork2) {
+                CHECK(ds_session_eval(fork2, tk + i, 1, NULL) == DS_OK);
+                CHECK_MSG(memcmp(ds_session_logits(fork2), ds_session_logits(fresh), sizeof(float) * V) == 0,
+                          "%s per_head=%d: fork of the sparse session differs at position %d",
+                          ds_attn_method_name(sp.method), sp.per_head, i);
+            }
+        }
+        ds_session_free(dense); ds_session_free(fork); ds_session_free(fresh); ds_session_free(fork2);
+    }
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* Bytes per decode step and layer (double-sparsity.md §9) on a few hand-computed cases. */
+TEST(sparse_step_bytes_formulas) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    ensure_calib(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    const size_t hd = (size_t)c->head_dim, KVH = (size_t)c->n_head_kv, row = 2 * hd, G = (size_t)(c->n_head / c->n_head_kv);
+    const int n = 1000;
+    const size_t dense = 2 * (size_t)n * row * KVH;
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = 1024;
+    so.n_threads = 1;
+    struct { ds_attn_method meth; int per_head, k; size_t want; } cs[] = {
+        {DS_ATTN_DENSE, 0, 0, dense},
+        {DS_ATTN_DS, 0, 64, KVH * (n * (hd / 4 / 2 + 4) + 2 * 64 * row)},          /* r = hd/4 at 4 bits */
+        {DS_ATTN_ORACLE, 0, 64, KVH * (n * row + 64 * row)},
+        {DS_ATTN_STREAMING, 1, 64, KVH * G * 2 * 64 * row},
+        /* 62 complete pages before the current one (positions 992..999), 4 chosen */
+        {DS_ATTN_QUEST, 0, 64, KVH * (62 * 2 * hd * 2 + 2 * row * (4 * 16 + 8))},
+        {DS_ATTN_QUEST, 0, 1000, dense},                                              /* k >= n: dense */
+        {DS_ATTN_H2O, 0, 64, KVH * (2 * 64 * row + 64 * 8)},
+        {DS_ATTN_H2O, 1, 64, KVH * G * (2 * 64 * row + 64 * 8)},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        so.sparse = ds_sparse_default_opts();
+        so.sparse.method = cs[i].meth;
+        so.sparse.per_head = cs[i].per_head;
+        if (cs[i].k) so.sparse.tokens = cs[i].k;
+        ds_session *s;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        size_t got = ds_sparse_step_bytes(s, n);
+        ds_session_free(s);
+        CHECK_MSG(got == cs[i].want, "%s per_head=%d k=%d: %zu bytes, expected %zu", ds_attn_method_name(cs[i].meth),
+                  cs[i].per_head, cs[i].k, got, cs[i].want);
+    }
     ds_model_free(m);
 }

@@ -54,7 +54,7 @@ typedef struct {
     ds_sampler_opts samp;
     /* sparse attention */
     ds_sparse_opts sp;
-    int method_set, dense;
+    int method_set, dense, gpu;
     const char *calib, *calib_paper, *calib_text;
     int calib_block, calib_max_tokens;
     /* eval / fidelity (tools/eval.c) */
@@ -146,7 +146,8 @@ static void usage(FILE *f) {
         "      --max-tokens N    use at most N tokens of the text\n"
         "eval / fidelity (tables and plots in --out-dir; -c is eval's total context, default 4096):\n"
         "      --task LIST       eval: lines,passkey,niah,niah-multikey,vt,cwe (default all)\n"
-        "      --methods LIST    dense,ds,oracle,random,streaming,sparq (fidelity default: all but dense)\n"
+        "      --methods LIST    dense,ds,oracle,random,streaming,sparq,quest,h2o (default all;\n"
+        "                        fidelity: all but dense)\n"
         "      --budgets LIST    token budgets k: fractions (1/16) or counts (256) (default 1/16;\n"
         "                        fidelity 1/32,1/16,1/8); dense and a budget of 1 run once as dense\n"
         "      --cases N         eval: cases per task (default 50); --seed fixes them (default 1)\n"
@@ -228,10 +229,11 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--cases", NULL)) { o->cases = (int)parse_int(a, v, 1, 1 << 20); i++; }
         else if (IS("--depth", NULL)) { o->depth = (int)parse_int(a, v, 0, 100); i++; }
         else if (IS("--dense", NULL)) { o->dense = 1; o->sp.method = DS_ATTN_DENSE; o->method_set = 1; }
+        else if (IS("--gpu", NULL)) o->gpu = 1;
         else if (IS("--ds", NULL)) { o->sp.method = DS_ATTN_DS; o->method_set = 1; }
         else if (IS("--method", NULL)) {
             NEEDV();
-            if (ds_attn_method_parse(v, &o->sp.method)) die("--method: unknown method '%s' (dense, ds, oracle, random, streaming, sparq)", v);
+            if (ds_attn_method_parse(v, &o->sp.method)) die("--method: unknown method '%s' (%s)", v, ds_attn_method_list());
             o->method_set = 1;
         }
         else if (IS("--ds-tokens", NULL)) { NEEDV(); parse_tokens_budget(v, &o->sp); }
@@ -400,6 +402,7 @@ static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
     so.n_batch = o->n_batch;
     so.sparse = o->sp;
     if (so.sparse.min_context < 0) so.sparse.min_context = 0;
+    so.gpu = o->gpu;
     ds_session *s;
     ds_status st = ds_session_new(m, &so, &s);
     if (st) die_status(st, "creating the session");
@@ -652,8 +655,13 @@ static int cmd_perplexity(opts *o) {
     if (o->sp.method == DS_ATTN_DENSE) snprintf(method, sizeof method, "dense");
     else if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d", ds_attn_method_name(o->sp.method), o->sp.tokens);
     else snprintf(method, sizeof method, "%s k=%.4g of context", ds_attn_method_name(o->sp.method), o->sp.tokens_frac);
-    printf("perplexity %.4f over %ld scored tokens (%d windows of %d, protocol %s, method %s, file %s)\n",
-           exp(nll / count), count, n_win, W, paper ? "paper: every position" : "llama: second half", method, o->file);
+    /* the byte budget behind the number: what one decode step at the window's full context reads
+     * per layer running the method (double-sparsity.md §9), against dense */
+    size_t sb = ds_sparse_step_bytes(s, W), db = (size_t)2 * W * info->n_head_kv * info->head_dim * 2;
+    printf("perplexity %.4f over %ld scored tokens (%d windows of %d, protocol %s, method %s, file %s; "
+           "attention bytes per layer per decode step at n=%d: %zu, dense %zu, %.1fx fewer)\n",
+           exp(nll / count), count, n_win, W, paper ? "paper: every position" : "llama: second half", method, o->file,
+           W, sb, db, (double)db / (double)(sb ? sb : 1));
     free(logits);
     ds_session_free(s);
     ds_free_tokens(toks);
@@ -698,26 +706,15 @@ static double measure_read_bw(int nt) {
 
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 
-/* Bytes attention reads per decoded token at context n (double-sparsity.md §9): dense reads
- * every K and V row; DS/random read the label cache (codes + fp16 lo/step below 16 bits) plus
- * the k selected K and V rows; streaming reads k rows; oracle reads all K plus k V rows; SparQ
- * reads r K columns plus k rows. Per-head mode reads up to group-size times the rows. */
-static double attn_bytes(const ds_model_info *c, const ds_sparse_opts *sp, double n) {
-    double row = c->head_dim * 2.0, heads = (double)c->n_layer * c->n_head_kv;
-    double dense = n * row * 2 * heads;
-    if (sp->method == DS_ATTN_DENSE) return dense;
-    double k = sp->tokens > 0 ? sp->tokens : ceil(sp->tokens_frac * n);
-    if (k >= n || n < sp->min_context) return dense;
-    int bits = sp->label_bits, r = sp->channels ? sp->channels : c->head_dim / bits;
-    double rows = k * row * 2 * (sp->per_head ? (double)c->n_head / c->n_head_kv : 1.0), per_head;
-    switch (sp->method) {
-    case DS_ATTN_DS: case DS_ATTN_RANDOM: per_head = n * (ceil(r * bits / 8.0) + (bits < 16 ? 4 : 0)) + rows; break;
-    case DS_ATTN_ORACLE: per_head = n * row + rows / 2; break;
-    case DS_ATTN_SPARQ: per_head = n * r * 2.0 + rows; break;
-    default: per_head = rows;
-    }
-    double frac_dense = (double)sp->n_dense_layers / c->n_layer;
-    return frac_dense * dense + (1 - frac_dense) * per_head * heads;
+/* Bytes attention reads per decoded token at context n, all layers (double-sparsity.md §9):
+ * layers kept dense read every K and V row; the others what ds_sparse_step_bytes says for the
+ * method (labels or other selector metadata plus the selected rows; formulas in src/sparse.c). */
+static double attn_bytes(const ds_session *s, const ds_model_info *c, const ds_sparse_opts *sp, double n) {
+    int ni = (int)lround(n);
+    double dense = 2.0 * ni * c->n_head_kv * c->head_dim * 2;
+    if (sp->method == DS_ATTN_DENSE) return dense * c->n_layer;
+    int nd = sp->n_dense_layers;
+    return nd * dense + (double)(c->n_layer - nd) * (double)ds_sparse_step_bytes(s, ni);
 }
 
 static int cmd_bench(opts *o) {
@@ -796,9 +793,13 @@ static int cmd_bench(opts *o) {
         qsort(attn, (size_t)o->reps, sizeof(double), cmp_d);
         double tps = o->tg / times[o->reps / 2];
         /* bytes per decoded token: every weight once + what attention reads at the average depth */
-        double bpt = info->weight_bytes + attn_bytes(info, &o->sp, depth + o->tg / 2.0);
-        printf("| tg%d | %d | %.1f | %.1f | %.2f | %.0f%% | %.3f |\n", o->tg, depth, tps, bpt / 1e6,
-               bpt * tps / 1e9, 100.0 * bpt * tps / 1e9 / bw, 1e3 * attn[o->reps / 2]);
+        /* (the GPU holds fp16 weights: ~2 bytes per parameter instead of the GGUF's) */
+        double bpt = (o->gpu ? 2.0 * info->n_params : info->weight_bytes) + attn_bytes(s, info, &o->sp, depth + o->tg / 2.0);
+        if (o->gpu)   /* the bandwidth measured here is the CPU's; the GPU keeps no attention timer */
+            printf("| tg%d | %d | %.1f | %.1f | %.2f | - | - |\n", o->tg, depth, tps, bpt / 1e6, bpt * tps / 1e9);
+        else
+            printf("| tg%d | %d | %.1f | %.1f | %.2f | %.0f%% | %.3f |\n", o->tg, depth, tps, bpt / 1e6,
+                   bpt * tps / 1e9, 100.0 * bpt * tps / 1e9 / bw, 1e3 * attn[o->reps / 2]);
         fflush(stdout);
     }
     free(toks);

@@ -84,7 +84,7 @@ int ds_eval_parse_settings(const char *methods, const char *budgets, ds_eval_set
     for (const char *pm = methods; next_item(&pm, mname, sizeof mname);) {
         ds_attn_method mth;
         if (ds_attn_method_parse(mname, &mth)) {
-            snprintf(err, err_cap, "--methods: unknown method '%s' (dense, ds, oracle, random, streaming, sparq)", mname);
+            snprintf(err, err_cap, "--methods: unknown method '%s' (%s)", mname, ds_attn_method_list());
             return -1;
         }
         if (mth == DS_ATTN_DENSE) { n = add_setting(out, n, cap, mth, 0, 0, ""); if (n < 0) goto full; continue; }
@@ -220,6 +220,10 @@ ds_status ds_eval_run_case(const ds_model *m, const ds_eval_case *c, const ds_sp
         so.n_threads = n_threads;
         ds_eval_setting dset = { .method = DS_ATTN_DENSE };
         so.sparse = setting_opts(base, &dset, 0);
+        /* H2O's state is the attention every prompt row paid to each token, which the forks
+         * cannot rebuild from the cache: the dense parent keeps those sums only when an h2o
+         * setting will need them (an extra q.K pass over the prefill) */
+        for (int i = 0; i < n_set; i++) so.sparse.track_h2o |= set[i].method == DS_ATTN_H2O;
         st = ds_session_new(m, &so, &dense);
     }
     if (!st) st = ds_session_eval(dense, tp, np, NULL);
@@ -449,7 +453,7 @@ static void eval_table(FILE *f, const ds_eval_setting *set, int n_set, const ds_
 int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     ds_eval_config cfg = *cfg0;
     if (!cfg.tasks) cfg.tasks = "lines,passkey,niah,niah-multikey,vt,cwe";
-    if (!cfg.methods) cfg.methods = "dense,ds,oracle,random,streaming,sparq";
+    if (!cfg.methods) cfg.methods = ds_attn_method_list();
     if (!cfg.budgets) cfg.budgets = "1/16";
     if (!cfg.out_dir) cfg.out_dir = "eval/results";
     if (cfg.cases <= 0) cfg.cases = 50;
@@ -608,7 +612,7 @@ static void fid_table(FILE *f, const ds_eval_setting *set, int n_set, const ds_f
 int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     ds_eval_config cfg = *cfg0;
     if (!cfg.text_path) { fprintf(stderr, "dsinfer: fidelity needs a text: -f FILE\n"); return 1; }
-    if (!cfg.methods) cfg.methods = "ds,oracle,random,streaming,sparq";
+    if (!cfg.methods) cfg.methods = "ds,oracle,random,streaming,sparq,quest,h2o";
     if (!cfg.budgets) cfg.budgets = "1/32,1/16,1/8";
     if (!cfg.out_dir) cfg.out_dir = "eval/results";
     const int W = cfg.window > 0 ? cfg.window : 2048;

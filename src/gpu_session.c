@@ -1,0 +1,148 @@
+/* gpu_session.c — a session whose forward pass runs on the GPU (opts.gpu): the model's weights
+ * are dequantised to fp16 and uploaded once per session, and ds_session_eval goes through the
+ * backend seam (backend.h) instead of the CPU layer loop. Sampling, tokenisation and the
+ * session API stay on the CPU side, so run/chat/bench/perplexity work unchanged.
+ *
+ * Why fp16 weights for quantised GGUFs: it is one code path for every GGUF type, and for the
+ * models run here (SmolLM2-135M, Qwen2.5-1.5B) the fp16 weights fit easily; fused dequant-GEMV
+ * kernels that keep 4-bit weights (4x fewer weight bytes per decoded token) are the next step. */
+#include "forward.h"
+#include "gpu_session.h"
+#include "sparse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef DS_CUDA
+
+ds_status ds_gpu_session_init(ds_session *s) {
+    (void)s;
+    return ds_error(DS_ERR_UNSUPPORTED, "--gpu: this build has no GPU backend (rebuild with make CUDA=1)");
+}
+void ds_gpu_session_free(ds_session *s) { (void)s; }
+ds_status ds_gpu_session_eval(ds_session *s, const int32_t *tokens, int n, float *all_logits) {
+    (void)s; (void)tokens; (void)n; (void)all_logits;
+    return ds_error(DS_ERR_UNSUPPORTED, "no GPU backend");
+}
+
+#else
+
+#include "backend.h"
+
+static ds_status gpu_err(int e, const char *what) {
+    return ds_error(DS_ERR_UNSUPPORTED, "GPU %s failed: %s", what, ds_gpu_error_string(e));
+}
+
+/* Dequantise rows [0, m->rows) of a matrix to fp16 and upload them at element offset `at`
+ * of weight `which`, in slabs of a few MB. */
+static ds_status upload_matrix(ds_gpu_forward *f, int which, int layer, size_t at, const ds_matrix *m) {
+    const int64_t cols = m->cols;
+    int64_t slab = DS_MAX(1, (int64_t)(4u << 20) / cols);
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(slab * cols));
+    ds_status st = DS_OK;
+    if (!row || !h) { st = ds_error(DS_ERR_OOM, "out of memory"); goto done; }
+    for (int64_t r0 = 0; r0 < m->rows; r0 += slab) {
+        int64_t nr = DS_MIN(slab, m->rows - r0);
+        for (int64_t r = 0; r < nr; r++) {
+            ds_dequant_row(m->type, m->data + (size_t)(r0 + r) * m->row_bytes, row, cols);
+            ds_fp32_to_fp16_row(row, h + (size_t)r * cols, (int)cols);
+        }
+        int e = ds_gpu_forward_upload(f, which, layer, at + (size_t)r0 * cols, h, (size_t)(nr * cols));
+        if (e) { st = gpu_err(e, "weight upload"); goto done; }
+    }
+done:
+    free(row);
+    free(h);
+    return st;
+}
+
+static ds_status upload_vec(ds_gpu_forward *f, int which, int layer, size_t at, const float *v, size_t n) {
+    int e = ds_gpu_forward_upload(f, which, layer, at, v, n);
+    return e ? gpu_err(e, "weight upload") : DS_OK;
+}
+
+ds_status ds_gpu_session_init(ds_session *s) {
+    const ds_model *m = s->m;
+    const ds_model_info *c = &m->info;
+    const ds_sparse_opts *o = &s->opts.sparse;
+    if (ds_backend_gpu_count() < 1) return ds_error(DS_ERR_UNSUPPORTED, "--gpu: no CUDA device is visible");
+    /* random channels is DS with another channel set (s->sp_chan holds whichever applies) */
+    const bool ds = o->method == DS_ATTN_DS || o->method == DS_ATTN_RANDOM;
+    if (o->method != DS_ATTN_DENSE && !ds)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs the dense, ds and random methods only (got %s)", ds_attn_method_name(o->method));
+    if (o->sparse_prefill)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: the sparse-prefill simulation (perplexity --protocol paper with a "
+                        "sparse method) runs on the CPU only");
+    if (ds && o->per_head)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
+    if (c->n_head / c->n_head_kv > 8 || (c->head_dim != 64 && c->head_dim != 128))
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: attention shape (group %d, head_dim %d) not supported (group <= 8, "
+                        "head_dim 64 or 128)", c->n_head / c->n_head_kv, c->head_dim);
+    ds_gpu_forward_cfg g;
+    memset(&g, 0, sizeof g);
+    g.n_layer = c->n_layer; g.n_embd = c->n_embd; g.n_head = c->n_head; g.n_head_kv = c->n_head_kv;
+    g.head_dim = c->head_dim; g.n_ff = c->n_ff; g.n_vocab = c->n_vocab; g.rms_eps = c->rms_eps;
+    g.rope_neox = c->rope_neox; g.has_bias = c->has_qkv_bias; g.tied = c->tied_embeddings;
+    g.inv_freq = m->rope_inv_freq;
+    g.max_batch = 1; g.n_ctx = s->n_ctx; g.max_prefill = s->n_batch;
+    if (ds) {
+        g.sparse = 1; g.r = o->channels; g.bits = o->label_bits; g.tokens = o->tokens; g.tokens_frac = o->tokens_frac;
+        g.min_context = o->min_context; g.chan = s->sp_chan; g.dense_layers = s->sp_dense_layer;
+    }
+    int e = ds_gpu_forward_new(&g, &s->gpu);
+    if (e) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return gpu_err(e, "setup (out of GPU memory?)"); }
+    ds_status st = DS_OK;
+    const size_t E = c->n_embd, hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, F = c->n_ff;
+    for (int l = 0; l < c->n_layer && !st; l++) {
+        const ds_layer_weights *L = &m->layers[l];
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, 0, &L->wq);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, H * hd * E, &L->wk);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, (H + KVH) * hd * E, &L->wv);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WO, l, 0, &L->wo);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WGU, l, 0, &L->w_gate);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WGU, l, F * E, &L->w_up);
+        if (!st) st = upload_matrix(s->gpu, DS_GW_WDOWN, l, 0, &L->w_down);
+        if (!st) st = upload_vec(s->gpu, DS_GW_ATTN_NORM, l, 0, L->attn_norm, E);
+        if (!st) st = upload_vec(s->gpu, DS_GW_FFN_NORM, l, 0, L->ffn_norm, E);
+        if (!st && L->bq) {
+            st = upload_vec(s->gpu, DS_GW_BQKV, l, 0, L->bq, H * hd);
+            if (!st) st = upload_vec(s->gpu, DS_GW_BQKV, l, H * hd, L->bk, KVH * hd);
+            if (!st) st = upload_vec(s->gpu, DS_GW_BQKV, l, (H + KVH) * hd, L->bv, KVH * hd);
+        }
+    }
+    if (!st) st = upload_matrix(s->gpu, DS_GW_TOK_EMBD, 0, 0, &m->tok_embd);
+    if (!st && !c->tied_embeddings) st = upload_matrix(s->gpu, DS_GW_OUTPUT, 0, 0, &m->output);
+    if (!st) st = upload_vec(s->gpu, DS_GW_OUTPUT_NORM, 0, 0, m->output_norm, E);
+    if (st) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return st; }
+    s->bytes += ds_gpu_forward_bytes(s->gpu);
+    return DS_OK;
+}
+
+void ds_gpu_session_free(ds_session *s) {
+    ds_gpu_forward_free(s->gpu);
+    s->gpu = NULL;
+}
+
+ds_status ds_gpu_session_eval(ds_session *s, const int32_t *tokens, int n, float *all_logits) {
+    const int V = s->m->info.n_vocab;
+    int e = ds_gpu_forward_set_pos(s->gpu, 0, s->pos);   /* follows ds_session_truncate */
+    if (e) return gpu_err(e, "truncate");
+    if (n == 1 && !all_logits && s->pos > 0) {
+        e = ds_gpu_forward_decode(s->gpu, 1, tokens, s->logits);
+        if (e) return gpu_err(e, "decode");
+        s->pos++;
+        return DS_OK;
+    }
+    for (int i = 0; i < n; i += s->n_batch) {
+        int T = DS_MIN(s->n_batch, n - i);
+        float *dst = all_logits ? all_logits + (size_t)i * V : s->logits;
+        e = ds_gpu_forward_prefill(s->gpu, 0, tokens + i, T, dst, all_logits != NULL);
+        if (e) return gpu_err(e, "prefill");
+        s->pos += T;
+    }
+    if (all_logits) memcpy(s->logits, all_logits + (size_t)(n - 1) * V, sizeof(float) * V);
+    return DS_OK;
+}
+
+#endif
