@@ -89,12 +89,17 @@ bench: dsinfer
 # gpu-build: everything the GPU machine runs (build here, carry build-cuda/ there).
 # gpu-check: every GPU kernel against the CPU path on random inputs (needs a GPU).
 gpu-build:
-	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/libdsattn.so
+	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/e2e_bench \
+	        build-cuda/libdsattn.so
+	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
+	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
 gpu-check: gpu-build
 	build-cuda/gpu_check
 
 ifeq ($(CUDA),1)
 $(BUILD)/gpu_check: tests/gpu/gpu_check.c $(LIB) $(wildcard src/*.h)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
+$(BUILD)/e2e_bench: bench/gpu/e2e_bench.c $(LIB) $(wildcard src/*.h)
 	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
 
 # The attention kernels alone as a shared library, for bench/gpu/op_bench.py (ctypes), which

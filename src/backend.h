@@ -36,6 +36,11 @@ typedef struct {
     uint16_t *lab_lo, *lab_step;/* [B][H_kv][n_max] fp16 (bits < 16) */
     int tokens;                 /* k as a count (> 0), or 0 to use tokens_frac */
     float tokens_frac;          /* k = ceil(tokens_frac * n) */
+    int min_context;            /* sequences shorter than this decode densely */
+    int kv_batch_shared;        /* dense only: every "sequence" b reads sequence 0's cache (prefill:
+                                 * one query row per b, each with its own causal length) */
+    int ws_batch;               /* the workspace is laid out for this many sequences (>= B; 0 =
+                                 * B), so calls with fewer sequences can share it */
 } ds_gpu_attn_args;
 
 /* Scratch for one layer call (reusable across layers and steps of the same shape). It holds
@@ -56,5 +61,51 @@ int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stre
  * the first k_b entries valid for sequence b), k_cap = k at max_len. For checks. */
 const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap);
 const char *ds_gpu_error_string(int err);
+
+/* ---- GPU forward pass (src/cuda/forward.cu) ----
+ * Weights fp16 on the device (quantised GGUF weights are dequantised on upload), fused QKV and
+ * gate/up matrices, fp32 residual stream, cuBLAS GEMMs, the attention kernels above. Up to
+ * max_batch sequence slots, each with its own position; decode of the first B slots runs from
+ * a CUDA graph captured per B. */
+typedef struct {
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
+    float rms_eps;
+    int rope_neox, has_bias, tied;
+    const float *inv_freq;        /* host [head_dim/2] RoPE frequencies */
+    int max_batch, n_ctx, max_prefill;  /* slots, positions per slot, rows per prefill chunk */
+    /* Double Sparsity (sparse = 0: dense everywhere) */
+    int sparse, r, bits, tokens, min_context;
+    float tokens_frac;
+    const int16_t *chan;          /* host [n_layer][n_head_kv][r] */
+    const uint8_t *dense_layers;  /* host [n_layer] (1 = dense) or NULL */
+} ds_gpu_forward_cfg;
+
+typedef struct ds_gpu_forward ds_gpu_forward;
+enum {
+    DS_GW_TOK_EMBD, DS_GW_OUTPUT, DS_GW_OUTPUT_NORM,               /* layer ignored */
+    DS_GW_ATTN_NORM, DS_GW_WQKV, DS_GW_BQKV, DS_GW_WO, DS_GW_FFN_NORM, DS_GW_WGU, DS_GW_WDOWN
+};
+int ds_gpu_forward_new(const ds_gpu_forward_cfg *c, ds_gpu_forward **out);
+void ds_gpu_forward_free(ds_gpu_forward *f);
+size_t ds_gpu_forward_bytes(const ds_gpu_forward *f);
+/* Copy n elements to weight `which` of `layer` starting at element `offset`: uint16 fp16 for
+ * matrices (WQKV rows: q, then k, then v; WGU rows: gate, then up), float for norms and bias. */
+int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset, const void *host, size_t n);
+/* Benchmarks: every weight pseudo-random (uniform, scaled by 1/sqrt(fan in)), norms 1. */
+int ds_gpu_forward_random_weights(ds_gpu_forward *f, uint64_t seed);
+/* Benchmarks: slots [0, n_seq) hold n random cached tokens (K, V and labels). */
+int ds_gpu_forward_fill_kv_random(ds_gpu_forward *f, int n_seq, int n, uint64_t seed);
+/* Prefill T tokens into `slot` at its current position. logits (host): [T][V] if all, else [V]
+ * of the last token; may be NULL. */
+int ds_gpu_forward_prefill(ds_gpu_forward *f, int slot, const int32_t *tokens, int T, float *logits, int all);
+/* One decode step of slots [0, B): tokens[B] (host); logits (host) [B][V] or NULL. */
+int ds_gpu_forward_decode(ds_gpu_forward *f, int B, const int32_t *tokens, float *logits);
+int ds_gpu_forward_pos(const ds_gpu_forward *f, int slot);
+int ds_gpu_forward_set_pos(ds_gpu_forward *f, int slot, int pos);   /* truncate */
+/* Seconds of the last decode step (CUDA events around the graph replay). */
+double ds_gpu_forward_last_step_seconds(const ds_gpu_forward *f);
+/* Switch decode between DS and dense attention (a forward created with sparse keeps its labels
+ * either way, so benchmarks compare both on the same weights and cache). */
+int ds_gpu_forward_set_sparse(ds_gpu_forward *f, int on);
 
 #endif

@@ -25,7 +25,8 @@ class Args(ctypes.Structure):
                 ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("out", ctypes.c_void_p),
                 ("scale", ctypes.c_float), ("r", ctypes.c_int), ("bits", ctypes.c_int), ("chan", ctypes.c_void_p),
                 ("labels", ctypes.c_void_p), ("lab_lo", ctypes.c_void_p), ("lab_step", ctypes.c_void_p),
-                ("tokens", ctypes.c_int), ("tokens_frac", ctypes.c_float)]
+                ("tokens", ctypes.c_int), ("tokens_frac", ctypes.c_float), ("min_context", ctypes.c_int),
+                ("kv_batch_shared", ctypes.c_int)]
 
 
 def check(rc, what):

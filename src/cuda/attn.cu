@@ -28,6 +28,8 @@
 #include <string.h>
 #include <cub/block/block_scan.cuh>
 
+#include "label.cuh"
+
 extern "C" {
 #include "backend.h"
 }
@@ -68,6 +70,9 @@ __host__ __device__ inline int k_for(int n, int tokens, float frac) {
     return k < 1 ? 1 : k;
 }
 
+// Whether a sequence of n visible tokens decodes sparsely (else dense over all n).
+__device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { return n > k && n >= a.min_context; }
+
 // Tuning overrides for benchmarks (unset in normal use): DSINFER_GPU_TUNE="att=8,per=32".
 int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
@@ -99,6 +104,7 @@ void split(int items, int units, int *slice, int *splits) {
 Plan make_plan(const ds_gpu_attn_args *a) {
     Plan p;
     p.U = a->B * a->H_kv;
+    const int Ucap = (a->ws_batch > a->B ? a->ws_batch : a->B) * a->H_kv;   // workspace layout
     p.G = a->H / a->H_kv;
     int kc = k_for(a->max_len, a->tokens, a->tokens_frac);
     p.k_cap = kc < a->max_len ? kc : a->max_len;
@@ -116,34 +122,22 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
     size_t o = 0;
     p.kstride = (a->n_max + 7) / 8 * 8;
-    p.off_keys = o; o = align_up(o + (size_t)p.U * p.kstride * 2);
-    p.off_cand = o; o = align_up(o + (size_t)p.U * a->n_max * 4);
-    p.off_hist = o; o = align_up(o + (size_t)p.U * HIST_BINS * 4);
-    p.off_cnt = o;  o = align_up(o + (size_t)p.U * C_N * 4);
-    p.off_sel = o;  o = align_up(o + (size_t)p.U * p.k_cap * 4);
-    p.off_pacc = o; o = align_up(o + (size_t)p.U * p.G * p.splits_max * a->d * 4);
-    p.off_pml = o;  o = align_up(o + (size_t)p.U * p.G * p.splits_max * 2 * 4);
+    p.off_keys = o; o = align_up(o + (size_t)Ucap * p.kstride * 2);
+    p.off_cand = o; o = align_up(o + (size_t)Ucap * a->n_max * 4);
+    p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
+    p.off_cnt = o;  o = align_up(o + (size_t)Ucap * C_N * 4);
+    p.off_sel = o;  o = align_up(o + (size_t)Ucap * p.k_cap * 4);
+    // slices: split() keeps U * splits <= its block target + U, so this bound holds for any B
+    // up to Ucap (the layout above must not depend on B)
+    const size_t slices = (size_t)tune("att", 4) * sm_count() + Ucap;
+    p.off_pacc = o; o = align_up(o + slices * p.G * a->d * 4);
+    p.off_pml = o;  o = align_up(o + slices * p.G * 2 * 4);
     p.total = o;
     return p;
 }
 
-// ---- fp16 helpers matching ds_kernels.c bit for bit ----
-__device__ inline float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-__device__ inline uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
-__device__ inline uint16_t fp16_down(float v) {
-    uint16_t h = f2h(v);
-    if (h2f(h) > v) {
-        if ((h & 0x7fff) == 0) h = 0x8001;
-        else if (h & 0x8000) h++;
-        else h--;
-    }
-    return h;
-}
-__device__ inline uint16_t fp16_up(float v) {
-    uint16_t h = f2h(v);
-    if (h2f(h) < v) h++;
-    return h;
-}
+using dsgpu::f2h;
+using dsgpu::h2f;
 
 // Order-preserving 16-bit key of a score (fp16 rounding; -0 as +0, NaN lowest).
 __device__ inline uint32_t score_key(float s) {
@@ -160,49 +154,9 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
     long U = (long)a.B * a.H_kv;
     if (i >= U * span) return;
     int u = (int)(i / span), p = pos0 + (int)(i % span);
-    int kvh = u % a.H_kv;
-    const uint16_t *krow = a.k + ((size_t)u * a.n_max + p) * a.d;
-    const int16_t *ch = a.chan + (size_t)kvh * a.r;
-    uint8_t *codes = a.labels + ((size_t)u * a.n_max + p) * row_bytes;
-    if (a.bits == 16) {
-        for (int j = 0; j < a.r; j++) {
-            uint16_t h = krow[ch[j]];
-            codes[2 * j] = (uint8_t)h;
-            codes[2 * j + 1] = (uint8_t)(h >> 8);
-        }
-        return;
-    }
-    const float FMAX = 65504.0f;
-    float mn = INFINITY, mx = -INFINITY;
-    for (int j = 0; j < a.r; j++) {
-        float x = h2f(krow[ch[j]]);
-        if (x < mn) mn = x;
-        if (x > mx) mx = x;
-    }
-    if (mn > mx) mn = mx = 0.0f;
-    mn = fmaxf(fminf(mn, FMAX), -FMAX);
-    mx = fmaxf(fminf(mx, FMAX), -FMAX);
-    const int L = (1 << a.bits) - 1;
-    uint16_t lo16 = fp16_down(mn), st16 = 0;
-    float lof = h2f(lo16);
-    if (mx > lof) {
-        double st = ((double)mx - (double)lof) / L;
-        float stf = (float)st;
-        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
-        st16 = fp16_up(fminf(stf, FMAX));
-    }
-    double stepd = h2f(st16);
-    for (int b = 0; b < row_bytes; b++) codes[b] = 0;
-    for (int j = 0; j < a.r; j++) {
-        int c = 0;
-        if (stepd > 0) {
-            double v = ((double)h2f(krow[ch[j]]) - lof) / stepd;
-            if (v > 0) c = v >= L ? L : (int)(v + 0.5);
-        }
-        codes[(j * a.bits) >> 3] |= (uint8_t)(c << ((j * a.bits) & 7));
-    }
-    a.lab_lo[(size_t)u * a.n_max + p] = lo16;
-    a.lab_step[(size_t)u * a.n_max + p] = st16;
+    size_t row = (size_t)u * a.n_max + p;
+    dsgpu::label_encode_row(a.k + row * a.d, a.chan + (size_t)(u % a.H_kv) * a.r, a.r, a.bits, row_bytes,
+                            a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
 }
 
 // Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
@@ -240,7 +194,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     constexpr int R = WORDS * 32 / BITS;
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    if (n <= k) return;
+    if (!unit_sparse(a, n, k)) return;
     const int nc = n - 1, p0 = blockIdx.x * chunk;
     if (p0 >= nc) return;
     const int p1 = min(p0 + chunk, nc);
@@ -434,7 +388,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     constexpr int CHUNK = 256 * PER;
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    if (n <= k) return;
+    if (!unit_sparse(a, n, k)) return;
     const int nc = n - 1, p0 = blockIdx.x * CHUNK;
     if (p0 >= nc) return;
     const int p1 = min(p0 + CHUNK, nc);
@@ -507,7 +461,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
     const int n = a.seq_len[b];
     const int k = sel ? k_for(n, a.tokens, a.tokens_frac) : n;
-    const bool sparse = sel && n > k;
+    const bool sparse = sel && unit_sparse(a, n, k);
     const int items = sparse ? k : n;
     const int s0 = split_i * slice;
     if (s0 >= items) return;
@@ -534,7 +488,8 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[g][i] = 0;
     }
-    const uint16_t *K = a.k + (size_t)u * a.n_max * D, *V = a.v + (size_t)u * a.n_max * D;
+    const size_t kvu = a.kv_batch_shared ? (size_t)kvh : (size_t)u;   // prefill rows share one cache
+    const uint16_t *K = a.k + kvu * a.n_max * D, *V = a.v + kvu * a.n_max * D;
     const int32_t *idx = sparse ? sel + (size_t)u * k_cap : nullptr;
     for (int base = s0; base < s1; base += ROWS_PER_ITER) {
         uint4 kv[UNROLL], vv[UNROLL];

@@ -1,0 +1,597 @@
+// forward.cu — the GPU forward pass for llama/qwen2 (declarations: src/backend.h).
+//
+// Layout and precision: weights fp16 on the device ([out][in] row-major, as in GGUF) with fused
+// QKV ([(H + 2 KVH) hd][E]) and gate/up ([2F][E]) matrices, so each layer runs four GEMMs; the
+// residual stream x is fp32 [rows][E]; GEMM inputs fp16, outputs fp32 (cuBLAS, fp32
+// accumulation); K/V cache fp16 [layer][slot][KVH][n_ctx][hd] (the attention kernels' layout);
+// Double Sparsity labels [layer][slot][KVH][n_ctx][row_bytes] (+ lo/step), written by the same
+// kernel that applies RoPE and appends K/V.
+//
+// Decode of slots [0, B) is one CUDA graph per B: the step's tokens and positions are copied
+// into device buffers before the replay, and every kernel reads them there, so one graph
+// serves every step. Prefill runs eagerly for one slot (GEMMs with N = T rows; causal attention
+// by the decode kernel with one "sequence" per query row sharing the slot's cache).
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+}
+#include "label.cuh"
+
+namespace {
+
+struct Layer {
+    __half *wqkv, *wo, *wgu, *wdown;   // [(H+2KVH)hd][E], [E][H hd], [2F][E], [E][F]
+    float *attn_norm, *ffn_norm;       // [E]
+    float *bqkv;                       // [(H+2KVH)hd] or null
+};
+
+}  // namespace
+
+struct ds_gpu_forward {
+    ds_gpu_forward_cfg c;
+    int QKV, rows_max;
+    Layer *L;                     // host array of device pointers
+    __half *tok_embd, *output;    // [V][E] (output aliases tok_embd when tied)
+    float *output_norm, *inv_freq;
+    __half *k_cache, *v_cache;    // [L][slots][KVH][n_ctx][hd]
+    uint8_t *labels;              // [L][slots][KVH][n_ctx][rb]
+    uint16_t *lab_lo, *lab_step;  // [L][slots][KVH][n_ctx]
+    int16_t *chan;                // [L][KVH][r]
+    uint8_t *dense_layer;         // host [L]
+    size_t rb;
+    float *x, *qkv, *tmp, *gu, *logits;   // [rows][E], [rows][QKV], [rows][E], [rows][2F], [rows][V]
+    __half *xn, *q, *att, *act;           // [rows][E], [rows][H hd] x2, [rows][F]
+    int *d_tok, *d_pos, *d_len;           // [rows]
+    int *h_tok, *h_pos;                   // pinned staging for the graph's inputs
+    int *pos;                             // host: tokens cached per slot
+    void *ws, *ws_pre, *blas_ws;          // attention workspaces: decode (max_batch), prefill (max_prefill)
+    cublasHandle_t blas;
+    cudaStream_t st;
+    cudaEvent_t ev0, ev1;
+    cudaGraphExec_t graph[65];            // decode graph per batch size
+    float last_ms;
+    int use_sparse;                       // DS attention in decode (labels are kept whenever c.sparse)
+    int use_cublas_gemv;                  // DSINFER_GPU_CUBLAS=1: cuBLAS for decode GEMVs too (comparison)
+    int skip_attn;                        // DSINFER_GPU_SKIP_ATTN=1: no attention (timing the rest only)
+    int gemv_small_rows;                  // GEMVs up to this many output rows use one row per warp
+    size_t bytes;
+};
+
+namespace {
+
+#define TRY(x) do { int e_ = (int)(x); if (e_) return e_; } while (0)
+#define TRYB(x) do { cublasStatus_t b_ = (x); if (b_ != CUBLAS_STATUS_SUCCESS) return (int)cudaErrorUnknown; } while (0)
+
+template <typename T>
+int dalloc(ds_gpu_forward *f, T **p, size_t n) {
+    size_t b = (n ? n : 1) * sizeof(T);
+    f->bytes += b;
+    return (int)cudaMalloc((void **)p, b);
+}
+
+unsigned grid_for(size_t n) { size_t g = (n + 255) / 256; return (unsigned)(g < 8192 ? (g ? g : 1) : 8192); }
+
+// ---- kernels ----
+__global__ void k_embed(const __half *tab, const int *tok, int E, float *x) {
+    const int r = blockIdx.x;
+    const __half *row = tab + (size_t)tok[r] * E;
+    for (int i = threadIdx.x; i < E; i += blockDim.x) x[(size_t)r * E + i] = __half2float(row[i]);
+}
+
+// x += add (when add), then xn = fp16(rmsnorm(x) * w). One block (256 threads) per row.
+__global__ void k_add_norm(float *x, const float *add, const float *w, int E, float eps, __half *xn) {
+    const int r = blockIdx.x;
+    float *xr = x + (size_t)r * E;
+    float ss = 0;
+    for (int i = threadIdx.x; i < E; i += blockDim.x) {
+        float v = xr[i];
+        if (add) { v += add[(size_t)r * E + i]; xr[i] = v; }
+        ss += v * v;
+    }
+    __shared__ float red[8];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += red[i];
+    const float inv = rsqrtf(tot / E + eps);
+    for (int i = threadIdx.x; i < E; i += blockDim.x) xn[(size_t)r * E + i] = __float2half(xr[i] * inv * w[i]);
+}
+
+__global__ void k_seq_len(const int *pos, int n, int *len) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) len[i] = pos[i] + 1;
+}
+
+// RoPE + bias + K/V append (+ labels). Row r writes slot (per_row_slot ? r : 0) of the caches
+// passed in, at position pos[r]; q goes to q_out [rows][H][hd]. One block per row. Labels are
+// computed from the fp16 K row just written, i.e. exactly the cached row (as on the CPU).
+__global__ void k_rope_append(const float *qkv, const float *bias, int H, int KVH, int hd, int neox,
+                              const float *inv_freq, const int *pos, int per_row_slot, int n_ctx, __half *q_out,
+                              __half *kc, __half *vc, int r_lab, int bits, int rb, const int16_t *chan,
+                              uint8_t *labels, uint16_t *lo, uint16_t *step) {
+    const int r = blockIdx.x, p = pos[r], b = per_row_slot ? r : 0;
+    const int QKV = (H + 2 * KVH) * hd, half = hd / 2;
+    const float *row = qkv + (size_t)r * QKV;
+    for (int e = threadIdx.x; e < (H + KVH) * half; e += blockDim.x) {
+        const int h = e / half, i = e % half;
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        const int base = h * hd;   // q heads, then k heads, in the fused row
+        float a0 = row[base + i0], a1 = row[base + i1];
+        if (bias) { a0 += bias[base + i0]; a1 += bias[base + i1]; }
+        float sn, cs;
+        sincosf((float)p * inv_freq[i], &sn, &cs);
+        const float o0 = a0 * cs - a1 * sn, o1 = a0 * sn + a1 * cs;
+        __half *dst = h < H ? q_out + ((size_t)r * H + h) * hd : kc + (((size_t)b * KVH + (h - H)) * n_ctx + p) * hd;
+        dst[i0] = __float2half(o0);
+        dst[i1] = __float2half(o1);
+    }
+    for (int e = threadIdx.x; e < KVH * hd; e += blockDim.x) {
+        const int kh = e / hd, i = e % hd;
+        float v = row[(H + KVH) * hd + e] + (bias ? bias[(H + KVH) * hd + e] : 0.0f);
+        vc[(((size_t)b * KVH + kh) * n_ctx + p) * hd + i] = __float2half(v);
+    }
+    if (!labels) return;
+    __syncthreads();   // the block's K writes are visible to the block after the barrier
+    for (int kh = threadIdx.x; kh < KVH; kh += blockDim.x) {
+        const size_t rowi = ((size_t)b * KVH + kh) * n_ctx + p;
+        dsgpu::label_encode_row((const uint16_t *)(kc + rowi * hd), chan + (size_t)kh * r_lab, r_lab, bits, rb,
+                                labels + rowi * rb, lo + rowi, step + rowi);
+    }
+}
+
+__global__ void k_swiglu(const float *gu, int F, __half *act) {
+    const int r = blockIdx.y;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < F; i += gridDim.x * blockDim.x) {
+        float g = gu[(size_t)r * 2 * F + i], u = gu[(size_t)r * 2 * F + F + i];
+        act[(size_t)r * F + i] = __float2half(g / (1.0f + expf(-g)) * u);
+    }
+}
+
+// Deterministic pseudo-random fill: uniform in [-a, a] from a hash of (index, seed).
+__global__ void k_fill_half(__half *p, size_t n, float a, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        p[i] = __float2half((2 * u - 1) * a);
+    }
+}
+__global__ void k_fill_float(float *p, size_t n, float v) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) p[i] = v;
+}
+
+// Decode GEMV for up to 8 rows: the weights are read once, 16 bytes per lane per load, each
+// warp owning RPW output rows with UN loads in flight per row; x (a few KB) is read through L1.
+// cuBLAS reached 67-84% of the weight bytes' floor for these shapes (bench/NOTES.md).
+template <int NB, int RPW, int UN>
+__global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int out, int in, const __half *__restrict__ x,
+                                              float *__restrict__ y) {
+    const int warp = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;
+    if (warp >= out) return;
+    float acc[RPW][NB];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0;
+    const int n8 = in / 8;   // 16-byte chunks per row (in % 8 == 0 checked by the caller)
+    for (int c0 = lane; c0 < n8; c0 += 32 * UN) {
+        uint4 w[RPW][UN];
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < UN; u++) {
+                const int c = c0 + u * 32;
+                w[r][u] = (warp + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(warp + r) * in) + c) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            const int c = c0 + u * 32;
+            if (c >= n8) break;
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                const uint4 xv = __ldg((const uint4 *)(x + (size_t)b * in) + c);
+                const __half2 *xh = (const __half2 *)&xv;
+#pragma unroll
+                for (int r = 0; r < RPW; r++) {
+                    const __half2 *wh = (const __half2 *)&w[r][u];
+                    float s = 0;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        float2 a = __half22float2(wh[i]), bb = __half22float2(xh[i]);
+                        s = fmaf(a.x, bb.x, s);
+                        s = fmaf(a.y, bb.y, s);
+                    }
+                    acc[r][b] += s;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float v = acc[r][b];
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0 && warp + r < out) y[(size_t)b * out + warp + r] = v;
+        }
+}
+
+// Few output rows (the E-row projections): one row a warp and more loads in flight, so every
+// SM has enough warps; many rows: two rows a warp.
+template <int NB>
+void launch_gemv(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, float *y) {
+    if (out <= f->gemv_small_rows) {
+        k_gemv<NB, 1, 4><<<(out + 7) / 8, 256, 0, f->st>>>(W, out, in, x, y);
+    } else {
+        const int warps = (out + 1) / 2;
+        k_gemv<NB, 2, 2><<<(warps + 7) / 8, 256, 0, f->st>>>(W, out, in, x, y);
+    }
+}
+
+// y[rows][out] (fp32) = x[rows][in] (fp16) . W[out][in]^T
+int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int rows, float *y) {
+    if (rows <= 8 && in % 8 == 0 && !f->use_cublas_gemv) {
+        switch (rows) {
+        case 1: launch_gemv<1>(f, W, out, in, x, y); break;
+        case 2: launch_gemv<2>(f, W, out, in, x, y); break;
+        case 3: launch_gemv<3>(f, W, out, in, x, y); break;
+        case 4: launch_gemv<4>(f, W, out, in, x, y); break;
+        case 5: launch_gemv<5>(f, W, out, in, x, y); break;
+        case 6: launch_gemv<6>(f, W, out, in, x, y); break;
+        case 7: launch_gemv<7>(f, W, out, in, x, y); break;
+        default: launch_gemv<8>(f, W, out, in, x, y); break;
+        }
+        return (int)cudaGetLastError();
+    }
+    const float one = 1.0f, zero = 0.0f;
+    TRYB(cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, W, CUDA_R_16F, in, x, CUDA_R_16F, in,
+                      &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+
+// Attention arguments for layer l: `rows` query rows; decode: row b = slot b; prefill: every
+// row reads slot `slot`'s cache (kv_batch_shared) with its own causal length.
+ds_gpu_attn_args attn_args(ds_gpu_forward *f, int l, int rows, bool prefill, int slot) {
+    const ds_gpu_forward_cfg &c = f->c;
+    ds_gpu_attn_args a;
+    memset(&a, 0, sizeof a);
+    const size_t per_slot = (size_t)c.n_head_kv * c.n_ctx, layer_rows = (size_t)c.max_batch * per_slot;
+    const size_t base = (size_t)l * layer_rows + (prefill ? (size_t)slot * per_slot : 0);
+    a.B = rows; a.H = c.n_head; a.H_kv = c.n_head_kv; a.d = c.head_dim; a.n_max = c.n_ctx; a.max_len = c.n_ctx;
+    a.seq_len = f->d_len; a.q = (const uint16_t *)f->q; a.out = (uint16_t *)f->att;
+    a.k = (const uint16_t *)(f->k_cache + base * c.head_dim);
+    a.v = (const uint16_t *)(f->v_cache + base * c.head_dim);
+    a.kv_batch_shared = prefill;
+    a.ws_batch = prefill ? c.max_prefill : c.max_batch;   // one workspace layout whatever `rows` is
+    a.scale = 1.0f / sqrtf((float)c.head_dim);
+    if (c.sparse) {
+        a.r = c.r; a.bits = c.bits; a.chan = f->chan + (size_t)l * c.n_head_kv * c.r;
+        a.labels = f->labels + base * f->rb;
+        a.lab_lo = f->lab_lo + base;
+        a.lab_step = f->lab_step + base;
+        a.tokens = c.tokens; a.tokens_frac = c.tokens_frac; a.min_context = c.min_context;
+    }
+    return a;
+}
+
+// Embedding -> layers -> final norm for `rows` rows whose tokens and positions are in d_tok /
+// d_pos; decode: row r is slot r; prefill: all rows are slot `slot`. Leaves xn = final norm.
+int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
+    const ds_gpu_forward_cfg &c = f->c;
+    const int E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff;
+    cudaStream_t st = f->st;
+    k_embed<<<rows, 256, 0, st>>>(f->tok_embd, f->d_tok, E, f->x);
+    k_seq_len<<<(rows + 127) / 128, 128, 0, st>>>(f->d_pos, rows, f->d_len);
+    for (int l = 0; l < c.n_layer; l++) {
+        const Layer &W = f->L[l];
+        k_add_norm<<<rows, 256, 0, st>>>(f->x, l ? f->tmp : nullptr, W.attn_norm, E, c.rms_eps, f->xn);
+        TRY(gemm(f, W.wqkv, f->QKV, E, f->xn, rows, f->qkv));
+        ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
+        k_rope_append<<<rows, 256, 0, st>>>(f->qkv, W.bqkv, H, KVH, hd, c.rope_neox, f->inv_freq, f->d_pos, !prefill,
+                                            c.n_ctx, f->q, (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb,
+                                            a.chan, c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step);
+        const bool sparse = c.sparse && f->use_sparse && !prefill && !f->dense_layer[l];
+        void *ws = prefill ? f->ws_pre : f->ws;
+        if (!f->skip_attn) TRY(sparse ? ds_gpu_attn_ds(&a, ws, st) : ds_gpu_attn_dense(&a, ws, st));
+        TRY(gemm(f, W.wo, E, H * hd, f->att, rows, f->tmp));
+        k_add_norm<<<rows, 256, 0, st>>>(f->x, f->tmp, W.ffn_norm, E, c.rms_eps, f->xn);
+        TRY(gemm(f, W.wgu, 2 * F, E, f->xn, rows, f->gu));
+        k_swiglu<<<dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), 256, 0, st>>>(f->gu, F, f->act);
+        TRY(gemm(f, W.wdown, E, F, f->act, rows, f->tmp));
+    }
+    k_add_norm<<<rows, 256, 0, st>>>(f->x, f->tmp, f->output_norm, E, c.rms_eps, f->xn);
+    return (int)cudaGetLastError();
+}
+
+bool cfg_ok(const ds_gpu_forward_cfg *c) {
+    return c && c->n_layer > 0 && c->n_embd > 0 && c->n_head > 0 && c->n_head_kv > 0 && c->n_head % c->n_head_kv == 0 &&
+           c->n_head / c->n_head_kv <= 8 && (c->head_dim == 64 || c->head_dim == 128) && c->n_ff > 0 && c->n_vocab > 0 &&
+           c->max_batch >= 1 && c->max_batch <= 64 && c->n_ctx > 0 && c->max_prefill >= 1 && c->inv_freq &&
+           (!c->sparse || (c->chan && c->r >= 1 && c->r <= c->head_dim &&
+                           (c->bits == 16 || c->bits == 8 || c->bits == 4 || c->bits == 2)));
+}
+
+}  // namespace
+
+extern "C" {
+
+int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
+    *out = nullptr;
+    if (!cfg_ok(cfg)) return (int)cudaErrorInvalidValue;
+    ds_gpu_forward *f = (ds_gpu_forward *)calloc(1, sizeof *f);
+    if (!f) return (int)cudaErrorMemoryAllocation;
+    *out = f;   // freed by the caller with ds_gpu_forward_free on any error below
+    f->c = *cfg;
+    f->use_sparse = cfg->sparse;
+    f->use_cublas_gemv = getenv("DSINFER_GPU_CUBLAS") && atoi(getenv("DSINFER_GPU_CUBLAS")) > 0;
+    f->skip_attn = getenv("DSINFER_GPU_SKIP_ATTN") && atoi(getenv("DSINFER_GPU_SKIP_ATTN")) > 0;
+    f->gemv_small_rows = getenv("DSINFER_GPU_GEMV_SMALL") ? atoi(getenv("DSINFER_GPU_GEMV_SMALL")) : 8192;
+    const ds_gpu_forward_cfg &c = f->c;
+    const size_t E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff, V = c.n_vocab, Lc = c.n_layer;
+    f->QKV = (int)((H + 2 * KVH) * hd);
+    f->rows_max = c.max_batch > c.max_prefill ? c.max_batch : c.max_prefill;
+    const size_t R = f->rows_max;
+    f->c.chan = nullptr; f->c.dense_layers = nullptr; f->c.inv_freq = nullptr;
+    f->dense_layer = (uint8_t *)calloc(Lc, 1);
+    f->pos = (int *)calloc(c.max_batch, sizeof(int));
+    f->L = (Layer *)calloc(Lc, sizeof(Layer));
+    if (!f->dense_layer || !f->pos || !f->L) return (int)cudaErrorMemoryAllocation;
+    if (cfg->dense_layers) memcpy(f->dense_layer, cfg->dense_layers, Lc);
+    TRY(cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking));
+    TRY(cudaEventCreate(&f->ev0));
+    TRY(cudaEventCreate(&f->ev1));
+    TRYB(cublasCreate(&f->blas));
+    TRYB(cublasSetStream(f->blas, f->st));
+    // a fixed cuBLAS workspace, so graph capture never allocates
+    const size_t blas_ws = 32u << 20;
+    TRY(dalloc(f, (uint8_t **)&f->blas_ws, blas_ws));
+    TRYB(cublasSetWorkspace(f->blas, f->blas_ws, blas_ws));
+    for (size_t l = 0; l < Lc; l++) {
+        Layer &W = f->L[l];
+        TRY(dalloc(f, &W.wqkv, (size_t)f->QKV * E));
+        TRY(dalloc(f, &W.wo, E * H * hd));
+        TRY(dalloc(f, &W.wgu, 2 * F * E));
+        TRY(dalloc(f, &W.wdown, E * F));
+        TRY(dalloc(f, &W.attn_norm, E));
+        TRY(dalloc(f, &W.ffn_norm, E));
+        if (c.has_bias) TRY(dalloc(f, &W.bqkv, (size_t)f->QKV));
+    }
+    TRY(dalloc(f, &f->tok_embd, V * E));
+    if (c.tied) f->output = f->tok_embd;
+    else TRY(dalloc(f, &f->output, V * E));
+    TRY(dalloc(f, &f->output_norm, E));
+    TRY(dalloc(f, &f->inv_freq, hd / 2));
+    TRY(cudaMemcpy(f->inv_freq, cfg->inv_freq, sizeof(float) * hd / 2, cudaMemcpyHostToDevice));
+    const size_t cache = Lc * c.max_batch * KVH * (size_t)c.n_ctx;
+    TRY(dalloc(f, &f->k_cache, cache * hd));
+    TRY(dalloc(f, &f->v_cache, cache * hd));
+    if (c.sparse) {
+        f->rb = c.bits == 16 ? 2 * (size_t)c.r : ((size_t)c.r * c.bits + 7) / 8;
+        TRY(dalloc(f, &f->labels, cache * f->rb));
+        TRY(dalloc(f, &f->lab_lo, cache));
+        TRY(dalloc(f, &f->lab_step, cache));
+        TRY(dalloc(f, &f->chan, Lc * KVH * c.r));
+        TRY(cudaMemcpy(f->chan, cfg->chan, sizeof(int16_t) * Lc * KVH * c.r, cudaMemcpyHostToDevice));
+    }
+    TRY(dalloc(f, &f->x, R * E));
+    TRY(dalloc(f, &f->qkv, R * f->QKV));
+    TRY(dalloc(f, &f->tmp, R * E));
+    TRY(dalloc(f, &f->gu, R * 2 * F));
+    TRY(dalloc(f, &f->logits, R * V));
+    TRY(dalloc(f, &f->xn, R * E));
+    TRY(dalloc(f, &f->q, R * H * hd));
+    TRY(dalloc(f, &f->att, R * H * hd));
+    TRY(dalloc(f, &f->act, R * F));
+    TRY(dalloc(f, &f->d_tok, R));
+    TRY(dalloc(f, &f->d_pos, R));
+    TRY(dalloc(f, &f->d_len, R));
+    TRY(cudaMallocHost((void **)&f->h_tok, sizeof(int) * R));
+    TRY(cudaMallocHost((void **)&f->h_pos, sizeof(int) * R));
+    // one attention workspace for the largest call: decode of max_batch slots, or prefill rows
+    ds_gpu_attn_args a = attn_args(f, 0, c.max_batch, false, 0);
+    size_t w1 = ds_gpu_attn_workspace_bytes(&a);
+    a = attn_args(f, 0, c.max_prefill, true, 0);
+    size_t w2 = ds_gpu_attn_workspace_bytes(&a);
+    if (!w1 || !w2) return (int)cudaErrorInvalidValue;
+    TRY(dalloc(f, (uint8_t **)&f->ws, w1));
+    TRY(dalloc(f, (uint8_t **)&f->ws_pre, w2));
+    TRY(cudaMemset(f->ws, 0, w1));
+    TRY(cudaMemset(f->ws_pre, 0, w2));
+    // norms default to 1, biases to 0, caches to 0 (so unwritten rows are never NaN)
+    for (size_t l = 0; l < Lc; l++) {
+        k_fill_float<<<grid_for(E), 256, 0, f->st>>>(f->L[l].attn_norm, E, 1.0f);
+        k_fill_float<<<grid_for(E), 256, 0, f->st>>>(f->L[l].ffn_norm, E, 1.0f);
+        if (f->L[l].bqkv) k_fill_float<<<grid_for(f->QKV), 256, 0, f->st>>>(f->L[l].bqkv, f->QKV, 0.0f);
+    }
+    k_fill_float<<<grid_for(E), 256, 0, f->st>>>(f->output_norm, E, 1.0f);
+    TRY(cudaMemsetAsync(f->k_cache, 0, cache * hd * 2, f->st));
+    TRY(cudaMemsetAsync(f->v_cache, 0, cache * hd * 2, f->st));
+    return (int)cudaStreamSynchronize(f->st);
+}
+
+void ds_gpu_forward_free(ds_gpu_forward *f) {
+    if (!f) return;
+    if (f->st) cudaStreamSynchronize(f->st);
+    for (int b = 0; b <= 64; b++) if (f->graph[b]) cudaGraphExecDestroy(f->graph[b]);
+    if (f->L) {
+        for (int l = 0; l < f->c.n_layer; l++) {
+            Layer &W = f->L[l];
+            cudaFree(W.wqkv); cudaFree(W.wo); cudaFree(W.wgu); cudaFree(W.wdown);
+            cudaFree(W.attn_norm); cudaFree(W.ffn_norm); cudaFree(W.bqkv);
+        }
+        free(f->L);
+    }
+    if (f->output != f->tok_embd) cudaFree(f->output);
+    cudaFree(f->tok_embd); cudaFree(f->output_norm); cudaFree(f->inv_freq);
+    cudaFree(f->k_cache); cudaFree(f->v_cache); cudaFree(f->labels); cudaFree(f->lab_lo); cudaFree(f->lab_step);
+    cudaFree(f->chan);
+    cudaFree(f->x); cudaFree(f->qkv); cudaFree(f->tmp); cudaFree(f->gu); cudaFree(f->logits);
+    cudaFree(f->xn); cudaFree(f->q); cudaFree(f->att); cudaFree(f->act);
+    cudaFree(f->d_tok); cudaFree(f->d_pos); cudaFree(f->d_len);
+    cudaFreeHost(f->h_tok); cudaFreeHost(f->h_pos);
+    cudaFree(f->ws); cudaFree(f->ws_pre); cudaFree(f->blas_ws);
+    if (f->blas) cublasDestroy(f->blas);
+    if (f->ev0) cudaEventDestroy(f->ev0);
+    if (f->ev1) cudaEventDestroy(f->ev1);
+    if (f->st) cudaStreamDestroy(f->st);
+    free(f->dense_layer);
+    free(f->pos);
+    free(f);
+}
+
+size_t ds_gpu_forward_bytes(const ds_gpu_forward *f) { return f->bytes; }
+
+int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset, const void *host, size_t n) {
+    const ds_gpu_forward_cfg &c = f->c;
+    const size_t E = c.n_embd, H = c.n_head, hd = c.head_dim, F = c.n_ff, V = c.n_vocab;
+    void *dst = nullptr;
+    size_t cap = 0, esz = 2;
+    if (which >= DS_GW_ATTN_NORM && (layer < 0 || layer >= c.n_layer)) return (int)cudaErrorInvalidValue;
+    Layer *W = which >= DS_GW_ATTN_NORM ? &f->L[layer] : nullptr;
+    switch (which) {
+    case DS_GW_TOK_EMBD: dst = f->tok_embd; cap = V * E; break;
+    case DS_GW_OUTPUT: dst = f->output; cap = V * E; break;
+    case DS_GW_OUTPUT_NORM: dst = f->output_norm; cap = E; esz = 4; break;
+    case DS_GW_ATTN_NORM: dst = W->attn_norm; cap = E; esz = 4; break;
+    case DS_GW_FFN_NORM: dst = W->ffn_norm; cap = E; esz = 4; break;
+    case DS_GW_BQKV: dst = W->bqkv; cap = f->QKV; esz = 4; break;
+    case DS_GW_WQKV: dst = W->wqkv; cap = (size_t)f->QKV * E; break;
+    case DS_GW_WO: dst = W->wo; cap = E * H * hd; break;
+    case DS_GW_WGU: dst = W->wgu; cap = 2 * F * E; break;
+    case DS_GW_WDOWN: dst = W->wdown; cap = E * F; break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    if (!dst || offset + n > cap) return (int)cudaErrorInvalidValue;
+    return (int)cudaMemcpy((char *)dst + offset * esz, host, n * esz, cudaMemcpyHostToDevice);
+}
+
+int ds_gpu_forward_random_weights(ds_gpu_forward *f, uint64_t seed) {
+    const ds_gpu_forward_cfg &c = f->c;
+    const size_t E = c.n_embd, H = c.n_head, hd = c.head_dim, F = c.n_ff, V = c.n_vocab;
+    // uniform [-a, a] has std a/sqrt(3): a = sqrt(3/fan_in) keeps activations near unit scale
+    auto fill = [&](__half *p, size_t n, size_t fan_in, uint64_t s) {
+        k_fill_half<<<grid_for(n), 256, 0, f->st>>>(p, n, sqrtf(3.0f / (float)fan_in), seed * 1000003ull + s);
+    };
+    for (int l = 0; l < c.n_layer; l++) {
+        const uint64_t s = (uint64_t)l * 16;
+        fill(f->L[l].wqkv, (size_t)f->QKV * E, E, s + 1);
+        fill(f->L[l].wo, E * H * hd, H * hd, s + 2);
+        fill(f->L[l].wgu, 2 * F * E, E, s + 3);
+        fill(f->L[l].wdown, E * F, F, s + 4);
+    }
+    k_fill_half<<<grid_for(V * E), 256, 0, f->st>>>(f->tok_embd, V * E, 1.0f, seed * 1000003ull + 7);
+    if (f->output != f->tok_embd) fill(f->output, V * E, E, 8);
+    TRY(cudaGetLastError());
+    return (int)cudaStreamSynchronize(f->st);
+}
+
+int ds_gpu_forward_fill_kv_random(ds_gpu_forward *f, int n_seq, int n, uint64_t seed) {
+    const ds_gpu_forward_cfg &c = f->c;
+    if (n_seq < 1 || n_seq > c.max_batch || n < 1 || n > c.n_ctx) return (int)cudaErrorInvalidValue;
+    const size_t per_slot = (size_t)c.n_head_kv * c.n_ctx * c.head_dim;
+    for (int l = 0; l < c.n_layer; l++)
+        for (int b = 0; b < n_seq; b++)
+            for (int h = 0; h < c.n_head_kv; h++) {
+                const size_t off = ((size_t)l * c.max_batch + b) * per_slot + (size_t)h * c.n_ctx * c.head_dim;
+                const size_t cnt = (size_t)n * c.head_dim;
+                k_fill_half<<<grid_for(cnt), 256, 0, f->st>>>(f->k_cache + off, cnt, 1.7f, seed ^ (off * 2 + 1));
+                k_fill_half<<<grid_for(cnt), 256, 0, f->st>>>(f->v_cache + off, cnt, 1.7f, seed ^ (off * 2 + 2));
+            }
+    if (c.sparse)
+        for (int l = 0; l < c.n_layer; l++) {
+            ds_gpu_attn_args a = attn_args(f, l, c.max_batch, false, 0);
+            a.B = n_seq;
+            a.max_len = n;
+            TRY(ds_gpu_label_build(&a, 0, n, f->st));
+        }
+    for (int b = 0; b < n_seq; b++) f->pos[b] = n;
+    TRY(cudaGetLastError());
+    return (int)cudaStreamSynchronize(f->st);
+}
+
+int ds_gpu_forward_prefill(ds_gpu_forward *f, int slot, const int32_t *tokens, int T, float *logits, int all) {
+    const ds_gpu_forward_cfg &c = f->c;
+    if (slot < 0 || slot >= c.max_batch || T < 1 || T > c.max_prefill || f->pos[slot] + T > c.n_ctx)
+        return (int)cudaErrorInvalidValue;
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c.n_vocab) return (int)cudaErrorInvalidValue;
+        f->h_tok[t] = tokens[t];
+        f->h_pos[t] = f->pos[slot] + t;
+    }
+    TRY(cudaMemcpyAsync(f->d_tok, f->h_tok, sizeof(int) * T, cudaMemcpyHostToDevice, f->st));
+    TRY(cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int) * T, cudaMemcpyHostToDevice, f->st));
+    TRY(run_layers(f, T, true, slot));
+    const int rows = all ? T : 1;
+    const __half *xn = all ? f->xn : f->xn + (size_t)(T - 1) * c.n_embd;
+    TRY(gemm(f, f->output, c.n_vocab, c.n_embd, xn, rows, f->logits));
+    if (logits)
+        TRY(cudaMemcpyAsync(logits, f->logits, sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost, f->st));
+    TRY(cudaStreamSynchronize(f->st));
+    f->pos[slot] += T;
+    return 0;
+}
+
+int ds_gpu_forward_decode(ds_gpu_forward *f, int B, const int32_t *tokens, float *logits) {
+    const ds_gpu_forward_cfg &c = f->c;
+    if (B < 1 || B > c.max_batch) return (int)cudaErrorInvalidValue;
+    for (int b = 0; b < B; b++) {
+        if (tokens[b] < 0 || tokens[b] >= c.n_vocab || f->pos[b] >= c.n_ctx) return (int)cudaErrorInvalidValue;
+        f->h_tok[b] = tokens[b];
+        f->h_pos[b] = f->pos[b];
+    }
+    if (!f->graph[B]) {
+        cudaGraph_t g;
+        TRY(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal));
+        int e = run_layers(f, B, false, 0);
+        if (!e) e = gemm(f, f->output, c.n_vocab, c.n_embd, f->xn, B, f->logits);
+        cudaError_t ec = cudaStreamEndCapture(f->st, &g);
+        if (e) return e;
+        TRY(ec);
+        TRY(cudaGraphInstantiate(&f->graph[B], g, 0));
+        cudaGraphDestroy(g);
+    }
+    TRY(cudaMemcpyAsync(f->d_tok, f->h_tok, sizeof(int) * B, cudaMemcpyHostToDevice, f->st));
+    TRY(cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int) * B, cudaMemcpyHostToDevice, f->st));
+    TRY(cudaEventRecord(f->ev0, f->st));
+    TRY(cudaGraphLaunch(f->graph[B], f->st));
+    TRY(cudaEventRecord(f->ev1, f->st));
+    if (logits) TRY(cudaMemcpyAsync(logits, f->logits, sizeof(float) * B * c.n_vocab, cudaMemcpyDeviceToHost, f->st));
+    TRY(cudaStreamSynchronize(f->st));
+    cudaEventElapsedTime(&f->last_ms, f->ev0, f->ev1);
+    for (int b = 0; b < B; b++) f->pos[b]++;
+    return 0;
+}
+
+int ds_gpu_forward_pos(const ds_gpu_forward *f, int slot) {
+    return slot >= 0 && slot < f->c.max_batch ? f->pos[slot] : -1;
+}
+
+int ds_gpu_forward_set_pos(ds_gpu_forward *f, int slot, int pos) {
+    if (slot < 0 || slot >= f->c.max_batch || pos < 0 || pos > f->pos[slot]) return (int)cudaErrorInvalidValue;
+    f->pos[slot] = pos;
+    return 0;
+}
+
+double ds_gpu_forward_last_step_seconds(const ds_gpu_forward *f) { return f->last_ms / 1e3; }
+
+int ds_gpu_forward_set_sparse(ds_gpu_forward *f, int on) {
+    if (on && !f->c.sparse) return (int)cudaErrorInvalidValue;
+    if (!!on != f->use_sparse) {
+        for (int b = 0; b <= 64; b++)
+            if (f->graph[b]) { cudaGraphExecDestroy(f->graph[b]); f->graph[b] = nullptr; }
+        f->use_sparse = !!on;
+    }
+    return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,71 @@
+// label.cuh — fp16 helpers and the Double Sparsity label encoder on the GPU, bit for bit the
+// CPU's ds_label_encode (ds_kernels.h has the format). Shared by attn.cu and forward.cu.
+#pragma once
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace dsgpu {
+
+__device__ inline float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ inline uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
+// Largest half <= v and smallest half >= v, as fp16_round_down/up in ds_kernels.c.
+__device__ inline uint16_t fp16_down(float v) {
+    uint16_t h = f2h(v);
+    if (h2f(h) > v) {
+        if ((h & 0x7fff) == 0) h = 0x8001;
+        else if (h & 0x8000) h++;
+        else h--;
+    }
+    return h;
+}
+__device__ inline uint16_t fp16_up(float v) {
+    uint16_t h = f2h(v);
+    if (h2f(h) < v) h++;
+    return h;
+}
+
+// One label row from an fp16 key row: codes[row_bytes] (+ lo/step for bits < 16).
+__device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch, int r, int bits, int row_bytes,
+                                        uint8_t *codes, uint16_t *lo_out, uint16_t *step_out) {
+    if (bits == 16) {
+        for (int j = 0; j < r; j++) {
+            uint16_t h = krow[ch[j]];
+            codes[2 * j] = (uint8_t)h;
+            codes[2 * j + 1] = (uint8_t)(h >> 8);
+        }
+        return;
+    }
+    const float FMAX = 65504.0f;
+    float mn = INFINITY, mx = -INFINITY;
+    for (int j = 0; j < r; j++) {
+        float x = h2f(krow[ch[j]]);
+        if (x < mn) mn = x;
+        if (x > mx) mx = x;
+    }
+    if (mn > mx) mn = mx = 0.0f;
+    mn = fmaxf(fminf(mn, FMAX), -FMAX);
+    mx = fmaxf(fminf(mx, FMAX), -FMAX);
+    const int L = (1 << bits) - 1;
+    uint16_t lo16 = fp16_down(mn), st16 = 0;
+    float lof = h2f(lo16);
+    if (mx > lof) {
+        double st = ((double)mx - (double)lof) / L;
+        float stf = (float)st;
+        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
+        st16 = fp16_up(fminf(stf, FMAX));
+    }
+    double stepd = h2f(st16);
+    for (int b = 0; b < row_bytes; b++) codes[b] = 0;
+    for (int j = 0; j < r; j++) {
+        int c = 0;
+        if (stepd > 0) {
+            double v = ((double)h2f(krow[ch[j]]) - lof) / stepd;
+            if (v > 0) c = v >= L ? L : (int)(v + 0.5);
+        }
+        codes[(j * bits) >> 3] |= (uint8_t)(c << ((j * bits) & 7));
+    }
+    *lo_out = lo16;
+    *step_out = st16;
+}
+
+}  // namespace dsgpu
