@@ -276,7 +276,7 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     float *out = s->att + (size_t)t * H * hd + (size_t)kvh * G * hd;
     float *acc = s->sp_acc + (size_t)ith * 16 * hd;
     ds_attn_stats st;
-    if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, t, kvh, n, ith); return; }   /* stateful */
+    if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, kvh, q, K, V, out, n, ith); return; }   /* stateful */
     int k = ds_sparse_k(s, n);
     if (n <= k || n < o->min_context) {
         ds_attn_partial(q, G, hd, K, V, NULL, 0, n, acc, &st);

@@ -64,8 +64,10 @@ int ds_quest_select_unit(ds_session *s, int layer, int kvh, const float *q, int 
 int ds_h2o_recent(int k);
 ds_status ds_h2o_init(ds_session *s);
 void ds_h2o_append(ds_session *s, int layer, int pos);
-/* One decode step of H2O for KV group kvh (ds_sparse_group's contract). */
-void ds_h2o_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
+/* One decode step of H2O for KV group kvh (ds_sparse_group's contract; q [G][hd], K/V the group's
+ * cache, out [G][hd], set up by ds_sparse_group). */
+void ds_h2o_group(ds_session *s, int layer, int kvh, const float *q, const uint16_t *K, const uint16_t *V,
+                  float *out, int n, int ith);
 /* Whether this layer's attention over a chunk of T tokens is dense while the session keeps H2O
  * state (dense prefill of an h2o session; every step of a dense session with track_h2o): then
  * ds_h2o_track must add the chunk's attention probabilities, after the attention region filled

@@ -212,14 +212,11 @@ static void h2o_unit(ds_session *s, int layer, int u, const float *q, int G, con
     add_probs(q, G, hd, K, idx, 0, m, st.m, inv_l, acc);
 }
 
-void ds_h2o_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
+void ds_h2o_group(ds_session *s, int layer, int kvh, const float *q, const uint16_t *K, const uint16_t *V,
+                  float *out, int n, int ith) {
     const ds_model_info *c = &s->m->info;
     const ds_sparse_opts *o = &s->opts.sparse;
-    const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
-    const size_t head = (size_t)layer * KVH + kvh;
-    const uint16_t *K = s->k_cache + head * s->n_ctx * hd, *V = s->v_cache + head * s->n_ctx * hd;
-    const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
-    float *out = s->att + (size_t)t * H * hd + (size_t)kvh * G * hd;
+    const int hd = c->head_dim, G = c->n_head / c->n_head_kv;
     const int k = ds_sparse_k(s, n);
     const bool sparse_step = !(n <= k || n < o->min_context);
     if (!o->per_head) h2o_unit(s, layer, kvh, q, G, K, V, n, k, sparse_step, ith, out);
