@@ -5,16 +5,17 @@
 #   DS: token budgets x label bits {1/16, 1/8 of the key bits} x statistic {q, k, qk, qkv} x
 #       group {shared, per-head}; DS with layers 0,1 dense; every baseline at the same budgets.
 #
-#   eval/ppl-sweep.sh [-m MODEL] [--window 4096] [--chunks 1] [--budgets 1024,512,256,128]
+#   eval/ppl-sweep.sh [-m MODEL] [--window 4096] [--chunks 1] [--budgets 256,128,512,1024]
 #                     [--stats q,k,qk,qkv] [--groups shared,per-head] [--core] [-t THREADS] [--name NAME]
 #
-# Budgets are token counts per step (the paper's k = 128 at window 2048 is 1/16 of the window).
+# Budgets are token counts per step (the paper's k = 128 at window 2048 is 1/16 of the window),
+# run in the order given (1/16 first, so an interrupted sweep has the headline column).
 # --core: only dense, DS at 1/16 label bits with qk and qkv (shared), and the baselines (the rows
 # run for a larger model). Writes eval/results/NAME.{csv,md,svg}; the CSV is appended as it goes
 # and a rerun skips the rows it already has, so an interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=1024,512,256,128; STATS=q,k,qk,qkv; GROUPS=shared,per-head
+MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=256,128,512,1024; STATS=q,k,qk,qkv; GRPS=shared,per-head
 CORE=0; THREADS=2; NAME=""; BIN=./dsinfer
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         --chunks) CHUNKS=$2; shift 2;;
         --budgets) BUDGETS=$2; shift 2;;
         --stats) STATS=$2; shift 2;;
-        --groups) GROUPS=$2; shift 2;;
+        --groups) GRPS=$2; shift 2;;
         --core) CORE=1; shift;;
         -t) THREADS=$2; shift 2;;
         --name) NAME=$2; shift 2;;
@@ -64,13 +65,13 @@ for b in ${BUDGETS//,/ }; do
         for lf in 1/16 1/8; do
             r=$R16; [ "$lf" = 1/8 ] && r=$R8
             for st in ${STATS//,/ }; do
-                for gr in ${GROUPS//,/ }; do
+                for gr in ${GRPS//,/ }; do
                     run "ds-$lf-$st-$gr" ds "$b" "$lf" "$st" "$gr" none --method ds --ds-tokens "$b" --ds-channels $r \
                         --ds-label-bits 4 --ds-stat "$st" --ds-group "$gr"
                 done
             done
         done
-        run "ds-1/16-qkv-shared-dense01" ds "$b" 1/16 qkv shared 0,1 --method ds --ds-tokens "$b" --ds-channels $R16 \
+        run "ds-1/16-qkv-shared-dense01" ds "$b" 1/16 qkv shared 0+1 --method ds --ds-tokens "$b" --ds-channels $R16 \
             --ds-label-bits 4 --ds-stat qkv --ds-dense-layers 0,1
     fi
     for meth in oracle random streaming sparq quest h2o; do

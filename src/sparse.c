@@ -18,7 +18,7 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.method = DS_ATTN_DENSE;
     o.tokens_frac = 1.0f / 16;
     o.label_bits = 4;
-    o.stat = -1;   /* auto: qkv when the calibration has it, else qk (see ds_sparse_init) */
+    o.stat = DS_STAT_QK;   /* the paper's; qkv won at window 2048 and lost at 4096 (eval/results) */
     return o;
 }
 
@@ -66,10 +66,8 @@ ds_status ds_sparse_init(ds_session *s) {
         return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
     if (o->stat < -1 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk or qkv");
     if (o->stat < 0) {
-        /* Default: qkv ranks channels better than the paper's qk on our models (SmolLM2, Austen,
-         * k=128: +8.4% vs +12.3% perplexity over dense; eval/results), but imported paper files and
-         * older sidecars carry only q, k and qk. The resolved choice is kept in the options, so a
-         * fork or a printed configuration says which one ran. */
+        /* auto: qkv when the calibration has it (imported paper files and older sidecars carry
+         * only q, k and qk), else qk; resolved here and kept in the options */
         o->stat = s->m->calib && ds_calib_ranking(s->m->calib, DS_STAT_QKV, 0, 0) ? DS_STAT_QKV : DS_STAT_QK;
     }
     if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
