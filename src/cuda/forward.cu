@@ -176,8 +176,8 @@ __global__ void k_fill_float(float *p, size_t n, float v) {
 template <int NB, int RPW, int UN>
 __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int out, int in, const __half *__restrict__ x,
                                               float *__restrict__ y) {
-    const int warp = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;
-    if (warp >= out) return;
+    const int row0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;   // warp-uniform
+    if (row0 >= out) return;
     float acc[RPW][NB];
 #pragma unroll
     for (int r = 0; r < RPW; r++)
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int 
 #pragma unroll
             for (int u = 0; u < UN; u++) {
                 const int c = c0 + u * 32;
-                w[r][u] = (warp + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(warp + r) * in) + c) : make_uint4(0, 0, 0, 0);
+                w[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
         for (int u = 0; u < UN; u++) {
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int 
         for (int b = 0; b < NB; b++) {
             float v = acc[r][b];
             for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0 && warp + r < out) y[(size_t)b * out + warp + r] = v;
+            if (lane == 0 && row0 + r < out) y[(size_t)b * out + row0 + r] = v;
         }
 }
 
