@@ -129,8 +129,8 @@ typedef struct {
     float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
     int channels;          /* r, label channels per KV head; 0: head_dim / label_bits (1/16 of the key bits) */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
-    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv;
-                            * -1: qkv when the calibration has it, else qk */
+    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk, 3 qkv; -1 (default):
+                            * qkv when the calibration has it, else qk */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
     int n_dense_layers;    /* layers kept dense */
     int dense_layers[DS_MAX_DENSE_LAYERS];

@@ -18,7 +18,7 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.method = DS_ATTN_DENSE;
     o.tokens_frac = 1.0f / 16;
     o.label_bits = 4;
-    o.stat = DS_STAT_QK;   /* the paper's; qkv won at window 2048 and lost at 4096 (eval/results) */
+    o.stat = -1;   /* auto: qkv when the calibration has it, else qk (ds_sparse_init; README results) */
     return o;
 }
 
