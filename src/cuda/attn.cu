@@ -491,6 +491,14 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     const size_t kvu = a.kv_batch_shared ? (size_t)kvh : (size_t)u;   // prefill rows share one cache
     const uint16_t *K = a.k + kvu * a.n_max * D, *V = a.v + kvu * a.n_max * D;
     const int32_t *idx = sparse ? sel + (size_t)u * k_cap : nullptr;
+    // The next iteration's row positions are loaded while this one's rows are in flight:
+    // otherwise every iteration waits for two dependent round trips (index, then row).
+    int nxt[UNROLL];
+#pragma unroll
+    for (int j = 0; j < UNROLL; j++) {
+        const int it = s0 + (j * WARPS + warp) * RPW + sub;
+        nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
+    }
     for (int base = s0; base < s1; base += ROWS_PER_ITER) {
         uint4 kv[UNROLL], vv[UNROLL];
         bool ok[UNROLL];
@@ -498,7 +506,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
         for (int j = 0; j < UNROLL; j++) {
             int it = base + (j * WARPS + warp) * RPW + sub;
             ok[j] = it < s1;
-            int pos = ok[j] ? (idx ? __ldg(idx + it) : it) : 0;
+            int pos = nxt[j];
             if (ok[j]) {
                 kv[j] = __ldg((const uint4 *)(K + (size_t)pos * D + cl * 8));
                 vv[j] = __ldg((const uint4 *)(V + (size_t)pos * D + cl * 8));
@@ -506,6 +514,11 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
                 kv[j] = make_uint4(0, 0, 0, 0);
                 vv[j] = kv[j];
             }
+        }
+#pragma unroll
+        for (int j = 0; j < UNROLL; j++) {
+            const int it = base + ROWS_PER_ITER + (j * WARPS + warp) * RPW + sub;
+            nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
         }
         float s[UNROLL][G];
 #pragma unroll
