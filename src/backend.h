@@ -60,10 +60,6 @@ int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stre
 /* The selection of the last ds_gpu_attn_ds call: [B*H_kv][k_cap] positions (order unspecified,
  * the first k_b entries valid for sequence b), k_cap = k at max_len. For checks. */
 const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap);
-/* How often the selection fell back to an unthresholded rescan since the workspace was
- * initialised (the sampled threshold was above the k-th score; rare by design). Synchronous.
- * For checks and benchmarks; -1 on error. */
-long ds_gpu_attn_rescans(const void *ws, const ds_gpu_attn_args *a);
 const char *ds_gpu_error_string(int err);
 
 /* ---- GPU forward pass (src/cuda/forward.cu) ----

@@ -4,23 +4,23 @@
 // Bytes decide everything here (performance.md). Per (sequence, KV head) and step:
 //   dense: 2 * n * d * 2 bytes of K and V;
 //   DS:    n * row_bytes (+4 for lo/step below 16 bits) of labels, 2 * k * d * 2 of selected
-//          rows, plus ~6 bytes per candidate (~9% of n) written once and read back.
-// Pipeline of one DS call (all on the device, no host sync, graph-capturable); a score is
-// (sum over the group's query heads of q[chan]) . label, as a 16-bit order-preserving key:
-//   1. k_sample:  per (sequence, KV head) unit, the keys of a stratified random sample of
-//                 1024 positions give a threshold safely below the k-th largest key.
-//   2. k_scan:    one pass over the labels; positions whose key reaches the threshold are
-//                 appended to the unit's candidate list (staged per block in shared memory).
-//   3. select:    the unit's last k_scan block takes the exact top k-1 of the candidates
-//                 (radix: 11 + 5 key bits; ties: lowest position first), appends the current
-//                 token and resets the counters for the next call. If the sample's threshold
-//                 was too high (fewer than k-1 candidates), it rescans the unit unthresholded.
+//          rows, plus 4 bytes per position for the score keys (written once as fp16, read once).
+// Pipeline of one DS call (all on the device, no host sync, graph-capturable):
+//   1. k_score:   one pass over the labels; score = (sum over the group's query heads of
+//                 q[chan]) . label, stored as a 16-bit order-preserving key; a 2048-bin
+//                 histogram of the key's top 11 bits per (sequence, KV head) in global memory;
+//                 the unit's last block finds the threshold bin.
+//   2. k_collect: every block re-reads its keys
+//                 (2 bytes each) and emits the positions above the bin; those inside it go to
+//                 a candidate list (typically 1-2% of n).
+//   3. refine:    the last k_collect block of each unit finishes the selection on the
+//                 candidates' low 5 key bits (ties: lowest position first), appends the current
+//                 token, and zeroes the histogram and counters for the next call.
 //   4. k_attn:    split over the selected rows, each block a slice; a KV row is read once and
 //                 used by every query head of its group (GQA shared); online softmax; the
 //                 unit's last block merges the slices (log-sum-exp).
 // Three launches in all ("last block" tickets replace the kernels that only waited for a
-// whole unit). The dense path is step 4 over the contiguous range. An earlier version wrote
-// every position's key (2 bytes) and re-read it in a separate collect kernel: bench/NOTES.md.
+// whole unit). The dense path is step 4 over the contiguous range.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -34,28 +34,25 @@ extern "C" {
 #include "backend.h"
 }
 
-#define HIST_BINS 2048   // top 11 bits of the 16-bit key (the sample's and the selection's histograms)
+#define HIST_BINS 2048   // top 11 bits of the 16-bit key
 #define LOW_BITS 5       // the rest, resolved on the candidates
 #define ATT_THREADS 128  // 4 warps per attention block
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
-#define BIN_CAP 2048     // candidates in the threshold bin select_fast keeps in shared memory
-// shared words the selection borrows from k_scan's staging area: select_general's histograms
-// and tied positions, or select_fast's low-bit histogram, threshold-bin list and tied positions
-#define SEL_SMEM_WORDS (HIST_BINS > BIN_CAP ? HIST_BINS + 32 + EQ_CAP : BIN_CAP + 32 + EQ_CAP)
-// Per-unit counters in the workspace (uint32 each): candidates so far, the "last block"
-// tickets of k_scan and k_attn, and the threshold key found by k_sample.
-// Slot C_RESCANS counts the unit's rescans (never reset; ds_gpu_attn_rescans).
-enum { C_CAND, C_T_SCAN, C_T_ATTN, C_THR, C_RESCANS, C_N = 8 };
+// Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
+// "last block" tickets of the three kernels, and the threshold bin found by k_score.
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
 
 namespace {
 
 struct Plan {
     int U, G, k_cap;            // units (sequence, KV head), group size, k at max_len
-    int chunk, n_chunks;        // positions per scan block, blocks per unit
+    int chunk, n_chunks;        // positions per scoring block, blocks per unit
+    int collect_per;            // keys per thread in k_collect (256 threads a block): 8, 16 or 32
+    int kstride;                // key row stride: n_max rounded up to 8 (16-byte vector loads)
     int slice_d, splits_d;      // dense: rows per attention block, blocks per unit
     int slice_s, splits_s;      // sparse: the same over the selected rows
     int splits_max;
-    size_t off_ckey, off_cpos, off_hist, off_cnt, off_sel, off_pacc, off_pml, total;
+    size_t off_keys, off_cand, off_hist, off_cnt, off_sel, off_pacc, off_pml, total;
 };
 
 int sm_count() {
@@ -111,19 +108,23 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.G = a->H / a->H_kv;
     int kc = k_for(a->max_len, a->tokens, a->tokens_frac);
     p.k_cap = kc < a->max_len ? kc : a->max_len;
-    // scan: 256 threads x 16 positions, fewer when the grid would be too small; at most 65536
-    // (a staged candidate holds its position in 16 bits)
-    p.chunk = tune("chunk", 4096);
-    if (p.chunk > 16384) p.chunk = 16384;
+    // scoring: 256 threads x 8 positions, fewer when the grid would be too small
+    p.chunk = tune("chunk", 8192);
     while (p.chunk > 256 && (long)p.U * ((a->max_len + p.chunk - 1) / p.chunk) < 4L * sm_count()) p.chunk /= 2;
     p.n_chunks = (a->max_len + p.chunk - 1) / p.chunk;
+    // collect: few, large blocks (each one scans the 2048-bin histogram), yet enough of them
+    p.collect_per = tune("per", 16);
+    if (p.collect_per != 32 && p.collect_per != 16 && p.collect_per != 8) p.collect_per = 32;
+    while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
+        p.collect_per /= 2;
     split(a->max_len, p.U, &p.slice_d, &p.splits_d);
     split(p.k_cap, p.U, &p.slice_s, &p.splits_s);
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
     size_t o = 0;
-    p.off_ckey = o; o = align_up(o + (size_t)Ucap * a->n_max * 2);   // candidates: [Ucap][n_max] keys
-    p.off_cpos = o; o = align_up(o + (size_t)Ucap * a->n_max * 4);   // and positions
-    p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);  // candidates' top key bits
+    p.kstride = (a->n_max + 7) / 8 * 8;
+    p.off_keys = o; o = align_up(o + (size_t)Ucap * p.kstride * 2);
+    p.off_cand = o; o = align_up(o + (size_t)Ucap * a->n_max * 4);
+    p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
     p.off_cnt = o;  o = align_up(o + (size_t)Ucap * C_N * 4);
     p.off_sel = o;  o = align_up(o + (size_t)Ucap * p.k_cap * 4);
     // slices: split() keeps U * splits <= its block target + U, so this bound holds for any B
@@ -158,444 +159,295 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
                             a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
 }
 
-// ---- label rows: load and score (shared by the sampler, the scan and the fallback) ----
-// WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits; R = WORDS*32/BITS.
-template <int BITS, int WORDS>
-__device__ inline void load_row(const uint32_t *lab, const uint16_t *lo, const uint16_t *st, int p, uint32_t (&w)[WORDS],
-                                float &lof, float &stf) {
-    if constexpr (WORDS == 4) {
-        uint4 v = __ldg((const uint4 *)(lab + (size_t)p * 4));
-        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
-    } else if constexpr (WORDS == 2) {
-        uint2 v = __ldg((const uint2 *)(lab + (size_t)p * 2));
-        w[0] = v.x; w[1] = v.y;
-    } else {
-#pragma unroll
-        for (int i = 0; i < WORDS; i++) w[i] = __ldg(lab + (size_t)p * WORDS + i);
-    }
-    if constexpr (BITS != 16) { lof = h2f(__ldg(lo + p)); stf = h2f(__ldg(st + p)); }
-    else { lof = 0; stf = 0; }
-}
-
-template <int BITS, int WORDS>
-__device__ inline float row_score(const uint32_t (&w)[WORDS], const float (&q)[WORDS * 32 / BITS], float qsum, float lof,
-                                  float stf) {
-    if constexpr (BITS == 16) {
-        float s = 0;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++) {
-            float2 f = __half22float2(*(const __half2 *)&w[i]);
-            s = fmaf(q[2 * i], f.x, s);
-            s = fmaf(q[2 * i + 1], f.y, s);
-        }
-        return s;
-    } else {
-        // Codes to floats without I2F (a quarter-rate instruction that made the scan
-        // compute-bound at 4 bits): mask the codes into bytes, drop each byte into the mantissa
-        // of 2^23 with one byte permute, subtract 2^23.
-        constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
-        constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
-        float dot = 0;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++)
-#pragma unroll
-            for (int pl = 0; pl < PLANES; pl++) {
-                const uint32_t bytes = (w[i] >> (pl * BITS)) & M;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
-                    dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
-                }
-            }
-        return stf * dot + lof * qsum;
-    }
-}
-
-// The unit's q-label: sum over the group's query heads of q[chan], times the softmax scale
-// (keys are fp16: keep them at logit scale). Into shared ql[R], then registers.
-template <int R>
-__device__ inline void load_qlabel(const ds_gpu_attn_args &a, int b, int kvh, float (&q)[R], float &qsum) {
-    __shared__ float ql[R];
-    const int G = a.H / a.H_kv;
-    for (int j = threadIdx.x; j < R; j += blockDim.x) {
-        const int c = a.chan[kvh * a.r + j];
-        float s = 0;
-        for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
-        ql[j] = s * a.scale;
-    }
-    __syncthreads();
-    qsum = 0;
-#pragma unroll
-    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
-}
-
-__device__ inline uint32_t mix32(uint32_t x) {
-    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-    return x;
-}
-
-// A slot in a shared list for every lane of the warp whose `want` is set, with one atomic per
-// warp; returns want. All 32 lanes must call it.
-__device__ inline bool warp_slot(bool want, uint32_t *counter, uint32_t *slot) {
-    const uint32_t mask = __ballot_sync(0xffffffffu, want);
-    if (!mask) return false;
-    const int lane = threadIdx.x & 31, leader = __ffs(mask) - 1;
-    uint32_t base = 0;
-    if (lane == leader) base = atomicAdd(counter, (uint32_t)__popc(mask));
-    *slot = __shfl_sync(0xffffffffu, base, leader) + __popc(mask & ((1u << lane) - 1));
-    return want;
-}
-
-// Bin b of a 256-thread block's shared histogram (bins-many, scanned from the top) where
-// (count above b) < need <= (count above b) + h[b]; -1 when need <= 0 or the counts fall short.
-template <int BINS>
-__device__ void find_bin(const uint32_t *h, int need, int *b_out, int *above_out) {
-    constexpr int PER = BINS >= 256 ? BINS / 256 : 1;
+// Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
+// hist[b]. 256 threads, 8 bins each, scanning from the top.
+// Reads with __ldcg: the histogram was just written through L2 atomics by other blocks.
+__device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *above_out) {
     typedef cub::BlockScan<int, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
     __shared__ int sb, sa;
     const int t = threadIdx.x;
-    int v[PER], local = 0;
+    int h[8], local = 0;
 #pragma unroll
-    for (int i = 0; i < PER; i++) { v[i] = PER * t + i < BINS ? (int)h[BINS - 1 - (PER * t + i)] : 0; local += v[i]; }
+    for (int i = 0; i < 8; i++) { h[i] = (int)__ldcg(gh + HIST_BINS - 1 - (8 * t + i)); local += h[i]; }
     int above;
     Scan(tmp).ExclusiveSum(local, above);
     if (t == 0) { sb = -1; sa = 0; }
     __syncthreads();
     if (need > 0) {
 #pragma unroll
-        for (int i = 0; i < PER; i++) {
-            if (above < need && above + v[i] >= need) { sb = BINS - 1 - (PER * t + i); sa = above; }
-            above += v[i];
+        for (int i = 0; i < 8; i++) {
+            if (above < need && above + h[i] >= need) { sb = HIST_BINS - 1 - (8 * t + i); sa = above; }
+            above += h[i];
         }
     }
     __syncthreads();
-    *b_out = sb;
+    *b_out = sb;         // -1 when need <= 0: nothing is selected
     *above_out = sa;
 }
 
-// ---- 1. the threshold from a sample ----
-// One block per unit scores a stratified random sample of m positions (one per stratum of
-// nc/m) and takes as threshold T the lowest key of the bin that holds the sample's R-th
-// largest key, R = e + 5 sqrt(e) + 8 where e = m (k-1)/nc is the expected count of sampled
-// positions inside the true top k-1. So T lies below the true k-th key unless the sample has
-// 5 standard deviations too many high scores; the scan then emits ~R/m of all positions as
-// candidates (~11% at k = n/16 and m = 1024), and if ever fewer than k-1 pass, the selection rescans the
-// unit with no threshold (step 2), so the result is exact either way.
-#define SAMPLE_MAX 1024
+// ---- 1. scores -> keys + histogram ----
+// WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits. R = WORDS*32/BITS.
 template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256) k_sample(ds_gpu_attn_args a, uint32_t *cnt) {
+__global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt) {
     constexpr int R = WORDS * 32 / BITS;
-    const int u = blockIdx.x, b = u / a.H_kv, kvh = u % a.H_kv;
-    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    if (!unit_sparse(a, n, k)) return;
-    const int nc = n - 1, need = k - 1;
-    const int m = min(SAMPLE_MAX, nc / 4);
-    const float e = (float)m * need / nc;
-    const int rank = (int)ceilf(e + 5.0f * sqrtf(e) + 8.0f);
-    if (need <= 0 || m < 256 || rank >= m) {   // nothing to select, or too few positions to sample
-        if (threadIdx.x == 0) cnt[C_N * u + C_THR] = need <= 0 ? 0x10000u : 0u;
-        return;
-    }
-    __shared__ uint32_t sh[HIST_BINS];
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
-    float q[R], qsum;
-    load_qlabel<R>(a, b, kvh, q, qsum);   // (its barrier also orders the zeroing above)
-    const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
-    const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
-    constexpr int PT = SAMPLE_MAX / 256;
-    uint32_t w[PT][WORDS];
-    float lof[PT], stf[PT];
-#pragma unroll
-    for (int j = 0; j < PT; j++) {
-        const int i = j * 256 + threadIdx.x;
-        int p = 0;
-        if (i < m) {
-            const int s0 = (int)((long)i * nc / m), s1 = (int)((long)(i + 1) * nc / m);
-            p = s0 + (int)(mix32((uint32_t)i * 0x9e3779b9u ^ (uint32_t)nc) % (uint32_t)(s1 - s0));
-        }
-        load_row<BITS, WORDS>(lab, lo, st, p, w[j], lof[j], stf[j]);
-    }
-#pragma unroll
-    for (int j = 0; j < PT; j++)
-        if (j * 256 + (int)threadIdx.x < m) atomicAdd(&sh[score_key(row_score<BITS, WORDS>(w[j], q, qsum, lof[j], stf[j])) >> LOW_BITS], 1u);
-    __syncthreads();
-    int bin, above;
-    find_bin<HIST_BINS>(sh, rank, &bin, &above);
-    if (threadIdx.x == 0) cnt[C_N * u + C_THR] = bin < 0 ? 0u : (uint32_t)bin << LOW_BITS;
-}
-
-// ---- 3. exact top-(k-1) of the candidates; append the current token; reset for the next call ----
-// Run by the last scan block of unit u (256 threads) over cand_pos/cand_key[0, C). The
-// threshold key comes from a histogram of the keys' top 11 bits, then 32 bins of the rest;
-// keys equal to it are taken lowest position first, as on the CPU, so the selection is
-// deterministic whatever order the candidates arrived in.
-//
-// General form: three passes over the candidates in global memory (the histogram built here).
-// Used after a rescan, or when the threshold bin holds more candidates than fit in shared memory.
-__device__ void select_general(int need, int C, int n, const int32_t *cpos, const uint16_t *ckey, int32_t *out, uint32_t *smem) {
-    uint32_t *h1 = smem, *h2 = smem + HIST_BINS;   // [HIST_BINS], [32]
-    int *s_pos = (int *)(smem + HIST_BINS + (1 << LOW_BITS));   // [EQ_CAP]
-    __shared__ uint32_t s_hi, s_eq;
-    __shared__ int s_cnt;
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) h1[i] = 0;
-    if (threadIdx.x < (1 << LOW_BITS)) h2[threadIdx.x] = 0;
-    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; }
-    __syncthreads();
-    for (int i = threadIdx.x; i < C; i += blockDim.x) atomicAdd(&h1[__ldcg(ckey + i) >> LOW_BITS], 1u);
-    __syncthreads();
-    int b1, above1;
-    find_bin<HIST_BINS>(h1, need, &b1, &above1);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        const uint32_t key = __ldcg(ckey + i);
-        if ((int)(key >> LOW_BITS) == b1) atomicAdd(&h2[key & ((1u << LOW_BITS) - 1)], 1u);
-    }
-    __syncthreads();
-    int b2, above2;
-    find_bin<1 << LOW_BITS>(h2, need - above1, &b2, &above2);   // 32 bins: one per thread of the first warp
-    const int T = (b1 << LOW_BITS) | b2;
-    const int take_eq = need - above1 - above2, n_eq = (int)h2[b2];
-    const bool all_eq = take_eq >= n_eq, ranked = !all_eq && n_eq <= EQ_CAP;
-    int32_t *dst = out + above1 + above2;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        const int key = (int)__ldcg(ckey + i);
-        if (key > T) out[atomicAdd(&s_hi, 1u)] = __ldcg(cpos + i);
-        else if (key == T) {
-            if (all_eq) dst[atomicAdd(&s_eq, 1u)] = __ldcg(cpos + i);
-            else if (ranked) s_pos[atomicAdd(&s_eq, 1u)] = __ldcg(cpos + i);
-        }
-    }
-    __syncthreads();
-    if (ranked) {
-        // rank = how many tied positions are smaller; positions are distinct
-        for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {
-            const int p = s_pos[i];
-            int rank = 0;
-            for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
-            if (rank < take_eq) dst[rank] = p;
-        }
-    } else if (!all_eq) {
-        // many ties: binary search for the position P with exactly take_eq tied positions below it
-        int lo = 0, hi = n;   // count(< lo) < take_eq <= count(< hi)
-        while (hi - lo > 1) {
-            const int mid = lo + (hi - lo) / 2;
-            if (threadIdx.x == 0) s_cnt = 0;
-            __syncthreads();
-            int local = 0;
-            for (int i = threadIdx.x; i < C; i += blockDim.x) local += (int)__ldcg(ckey + i) == T && __ldcg(cpos + i) < mid;
-            if (local) atomicAdd(&s_cnt, local);
-            __syncthreads();
-            if (s_cnt < take_eq) lo = mid; else hi = mid;
-            __syncthreads();
-        }
-        for (int i = threadIdx.x; i < C; i += blockDim.x)
-            if ((int)__ldcg(ckey + i) == T && __ldcg(cpos + i) < hi) dst[atomicAdd(&s_eq, 1u)] = __ldcg(cpos + i);
-    }
-}
-
-// Fast form: the scan blocks already built the histogram of the candidates' top bits (h1, in
-// shared memory here); one pass over the candidates, 8 loads in flight per thread, emits those
-// above the threshold bin and keeps the bin's own in shared memory (pos, low bits) for the
-// rest. Returns false, having written nothing, if the bin holds more than BIN_CAP of them.
-__device__ bool select_fast(int need, int C, int n, const int32_t *cpos, const uint16_t *ckey, int32_t *out,
-                            const uint32_t *h1, uint32_t *smem) {
-    uint32_t *h2 = smem;                    // [32]
-    uint32_t *lst = smem + 32;              // [BIN_CAP] position << LOW_BITS | low bits
-    int *s_pos = (int *)(lst + BIN_CAP);    // [EQ_CAP]
-    __shared__ uint32_t s_hi, s_eq, s_nb;
-    int b1, above1;
-    find_bin<HIST_BINS>(h1, need, &b1, &above1);
-    if (b1 < 0 || (int)h1[b1] > BIN_CAP) return false;
-    if (threadIdx.x < 32) h2[threadIdx.x] = 0;
-    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; s_nb = 0; }
-    __syncthreads();
-    constexpr int UN = 8;
-    for (int i0 = 0; i0 < C; i0 += UN * 256) {
-        uint32_t key[UN];
-        int pos[UN];
-#pragma unroll
-        for (int j = 0; j < UN; j++) {
-            const int i = i0 + j * 256 + threadIdx.x;
-            key[j] = i < C ? __ldcg(ckey + i) : 0u;
-            pos[j] = i < C ? __ldcg(cpos + i) : 0;
-        }
-#pragma unroll
-        for (int j = 0; j < UN; j++) {
-            const bool ok = i0 + j * 256 + (int)threadIdx.x < C;
-            const int bin = ok ? (int)(key[j] >> LOW_BITS) : -1;
-            // slots by warp: one shared atomic per warp and class (same-address atomics from
-            // every lane serialise; they made this loop the slowest part of the selection)
-            uint32_t at;
-            if (warp_slot(bin > b1, &s_hi, &at)) out[at] = pos[j];
-            if (warp_slot(bin == b1, &s_nb, &at)) {
-                const uint32_t low = key[j] & ((1u << LOW_BITS) - 1);
-                lst[at] = ((uint32_t)pos[j] << LOW_BITS) | low;
-                atomicAdd(&h2[low], 1u);
-            }
-        }
-    }
-    __syncthreads();
-    int b2, above2;
-    find_bin<1 << LOW_BITS>(h2, need - above1, &b2, &above2);
-    const int nb = (int)s_nb, take_eq = need - above1 - above2, n_eq = (int)h2[b2];
-    const bool all_eq = take_eq >= n_eq;
-    int32_t *dst = out + above1 + above2;
-    __shared__ uint32_t s_hi2;
-    if (threadIdx.x == 0) s_hi2 = 0;
-    __syncthreads();
-    for (int i = threadIdx.x; i < nb; i += blockDim.x) {
-        const uint32_t e = lst[i];
-        const int low = (int)(e & ((1u << LOW_BITS) - 1)), p = (int)(e >> LOW_BITS);
-        if (low > b2) out[above1 + atomicAdd(&s_hi2, 1u)] = p;
-        else if (low == b2) {
-            if (all_eq) dst[atomicAdd(&s_eq, 1u)] = p;
-            else if (n_eq <= EQ_CAP) s_pos[atomicAdd(&s_eq, 1u)] = p;
-        }
-    }
-    __syncthreads();
-    if (!all_eq) {
-        if (n_eq <= EQ_CAP) {
-            for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {   // rank among the tied positions
-                const int p = s_pos[i];
-                int rank = 0;
-                for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
-                if (rank < take_eq) dst[rank] = p;
-            }
-        } else {
-            // more ties than EQ_CAP (<= BIN_CAP): rank each against the list directly
-            for (int i = threadIdx.x; i < nb; i += blockDim.x) {
-                const uint32_t e = lst[i];
-                if ((int)(e & ((1u << LOW_BITS) - 1)) != b2) continue;
-                const int p = (int)(e >> LOW_BITS);
-                int rank = 0;
-                for (int j = 0; j < nb; j++) {
-                    const uint32_t f = lst[j];
-                    rank += (int)(f & ((1u << LOW_BITS) - 1)) == b2 && (int)(f >> LOW_BITS) < p;
-                }
-                if (rank < take_eq) dst[rank] = p;
-            }
-        }
-    }
-    (void)n;
-    return true;
-}
-
-// ---- 2. scan: scores of every position; keys at or above the threshold become candidates ----
-// Each block stages its candidates in shared memory (local position << 16 | key; a chunk is
-// at most 65536 positions), appends them to the unit's list with one global atomic and adds
-// their histogram (top 11 key bits) to the unit's, so the list costs ~6 bytes per candidate
-// instead of a key per position. The unit's last block to finish (a ticket) selects from the
-// list (select_fast, else select_general) and zeroes the histogram for the next call.
-template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256) k_scan(ds_gpu_attn_args a, int chunk, uint32_t *cnt, uint32_t *hist, int32_t *cand_pos,
-                                              uint16_t *cand_key, int32_t *sel, int k_cap, int force_rescan) {
-    constexpr int R = WORDS * 32 / BITS;
-    extern __shared__ uint32_t stage[];   // [max(chunk, SEL_SMEM_WORDS)]
-    __shared__ uint32_t sh[HIST_BINS];
-    __shared__ uint32_t s_wn[8], s_base;
-    __shared__ bool last;
-    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv;
+    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     if (!unit_sparse(a, n, k)) return;
     const int nc = n - 1, p0 = blockIdx.x * chunk;
     if (p0 >= nc) return;
     const int p1 = min(p0 + chunk, nc);
-    const uint32_t thr = cnt[C_N * u + C_THR];
+    __shared__ float ql[R];
+    __shared__ uint32_t sh[HIST_BINS];
+    for (int j = threadIdx.x; j < R; j += blockDim.x) {
+        int c = a.chan[kvh * a.r + j];
+        float s = 0;
+        for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
+        ql[j] = s * a.scale;   // keys are fp16: keep them at logit scale
+    }
     for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
-    float q[R], qsum;
-    load_qlabel<R>(a, b, kvh, q, qsum);   // (its barrier also orders the zeroing above)
+    __syncthreads();
+    float q[R], qsum = 0;
+#pragma unroll
+    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
-    // Warp w scores positions base + j*256 + 32w + lane, so it sees chunk/8 positions in all
-    // and appends its candidates to its own segment of the staging area with a count kept in
-    // a register: no atomics, nothing a warp waits for between rows. SU rows per thread are
-    // loaded at once, and the next SU rows are loaded before these are scored.
+    uint16_t *kk = keys + (size_t)u * kstride;
+    // SU rows per thread in flight: their loads are all issued before the first is used
     constexpr int SU = 4;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, seg = chunk / 8;
-    uint32_t *mine = stage + warp * seg, wn = 0;
-    uint32_t w[SU][WORDS];
-    float lof[SU], stf[SU];
-#pragma unroll
-    for (int j = 0; j < SU; j++) {
-        const int p = p0 + j * 256 + threadIdx.x;
-        load_row<BITS, WORDS>(lab, lo, st, p < p1 ? p : p0, w[j], lof[j], stf[j]);   // clamped: in bounds
-    }
     for (int base = p0; base < p1; base += SU * 256) {
-        uint32_t key[SU];
+        uint32_t w[SU][WORDS];
+        float lof[SU], stf[SU];
 #pragma unroll
-        for (int j = 0; j < SU; j++) key[j] = score_key(row_score<BITS, WORDS>(w[j], q, qsum, lof[j], stf[j]));
-        if (base + SU * 256 < p1) {
+        for (int u4 = 0; u4 < SU; u4++) {
+            const int p = base + u4 * 256 + threadIdx.x;
+            const int pc = p < p1 ? p : p0;   // clamp: loads stay in bounds, results unused
+            if constexpr (WORDS == 4) {
+                uint4 v = __ldg((const uint4 *)(lab + (size_t)pc * 4));
+                w[u4][0] = v.x; w[u4][1] = v.y; w[u4][2] = v.z; w[u4][3] = v.w;
+            } else if constexpr (WORDS == 2) {
+                uint2 v = __ldg((const uint2 *)(lab + (size_t)pc * 2));
+                w[u4][0] = v.x; w[u4][1] = v.y;
+            } else {
 #pragma unroll
-            for (int j = 0; j < SU; j++) {
-                const int p = base + SU * 256 + j * 256 + threadIdx.x;
-                load_row<BITS, WORDS>(lab, lo, st, p < p1 ? p : p0, w[j], lof[j], stf[j]);
+                for (int i = 0; i < WORDS; i++) w[u4][i] = __ldg(lab + (size_t)pc * WORDS + i);
             }
+            if constexpr (BITS != 16) { lof[u4] = h2f(__ldg(lo + pc)); stf[u4] = h2f(__ldg(st + pc)); }
+            else { lof[u4] = 0; stf[u4] = 0; }
         }
 #pragma unroll
-        for (int j = 0; j < SU; j++) {
-            const int p = base + j * 256 + threadIdx.x;
-            const bool pass = p < p1 && key[j] >= thr;
-            const uint32_t mask = __ballot_sync(0xffffffffu, pass);
-            if (pass) {
-                mine[wn + __popc(mask & ((1u << lane) - 1))] = ((uint32_t)(p - p0) << 16) | key[j];
-                atomicAdd(&sh[key[j] >> LOW_BITS], 1u);   // no return value: nothing waits
+        for (int u4 = 0; u4 < SU; u4++) {
+            const int p = base + u4 * 256 + threadIdx.x;
+            float s = 0;
+            if constexpr (BITS == 16) {
+#pragma unroll
+                for (int i = 0; i < WORDS; i++) {
+                    float2 f = __half22float2(*(const __half2 *)&w[u4][i]);
+                    s = fmaf(q[2 * i], f.x, s);
+                    s = fmaf(q[2 * i + 1], f.y, s);
+                }
+            } else {
+                // Codes to floats without I2F (a quarter-rate instruction that made this kernel
+                // compute-bound at 4 bits): mask the codes into bytes, drop each byte into the
+                // mantissa of 2^23 with one byte permute, subtract 2^23.
+                constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
+                constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+                float dot = 0;
+#pragma unroll
+                for (int i = 0; i < WORDS; i++)
+#pragma unroll
+                    for (int pl = 0; pl < PLANES; pl++) {
+                        const uint32_t bytes = (w[u4][i] >> (pl * BITS)) & M;
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
+                            dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
+                        }
+                    }
+                s = stf[u4] * dot + lof[u4] * qsum;
             }
-            wn += __popc(mask);
+            if (p < p1) {
+                uint32_t key = score_key(s);
+                kk[p] = (uint16_t)key;
+                atomicAdd(&sh[key >> LOW_BITS], 1u);
+            }
         }
     }
-    if (lane == 0) s_wn[warp] = wn;
     __syncthreads();
-    uint32_t m = 0, before = 0;   // candidates of the block, of the warps before this one
-#pragma unroll
-    for (int i = 0; i < 8; i++) { before += i < warp ? s_wn[i] : 0; m += s_wn[i]; }
-    if (threadIdx.x == 0) s_base = m ? atomicAdd(&cnt[C_N * u + C_CAND], m) : 0;
     uint32_t *gh = hist + (size_t)u * HIST_BINS;
     for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x)
         if (sh[i]) atomicAdd(&gh[i], sh[i]);
-    __syncthreads();
-    int32_t *cp = cand_pos + (size_t)u * a.n_max + s_base + before;
-    uint16_t *ck = cand_key + (size_t)u * a.n_max + s_base + before;
-    for (uint32_t i = lane; i < wn; i += 32) {   // each warp copies its own segment
-        const uint32_t e = mine[i];
-        cp[i] = p0 + (int)(e >> 16);
-        ck[i] = (uint16_t)(e & 0xffff);
-    }
-    // the unit's last block selects from the candidates
+    // The unit's last block to finish turns its histogram into the threshold bin.
     __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_SCAN], 1u) == (uint32_t)((nc + chunk - 1) / chunk - 1);
+    __shared__ bool last;
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_SCORE], 1u) == (uint32_t)((nc + chunk - 1) / chunk - 1);
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const int need = k - 1;
-    int C = (int)__ldcg(cnt + C_N * u + C_CAND);
-    cp = cand_pos + (size_t)u * a.n_max;
-    ck = cand_key + (size_t)u * a.n_max;
-    // the unit's histogram into shared memory, zeroed for the next call
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) { sh[i] = __ldcg(gh + i); gh[i] = 0; }
-    __syncthreads();
-    int32_t *out = sel + (size_t)u * k_cap;
-    const bool rescan = C < need || force_rescan;
-    if (rescan) {
-        // The sampled threshold was above the true k-th key (rare by construction; forced in
-        // gpu_check): every position becomes a candidate, scored again here.
-        for (int p = threadIdx.x; p < nc; p += blockDim.x) {
-            uint32_t w[WORDS];
-            float lof, stf;
-            load_row<BITS, WORDS>(lab, lo, st, p, w, lof, stf);
-            cp[p] = p;
-            ck[p] = (uint16_t)score_key(row_score<BITS, WORDS>(w, q, qsum, lof, stf));
-        }
-        C = nc;
-        if (threadIdx.x == 0) cnt[C_N * u + C_RESCANS]++;
-        __syncthreads();
+    int b1, above;
+    find_threshold(gh, k - 1, &b1, &above);
+    if (threadIdx.x == 0) {
+        cnt[C_N * u + C_B1] = (uint32_t)b1;
+        cnt[C_N * u + C_T_SCORE] = 0;
     }
-    if (need > 0 && (rescan || !select_fast(need, C, n, cp, ck, out, sh, stage))) select_general(need, C, n, cp, ck, out, stage);
+}
+
+// ---- 3. finish on the candidates; append the current token; reset for the next call ----
+// Run by the last k_collect block of unit u (256 threads).
+__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint32_t *hist, uint32_t *cnt, int32_t *sel,
+                            int k_cap, const uint32_t *cand) {
+    __shared__ uint32_t h2[1 << LOW_BITS];
+    __shared__ int s_b2, s_above2;
+    __shared__ uint32_t s_hi, s_eq;
+    __shared__ int s_cnt;
+    __shared__ int s_pos[EQ_CAP];
+    const int need = k - 1;
+    const int above1 = (int)__ldcg(cnt + C_N * u + C_SEL), nc = (int)__ldcg(cnt + C_N * u + C_CAND);
+    const int need2 = need - above1;
+    const uint32_t *cd = cand + (size_t)u * a.n_max;
+    int32_t *out = sel + (size_t)u * k_cap;
+    if (threadIdx.x < (1 << LOW_BITS)) h2[threadIdx.x] = 0;
+    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; s_b2 = -1; s_above2 = 0; }
+    __syncthreads();
+    if (need2 > 0) {
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) atomicAdd(&h2[__ldcg(cd + i) & ((1u << LOW_BITS) - 1)], 1u);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int cum = 0;
+            for (int bin = (1 << LOW_BITS) - 1; bin >= 0; bin--) {
+                if (cum + (int)h2[bin] >= need2) { s_b2 = bin; s_above2 = cum; break; }
+                cum += (int)h2[bin];
+            }
+        }
+        __syncthreads();
+        // Keys equal to the threshold key (fp16 rounding makes such ties common) are taken
+        // lowest position first, as on the CPU, so the selection is deterministic.
+        const int b2 = s_b2, take_eq = need2 - s_above2, n_eq = (int)h2[b2 < 0 ? 0 : b2];
+        const bool all_eq = take_eq >= n_eq, ranked = !all_eq && n_eq <= EQ_CAP;
+        int32_t *dst = out + above1 + s_above2;
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+            uint32_t c = __ldcg(cd + i);
+            int low = (int)(c & ((1u << LOW_BITS) - 1));
+            int p = (int)(c >> LOW_BITS);
+            if (low > b2) out[above1 + atomicAdd(&s_hi, 1u)] = p;
+            else if (low == b2) {
+                if (all_eq) dst[atomicAdd(&s_eq, 1u)] = p;
+                else if (ranked) s_pos[atomicAdd(&s_eq, 1u)] = p;
+            }
+        }
+        __syncthreads();
+        if (ranked) {
+            // rank = how many tied positions are smaller; positions are distinct
+            for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {
+                const int p = s_pos[i];
+                int rank = 0;
+                for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
+                if (rank < take_eq) dst[rank] = p;
+            }
+        } else if (!all_eq) {
+            // many ties: binary search for the position T with exactly take_eq tied positions below it
+            int lo = 0, hi = n;   // count(< lo) < take_eq <= count(< hi)
+            while (hi - lo > 1) {
+                const int mid = lo + (hi - lo) / 2;
+                if (threadIdx.x == 0) s_cnt = 0;
+                __syncthreads();
+                int local = 0;
+                for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                    uint32_t c = __ldcg(cd + i);
+                    local += (int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < mid;
+                }
+                if (local) atomicAdd(&s_cnt, local);
+                __syncthreads();
+                if (s_cnt < take_eq) lo = mid; else hi = mid;
+                __syncthreads();
+            }
+            for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                uint32_t c = __ldcg(cd + i);
+                if ((int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < hi) dst[atomicAdd(&s_eq, 1u)] = (int)(c >> LOW_BITS);
+            }
+        }
+    }
     if (threadIdx.x == 0) {
         out[need] = n - 1;           // the current token is always attended
+        cnt[C_N * u + C_SEL] = 0;
         cnt[C_N * u + C_CAND] = 0;
-        cnt[C_N * u + C_T_SCAN] = 0;
+        cnt[C_N * u + C_T_COLLECT] = 0;
     }
+    uint32_t *gh = hist + (size_t)u * HIST_BINS;
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
+}
+
+// ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
+// Each thread holds PER keys in registers; one block-wide scan gives every thread its output
+// offsets, so a block makes two global atomics in all (per-warp atomics on one counter per
+// unit serialised at L2 and cost more than the whole label scan).
+template <int PER>
+__global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand) {
+    constexpr int CHUNK = 256 * PER;
+    const int u = blockIdx.y, b = u / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (!unit_sparse(a, n, k)) return;
+    const int nc = n - 1, p0 = blockIdx.x * CHUNK;
+    if (p0 >= nc) return;
+    const int p1 = min(p0 + CHUNK, nc);
+    const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the current token
+    // Thread t holds keys [p0 + v*2048 + 8t, +8) for v < PER/8: 16-byte loads, coalesced.
+    // Rows of the key array are padded to a multiple of 8 (Plan::kstride), so a vector that
+    // starts before p1 stays inside its row; lanes past p1 are masked out below.
+    constexpr int NV = PER / 8;
+    const uint16_t *kk = keys + (size_t)u * kstride;
+    uint4 kv[NV];
+    int nh = 0, ne = 0;
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        const int ps = p0 + v * 2048 + threadIdx.x * 8;
+        kv[v] = ps < p1 ? __ldcg((const uint4 *)(kk + ps)) : make_uint4(0, 0, 0, 0);
+        const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+            nh += bin > b1;
+            ne += bin == b1;
+        }
+    }
+    if (b1 < 0) nh = ne = 0;
+    // pack both counts in one scan: a block has at most CHUNK <= 65535 of each
+    typedef cub::BlockScan<int, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ uint32_t base_h, base_e;
+    __shared__ bool last;
+    int off, total;
+    Scan(tmp).ExclusiveSum(nh | (ne << 16), off, total);
+    if (threadIdx.x == 0) {
+        base_h = (total & 0xffff) ? atomicAdd(&cnt[C_N * u + C_SEL], (uint32_t)(total & 0xffff)) : 0;
+        base_e = (total >> 16) ? atomicAdd(&cnt[C_N * u + C_CAND], (uint32_t)(total >> 16)) : 0;
+    }
+    __syncthreads();
+    int32_t *out = sel + (size_t)u * k_cap + base_h + (off & 0xffff);
+    uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (off >> 16);
+    if (nh | ne) {
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            const int ps = p0 + v * 2048 + threadIdx.x * 8;
+            const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+                if (bin > b1) *out++ = ps + e;
+                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+            }
+        }
+    }
+    // the unit's last block finishes the selection on the candidates
+    __threadfence();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_COLLECT], 1u) == (uint32_t)((nc + CHUNK - 1) / CHUNK - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
 }
 
 // ---- 4. attention partials over a slice of rows (selected list or contiguous) ----
@@ -639,13 +491,13 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     const size_t kvu = a.kv_batch_shared ? (size_t)kvh : (size_t)u;   // prefill rows share one cache
     const uint16_t *K = a.k + kvu * a.n_max * D, *V = a.v + kvu * a.n_max * D;
     const int32_t *idx = sparse ? sel + (size_t)u * k_cap : nullptr;
-    // the selected positions of the next iteration are loaded while this one's rows are in
-    // flight: otherwise every iteration waits for two dependent round trips (index, then row)
+    // The next iteration's row positions are loaded while this one's rows are in flight:
+    // otherwise every iteration waits for two dependent round trips (index, then row).
     int nxt[UNROLL];
 #pragma unroll
     for (int j = 0; j < UNROLL; j++) {
         const int it = s0 + (j * WARPS + warp) * RPW + sub;
-        nxt[j] = it < s1 ? (idx ? __ldcg(idx + it) : it) : 0;
+        nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
     }
     for (int base = s0; base < s1; base += ROWS_PER_ITER) {
         uint4 kv[UNROLL], vv[UNROLL];
@@ -666,7 +518,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
 #pragma unroll
         for (int j = 0; j < UNROLL; j++) {
             const int it = base + ROWS_PER_ITER + (j * WARPS + warp) * RPW + sub;
-            nxt[j] = it < s1 ? (idx ? __ldcg(idx + it) : it) : 0;
+            nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
         }
         float s[UNROLL][G];
 #pragma unroll
@@ -802,26 +654,18 @@ bool args_ok(const ds_gpu_attn_args *a) {
 }
 
 template <int BITS, int WORDS>
-int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, int parts, cudaStream_t st) {
-    uint32_t *cnt = (uint32_t *)(ws + p.off_cnt);
-    if (parts & 1) k_sample<BITS, WORDS><<<p.U, 256, 0, st>>>(*a, cnt);
-    if (parts & 2) {
-        const size_t smem = (size_t)(p.chunk > SEL_SMEM_WORDS ? p.chunk : SEL_SMEM_WORDS) * 4;
-        k_scan<BITS, WORDS><<<dim3(p.n_chunks, p.U), 256, smem, st>>>(*a, p.chunk, cnt, (uint32_t *)(ws + p.off_hist),
-                                                                       (int32_t *)(ws + p.off_cpos),
-                                                                       (uint16_t *)(ws + p.off_ckey), (int32_t *)(ws + p.off_sel),
-                                                                       p.k_cap, tune("rescan", 0) == 1);
-    }
-    return (int)cudaGetLastError();
+void launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
+    k_score<BITS, WORDS><<<dim3(p.n_chunks, p.U), 256, 0, st>>>(*a, p.chunk, (uint16_t *)(ws + p.off_keys), p.kstride,
+                                                                 (uint32_t *)(ws + p.off_hist), (uint32_t *)(ws + p.off_cnt));
 }
 
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
 // setting at head_dim 64 and 128, and 1/8 at 64).
-int select_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, int parts, cudaStream_t st) {
+int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     const int words = bytes / 4;
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
-#define SC(B_, W_) if (a->bits == B_ && words == W_) return launch_select<B_, W_>(a, p, ws, parts, st);
+#define SC(B_, W_) if (a->bits == B_ && words == W_) { launch_score<B_, W_>(a, p, ws, st); return 0; }
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -848,16 +692,26 @@ int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
     return run_attn(a, p, (char *)ws, false, (cudaStream_t)stream);
 }
 
-// parts: 1 = sample, 2 = scan + selection, 4 = attention. Anything but 7 is for timing the
-// stages (bench/gpu/op_bench.py) and may leave the workspace inconsistent: re-initialise it
-// afterwards.
+// parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
+// (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it afterwards.
 int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int parts) {
     if (!args_ok(a) || a->r < 1 || a->r > a->d) return (int)cudaErrorInvalidValue;
     Plan p = make_plan(a);
     char *ws = (char *)ws_;
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
-    if ((parts & 3) && (e = select_dispatch(a, p, ws, parts, st))) return e;
+    if ((parts & 1) && (e = score_dispatch(a, p, ws, st))) return e;
+    if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
+    int32_t *sel = (int32_t *)(ws + p.off_sel);
+    uint32_t *cand = (uint32_t *)(ws + p.off_cand);
+    const uint16_t *keys = (const uint16_t *)(ws + p.off_keys);
+    const int per = p.collect_per;
+    const dim3 cg((a->max_len + 256 * per - 1) / (256 * per), p.U);
+    if (per == 32) k_collect<32><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    else if (per == 16) k_collect<16><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    else k_collect<8><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
+    if ((e = (int)cudaGetLastError())) return e;
     return (parts & 4) ? run_attn(a, p, ws, true, st) : 0;
 }
 
@@ -878,21 +732,6 @@ const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, i
     Plan p = make_plan(a);
     if (k_cap) *k_cap = p.k_cap;
     return (const int32_t *)((const char *)ws + p.off_sel);
-}
-
-long ds_gpu_attn_rescans(const void *ws, const ds_gpu_attn_args *a) {
-    if (!args_ok(a)) return -1;
-    Plan p = make_plan(a);
-    const int Ucap = (a->ws_batch > a->B ? a->ws_batch : a->B) * a->H_kv;
-    uint32_t *h = (uint32_t *)malloc((size_t)Ucap * C_N * 4);
-    if (!h) return -1;
-    long total = -1;
-    if (cudaMemcpy(h, (const char *)ws + p.off_cnt, (size_t)Ucap * C_N * 4, cudaMemcpyDeviceToHost) == cudaSuccess) {
-        total = 0;
-        for (int u = 0; u < Ucap; u++) total += h[(size_t)u * C_N + C_RESCANS];
-    }
-    free(h);
-    return total;
 }
 
 const char *ds_gpu_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
