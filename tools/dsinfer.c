@@ -139,7 +139,7 @@ static void usage(FILE *f) {
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
         "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
         "      --ds-seed N       seed of --method random\n"
-        "      --ds-calib FILE   calibration sidecar (default: MODEL.gguf.dscal.json, then calib/ in the repo)\n"
+        "      --ds-calib FILE   calibration sidecar (default: MODEL.gguf.dscal.json, then calib/ beside or above the binary)\n"
         "      --ds-calib-paper FILE  import the paper's JSON channel file (HF layout)\n"
         "      --ds-calib-text FILE   calibrate on FILE now if no calibration exists\n"
         "calibrate:\n"
@@ -350,14 +350,17 @@ static void ensure_calibration(ds_model *m, const opts *o, bool required) {
     const char *mp = o->model ? o->model : "";
     const char *base = strrchr(mp, '/') ? strrchr(mp, '/') + 1 : mp;
     if (!*base) base = DEFAULT_MODEL_FILE;
+    /* calib/ beside the executable (./dsinfer in the repository) or one folder up (the CUDA
+     * build's build-cuda/dsinfer) */
     char exe[1024], shipped[1400];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        snprintf(shipped, sizeof shipped, "%s/calib/%s.dscal.json", exe, base);
-        if (access(shipped, R_OK) == 0) {
+        for (int up = 0; up < 2; up++) {
+            snprintf(shipped, sizeof shipped, "%s%s/calib/%s.dscal.json", exe, up ? "/.." : "", base);
+            if (access(shipped, R_OK) != 0) continue;
             if ((st = ds_model_load_calibration(m, shipped)) == DS_OK) return;
             fprintf(stderr, "dsinfer: warning: %s: %s\n", shipped, ds_last_error());
         }
