@@ -132,6 +132,8 @@ typedef struct {
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk, 3 qkv; -1 (default):
                             * qkv when the calibration has it, else qk */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
+    int label_norm;        /* 1: labels of (k - mean) / std per channel, with the calibration's key moments
+                            * (method ds; CPU only for now); 0 (default): raw labels */
     int n_dense_layers;    /* layers kept dense */
     int dense_layers[DS_MAX_DENSE_LAYERS];
     int min_context;       /* dense decode while the context is shorter than this */

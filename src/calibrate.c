@@ -167,6 +167,7 @@ double ds_calib_acc_value(const ds_calib_acc *a, ds_stat s, int layer, int kv_he
 struct ds_calibration {
     ds_calib_info info;
     int16_t *rank[DS_STAT_COUNT];   /* [n_layer][n_head_kv][head_dim] or NULL (absent) */
+    float *kmean, *kstd;            /* [n_layer][n_head_kv][head_dim] post-RoPE key moments, or NULL */
 };
 
 static ds_calibration *calib_new(int n_layer, int n_head, int n_head_kv, int head_dim) {
@@ -190,6 +191,8 @@ static int16_t *calib_stat(ds_calibration *c, int s) {
 void ds_calibration_free(ds_calibration *c) {
     if (!c) return;
     for (int s = 0; s < DS_STAT_COUNT; s++) ds_free(c->rank[s]);
+    ds_free(c->kmean);
+    ds_free(c->kstd);
     ds_free(c);
 }
 
@@ -206,6 +209,21 @@ const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer
         layer >= c->info.n_layer || kv_head < 0 || kv_head >= c->info.n_head_kv)
         return NULL;
     return rank_at((ds_calibration *)c, stat, layer, kv_head);
+}
+
+static int moments_ok(const ds_calibration *c, int layer, int kv_head) {
+    return c && c->kmean && c->kstd && layer >= 0 && layer < c->info.n_layer && kv_head >= 0 &&
+           kv_head < c->info.n_head_kv;
+}
+
+const float *ds_calib_kmean(const ds_calibration *c, int layer, int kv_head) {
+    if (!moments_ok(c, layer, kv_head)) return NULL;
+    return c->kmean + ((size_t)layer * (size_t)c->info.n_head_kv + (size_t)kv_head) * (size_t)c->info.head_dim;
+}
+
+const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head) {
+    if (!moments_ok(c, layer, kv_head)) return NULL;
+    return c->kstd + ((size_t)layer * (size_t)c->info.n_head_kv + (size_t)kv_head) * (size_t)c->info.head_dim;
 }
 
 ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {
@@ -276,6 +294,19 @@ ds_status ds_calib_finish(const ds_calib_acc *a, ds_calibration **out) {
             }
     }
     ds_free(sc);
+    if (present[DS_STAT_QKV]) {   /* key moments from the qkv sums */
+        c->kmean = ds_alloc(rank_count(c) * sizeof(float));
+        c->kstd = ds_alloc(rank_count(c) * sizeof(float));
+        if (!c->kmean || !c->kstd) { ds_calibration_free(c); return ds_error(DS_ERR_OOM, "calibration: out of memory"); }
+        for (int l = 0; l < a->n_layer; l++) {
+            const double n = (double)a->qkv_n[l];
+            for (size_t i = (size_t)l * a->n_head_kv * d; i < (size_t)(l + 1) * a->n_head_kv * d; i++) {
+                const double mean = n > 0 ? a->qkv_k[i] / n : 0, var = n > 0 ? a->qkv_k2[i] / n - mean * mean : 0;
+                c->kmean[i] = (float)mean;
+                c->kstd[i] = (float)sqrt(var > 0 ? var : 0);   /* rounding may leave var just below 0 */
+            }
+        }
+    }
     *out = c;
     return DS_OK;
 }
@@ -509,7 +540,27 @@ ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, cons
         }
         fputs("\n    ]", f);
     }
-    fputs("\n  }\n}\n", f);
+    fputs("\n  }", f);
+    if (c->kmean && c->kstd) {
+        fputs(",\n  \"k_moments\": {", f);
+        for (int m = 0; m < 2; m++) {
+            const float *v = m ? c->kstd : c->kmean;
+            fprintf(f, "%s\n    \"%s\": [", m ? "," : "", m ? "std" : "mean");
+            for (int l = 0; l < in->n_layer; l++) {
+                fprintf(f, "%s\n      [", l ? "," : "");
+                for (int g = 0; g < in->n_head_kv; g++) {
+                    fputs(g ? ",\n       [" : "[", f);
+                    const float *row = v + ((size_t)l * in->n_head_kv + g) * in->head_dim;
+                    for (int ch = 0; ch < in->head_dim; ch++) fprintf(f, "%s%.9g", ch ? ", " : "", (double)row[ch]);
+                    fputc(']', f);
+                }
+                fputc(']', f);
+            }
+            fputs("\n    ]", f);
+        }
+        fputs("\n  }", f);
+    }
+    fputs("\n}\n", f);
     return close_tmp(f, tmp, path);
 }
 
@@ -554,6 +605,48 @@ static ds_status check_identity(const char *path, const ds_calib_info *in, const
     if (ex->text_sha256 && strcmp(ex->text_sha256, in->text_sha256) != 0)
         return ds_error(DS_ERR_UNSUPPORTED, "%s: calibration text sha256 %s differs from the expected %s",
                         path, in->text_sha256[0] ? in->text_sha256 : "(none)", ex->text_sha256);
+    return DS_OK;
+}
+
+/* The optional "k_moments" object: {"mean": L x KVH x d numbers, "std": the same, all >= 0}. */
+static ds_status load_moments(const char *path, const cJSON *mj, ds_calibration *c) {
+    if (!mj) return DS_OK;
+    ds_status st;
+    if (!cJSON_IsObject(mj))
+        return ds_error(DS_ERR_FORMAT, "%s: \"k_moments\": expected an object, got %s", path, json_kind(mj));
+    if ((st = json_unique_keys(path, mj, "k_moments"))) return st;
+    const ds_calib_info *in = &c->info;
+    c->kmean = ds_alloc(rank_count(c) * sizeof(float));
+    c->kstd = ds_alloc(rank_count(c) * sizeof(float));
+    if (!c->kmean || !c->kstd) return ds_error(DS_ERR_OOM, "calibration: out of memory");
+    for (int m = 0; m < 2; m++) {
+        const char *name = m ? "std" : "mean";
+        const cJSON *vj = member(mj, name);
+        float *dst = m ? c->kstd : c->kmean;
+        if (!cJSON_IsArray(vj) || cJSON_GetArraySize(vj) != in->n_layer)
+            return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s: expected a list of %d layers, got %s", path, name,
+                            in->n_layer, json_kind(vj));
+        int l = 0;
+        for (const cJSON *lj = vj->child; lj; lj = lj->next, l++) {
+            if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != in->n_head_kv)
+                return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d: expected a list of %d KV heads", path,
+                                name, l, in->n_head_kv);
+            int g = 0;
+            for (const cJSON *hj = lj->child; hj; hj = hj->next, g++) {
+                if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != in->head_dim)
+                    return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d kv head %d: expected %d numbers",
+                                    path, name, l, g, in->head_dim);
+                int ch = 0;
+                for (const cJSON *xj = hj->child; xj; xj = xj->next, ch++) {
+                    const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
+                    if (!isfinite(x) || fabs(x) > 3.0e38 || (m && x < 0))
+                        return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d kv head %d channel %d: %s", path,
+                                        name, l, g, ch, m ? "expected a finite number >= 0" : "expected a finite number");
+                    dst[((size_t)l * in->n_head_kv + g) * in->head_dim + ch] = (float)x;
+                }
+            }
+        }
+    }
     return DS_OK;
 }
 
@@ -644,6 +737,7 @@ static ds_status load_tree(const char *path, const cJSON *root, const ds_calib_m
         any = 1;
     }
     if (!any) { st = ds_error(DS_ERR_FORMAT, "%s: \"stats\" holds no statistic", path); goto fail; }
+    if ((st = load_moments(path, member(root, "k_moments"), c))) goto fail;
     *out = c;
     return DS_OK;
 fail:

@@ -79,6 +79,16 @@ const ds_calib_info *ds_calib_get_info(const ds_calibration *c);
 /* [head_dim] channel ids, most important first; NULL if that statistic is absent or the
  * layer / kv_head is out of range. */
 const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer, int kv_head);
+/* Per-channel moments of the post-RoPE keys over the calibration tokens, [head_dim] for
+ * (layer, kv_head): mean and standard deviation (0 for a constant channel). Computed with the
+ * qkv statistic (same sums); NULL if c has none (older files, paper imports) or an index is out
+ * of range. Label normalisation (ds_sparse_opts.label_norm) encodes (k_c - mean_c) / std_c, so
+ * one per-token min/max range fits channels of very different spread, and scores with
+ * q_c * std_c: the scores move by sum_c q_c mean_c, the same for every token, so the ranking
+ * is that of the raw labels up to rounding. */
+const float *ds_calib_kmean(const ds_calibration *c, int layer, int kv_head);
+const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head);
+
 /* DS_OK if c has statistic `stat`; else DS_ERR_ARG with a message for the user that says which
  * statistics c has and how to get the missing one (files written before qkv existed, and paper
  * imports, have no qkv: recalibrate). */
@@ -103,13 +113,15 @@ typedef struct {
 
 /* Writes PATH.tmp and renames it over PATH. Byte-for-byte deterministic for equal input. The
  * statistics present are written in the order qk, k, q, qkv (qkv last: adding it left the text
- * of the older statistics unchanged, so a regenerated file diffs as a pure addition). The
+ * of the older statistics unchanged, so a regenerated file diffs as a pure addition), then the
+ * key moments, if any, as "k_moments": {"mean": [...], "std": [...]}, [layer][kv head][channel],
+ * each float with 9 significant digits (exact round trip). The
  * dimensions written are c's (meta's, where > 0, must agree: DS_ERR_ARG). meta may be NULL:
  * then c's own info (arch, text) is written, so load -> save keeps a file's identity. */
 ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, const char *path);
 
 /* A file may hold any non-empty subset of the statistics (files from before qkv lack it; see
- * ds_calib_require). Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
+ * ds_calib_require) and optionally the key moments (finite; std >= 0). Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
  * permutation of 0..head_dim-1. Errors: DS_ERR_IO (cannot read), DS_ERR_FORMAT (malformed),
  * DS_ERR_UNSUPPORTED (well-formed, but for another model / text than expect). expect may be
  * NULL (no identity check). */

@@ -34,6 +34,7 @@ struct ds_session {
     /* sparse attention (sparse.c); all NULL for dense sessions */
     uint8_t *sp_dense_layer;     /* [n_layer] 1 = this layer stays dense */
     int16_t *sp_chan;            /* [n_layer][n_head_kv][r] label channels (DS / random) */
+    float *sp_lmean, *sp_lscale; /* [n_layer][n_head_kv][r] label normalisation (label_norm), else NULL */
     size_t sp_row_bytes;         /* packed label codes per (token, KV head) */
     uint8_t *sp_codes;           /* [n_layer][n_head_kv][n_ctx][sp_row_bytes] */
     uint16_t *sp_lo, *sp_step;   /* [n_layer][n_head_kv][n_ctx] fp16 (labels below 16 bits) */

@@ -74,6 +74,8 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (o->sparse_prefill)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: the sparse-prefill simulation (perplexity --protocol paper with a "
                         "sparse method) runs on the CPU only");
+    if (ds && o->label_norm)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: --ds-label-norm runs on the CPU only for now");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
     if (c->n_head / c->n_head_kv > 8 || (c->head_dim != 64 && c->head_dim != 128))

@@ -71,6 +71,8 @@ ds_status ds_sparse_init(ds_session *s) {
         o->stat = s->m->calib && ds_calib_ranking(s->m->calib, DS_STAT_QKV, 0, 0) ? DS_STAT_QKV : DS_STAT_QK;
     }
     if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
+    if (o->label_norm && o->method != DS_ATTN_DS)
+        return ds_error(DS_ERR_ARG, "--ds-label-norm applies to --method ds only (it needs the calibration's key moments)");
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
 
@@ -99,6 +101,33 @@ ds_status ds_sparse_init(ds_session *s) {
                     if (!rank) return ds_calib_require(s->m->calib, (ds_stat)o->stat);   /* says which it has, how to get it */
                     memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, rank, sizeof(int16_t) * (size_t)r);
                 }
+            if (o->label_norm) {
+                /* per label channel: subtract the calibrated mean, divide by the std, and score
+                 * with q * std (calibrate.h) */
+                s->sp_lmean = malloc(sizeof(float) * (size_t)L * KVH * r);
+                s->sp_lscale = malloc(sizeof(float) * (size_t)L * KVH * r);
+                if (!s->sp_lmean || !s->sp_lscale) return ds_error(DS_ERR_OOM, "out of memory");
+                for (int l = 0; l < L; l++)
+                    for (int h = 0; h < KVH; h++) {
+                        const float *mu = ds_calib_kmean(s->m->calib, l, h), *sd = ds_calib_kstd(s->m->calib, l, h);
+                        if (!mu || !sd)
+                            return ds_error(DS_ERR_ARG, "--ds-label-norm needs the key moments in the calibration, and "
+                                            "this one has none (written before dsinfer stored them, or a paper import): "
+                                            "recalibrate with `dsinfer calibrate -m MODEL -f TEXT -o FILE`");
+                        /* a channel nearly constant in calibration would get a huge scale-up
+                         * (and overflow fp16 labels on a token where it does move): scales are
+                         * floored at 1/64 of the head's largest selected std */
+                        const size_t at = ((size_t)l * KVH + h) * r;
+                        float top = 0;
+                        for (int j = 0; j < r; j++) top = fmaxf(top, sd[s->sp_chan[at + j]]);
+                        const float floor_sd = fmaxf(top / 64, 1e-6f);
+                        for (int j = 0; j < r; j++) {
+                            const int ch = s->sp_chan[at + j];
+                            s->sp_lmean[at + j] = mu[ch];
+                            s->sp_lscale[at + j] = fmaxf(sd[ch], floor_sd);
+                        }
+                    }
+            }
         } else {
             uint64_t x = o->seed * 0x9E3779B97F4A7C15ull + 1;
             int16_t perm[512];
@@ -143,6 +172,8 @@ ds_status ds_sparse_init(ds_session *s) {
 void ds_sparse_free(ds_session *s) {
     free(s->sp_dense_layer);
     free(s->sp_chan);
+    free(s->sp_lmean);
+    free(s->sp_lscale);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
     ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
     ds_free(s->sp_idx2); ds_free(s->sp_quest);
@@ -158,6 +189,10 @@ static void labels_append(ds_session *s, int layer, int pos, const float *k) {
         /* from the fp16-rounded key, i.e. exactly the row the cache holds, so labels rebuilt
          * from the cache (ds_session_fork) equal those written here */
         for (int j = 0; j < r; j++) x[j] = ds_fp16_to_fp32(ds_fp32_to_fp16(k[h * hd + ch[j]]));
+        if (s->sp_lmean) {
+            const float *mu = s->sp_lmean + ((size_t)layer * KVH + h) * r, *sc = s->sp_lscale + ((size_t)layer * KVH + h) * r;
+            for (int j = 0; j < r; j++) x[j] = (x[j] - mu[j]) / sc[j];
+        }
         size_t row = ((size_t)layer * KVH + h) * s->n_ctx + pos;
         ds_label_encode(x, r, s->opts.sparse.label_bits, s->sp_codes + row * s->sp_row_bytes,
                         s->sp_lo + row, s->sp_step + row);
@@ -209,6 +244,8 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
         float ql[DS_LABEL_MAX_R];
         const int16_t *ch = s->sp_chan + head * r;
         for (int j = 0; j < r; j++) ql[j] = qsum[ch[j]];
+        if (s->sp_lscale)   /* normalised labels: (k - mean) / std, so q * std scores them */
+            for (int j = 0; j < r; j++) ql[j] *= s->sp_lscale[head * r + j];
         size_t row = head * s->n_ctx;
         ds_label_score(ql, r, o->label_bits, s->sp_codes + row * s->sp_row_bytes, s->sp_lo + row,
                        s->sp_step + row, n, scores);

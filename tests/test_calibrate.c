@@ -617,3 +617,69 @@ TEST(calib_paper_rejects_malformed) {
     CHECK(ds_calib_import_paper(p, &bad, 1, &c) == DS_ERR_ARG);
     remove(p);
 }
+
+/* The key moments (mean, std of each post-RoPE key channel) come with qkv, survive a save/load
+ * round trip bit for bit, and a malformed "k_moments" block is rejected. */
+TEST(calib_key_moments) {
+    ds_calibration *c = calibrate_synthetic(11, NULL), *c2 = NULL;
+    CHECK(c != NULL);
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++) {
+            const float *mu = ds_calib_kmean(c, l, g), *sd = ds_calib_kstd(c, l, g);
+            CHECK(mu && sd);
+            /* the qk outlier's key is constantly 2; the qkv outlier's is +1, -1, +1, -1, +1 in
+             * each of the 2 blocks: mean 0.2, variance 1 - 0.04 */
+            const int cq = outlier(DS_STAT_QK, l, g), cv = outlier(DS_STAT_QKV, l, g);
+            CHECK_NEAR(mu[cq], 2.0, 1e-6);
+            CHECK_NEAR(sd[cq], 0.0, 1e-3);
+            CHECK_NEAR(mu[cv], 0.2, 1e-6);
+            CHECK_NEAR(sd[cv], sqrt(0.96), 1e-6);
+        }
+    CHECK(ds_calib_kmean(c, L, 0) == NULL && ds_calib_kstd(c, 0, G) == NULL);
+    const char *p = tmp_path("mom");
+    CHECK(ds_calib_save(c, &META, p) == DS_OK && ds_calib_load(p, &META, &c2) == DS_OK);
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++) {
+            CHECK(memcmp(ds_calib_kmean(c, l, g), ds_calib_kmean(c2, l, g), D * sizeof(float)) == 0);
+            CHECK(memcmp(ds_calib_kstd(c, l, g), ds_calib_kstd(c2, l, g), D * sizeof(float)) == 0);
+        }
+    ds_calibration_free(c);
+    ds_calibration_free(c2);
+    /* a file without the block has no moments; a well-formed block loads; malformed ones fail */
+    c = NULL;
+    CHECK(write_text(p, VALID) && ds_calib_load(p, NULL, &c) == DS_OK && ds_calib_kmean(c, 0, 0) == NULL);
+    ds_calibration_free(c);
+    static const char good[] = ",\"k_moments\":{\"mean\":[[[0.5,-1,2,0]]],\"std\":[[[1,0,2.5,3]]]}}";
+    char *t = replace1(VALID, "]]]}}", "]]]}" ), *u = NULL;
+    CHECK(t != NULL);
+    size_t n = strlen(t);
+    u = malloc(n + sizeof good);
+    memcpy(u, t, n);
+    memcpy(u + n, good, sizeof good);
+    free(t);
+    c = NULL;
+    CHECK(write_text(p, u) && ds_calib_load(p, NULL, &c) == DS_OK);
+    CHECK(ds_calib_kmean(c, 0, 0)[1] == -1.0f && ds_calib_kstd(c, 0, 0)[2] == 2.5f);
+    ds_calibration_free(c);
+    static const struct { const char *from, *to, *msg; } edits[] = {
+        {"[[[1,0,2.5,3]]]", "[[[1,0,2.5,-3]]]", "k_moments.std layer 0 kv head 0 channel 3: expected a finite number >= 0"},
+        {"[[[0.5,-1,2,0]]]", "[[[0.5,-1,2]]]", "k_moments.mean layer 0 kv head 0: expected 4 numbers"},
+        {"[[[0.5,-1,2,0]]]", "[[[0.5,-1,\"2\",0]]]", "channel 2: expected a finite number"},
+        {"[[[0.5,-1,2,0]]]", "[[[0.5,-1,1e999,0]]]", "channel 2: expected a finite number"},
+        {",\"std\":[[[1,0,2.5,3]]]", "", "k_moments.std: expected a list of 1 layers"},
+        {"[[[1,0,2.5,3]]]", "[[1,0,2.5,3]]", "k_moments.std layer 0: expected a list of 1 KV heads"},
+        {"{\"mean\"", "[{\"mean\"", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        char *e = replace1(u, edits[i].from, edits[i].to);
+        CHECK_MSG(e != NULL, "edit %zu does not apply", i);
+        CHECK(write_text(p, e));
+        free(e);
+        c = NULL;
+        ds_status st = ds_calib_load(p, NULL, &c);
+        CHECK_MSG(st == DS_ERR_FORMAT && c == NULL, "edit %zu: status %d", i, st);
+        CHECK_MSG(strstr(ds_last_error(), edits[i].msg), "edit %zu: '%s' lacks '%s'", i, ds_last_error(), edits[i].msg);
+    }
+    free(u);
+    remove(p);
+}
