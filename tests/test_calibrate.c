@@ -51,6 +51,30 @@ static char *replace1(const char *text, const char *from, const char *to) {
     return r;
 }
 
+/* One malformed variant of a valid file: `from` replaced by `to`, and part of the error message. */
+typedef struct { const char *from, *to, *msg; } file_edit;
+
+/* Each edit of `base`, written to path, fails to load with DS_ERR_FORMAT and a message holding
+ * its msg; on the first that does not, reports it (a test failure) and returns 0. */
+static int edits_rejected(const char *path, const char *base, const file_edit *edits, size_t n) {
+    char m[512];
+    for (size_t i = 0; i < n; i++) {
+        char *t = replace1(base, edits[i].from, edits[i].to);
+        if (!t) { snprintf(m, sizeof m, "edit %zu does not apply", i); test_fail(__FILE__, __LINE__, m); return 0; }
+        int ok = write_text(path, t);
+        free(t);
+        ds_calibration *c = NULL;
+        ds_status st = ok ? ds_calib_load(path, NULL, &c) : DS_ERR_IO;
+        if (st != DS_ERR_FORMAT || c != NULL || !strstr(ds_last_error(), edits[i].msg)) {
+            snprintf(m, sizeof m, "edit %zu: status %d, '%s' (expected '%s')", i, st, ds_last_error(), edits[i].msg);
+            test_fail(__FILE__, __LINE__, m);
+            ds_calibration_free(c);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static uint32_t g_rng = 12345;
 static float noise(void) {  /* deterministic, in [-0.05, 0.05) */
     g_rng = g_rng * 1664525u + 1013904223u;
@@ -377,7 +401,7 @@ TEST(calib_load_rejects_malformed) {
     CHECK(write_text(p, VALID) && ds_calib_load(p, NULL, &c) == DS_OK);
     CHECK(ds_calib_ranking(c, DS_STAT_QK, 0, 0)[0] == 3 && ds_calib_ranking(c, DS_STAT_Q, 0, 0) == NULL);
     ds_calibration_free(c);
-    static const struct { const char *from, *to, *msg; } edits[] = {
+    static const file_edit edits[] = {
         {"[[[3,1,0,2]]]", "[[[3,1,0,2]]],\"qkv\":[[[0,1,2]]]", "qkv layer 0 kv head 0: 3 channel ids"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,0]]]", "channel 0 appears twice"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,4]]]", "qk layer 0 kv head 0 entry 3"},
@@ -408,16 +432,7 @@ TEST(calib_load_rejects_malformed) {
         {"\"text\":{\"name\":\"t\",\"sha256\":null,\"tokens\":10},", "", "\"text\": expected an object, got nothing"},
         {"\"model\":{", "\"model\":[{", "not valid JSON"},
     };
-    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
-        char *t = replace1(VALID, edits[i].from, edits[i].to);
-        CHECK_MSG(t != NULL, "edit %zu does not apply", i);
-        CHECK(write_text(p, t));
-        free(t);
-        c = NULL;
-        ds_status st = ds_calib_load(p, NULL, &c);
-        CHECK_MSG(st == DS_ERR_FORMAT && c == NULL, "edit %zu: status %d", i, st);
-        CHECK_MSG(strstr(ds_last_error(), edits[i].msg), "edit %zu: '%s' lacks '%s'", i, ds_last_error(), edits[i].msg);
-    }
+    CHECK(edits_rejected(p, VALID, edits, sizeof edits / sizeof edits[0]));
     /* Every truncation of a valid file is rejected cleanly. */
     char buf[sizeof VALID];
     for (size_t n = 0; n + 1 < sizeof VALID; n++) {
@@ -661,7 +676,7 @@ TEST(calib_key_moments) {
     CHECK(write_text(p, u) && ds_calib_load(p, NULL, &c) == DS_OK);
     CHECK(ds_calib_kmean(c, 0, 0)[1] == -1.0f && ds_calib_kstd(c, 0, 0)[2] == 2.5f);
     ds_calibration_free(c);
-    static const struct { const char *from, *to, *msg; } edits[] = {
+    static const file_edit edits[] = {
         {"[[[1,0,2.5,3]]]", "[[[1,0,2.5,-3]]]", "k_moments.std layer 0 kv head 0 channel 3: expected a finite number >= 0"},
         {"[[[0.5,-1,2,0]]]", "[[[0.5,-1,2]]]", "k_moments.mean layer 0 kv head 0: expected 4 numbers"},
         {"[[[0.5,-1,2,0]]]", "[[[0.5,-1,\"2\",0]]]", "channel 2: expected a finite number"},
@@ -670,16 +685,7 @@ TEST(calib_key_moments) {
         {"[[[1,0,2.5,3]]]", "[[1,0,2.5,3]]", "k_moments.std layer 0: expected a list of 1 KV heads"},
         {"{\"mean\"", "[{\"mean\"", "not valid JSON"},
     };
-    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
-        char *e = replace1(u, edits[i].from, edits[i].to);
-        CHECK_MSG(e != NULL, "edit %zu does not apply", i);
-        CHECK(write_text(p, e));
-        free(e);
-        c = NULL;
-        ds_status st = ds_calib_load(p, NULL, &c);
-        CHECK_MSG(st == DS_ERR_FORMAT && c == NULL, "edit %zu: status %d", i, st);
-        CHECK_MSG(strstr(ds_last_error(), edits[i].msg), "edit %zu: '%s' lacks '%s'", i, ds_last_error(), edits[i].msg);
-    }
+    CHECK(edits_rejected(p, u, edits, sizeof edits / sizeof edits[0]));
     free(u);
     remove(p);
 }
