@@ -211,19 +211,18 @@ const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer
     return rank_at((ds_calibration *)c, stat, layer, kv_head);
 }
 
-static int moments_ok(const ds_calibration *c, int layer, int kv_head) {
-    return c && c->kmean && c->kstd && layer >= 0 && layer < c->info.n_layer && kv_head >= 0 &&
-           kv_head < c->info.n_head_kv;
+/* Row (layer, kv_head) of a [n_layer][n_head_kv][head_dim] moment array; NULL if absent or out of range. */
+static const float *moment_row(const ds_calibration *c, const float *v, int layer, int kv_head) {
+    if (!c || !v || layer < 0 || layer >= c->info.n_layer || kv_head < 0 || kv_head >= c->info.n_head_kv) return NULL;
+    return v + ((size_t)layer * (size_t)c->info.n_head_kv + (size_t)kv_head) * (size_t)c->info.head_dim;
 }
 
 const float *ds_calib_kmean(const ds_calibration *c, int layer, int kv_head) {
-    if (!moments_ok(c, layer, kv_head)) return NULL;
-    return c->kmean + ((size_t)layer * (size_t)c->info.n_head_kv + (size_t)kv_head) * (size_t)c->info.head_dim;
+    return moment_row(c, c ? c->kmean : NULL, layer, kv_head);
 }
 
 const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head) {
-    if (!moments_ok(c, layer, kv_head)) return NULL;
-    return c->kstd + ((size_t)layer * (size_t)c->info.n_head_kv + (size_t)kv_head) * (size_t)c->info.head_dim;
+    return moment_row(c, c ? c->kstd : NULL, layer, kv_head);
 }
 
 ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {

@@ -121,8 +121,9 @@ typedef struct {
 ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, const char *path);
 
 /* A file may hold any non-empty subset of the statistics (files from before qkv lack it; see
- * ds_calib_require) and optionally the key moments (finite; std >= 0). Validates everything: JSON syntax, format/version/layout, types, ranges, every ranking a
- * permutation of 0..head_dim-1. Errors: DS_ERR_IO (cannot read), DS_ERR_FORMAT (malformed),
+ * ds_calib_require) and optionally the key moments (finite; std >= 0). Validates everything:
+ * JSON syntax, format/version/layout, types, ranges, every ranking a permutation of
+ * 0..head_dim-1. Errors: DS_ERR_IO (cannot read), DS_ERR_FORMAT (malformed),
  * DS_ERR_UNSUPPORTED (well-formed, but for another model / text than expect). expect may be
  * NULL (no identity check). */
 ds_status ds_calib_load(const char *path, const ds_calib_meta *expect, ds_calibration **out);

@@ -151,7 +151,9 @@ TEST(sparse_simulation_equals_decode_steps) {
 }
 
 /* With every channel as a label at fp16, DS scores are exact q.K (up to summation order), so
- * DS must behave like the oracle selector. */
+ * DS must behave like the oracle selector. Label normalisation ((k - mean) / std per channel,
+ * scored with q * std) shifts every score by the same sum_c q_c mean_c, so it must select the
+ * oracle's top-k up to rounding; and it is refused where there are no moments to normalise with. */
 TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     ds_model *m = load();
     if (!m) SKIP("SmolLM2 not fetched");
@@ -160,60 +162,24 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     int32_t *tk = toks_of(m, TEXT, &n);
     int V = ds_model_get_info(m)->n_vocab;
     ds_sparse_opts sp = ds_sparse_default_opts();
-    sp.method = DS_ATTN_DS;
+    sp.method = DS_ATTN_ORACLE;
     sp.tokens = 24;
-    sp.channels = ds_model_get_info(m)->head_dim;
-    sp.label_bits = 16;
     sp.sparse_prefill = 1;
     ds_status st;
-    float *a = run(m, &sp, tk, n, 0, &st);
-    CHECK(st == DS_OK);
-    sp.method = DS_ATTN_ORACLE;
     float *b = run(m, &sp, tk, n, 0, &st);
+    CHECK(st == DS_OK);
+    sp.method = DS_ATTN_DS;
+    sp.channels = ds_model_get_info(m)->head_dim;
+    sp.label_bits = 16;
+    float *a = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
     double worst = max_abs_diff(a, b, (size_t)n * V);
-    free(a); free(b);
-    ds_free_tokens(tk);
-    ds_model_free(m);
+    free(a);
     CHECK_MSG(worst < 1e-2, "DS(r=d, fp16) vs oracle max abs logit diff %g", worst);
-}
 
-/* Label normalisation ((k - mean) / std per channel, scored with q * std) shifts every score by
- * the same sum_c q_c mean_c, so with every channel at fp16 it selects the oracle's top-k up to
- * rounding; and it is refused where there are no moments to normalise with. */
-TEST(sparse_label_norm_full_channels_matches_oracle) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
-    int n;
-    int32_t *tk = toks_of(m, TEXT, &n);
-    int V = ds_model_get_info(m)->n_vocab;
-    ds_sparse_opts sp = ds_sparse_default_opts();
-    sp.method = DS_ATTN_DS;
-    sp.tokens = 24;
-    sp.channels = ds_model_get_info(m)->head_dim;
-    sp.label_bits = 16;
     sp.label_norm = 1;
-    sp.sparse_prefill = 1;
-    ds_status st;
-    float *a = run(m, &sp, tk, n, 0, &st);
+    a = run(m, &sp, tk, n, 0, &st);
     CHECK_MSG(st == DS_OK, "label_norm session: %s", ds_last_error());
-    sp.label_bits = 4;                 /* quantised normalised labels run too */
-    sp.channels = 16;
-    free(run(m, &sp, tk, n, 0, &st));
-    CHECK(st == DS_OK);
-    sp.method = DS_ATTN_RANDOM;        /* random channels have no moments to normalise with */
-    ds_session_opts so = ds_session_default_opts();
-    so.n_ctx = 64;
-    so.sparse = sp;
-    ds_session *s = NULL;
-    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "label-norm"));
-    sp = ds_sparse_default_opts();
-    sp.method = DS_ATTN_ORACLE;
-    sp.tokens = 24;
-    sp.sparse_prefill = 1;
-    float *b = run(m, &sp, tk, n, 0, &st);
-    CHECK(st == DS_OK);
     /* Not bit for bit: the normalised labels are rounded to fp16 a second time, after the
      * shift, so near-ties at the k-th place break differently from the oracle's (which scores
      * the fp16 keys themselves), and each swap moves that position's logits. What must hold is
@@ -234,10 +200,20 @@ TEST(sparse_label_norm_full_channels_matches_oracle) {
     }
     const double ratio = exp((nll_a - nll_b) / (n - 1));
     free(a); free(b);
-    ds_free_tokens(tk);
-    ds_model_free(m);
     CHECK_MSG(agree >= n * 9 / 10 && fabs(ratio - 1) < 0.02, "DS(r=d, fp16, normalised) vs oracle: top-1 agrees at %d "
               "of %d positions, perplexity ratio %.4f", agree, n, ratio);
+    sp.label_bits = 4;                 /* quantised normalised labels run too */
+    sp.channels = 16;
+    free(run(m, &sp, tk, n, 0, &st));
+    CHECK(st == DS_OK);
+    sp.method = DS_ATTN_RANDOM;        /* random channels have no moments to normalise with */
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = 64;
+    so.sparse = sp;
+    ds_session *s = NULL;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "label-norm"));
+    ds_free_tokens(tk);
+    ds_model_free(m);
 }
 
 TEST(sparse_calibration_deterministic) {
