@@ -41,6 +41,8 @@ typedef struct {
                                  * one query row per b, each with its own causal length) */
     int ws_batch;               /* the workspace is laid out for this many sequences (>= B; 0 =
                                  * B), so calls with fewer sequences can share it */
+    const float *lab_mean, *lab_scale;  /* [H_kv][r] label normalisation (ds_sparse_opts.label_norm):
+                                 * labels of (k - mean) / scale, scored with q * scale; or NULL */
 } ds_gpu_attn_args;
 
 /* Scratch for one layer call (reusable across layers and steps of the same shape). It holds
@@ -78,6 +80,7 @@ typedef struct {
     float tokens_frac;
     const int16_t *chan;          /* host [n_layer][n_head_kv][r] */
     const uint8_t *dense_layers;  /* host [n_layer] (1 = dense) or NULL */
+    const float *lab_mean, *lab_scale;  /* host [n_layer][n_head_kv][r] label normalisation or NULL */
 } ds_gpu_forward_cfg;
 
 typedef struct ds_gpu_forward ds_gpu_forward;

@@ -74,13 +74,13 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (o->sparse_prefill)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: the sparse-prefill simulation (perplexity --protocol paper with a "
                         "sparse method) runs on the CPU only");
-    if (ds && o->label_norm)
-        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: --ds-label-norm runs on the CPU only for now");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
     if (c->n_head / c->n_head_kv > 8 || (c->head_dim != 64 && c->head_dim != 128))
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: attention shape (group %d, head_dim %d) not supported (group <= 8, "
                         "head_dim 64 or 128)", c->n_head / c->n_head_kv, c->head_dim);
+    if (c->n_ff % 8)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: feed-forward size %d is not a multiple of 8", c->n_ff);
     ds_gpu_forward_cfg g;
     memset(&g, 0, sizeof g);
     g.n_layer = c->n_layer; g.n_embd = c->n_embd; g.n_head = c->n_head; g.n_head_kv = c->n_head_kv;
@@ -91,6 +91,7 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (ds) {
         g.sparse = 1; g.r = o->channels; g.bits = o->label_bits; g.tokens = o->tokens; g.tokens_frac = o->tokens_frac;
         g.min_context = o->min_context; g.chan = s->sp_chan; g.dense_layers = s->sp_dense_layer;
+        g.lab_mean = s->sp_lmean; g.lab_scale = s->sp_lscale;
     }
     int e = ds_gpu_forward_new(&g, &s->gpu);
     if (e) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return gpu_err(e, "setup (out of GPU memory?)"); }

@@ -26,7 +26,8 @@ class Args(ctypes.Structure):
                 ("scale", ctypes.c_float), ("r", ctypes.c_int), ("bits", ctypes.c_int), ("chan", ctypes.c_void_p),
                 ("labels", ctypes.c_void_p), ("lab_lo", ctypes.c_void_p), ("lab_step", ctypes.c_void_p),
                 ("tokens", ctypes.c_int), ("tokens_frac", ctypes.c_float), ("min_context", ctypes.c_int),
-                ("kv_batch_shared", ctypes.c_int), ("ws_batch", ctypes.c_int)]
+                ("kv_batch_shared", ctypes.c_int), ("ws_batch", ctypes.c_int),
+                ("lab_mean", ctypes.c_void_p), ("lab_scale", ctypes.c_void_p)]
 
 
 def check(rc, what):

@@ -29,6 +29,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "label.cuh"
+#include "pdl.cuh"
 
 extern "C" {
 #include "backend.h"
@@ -149,14 +150,18 @@ __device__ inline uint32_t score_key(float s) {
 
 // ---- label build: one thread per (unit, position) row ----
 __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_bytes) {
+    dsgpu::pdl_trigger();
+    dsgpu::pdl_wait();
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     int span = pos1 - pos0;
     long U = (long)a.B * a.H_kv;
     if (i >= U * span) return;
     int u = (int)(i / span), p = pos0 + (int)(i % span);
     size_t row = (size_t)u * a.n_max + p;
-    dsgpu::label_encode_row(a.k + row * a.d, a.chan + (size_t)(u % a.H_kv) * a.r, a.r, a.bits, row_bytes,
-                            a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
+    const size_t at = (size_t)(u % a.H_kv) * a.r;
+    dsgpu::label_encode_row(a.k + row * a.d, a.chan + at, a.lab_mean ? a.lab_mean + at : nullptr,
+                            a.lab_scale ? a.lab_scale + at : nullptr, a.r, a.bits, row_bytes, a.labels + row * row_bytes,
+                            a.lab_lo + row, a.lab_step + row);
 }
 
 // Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
@@ -191,6 +196,8 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
 template <int BITS, int WORDS>
 __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
                                                  uint32_t *cnt) {
+    dsgpu::pdl_trigger();
+    dsgpu::pdl_wait();
     constexpr int R = WORDS * 32 / BITS;
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
@@ -204,7 +211,8 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
         int c = a.chan[kvh * a.r + j];
         float s = 0;
         for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
-        ql[j] = s * a.scale;   // keys are fp16: keep them at logit scale
+        // keys are fp16: keep them at logit scale; normalised labels are scored with q * scale
+        ql[j] = s * a.scale * (a.lab_scale ? a.lab_scale[kvh * a.r + j] : 1.0f);
     }
     for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
     __syncthreads();
@@ -385,6 +393,8 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint
 template <int PER>
 __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const uint16_t *keys, int kstride, uint32_t *hist,
                                                  uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand) {
+    dsgpu::pdl_trigger();
+    dsgpu::pdl_wait();
     constexpr int CHUNK = 256 * PER;
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
@@ -458,6 +468,8 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
                                                       int splits, float *pacc, float *pml, uint32_t *cnt) {
     constexpr int LPR = D / 8, RPW = 32 / LPR, UNROLL = 4, WARPS = ATT_THREADS / 32;
     constexpr int ROWS_PER_ITER = WARPS * RPW * UNROLL;
+    dsgpu::pdl_trigger();   // the next projection may start loading its weights (pdl.cuh)
+    dsgpu::pdl_wait();
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
     const int n = a.seq_len[b];
     const int k = sel ? k_for(n, a.tokens, a.tokens_frac) : n;
@@ -621,9 +633,8 @@ int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse,
     const int slice = sparse ? p.slice_s : p.slice_d, splits = sparse ? p.splits_s : p.splits_d;
     float *pacc = (float *)(ws + p.off_pacc), *pml = (float *)(ws + p.off_pml);
     const int32_t *sel = sparse ? (const int32_t *)(ws + p.off_sel) : nullptr;
-    k_attn<D, G><<<dim3(splits, p.U), ATT_THREADS, 0, st>>>(*a, sel, p.k_cap, slice, p.splits_max, pacc, pml,
-                                                            (uint32_t *)(ws + p.off_cnt));
-    return (int)cudaGetLastError();
+    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_attn<D, G>, dim3(splits, p.U), dim3(ATT_THREADS), *a, sel,
+                                  p.k_cap, slice, p.splits_max, pacc, pml, (uint32_t *)(ws + p.off_cnt));
 }
 
 template <int D>
@@ -654,9 +665,10 @@ bool args_ok(const ds_gpu_attn_args *a) {
 }
 
 template <int BITS, int WORDS>
-void launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
-    k_score<BITS, WORDS><<<dim3(p.n_chunks, p.U), 256, 0, st>>>(*a, p.chunk, (uint16_t *)(ws + p.off_keys), p.kstride,
-                                                                 (uint32_t *)(ws + p.off_hist), (uint32_t *)(ws + p.off_cnt));
+int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
+    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_score<BITS, WORDS>, dim3(p.n_chunks, p.U), dim3(256), *a,
+                                  p.chunk, (uint16_t *)(ws + p.off_keys), p.kstride, (uint32_t *)(ws + p.off_hist),
+                                  (uint32_t *)(ws + p.off_cnt));
 }
 
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
@@ -665,7 +677,7 @@ int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStrea
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     const int words = bytes / 4;
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
-#define SC(B_, W_) if (a->bits == B_ && words == W_) { launch_score<B_, W_>(a, p, ws, st); return 0; }
+#define SC(B_, W_) if (a->bits == B_ && words == W_) return launch_score<B_, W_>(a, p, ws, st);
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -708,10 +720,10 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
     const uint16_t *keys = (const uint16_t *)(ws + p.off_keys);
     const int per = p.collect_per;
     const dim3 cg((a->max_len + 256 * per - 1) / (256 * per), p.U);
-    if (per == 32) k_collect<32><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
-    else if (per == 16) k_collect<16><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
-    else k_collect<8><<<cg, 256, 0, st>>>(*a, keys, p.kstride, hist, cnt, sel, p.k_cap, cand);
-    if ((e = (int)cudaGetLastError())) return e;
+    auto kc = per == 32 ? k_collect<32> : per == 16 ? k_collect<16> : k_collect<8>;
+    if ((e = (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, kc, cg, dim3(256), *a, keys, p.kstride, hist, cnt, sel,
+                                    p.k_cap, cand)))
+        return e;
     return (parts & 4) ? run_attn(a, p, ws, true, st) : 0;
 }
 
@@ -723,8 +735,8 @@ int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stre
     if (!args_ok(a) || pos0 < 0 || pos1 > a->n_max || pos0 >= pos1) return (int)cudaErrorInvalidValue;
     const int rb = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     long rows = (long)a->B * a->H_kv * (pos1 - pos0);
-    k_label_build<<<(unsigned)((rows + 255) / 256), 256, 0, (cudaStream_t)stream>>>(*a, pos0, pos1, rb);
-    return (int)cudaGetLastError();
+    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), (cudaStream_t)stream, k_label_build,
+                                  dim3((unsigned)((rows + 255) / 256)), dim3(256), *a, pos0, pos1, rb);
 }
 
 const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap) {

@@ -2,7 +2,9 @@
 //
 // Layout and precision: weights fp16 on the device ([out][in] row-major, as in GGUF) with fused
 // QKV ([(H + 2 KVH) hd][E]) and gate/up ([2F][E]) matrices, so each layer runs four GEMMs; the
-// residual stream x is fp32 [rows][E]; GEMM inputs fp16, outputs fp32 (cuBLAS, fp32
+// gate and up rows interleaved in groups of 8 (gu_row(): one 16-row MMA tile holds 8 gate rows
+// and their up rows, so the GEMV writes silu(gate) * up directly); the residual stream x is
+// fp32 [rows][E]; GEMM inputs fp16, outputs fp32 (cuBLAS, fp32
 // accumulation); K/V cache fp16 [layer][slot][KVH][n_ctx][hd] (the attention kernels' layout);
 // Double Sparsity labels [layer][slot][KVH][n_ctx][row_bytes] (+ lo/step), written by the same
 // kernel that applies RoPE and appends K/V.
@@ -23,6 +25,10 @@ extern "C" {
 #include "backend.h"
 }
 #include "label.cuh"
+#include "pdl.cuh"
+
+using dsgpu::pdl_trigger;
+using dsgpu::pdl_wait;
 
 namespace {
 
@@ -44,6 +50,7 @@ struct ds_gpu_forward {
     uint8_t *labels;              // [L][slots][KVH][n_ctx][rb]
     uint16_t *lab_lo, *lab_step;  // [L][slots][KVH][n_ctx]
     int16_t *chan;                // [L][KVH][r]
+    float *lab_mean, *lab_scale;  // [L][KVH][r] label normalisation, or null
     uint8_t *dense_layer;         // host [L]
     size_t rb;
     float *x, *qkv, *tmp, *gu, *logits;   // [rows][E], [rows][QKV], [rows][E], [rows][2F], [rows][V]
@@ -60,7 +67,10 @@ struct ds_gpu_forward {
     int use_sparse;                       // DS attention in decode (labels are kept whenever c.sparse)
     int use_cublas_gemv;                  // DSINFER_GPU_CUBLAS=1: cuBLAS for decode GEMVs too (comparison)
     int skip_attn;                        // DSINFER_GPU_SKIP_ATTN=1: no attention (timing the rest only)
-    int gemv_small_rows;                  // GEMVs up to this many output rows use one row per warp
+    int gemv_small_rows;                  // GEMVs up to this many output rows use one row per warp (k_gemv)
+    int gemv_kind;                        // DSINFER_GPU_GEMV: 0 k_gemv (CUDA cores), 2, 4 or 8 k_gemv_mma<UN>
+    int mma_min_rows;                     // DSINFER_GPU_MMA_MIN_ROWS: k_gemv_mma from this many rows on
+    int pdl;                              // programmatic dependent launch (pdl.cuh)
     size_t bytes;
 };
 
@@ -76,17 +86,29 @@ int dalloc(ds_gpu_forward *f, T **p, size_t n) {
     return (int)cudaMalloc((void **)p, b);
 }
 
+// Launch on the forward stream (programmatic dependent launch unless DSINFER_GPU_PDL=0).
+template <typename... KArgs, typename... Args>
+int launch(ds_gpu_forward *f, void (*k)(KArgs...), dim3 grid, dim3 block, Args... args) {
+    return (int)dsgpu::pdl_launch(f->pdl, f->st, k, grid, block, args...);
+}
+
 unsigned grid_for(size_t n) { size_t g = (n + 255) / 256; return (unsigned)(g < 8192 ? (g ? g : 1) : 8192); }
 
 // ---- kernels ----
-__global__ void k_embed(const __half *tab, const int *tok, int E, float *x) {
+// x[r] = embedding of tok[r]; len[r] = pos[r] + 1 (the attention kernels' sequence lengths).
+__global__ void k_embed(const __half *tab, const int *tok, const int *pos, int E, float *x, int *len) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x;
     const __half *row = tab + (size_t)tok[r] * E;
     for (int i = threadIdx.x; i < E; i += blockDim.x) x[(size_t)r * E + i] = __half2float(row[i]);
+    if (threadIdx.x == 0) len[r] = pos[r] + 1;
 }
 
 // x += add (when add), then xn = fp16(rmsnorm(x) * w). One block (256 threads) per row.
 __global__ void k_add_norm(float *x, const float *add, const float *w, int E, float eps, __half *xn) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x;
     float *xr = x + (size_t)r * E;
     float ss = 0;
@@ -105,18 +127,16 @@ __global__ void k_add_norm(float *x, const float *add, const float *w, int E, fl
     for (int i = threadIdx.x; i < E; i += blockDim.x) xn[(size_t)r * E + i] = __float2half(xr[i] * inv * w[i]);
 }
 
-__global__ void k_seq_len(const int *pos, int n, int *len) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) len[i] = pos[i] + 1;
-}
-
 // RoPE + bias + K/V append (+ labels). Row r writes slot (per_row_slot ? r : 0) of the caches
 // passed in, at position pos[r]; q goes to q_out [rows][H][hd]. One block per row. Labels are
 // computed from the fp16 K row just written, i.e. exactly the cached row (as on the CPU).
 __global__ void k_rope_append(const float *qkv, const float *bias, int H, int KVH, int hd, int neox,
                               const float *inv_freq, const int *pos, int per_row_slot, int n_ctx, __half *q_out,
                               __half *kc, __half *vc, int r_lab, int bits, int rb, const int16_t *chan,
-                              uint8_t *labels, uint16_t *lo, uint16_t *step) {
+                              const float *lab_mean, const float *lab_scale, uint8_t *labels, uint16_t *lo,
+                              uint16_t *step) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x, p = pos[r], b = per_row_slot ? r : 0;
     const int QKV = (H + 2 * KVH) * hd, half = hd / 2;
     const float *row = qkv + (size_t)r * QKV;
@@ -142,16 +162,23 @@ __global__ void k_rope_append(const float *qkv, const float *bias, int H, int KV
     __syncthreads();   // the block's K writes are visible to the block after the barrier
     for (int kh = threadIdx.x; kh < KVH; kh += blockDim.x) {
         const size_t rowi = ((size_t)b * KVH + kh) * n_ctx + p;
-        dsgpu::label_encode_row((const uint16_t *)(kc + rowi * hd), chan + (size_t)kh * r_lab, r_lab, bits, rb,
-                                labels + rowi * rb, lo + rowi, step + rowi);
+        const size_t at = (size_t)kh * r_lab;
+        dsgpu::label_encode_row((const uint16_t *)(kc + rowi * hd), chan + at, lab_mean ? lab_mean + at : nullptr,
+                                lab_scale ? lab_scale + at : nullptr, r_lab, bits, rb, labels + rowi * rb, lo + rowi,
+                                step + rowi);
     }
 }
 
+__device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+// act[r][i] = silu(gate_i) * up_i from gu[r][2F] in the interleaved layout (gu_row()).
 __global__ void k_swiglu(const float *gu, int F, __half *act) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.y;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < F; i += gridDim.x * blockDim.x) {
-        float g = gu[(size_t)r * 2 * F + i], u = gu[(size_t)r * 2 * F + F + i];
-        act[(size_t)r * F + i] = __float2half(g / (1.0f + expf(-g)) * u);
+        const float *grp = gu + (size_t)r * 2 * F + (size_t)(i >> 3) * 16 + (i & 7);
+        act[(size_t)r * F + i] = __float2half(swiglu(grp[0], grp[8]));
     }
 }
 
@@ -177,6 +204,8 @@ template <int NB, int RPW, int UN>
 __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int out, int in, const __half *__restrict__ x,
                                               float *__restrict__ y) {
     const int row0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;   // warp-uniform
+    pdl_trigger();
+    pdl_wait();
     if (row0 >= out) return;
     float acc[RPW][NB];
 #pragma unroll
@@ -226,37 +255,147 @@ __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int 
         }
 }
 
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// D (16x8, fp32) += A (16x16, fp16, row-major) . B (16x8, fp16, column-major): one tensor-core MMA.
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Decode GEMV for up to 8 rows on the tensor cores. A block owns 16 output rows (one MMA tile)
+// and its 8 warps split the reduction dimension; partial tiles are summed in shared memory in a
+// fixed order (deterministic). Why MMA: with CUDA-core FMAs every 16-byte weight chunk costs
+// ~8 conversions + 8 FMAs per batch row, which made k_gemv instruction-bound from B = 4 on; an
+// MMA consumes 512 bytes of weights for all 8 batch rows in one instruction.
+// Layout trick: a dot product may sum its terms in any order, so the MMA's k index need not be
+// the memory index. Lane (g = lane/4, t = lane%4) loads 16 contiguous bytes (8 halves) of weight
+// rows g and g+8 and of x row g at chunk c; the first MMA takes halves 0-3 of each as its k
+// pairs {2t, 2t+1} and {2t+8, 2t+9}, the second halves 4-7. A and B agree on the mapping, so
+// every load is a plain 16-byte load and nothing is shuffled. Needs in % 32 == 0.
+// With PDL the block prefetches its first weight chunks into L2 before waiting for x.
+// SWIGLU: W is the interleaved gate/up matrix (out = 2F); the block writes act[nb][F] (fp16)
+// = silu(gate) * up for its 8 features instead of y.
+template <int UN, bool SWIGLU>
+__global__ void __launch_bounds__(256) k_gemv_mma(const __half *__restrict__ W, int out, int in,
+                                                  const __half *__restrict__ x, int nb, float *__restrict__ y,
+                                                  __half *__restrict__ act) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * 16, n8 = in >> 3;   // 16-byte chunks per row (n8 % 4 == 0)
+    const bool va = row0 + g < out, vb = row0 + g + 8 < out, vx = g < nb;
+    const uint4 *wa = (const uint4 *)(W + (size_t)(va ? row0 + g : 0) * in);
+    const uint4 *wb = (const uint4 *)(W + (size_t)(vb ? row0 + g + 8 : 0) * in);
+    const uint4 *xg = (const uint4 *)(x + (size_t)(vx ? g : 0) * in);
+    constexpr int STEP = 8 * 4 * UN;   // chunks a block covers per iteration
+#pragma unroll
+    for (int u = 0; u < UN; u++) {
+        const int c = warp * 4 * UN + 4 * u + t;
+        if (c < n8) {
+            if (va) prefetch_l2(wa + c);
+            if (vb) prefetch_l2(wb + c);
+        }
+    }
+    pdl_trigger();
+    pdl_wait();
+    float acc[4] = {0, 0, 0, 0};
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    for (int c0 = warp * 4 * UN; c0 < n8; c0 += STEP) {
+        uint4 A[UN], Bw[UN], X[UN];
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            const int c = c0 + 4 * u + t;
+            const bool ok = c0 + 4 * u < n8;   // warp-uniform (n8 % 4 == 0)
+            A[u] = ok && va ? __ldcs(wa + c) : z;
+            Bw[u] = ok && vb ? __ldcs(wb + c) : z;
+            X[u] = ok && vx ? __ldg(xg + c) : z;
+        }
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            if (c0 + 4 * u >= n8) break;
+            mma16816(acc, A[u].x, Bw[u].x, A[u].y, Bw[u].y, X[u].x, X[u].y);
+            mma16816(acc, A[u].z, Bw[u].z, A[u].w, Bw[u].w, X[u].z, X[u].w);
+        }
+    }
+    // acc: (row g, cols 2t, 2t+1), (row g+8, cols 2t, 2t+1); sum the 8 warps' tiles
+    __shared__ float red[8][32][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) red[warp][lane][j] = acc[j];
+    __syncthreads();
+    if (SWIGLU) {   // (row g, col) holds gate feature blockIdx.x * 8 + g, (row g + 8, col) its up
+        if (threadIdx.x < 64) {
+            const int ln = threadIdx.x >> 1, j = threadIdx.x & 1;
+            float gate = 0, up = 0;
+#pragma unroll
+            for (int w = 0; w < 8; w++) { gate += red[w][ln][j]; up += red[w][ln][j + 2]; }
+            const int col = 2 * (ln & 3) + j, F = out >> 1;
+            if (col < nb) act[(size_t)col * F + blockIdx.x * 8 + (ln >> 2)] = __float2half(swiglu(gate, up));
+        }
+    } else if (threadIdx.x < 128) {
+        const int ln = threadIdx.x >> 2, j = threadIdx.x & 3;
+        float v = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++) v += red[w][ln][j];
+        const int col = 2 * (ln & 3) + (j & 1), row = row0 + (ln >> 2) + 8 * (j >> 1);
+        if (col < nb && row < out) y[(size_t)col * out + row] = v;
+    }
+}
+
 // Few output rows (the E-row projections): one row a warp and more loads in flight, so every
 // SM has enough warps; many rows: two rows a warp.
 template <int NB>
-void launch_gemv(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, float *y) {
-    if (out <= f->gemv_small_rows) {
-        k_gemv<NB, 1, 4><<<(out + 7) / 8, 256, 0, f->st>>>(W, out, in, x, y);
-    } else {
-        const int warps = (out + 1) / 2;
-        k_gemv<NB, 2, 2><<<(warps + 7) / 8, 256, 0, f->st>>>(W, out, in, x, y);
-    }
+int launch_gemv(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, float *y) {
+    if (out <= f->gemv_small_rows) return launch(f, k_gemv<NB, 1, 4>, dim3((out + 7) / 8), dim3(256), W, out, in, x, y);
+    const int warps = (out + 1) / 2;
+    return launch(f, k_gemv<NB, 2, 2>, dim3((warps + 7) / 8), dim3(256), W, out, in, x, y);
+}
+
+bool use_mma(const ds_gpu_forward *f, int rows, int in) {
+    return rows >= f->mma_min_rows && rows <= 8 && in % 32 == 0 && f->gemv_kind && !f->use_cublas_gemv;
 }
 
 // y[rows][out] (fp32) = x[rows][in] (fp16) . W[out][in]^T
 int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int rows, float *y) {
+    if (use_mma(f, rows, in)) {
+        const dim3 grid((out + 15) / 16);
+        __half *no_act = nullptr;
+        if (f->gemv_kind == 8) return launch(f, k_gemv_mma<8, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
+        if (f->gemv_kind == 4) return launch(f, k_gemv_mma<4, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
+        return launch(f, k_gemv_mma<2, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
+    }
     if (rows <= 8 && in % 8 == 0 && !f->use_cublas_gemv) {
         switch (rows) {
-        case 1: launch_gemv<1>(f, W, out, in, x, y); break;
-        case 2: launch_gemv<2>(f, W, out, in, x, y); break;
-        case 3: launch_gemv<3>(f, W, out, in, x, y); break;
-        case 4: launch_gemv<4>(f, W, out, in, x, y); break;
-        case 5: launch_gemv<5>(f, W, out, in, x, y); break;
-        case 6: launch_gemv<6>(f, W, out, in, x, y); break;
-        case 7: launch_gemv<7>(f, W, out, in, x, y); break;
-        default: launch_gemv<8>(f, W, out, in, x, y); break;
+        case 1: return launch_gemv<1>(f, W, out, in, x, y);
+        case 2: return launch_gemv<2>(f, W, out, in, x, y);
+        case 3: return launch_gemv<3>(f, W, out, in, x, y);
+        case 4: return launch_gemv<4>(f, W, out, in, x, y);
+        case 5: return launch_gemv<5>(f, W, out, in, x, y);
+        case 6: return launch_gemv<6>(f, W, out, in, x, y);
+        case 7: return launch_gemv<7>(f, W, out, in, x, y);
+        default: return launch_gemv<8>(f, W, out, in, x, y);
         }
-        return (int)cudaGetLastError();
     }
     const float one = 1.0f, zero = 0.0f;
     TRYB(cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, W, CUDA_R_16F, in, x, CUDA_R_16F, in,
                       &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return 0;
+}
+
+// act[rows][F] = silu(gate) * up of x . Wgu^T: fused into the MMA GEMV's epilogue in decode.
+int gate_up(ds_gpu_forward *f, const __half *Wgu, const __half *x, int rows) {
+    const int F = f->c.n_ff, E = f->c.n_embd;
+    if (use_mma(f, rows, E)) {
+        const dim3 grid(F / 8);
+        float *no_y = nullptr;
+        if (f->gemv_kind == 8) return launch(f, k_gemv_mma<8, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
+        if (f->gemv_kind == 4) return launch(f, k_gemv_mma<4, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
+        return launch(f, k_gemv_mma<2, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
+    }
+    TRY(gemm(f, Wgu, 2 * F, E, x, rows, f->gu));
+    return launch(f, k_swiglu, dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), dim3(256), (const float *)f->gu,
+                  F, f->act);
 }
 
 // Attention arguments for layer l: `rows` query rows; decode: row b = slot b; prefill: every
@@ -276,6 +415,10 @@ ds_gpu_attn_args attn_args(ds_gpu_forward *f, int l, int rows, bool prefill, int
     a.scale = 1.0f / sqrtf((float)c.head_dim);
     if (c.sparse) {
         a.r = c.r; a.bits = c.bits; a.chan = f->chan + (size_t)l * c.n_head_kv * c.r;
+        if (f->lab_mean) {
+            a.lab_mean = f->lab_mean + (size_t)l * c.n_head_kv * c.r;
+            a.lab_scale = f->lab_scale + (size_t)l * c.n_head_kv * c.r;
+        }
         a.labels = f->labels + base * f->rb;
         a.lab_lo = f->lab_lo + base;
         a.lab_step = f->lab_step + base;
@@ -290,35 +433,64 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
     const ds_gpu_forward_cfg &c = f->c;
     const int E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff;
     cudaStream_t st = f->st;
-    k_embed<<<rows, 256, 0, st>>>(f->tok_embd, f->d_tok, E, f->x);
-    k_seq_len<<<(rows + 127) / 128, 128, 0, st>>>(f->d_pos, rows, f->d_len);
+    // the first kernel follows host copies: a plain launch
+    k_embed<<<rows, 256, 0, st>>>(f->tok_embd, f->d_tok, f->d_pos, E, f->x, f->d_len);
+    const float *no_add = nullptr;
     for (int l = 0; l < c.n_layer; l++) {
         const Layer &W = f->L[l];
-        k_add_norm<<<rows, 256, 0, st>>>(f->x, l ? f->tmp : nullptr, W.attn_norm, E, c.rms_eps, f->xn);
+        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, l ? (const float *)f->tmp : no_add, (const float *)W.attn_norm,
+                   E, c.rms_eps, f->xn));
         TRY(gemm(f, W.wqkv, f->QKV, E, f->xn, rows, f->qkv));
         ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
-        k_rope_append<<<rows, 256, 0, st>>>(f->qkv, W.bqkv, H, KVH, hd, c.rope_neox, f->inv_freq, f->d_pos, !prefill,
-                                            c.n_ctx, f->q, (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb,
-                                            a.chan, c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step);
+        TRY(launch(f, k_rope_append, dim3(rows), dim3(256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
+                   c.rope_neox, (const float *)f->inv_freq, (const int *)f->d_pos, (int)!prefill, c.n_ctx, f->q,
+                   (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb, a.chan, a.lab_mean, a.lab_scale,
+                   c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step));
         const bool sparse = c.sparse && f->use_sparse && !prefill && !f->dense_layer[l];
         void *ws = prefill ? f->ws_pre : f->ws;
         if (!f->skip_attn) TRY(sparse ? ds_gpu_attn_ds(&a, ws, st) : ds_gpu_attn_dense(&a, ws, st));
         TRY(gemm(f, W.wo, E, H * hd, f->att, rows, f->tmp));
-        k_add_norm<<<rows, 256, 0, st>>>(f->x, f->tmp, W.ffn_norm, E, c.rms_eps, f->xn);
-        TRY(gemm(f, W.wgu, 2 * F, E, f->xn, rows, f->gu));
-        k_swiglu<<<dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), 256, 0, st>>>(f->gu, F, f->act);
+        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)W.ffn_norm, E,
+                   c.rms_eps, f->xn));
+        TRY(gate_up(f, W.wgu, f->xn, rows));
         TRY(gemm(f, W.wdown, E, F, f->act, rows, f->tmp));
     }
-    k_add_norm<<<rows, 256, 0, st>>>(f->x, f->tmp, f->output_norm, E, c.rms_eps, f->xn);
+    TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)f->output_norm, E,
+               c.rms_eps, f->xn));
     return (int)cudaGetLastError();
 }
 
 bool cfg_ok(const ds_gpu_forward_cfg *c) {
     return c && c->n_layer > 0 && c->n_embd > 0 && c->n_head > 0 && c->n_head_kv > 0 && c->n_head % c->n_head_kv == 0 &&
-           c->n_head / c->n_head_kv <= 8 && (c->head_dim == 64 || c->head_dim == 128) && c->n_ff > 0 && c->n_vocab > 0 &&
-           c->max_batch >= 1 && c->max_batch <= 64 && c->n_ctx > 0 && c->max_prefill >= 1 && c->inv_freq &&
+           c->n_head / c->n_head_kv <= 8 && (c->head_dim == 64 || c->head_dim == 128) && c->n_ff > 0 &&
+           c->n_ff % 8 == 0 && c->n_vocab > 0 && c->max_batch >= 1 && c->max_batch <= 64 && c->n_ctx > 0 && c->max_prefill >= 1 && c->inv_freq &&
            (!c->sparse || (c->chan && c->r >= 1 && c->r <= c->head_dim &&
                            (c->bits == 16 || c->bits == 8 || c->bits == 4 || c->bits == 2)));
+}
+
+// Gate/up rows on the device: groups of 8 gate rows, each followed by the 8 matching up rows.
+size_t gu_row(size_t i, size_t F) { return i < F ? (i >> 3) * 16 + (i & 7) : ((i - F) >> 3) * 16 + 8 + ((i - F) & 7); }
+
+// Upload logical rows [offset / E, (offset + n) / E) of the [gate; up] matrix (whole rows only).
+int upload_gate_up(__half *dst, size_t F, size_t E, size_t offset, const __half *host, size_t n) {
+    if (offset % E || n % E) return (int)cudaErrorInvalidValue;
+    const size_t r0 = offset / E, r1 = r0 + n / E, bytes = E * sizeof(__half);
+    for (size_t i = r0; i < r1;) {
+        const size_t end = i < F ? (r1 < F ? r1 : F) : r1;   // a run never crosses from gate to up
+        const size_t j = i < F ? i : i - F;
+        const __half *src = host + (i - r0) * E;
+        if ((j & 7) == 0 && end - i >= 8) {   // whole groups: one strided copy
+            const size_t groups = (end - i) / 8;
+            TRY(cudaMemcpy2D(dst + gu_row(i, F) * E, 16 * bytes, src, 8 * bytes, 8 * bytes, groups, cudaMemcpyHostToDevice));
+            i += groups * 8;
+        } else {
+            size_t run = 8 - (j & 7);
+            if (run > end - i) run = end - i;
+            TRY(cudaMemcpy(dst + gu_row(i, F) * E, src, run * bytes, cudaMemcpyHostToDevice));
+            i += run;
+        }
+    }
+    return 0;
 }
 
 }  // namespace
@@ -336,12 +508,16 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     f->use_cublas_gemv = getenv("DSINFER_GPU_CUBLAS") && atoi(getenv("DSINFER_GPU_CUBLAS")) > 0;
     f->skip_attn = getenv("DSINFER_GPU_SKIP_ATTN") && atoi(getenv("DSINFER_GPU_SKIP_ATTN")) > 0;
     f->gemv_small_rows = getenv("DSINFER_GPU_GEMV_SMALL") ? atoi(getenv("DSINFER_GPU_GEMV_SMALL")) : 8192;
+    f->gemv_kind = getenv("DSINFER_GPU_GEMV") ? atoi(getenv("DSINFER_GPU_GEMV")) : 2;
+    f->pdl = dsgpu::pdl_enabled();
+    f->mma_min_rows = getenv("DSINFER_GPU_MMA_MIN_ROWS") ? atoi(getenv("DSINFER_GPU_MMA_MIN_ROWS")) : 1;
     const ds_gpu_forward_cfg &c = f->c;
     const size_t E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff, V = c.n_vocab, Lc = c.n_layer;
     f->QKV = (int)((H + 2 * KVH) * hd);
     f->rows_max = c.max_batch > c.max_prefill ? c.max_batch : c.max_prefill;
     const size_t R = f->rows_max;
     f->c.chan = nullptr; f->c.dense_layers = nullptr; f->c.inv_freq = nullptr;
+    f->c.lab_mean = nullptr; f->c.lab_scale = nullptr;
     f->dense_layer = (uint8_t *)calloc(Lc, 1);
     f->pos = (int *)calloc(c.max_batch, sizeof(int));
     f->L = (Layer *)calloc(Lc, sizeof(Layer));
@@ -382,6 +558,13 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
         TRY(dalloc(f, &f->lab_step, cache));
         TRY(dalloc(f, &f->chan, Lc * KVH * c.r));
         TRY(cudaMemcpy(f->chan, cfg->chan, sizeof(int16_t) * Lc * KVH * c.r, cudaMemcpyHostToDevice));
+        if (cfg->lab_mean && cfg->lab_scale) {
+            const size_t nl = Lc * KVH * c.r;
+            TRY(dalloc(f, &f->lab_mean, nl));
+            TRY(dalloc(f, &f->lab_scale, nl));
+            TRY(cudaMemcpy(f->lab_mean, cfg->lab_mean, sizeof(float) * nl, cudaMemcpyHostToDevice));
+            TRY(cudaMemcpy(f->lab_scale, cfg->lab_scale, sizeof(float) * nl, cudaMemcpyHostToDevice));
+        }
     }
     TRY(dalloc(f, &f->x, R * E));
     TRY(dalloc(f, &f->qkv, R * f->QKV));
@@ -434,7 +617,7 @@ void ds_gpu_forward_free(ds_gpu_forward *f) {
     if (f->output != f->tok_embd) cudaFree(f->output);
     cudaFree(f->tok_embd); cudaFree(f->output_norm); cudaFree(f->inv_freq);
     cudaFree(f->k_cache); cudaFree(f->v_cache); cudaFree(f->labels); cudaFree(f->lab_lo); cudaFree(f->lab_step);
-    cudaFree(f->chan);
+    cudaFree(f->chan); cudaFree(f->lab_mean); cudaFree(f->lab_scale);
     cudaFree(f->x); cudaFree(f->qkv); cudaFree(f->tmp); cudaFree(f->gu); cudaFree(f->logits);
     cudaFree(f->xn); cudaFree(f->q); cudaFree(f->att); cudaFree(f->act);
     cudaFree(f->d_tok); cudaFree(f->d_pos); cudaFree(f->d_len);
@@ -472,6 +655,7 @@ int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset
     default: return (int)cudaErrorInvalidValue;
     }
     if (!dst || offset + n > cap) return (int)cudaErrorInvalidValue;
+    if (which == DS_GW_WGU) return upload_gate_up((__half *)dst, F, E, offset, (const __half *)host, n);
     return (int)cudaMemcpy((char *)dst + offset * esz, host, n * esz, cudaMemcpyHostToDevice);
 }
 

@@ -24,12 +24,20 @@ __device__ inline uint16_t fp16_up(float v) {
     return h;
 }
 
-// One label row from an fp16 key row: codes[row_bytes] (+ lo/step for bits < 16).
-__device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch, int r, int bits, int row_bytes,
-                                        uint8_t *codes, uint16_t *lo_out, uint16_t *step_out) {
+// Label value j of a key row: the channel's fp16 key, normalised as (k - mean) / scale when
+// mu / sc are given (the CPU's labels_append: the same float operations).
+__device__ inline float label_value(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc, int j) {
+    const float x = h2f(krow[ch[j]]);
+    return mu ? (x - mu[j]) / sc[j] : x;
+}
+
+// One label row from an fp16 key row: codes[row_bytes] (+ lo/step for bits < 16). mu, sc:
+// [r] label normalisation or NULL.
+__device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc, int r,
+                                        int bits, int row_bytes, uint8_t *codes, uint16_t *lo_out, uint16_t *step_out) {
     if (bits == 16) {
         for (int j = 0; j < r; j++) {
-            uint16_t h = krow[ch[j]];
+            uint16_t h = mu ? f2h(label_value(krow, ch, mu, sc, j)) : krow[ch[j]];
             codes[2 * j] = (uint8_t)h;
             codes[2 * j + 1] = (uint8_t)(h >> 8);
         }
@@ -38,7 +46,7 @@ __device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch,
     const float FMAX = 65504.0f;
     float mn = INFINITY, mx = -INFINITY;
     for (int j = 0; j < r; j++) {
-        float x = h2f(krow[ch[j]]);
+        float x = label_value(krow, ch, mu, sc, j);
         if (x < mn) mn = x;
         if (x > mx) mx = x;
     }
@@ -59,7 +67,7 @@ __device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch,
     for (int j = 0; j < r; j++) {
         int c = 0;
         if (stepd > 0) {
-            double v = ((double)h2f(krow[ch[j]]) - lof) / stepd;
+            double v = ((double)label_value(krow, ch, mu, sc, j) - lof) / stepd;
             if (v > 0) c = v >= L ? L : (int)(v + 0.5);
         }
         codes[(j * bits) >> 3] |= (uint8_t)(c << ((j * bits) & 7));

@@ -65,6 +65,7 @@ typedef struct {
     float frac;
     int lens[4];
     int ties;   /* keys of only two values per channel: most label scores tie */
+    int norm;   /* label normalisation: random per-channel mean and scale */
 } shape;
 
 /* relative L2 error of a (fp16 on the GPU) against b (float CPU) */
@@ -101,6 +102,8 @@ static void run_shape(const shape *s) {
 
     uint16_t *hk = malloc(kv_elems * 2), *hv = malloc(kv_elems * 2), *hq = malloc((size_t)B * H * d * 2);
     int16_t *hch = malloc((size_t)KVH * s->r * 2);
+    float *hmu = malloc(sizeof(float) * (size_t)KVH * s->r), *hsc = malloc(sizeof(float) * (size_t)KVH * s->r);
+    for (int i = 0; i < KVH * s->r; i++) { hmu[i] = 0.5f * nrand(); hsc[i] = 0.25f + 3.0f * (float)urand(); }
     /* keys with a few outlier channels per head, like real post-RoPE keys, so the labels matter */
     for (size_t i = 0; i < kv_elems; i++) {
         int c = (int)(i % d);
@@ -121,6 +124,7 @@ static void run_shape(const shape *s) {
     uint8_t *dlab;
     int16_t *dch;
     int *dlen;
+    float *dmu = NULL, *dsc = NULL;
     CK(cudaMalloc((void **)&dk, kv_elems * 2));
     CK(cudaMalloc((void **)&dv, kv_elems * 2));
     CK(cudaMalloc((void **)&dq, (size_t)B * H * d * 2));
@@ -136,6 +140,12 @@ static void run_shape(const shape *s) {
     CK(cudaMemcpy(dch, hch, (size_t)KVH * s->r * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dlen, s->lens, sizeof(int) * B, cudaMemcpyHostToDevice));
     CK(cudaMemset(dlab, 0xA5, (size_t)U * n_max * rb));
+    if (s->norm) {
+        CK(cudaMalloc((void **)&dmu, sizeof(float) * (size_t)KVH * s->r));
+        CK(cudaMalloc((void **)&dsc, sizeof(float) * (size_t)KVH * s->r));
+        CK(cudaMemcpy(dmu, hmu, sizeof(float) * (size_t)KVH * s->r, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dsc, hsc, sizeof(float) * (size_t)KVH * s->r, cudaMemcpyHostToDevice));
+    }
 
     ds_gpu_attn_args a;
     memset(&a, 0, sizeof a);
@@ -143,6 +153,7 @@ static void run_shape(const shape *s) {
     a.seq_len = dlen; a.q = dq; a.k = dk; a.v = dv; a.out = dout; a.scale = scale;
     a.r = s->r; a.bits = s->bits; a.chan = dch; a.labels = dlab; a.lab_lo = dlo; a.lab_step = dst;
     a.tokens = s->tokens; a.tokens_frac = s->frac;
+    a.lab_mean = dmu; a.lab_scale = dsc;
     void *ws;
     size_t wsb = ds_gpu_attn_workspace_bytes(&a);
     if (!wsb) { result(s->name, 0, "workspace: arguments rejected"); return; }
@@ -164,7 +175,11 @@ static void run_shape(const shape *s) {
             uint8_t codes[512];
             uint16_t lo = 0, st = 0;
             const uint16_t *kr = hk + ((size_t)u * n_max + p) * d;
-            for (int j = 0; j < s->r; j++) x[j] = ds_fp16_to_fp32(kr[hch[(u % KVH) * s->r + j]]);
+            for (int j = 0; j < s->r; j++) {   /* as the CPU's labels_append */
+                const int at = (u % KVH) * s->r + j;
+                x[j] = ds_fp16_to_fp32(kr[hch[at]]);
+                if (s->norm) x[j] = (x[j] - hmu[at]) / hsc[at];
+            }
             ds_label_encode(x, s->r, s->bits, codes, &lo, &st);
             size_t row = (size_t)u * n_max + p;
             if (memcmp(codes, glab + row * rb, rb) || (s->bits < 16 && (lo != glo[row] || st != gst[row]))) bad++;
@@ -204,7 +219,8 @@ static void run_shape(const shape *s) {
                 for (int g = 0; g < G; g++) t += ds_fp16_to_fp32(hq[((size_t)b * H + kvh * G + g) * d + c]);
                 qs[c] = t;
             }
-            for (int j = 0; j < s->r; j++) ql[j] = qs[hch[kvh * s->r + j]] * scale;
+            for (int j = 0; j < s->r; j++)
+                ql[j] = qs[hch[kvh * s->r + j]] * scale * (s->norm ? hsc[kvh * s->r + j] : 1.0f);
             size_t row0 = (size_t)u * n_max;
             ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, n - 1, scores);
             memcpy(sorted, scores, sizeof(float) * (n - 1));
@@ -288,8 +304,8 @@ static void run_shape(const shape *s) {
     }
 
     cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dout); cudaFree(dlab); cudaFree(dlo); cudaFree(dst);
-    cudaFree(dch); cudaFree(dlen); cudaFree(ws);
-    free(hk); free(hv); free(hq); free(hch); free(glab); free(glo); free(gst); free(gsel); free(gout);
+    cudaFree(dch); cudaFree(dlen); cudaFree(ws); cudaFree(dmu); cudaFree(dsc);
+    free(hk); free(hv); free(hq); free(hch); free(hmu); free(hsc); free(glab); free(glo); free(gst); free(gsel); free(gout);
     free(ref); free(scores); free(sorted); free(acc); free(mark);
 }
 
@@ -302,19 +318,31 @@ static void check_model(const char *path) {
     int32_t toks[64];
     for (int i = 0; i < P + D; i++) toks[i] = (int32_t)((i * 7919u + 101u) % (unsigned)V);
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    for (int mode = 0; mode < 2; mode++) {
+    /* a calibration (with key moments) for the label-normalised DS run, from a short text */
+    char text[4096];
+    size_t tl = 0;
+    for (int i = 0; tl + 64 < sizeof text; i++)
+        tl += (size_t)snprintf(text + tl, sizeof text - tl, "Line %d: the %s of the river was %d miles. ", i,
+                               i % 3 ? "length" : "width", (i * 37) % 101);
+    const int calibrated = ds_model_calibrate(m, text, tl, "gpu_check", NULL, 64, 256, 8, NULL, NULL, NULL) == DS_OK;
+    if (!calibrated) result(base, 0, "calibration: %s", ds_last_error());
+    static const char *mode_name[] = {"dense", "sparse k=16", "ds+label-norm k=16"};
+    for (int mode = 0; mode < 2 + calibrated; mode++) {
         ds_session_opts o = ds_session_default_opts();
         o.n_ctx = 256;
         o.n_threads = 8;
-        if (mode) { o.sparse.method = DS_ATTN_RANDOM; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.seed = 3; }
+        if (mode == 1) { o.sparse.method = DS_ATTN_RANDOM; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.seed = 3; }
+        if (mode == 2) {
+            o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.label_norm = 1;
+            o.sparse.label_bits = 4;
+        }
         ds_session *cpu = NULL, *gpu = NULL;
         setenv("DSINFER_PRECISE", "1", 1);
         ds_status st = ds_session_new(m, &o, &cpu);
         o.gpu = 1;
         if (!st) st = ds_session_new(m, &o, &gpu);
         char tag[160];
-        snprintf(tag, sizeof tag, "%s %s: GPU logits %s CPU (precise)", base, mode ? "sparse k=16" : "dense",
-                 mode ? "~" : "==");
+        snprintf(tag, sizeof tag, "%s %s: GPU logits %s CPU (precise)", base, mode_name[mode], mode ? "~" : "==");
         if (st) { result(tag, 0, "session: %s", ds_last_error()); ds_session_free(cpu); continue; }
         double worst = 0;
         int agree = 0, steps = 0, bad = 0;
@@ -362,23 +390,26 @@ int main(int argc, char **argv) {
     printf("device: %s\n", desc);
     const shape shapes[] = {
         /* the paper's operator shape, small n; fp16 labels r=8 and 4-bit r=32 */
-        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0},
-        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0},
-        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0},
-        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0},
+        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0},
+        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0},
+        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0},
+        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0},
         /* SmolLM2's attention shape (9 heads / 3 KV, d 64), k as a count, and a dense-fallback row */
-        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0},
-        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0},
+        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0},
+        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0},
         /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
-        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0},
+        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0},
         /* k = 1: only the current token */
-        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0},
+        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
-        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0},
-        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0},
+        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0},
+        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0},
         /* mass ties at the threshold key (ranked in shared memory, or by position search) */
-        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1},
-        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1},
+        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0},
+        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0},
+        /* label normalisation ((k - mean) / scale labels, q * scale scoring) */
+        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1},
+        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(&shapes[i]);
     for (int i = 1; i < argc; i++) check_model(argv[i]);
