@@ -68,7 +68,10 @@ struct ds_gpu_forward {
     int use_cublas_gemv;                  // DSINFER_GPU_CUBLAS=1: cuBLAS for decode GEMVs too (comparison)
     int skip_attn;                        // DSINFER_GPU_SKIP_ATTN=1: no attention (timing the rest only)
     int gemv_small_rows;                  // GEMVs up to this many output rows use one row per warp (k_gemv)
-    int gemv_kind;                        // DSINFER_GPU_GEMV: 0 k_gemv (CUDA cores), 2, 4 or 8 k_gemv_mma<UN>
+    int gemv_kind;                        // DSINFER_GPU_GEMV: 0 k_gemv (CUDA cores), 2 or 4 k_gemv_mma<UN> (default 4)
+    int mma_force_warps;                  // DSINFER_GPU_MMA_WARPS: fixed warps per block (default: one wave)
+    int mma_occ[2][2][5];                 // [swiglu][UN 2, 4][warps index]: resident blocks per SM
+    int n_sm;
     int mma_min_rows;                     // DSINFER_GPU_MMA_MIN_ROWS: k_gemv_mma from this many rows on
     int pdl;                              // programmatic dependent launch (pdl.cuh)
     size_t bytes;
@@ -267,29 +270,32 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 }
 
 // Decode GEMV for up to 8 rows on the tensor cores. A block owns 16 output rows (one MMA tile)
-// and its 8 warps split the reduction dimension; partial tiles are summed in shared memory in a
-// fixed order (deterministic). Why MMA: with CUDA-core FMAs every 16-byte weight chunk costs
-// ~8 conversions + 8 FMAs per batch row, which made k_gemv instruction-bound from B = 4 on; an
-// MMA consumes 512 bytes of weights for all 8 batch rows in one instruction.
+// and its WARPS warps split the reduction dimension; partial tiles are summed in shared memory
+// in a fixed order (deterministic). Why MMA: with CUDA-core FMAs every 16-byte weight chunk
+// costs ~8 conversions + 8 FMAs per batch row, which made k_gemv instruction-bound from B = 4
+// on; an MMA consumes 512 bytes of weights for all 8 batch rows in one instruction.
 // Layout trick: a dot product may sum its terms in any order, so the MMA's k index need not be
 // the memory index. Lane (g = lane/4, t = lane%4) loads 16 contiguous bytes (8 halves) of weight
 // rows g and g+8 and of x row g at chunk c; the first MMA takes halves 0-3 of each as its k
 // pairs {2t, 2t+1} and {2t+8, 2t+9}, the second halves 4-7. A and B agree on the mapping, so
 // every load is a plain 16-byte load and nothing is shuffled. Needs in % 32 == 0.
+// WARPS is chosen per matrix so the grid runs in one wave (mma_warps()): with a fixed 8 warps
+// the 4096-row projections left most warp slots empty and the wide ones ran ~2 waves with a
+// half-empty tail.
 // With PDL the block prefetches its first weight chunks into L2 before waiting for x.
 // SWIGLU: W is the interleaved gate/up matrix (out = 2F); the block writes act[nb][F] (fp16)
 // = silu(gate) * up for its 8 features instead of y.
-template <int UN, bool SWIGLU>
-__global__ void __launch_bounds__(256) k_gemv_mma(const __half *__restrict__ W, int out, int in,
-                                                  const __half *__restrict__ x, int nb, float *__restrict__ y,
-                                                  __half *__restrict__ act) {
+template <int UN, int WARPS, bool SWIGLU>
+__global__ void __launch_bounds__(32 * WARPS) k_gemv_mma(const __half *__restrict__ W, int out, int in,
+                                                         const __half *__restrict__ x, int nb, float *__restrict__ y,
+                                                         __half *__restrict__ act) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int row0 = blockIdx.x * 16, n8 = in >> 3;   // 16-byte chunks per row (n8 % 4 == 0)
     const bool va = row0 + g < out, vb = row0 + g + 8 < out, vx = g < nb;
     const uint4 *wa = (const uint4 *)(W + (size_t)(va ? row0 + g : 0) * in);
     const uint4 *wb = (const uint4 *)(W + (size_t)(vb ? row0 + g + 8 : 0) * in);
     const uint4 *xg = (const uint4 *)(x + (size_t)(vx ? g : 0) * in);
-    constexpr int STEP = 8 * 4 * UN;   // chunks a block covers per iteration
+    constexpr int STEP = WARPS * 4 * UN;   // chunks a block covers per iteration
 #pragma unroll
     for (int u = 0; u < UN; u++) {
         const int c = warp * 4 * UN + 4 * u + t;
@@ -319,28 +325,70 @@ __global__ void __launch_bounds__(256) k_gemv_mma(const __half *__restrict__ W, 
             mma16816(acc, A[u].z, Bw[u].z, A[u].w, Bw[u].w, X[u].z, X[u].w);
         }
     }
-    // acc: (row g, cols 2t, 2t+1), (row g+8, cols 2t, 2t+1); sum the 8 warps' tiles
-    __shared__ float red[8][32][4];
+    // acc: (row g, cols 2t, 2t+1), (row g+8, cols 2t, 2t+1); sum the warps' tiles
+    __shared__ float red[WARPS][32][4];
 #pragma unroll
     for (int j = 0; j < 4; j++) red[warp][lane][j] = acc[j];
     __syncthreads();
     if (SWIGLU) {   // (row g, col) holds gate feature blockIdx.x * 8 + g, (row g + 8, col) its up
-        if (threadIdx.x < 64) {
-            const int ln = threadIdx.x >> 1, j = threadIdx.x & 1;
+        for (int i = threadIdx.x; i < 64; i += 32 * WARPS) {
+            const int ln = i >> 1, j = i & 1;
             float gate = 0, up = 0;
 #pragma unroll
-            for (int w = 0; w < 8; w++) { gate += red[w][ln][j]; up += red[w][ln][j + 2]; }
+            for (int w = 0; w < WARPS; w++) { gate += red[w][ln][j]; up += red[w][ln][j + 2]; }
             const int col = 2 * (ln & 3) + j, F = out >> 1;
             if (col < nb) act[(size_t)col * F + blockIdx.x * 8 + (ln >> 2)] = __float2half(swiglu(gate, up));
         }
-    } else if (threadIdx.x < 128) {
-        const int ln = threadIdx.x >> 2, j = threadIdx.x & 3;
-        float v = 0;
+    } else {
+        for (int i = threadIdx.x; i < 128; i += 32 * WARPS) {
+            const int ln = i >> 2, j = i & 3;
+            float v = 0;
 #pragma unroll
-        for (int w = 0; w < 8; w++) v += red[w][ln][j];
-        const int col = 2 * (ln & 3) + (j & 1), row = row0 + (ln >> 2) + 8 * (j >> 1);
-        if (col < nb && row < out) y[(size_t)col * out + row] = v;
+            for (int w = 0; w < WARPS; w++) v += red[w][ln][j];
+            const int col = 2 * (ln & 3) + (j & 1), row = row0 + (ln >> 2) + 8 * (j >> 1);
+            if (col < nb && row < out) y[(size_t)col * out + row] = v;
+        }
     }
+}
+
+constexpr int MMA_WARPS[5] = {1, 2, 4, 8, 16};
+
+template <int UN, bool SW>
+int launch_mma(ds_gpu_forward *f, int wi, const __half *W, int out, int in, const __half *x, int nb, float *y,
+               __half *act) {
+    const dim3 grid((out + 15) / 16), block(32 * MMA_WARPS[wi]);
+    switch (wi) {
+    case 0: return launch(f, k_gemv_mma<UN, 1, SW>, grid, block, W, out, in, x, nb, y, act);
+    case 1: return launch(f, k_gemv_mma<UN, 2, SW>, grid, block, W, out, in, x, nb, y, act);
+    case 2: return launch(f, k_gemv_mma<UN, 4, SW>, grid, block, W, out, in, x, nb, y, act);
+    case 3: return launch(f, k_gemv_mma<UN, 8, SW>, grid, block, W, out, in, x, nb, y, act);
+    default: return launch(f, k_gemv_mma<UN, 16, SW>, grid, block, W, out, in, x, nb, y, act);
+    }
+}
+
+// Blocks of k_gemv_mma<UN, MMA_WARPS[wi], SW> resident per SM (for one-wave sizing).
+template <int UN, bool SW>
+void mma_occupancy(int *occ) {
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[0], k_gemv_mma<UN, 1, SW>, 32, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[1], k_gemv_mma<UN, 2, SW>, 64, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[2], k_gemv_mma<UN, 4, SW>, 128, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[3], k_gemv_mma<UN, 8, SW>, 256, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[4], k_gemv_mma<UN, 16, SW>, 512, 0);
+}
+
+// Warps per block (index into MMA_WARPS) for a matrix of `out` rows and `in` columns: the most
+// warps such that all 16-row tiles are resident at once, and every warp has a full iteration.
+int mma_warps(const ds_gpu_forward *f, int out, int in, bool swiglu) {
+    if (f->mma_force_warps) {
+        for (int wi = 0; wi < 5; wi++) if (MMA_WARPS[wi] == f->mma_force_warps) return wi;
+    }
+    const int tiles = (out + 15) / 16, n8 = in / 8, un = f->gemv_kind == 2 ? 2 : 4;
+    const int *occ = f->mma_occ[swiglu][un == 2 ? 0 : 1];
+    int cap = 0;
+    while (cap < 4 && MMA_WARPS[cap + 1] * 4 * un <= n8) cap++;
+    for (int wi = cap; wi >= 0; wi--)
+        if (tiles <= occ[wi] * f->n_sm) return wi;
+    return cap < 2 ? cap : 2;   // more tiles than fit: several waves of 4-warp blocks
 }
 
 // Few output rows (the E-row projections): one row a warp and more loads in flight, so every
@@ -359,11 +407,10 @@ bool use_mma(const ds_gpu_forward *f, int rows, int in) {
 // y[rows][out] (fp32) = x[rows][in] (fp16) . W[out][in]^T
 int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int rows, float *y) {
     if (use_mma(f, rows, in)) {
-        const dim3 grid((out + 15) / 16);
+        const int wi = mma_warps(f, out, in, false);
         __half *no_act = nullptr;
-        if (f->gemv_kind == 8) return launch(f, k_gemv_mma<8, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
-        if (f->gemv_kind == 4) return launch(f, k_gemv_mma<4, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
-        return launch(f, k_gemv_mma<2, false>, grid, dim3(256), W, out, in, x, rows, y, no_act);
+        if (f->gemv_kind == 2) return launch_mma<2, false>(f, wi, W, out, in, x, rows, y, no_act);
+        return launch_mma<4, false>(f, wi, W, out, in, x, rows, y, no_act);
     }
     if (rows <= 8 && in % 8 == 0 && !f->use_cublas_gemv) {
         switch (rows) {
@@ -387,11 +434,10 @@ int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, i
 int gate_up(ds_gpu_forward *f, const __half *Wgu, const __half *x, int rows) {
     const int F = f->c.n_ff, E = f->c.n_embd;
     if (use_mma(f, rows, E)) {
-        const dim3 grid(F / 8);
+        const int wi = mma_warps(f, 2 * F, E, true);
         float *no_y = nullptr;
-        if (f->gemv_kind == 8) return launch(f, k_gemv_mma<8, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
-        if (f->gemv_kind == 4) return launch(f, k_gemv_mma<4, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
-        return launch(f, k_gemv_mma<2, true>, grid, dim3(256), Wgu, 2 * F, E, x, rows, no_y, f->act);
+        if (f->gemv_kind == 2) return launch_mma<2, true>(f, wi, Wgu, 2 * F, E, x, rows, no_y, f->act);
+        return launch_mma<4, true>(f, wi, Wgu, 2 * F, E, x, rows, no_y, f->act);
     }
     TRY(gemm(f, Wgu, 2 * F, E, x, rows, f->gu));
     return launch(f, k_swiglu, dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), dim3(256), (const float *)f->gu,
@@ -508,9 +554,21 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     f->use_cublas_gemv = getenv("DSINFER_GPU_CUBLAS") && atoi(getenv("DSINFER_GPU_CUBLAS")) > 0;
     f->skip_attn = getenv("DSINFER_GPU_SKIP_ATTN") && atoi(getenv("DSINFER_GPU_SKIP_ATTN")) > 0;
     f->gemv_small_rows = getenv("DSINFER_GPU_GEMV_SMALL") ? atoi(getenv("DSINFER_GPU_GEMV_SMALL")) : 8192;
-    f->gemv_kind = getenv("DSINFER_GPU_GEMV") ? atoi(getenv("DSINFER_GPU_GEMV")) : 2;
+    f->gemv_kind = getenv("DSINFER_GPU_GEMV") ? atoi(getenv("DSINFER_GPU_GEMV")) : 4;
+    f->mma_force_warps = getenv("DSINFER_GPU_MMA_WARPS") ? atoi(getenv("DSINFER_GPU_MMA_WARPS")) : 0;
+    {
+        int dev = 0;
+        TRY(cudaGetDevice(&dev));
+        TRY(cudaDeviceGetAttribute(&f->n_sm, cudaDevAttrMultiProcessorCount, dev));
+        mma_occupancy<2, false>(f->mma_occ[0][0]);
+        mma_occupancy<4, false>(f->mma_occ[0][1]);
+        mma_occupancy<2, true>(f->mma_occ[1][0]);
+        mma_occupancy<4, true>(f->mma_occ[1][1]);
+        TRY(cudaGetLastError());
+    }
     f->pdl = dsgpu::pdl_enabled();
-    f->mma_min_rows = getenv("DSINFER_GPU_MMA_MIN_ROWS") ? atoi(getenv("DSINFER_GPU_MMA_MIN_ROWS")) : 1;
+    // one row: k_gemv streams the weights faster (no MMA padding, 8 blocks per SM; bench/NOTES.md)
+    f->mma_min_rows = getenv("DSINFER_GPU_MMA_MIN_ROWS") ? atoi(getenv("DSINFER_GPU_MMA_MIN_ROWS")) : 2;
     const ds_gpu_forward_cfg &c = f->c;
     const size_t E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff, V = c.n_vocab, Lc = c.n_layer;
     f->QKV = (int)((H + 2 * KVH) * hd);
