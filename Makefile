@@ -90,7 +90,7 @@ bench: dsinfer
 # gpu-check: every GPU kernel against the CPU path on random inputs (needs a GPU).
 gpu-build:
 	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/e2e_bench \
-	        build-cuda/libdsattn.so
+	        build-cuda/libdsattn.so build-cuda/read_bw
 	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
 	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
 gpu-check: gpu-build
@@ -101,6 +101,10 @@ $(BUILD)/gpu_check: tests/gpu/gpu_check.c $(LIB) $(wildcard src/*.h)
 	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
 $(BUILD)/e2e_bench: bench/gpu/e2e_bench.c $(LIB) $(wildcard src/*.h)
 	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/read_bw: bench/gpu/read_bw.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $< -o $@
 
 # The attention kernels alone as a shared library, for bench/gpu/op_bench.py (ctypes), which
 # times them beside torch SDPA and the paper's kernels in one process.
