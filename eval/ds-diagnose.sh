@@ -5,7 +5,7 @@
 # the 1/16 setting (head_dim/4 channels at 4 bits) against the same channels at fp16 (channel
 # choice alone), and head_dim/16 channels at fp16 and head_dim/8 at 8 bits (the other ways to
 # spend 1/16 of the key bits); then the same with --ds-label-norm (labels normalised per channel
-# with the calibration's key moments).
+# with the calibration's key moments). Rows other than "-norm" pass --no-ds-label-norm: raw labels.
 #
 #   eval/ds-diagnose.sh [-m MODEL] [--window 2048] [--tokens 128] [--stats qk,qkv] [-t THREADS]
 #
@@ -56,10 +56,10 @@ run all-4 "all $HD channels, 4-bit labels (label quantisation alone)" --method r
 # per-token min/max quantisation (needs a calibration with key moments)
 run all-4-norm "all $HD channels, 4-bit labels, normalised" --method ds --ds-stat qkv --ds-channels "$HD" --ds-label-bits 4 --ds-label-norm "${K[@]}"
 for st in ${STATS//,/ }; do
-    run "$st-r$((HD / 4))-4" "$st: $((HD / 4)) channels, 4-bit (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 4)) --ds-label-bits 4 "${K[@]}"
-    run "$st-r$((HD / 4))-16" "$st: $((HD / 4)) channels, fp16 (channel choice alone)" --method ds --ds-stat "$st" --ds-channels $((HD / 4)) --ds-label-bits 16 "${K[@]}"
-    run "$st-r$((HD / 16))-16" "$st: $((HD / 16)) channels, fp16 (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 16)) --ds-label-bits 16 "${K[@]}"
-    run "$st-r$((HD / 8))-8" "$st: $((HD / 8)) channels, 8-bit (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 8)) --ds-label-bits 8 "${K[@]}"
+    run "$st-r$((HD / 4))-4" "$st: $((HD / 4)) channels, 4-bit (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 4)) --ds-label-bits 4 --no-ds-label-norm "${K[@]}"
+    run "$st-r$((HD / 4))-16" "$st: $((HD / 4)) channels, fp16 (channel choice alone)" --method ds --ds-stat "$st" --ds-channels $((HD / 4)) --ds-label-bits 16 --no-ds-label-norm "${K[@]}"
+    run "$st-r$((HD / 16))-16" "$st: $((HD / 16)) channels, fp16 (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 16)) --ds-label-bits 16 --no-ds-label-norm "${K[@]}"
+    run "$st-r$((HD / 8))-8" "$st: $((HD / 8)) channels, 8-bit (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 8)) --ds-label-bits 8 --no-ds-label-norm "${K[@]}"
     run "$st-r$((HD / 4))-4-norm" "$st: $((HD / 4)) channels, 4-bit, normalised (1/16 of the key bits)" --method ds --ds-stat "$st" --ds-channels $((HD / 4)) --ds-label-bits 4 --ds-label-norm "${K[@]}"
 done
 run random-r$((HD / 4))-4 "random $((HD / 4)) channels, 4-bit" --method random --ds-channels $((HD / 4)) --ds-label-bits 4 "${K[@]}"

@@ -3,20 +3,25 @@
 # each window scored, the method applied at every position), on Jane Austen, calibration on the
 # Python docs (the shipped file):
 #   DS: token budgets x label bits {1/16, 1/8 of the key bits} x statistic {q, k, qk, qkv} x
-#       group {shared, per-head}; DS with layers 0,1 dense; every baseline at the same budgets.
+#       group {shared, per-head} x labels {raw, normalised (--ds-label-norm)}; DS with layers 0,1
+#       dense; every baseline at the same budgets.
 #
 #   eval/ppl-sweep.sh [-m MODEL] [--window 4096] [--chunks 1] [--budgets 256,128,512,1024]
-#                     [--stats q,k,qk,qkv] [--groups shared,per-head] [--core] [-t THREADS] [--name NAME]
+#                     [--stats q,k,qk,qkv] [--groups shared,per-head] [--labels raw,norm] [--core]
+#                     [-t THREADS] [--name NAME]
+#
+# Every DS row names its label mode explicitly (raw rows pass --no-ds-label-norm, normalised rows
+# end in "-norm"), so rows written before normalisation became the default keep their meaning.
 #
 # Budgets are token counts per step (the paper's k = 128 at window 2048 is 1/16 of the window),
 # run in the order given (1/16 first, so an interrupted sweep has the headline column).
-# --core: only dense, DS at 1/16 label bits with qk and qkv (shared), and the baselines (the rows
+# --core: only dense, DS at 1/16 label bits with qk and qkv (shared, each label mode), and the baselines (the rows
 # run for a larger model). Writes eval/results/NAME.{csv,md,svg}; the CSV is appended as it goes
 # and a rerun skips the rows it already has, so an interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=256,128,512,1024; STATS=q,k,qk,qkv; GRPS=shared,per-head
-CORE=0; THREADS=2; NAME=""; BIN=./dsinfer
+LABELS=raw,norm; CORE=0; THREADS=2; NAME=""; BIN=./dsinfer
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=$2; shift 2;;
@@ -25,6 +30,7 @@ while [ $# -gt 0 ]; do
         --budgets) BUDGETS=$2; shift 2;;
         --stats) STATS=$2; shift 2;;
         --groups) GRPS=$2; shift 2;;
+        --labels) LABELS=$2; shift 2;;
         --core) CORE=1; shift;;
         -t) THREADS=$2; shift 2;;
         --name) NAME=$2; shift 2;;
@@ -55,25 +61,30 @@ run() {  # config method budget labelfrac stat group dense_layers -- extra flags
     echo "$cfg $meth k=$b: $ppl ($((SECONDS - t0)) s)" >&2
 }
 
+lab_flag() { [ "$1" = norm ] && echo --ds-label-norm || echo --no-ds-label-norm; }
+lab_sfx() { [ "$1" = norm ] && echo -norm || true; }
 run dense dense all - - - - --dense
 for b in ${BUDGETS//,/ }; do
-    if [ "$CORE" = 1 ]; then
-        for st in qk qkv; do
-            run "ds-1/16-$st-shared" ds "$b" 1/16 "$st" shared none --method ds --ds-tokens "$b" --ds-channels $R16 --ds-label-bits 4 --ds-stat "$st"
-        done
-    else
-        for lf in 1/16 1/8; do
-            r=$R16; [ "$lf" = 1/8 ] && r=$R8
-            for st in ${STATS//,/ }; do
-                for gr in ${GRPS//,/ }; do
-                    run "ds-$lf-$st-$gr" ds "$b" "$lf" "$st" "$gr" none --method ds --ds-tokens "$b" --ds-channels $r \
-                        --ds-label-bits 4 --ds-stat "$st" --ds-group "$gr"
+    for lab in ${LABELS//,/ }; do
+        if [ "$CORE" = 1 ]; then
+            for st in qk qkv; do
+                run "ds-1/16-$st-shared$(lab_sfx $lab)" ds "$b" 1/16 "$st" shared none --method ds --ds-tokens "$b" \
+                    --ds-channels $R16 --ds-label-bits 4 --ds-stat "$st" "$(lab_flag $lab)"
+            done
+        else
+            for lf in 1/16 1/8; do
+                r=$R16; [ "$lf" = 1/8 ] && r=$R8
+                for st in ${STATS//,/ }; do
+                    for gr in ${GRPS//,/ }; do
+                        run "ds-$lf-$st-$gr$(lab_sfx $lab)" ds "$b" "$lf" "$st" "$gr" none --method ds --ds-tokens "$b" \
+                            --ds-channels $r --ds-label-bits 4 --ds-stat "$st" --ds-group "$gr" "$(lab_flag $lab)"
+                    done
                 done
             done
-        done
-        run "ds-1/16-qkv-shared-dense01" ds "$b" 1/16 qkv shared 0+1 --method ds --ds-tokens "$b" --ds-channels $R16 \
-            --ds-label-bits 4 --ds-stat qkv --ds-dense-layers 0,1
-    fi
+            run "ds-1/16-qkv-shared-dense01$(lab_sfx $lab)" ds "$b" 1/16 qkv shared 0+1 --method ds --ds-tokens "$b" \
+                --ds-channels $R16 --ds-label-bits 4 --ds-stat qkv --ds-dense-layers 0,1 "$(lab_flag $lab)"
+        fi
+    done
     for meth in oracle random streaming sparq quest h2o; do
         run "$meth" "$meth" "$b" - - shared none --method "$meth" --ds-tokens "$b" --ds-channels $R16 --ds-label-bits 4
     done
@@ -96,6 +107,9 @@ L.append(f"- date {datetime.date.today()}, commit {commit}; windows of {window} 
 L.append("- calibration: the shipped one (calib/, Python 3.11 docs, 131072 tokens); labels at 4 bits: 1/16 of the key "
          "bits = head_dim/4 channels, 1/8 = head_dim/2; baselines that take r (random, sparq) use head_dim/4")
 L.append(f"- command: `eval/ppl-sweep.sh --window {window} --chunks {chunks}`; raw rows in {os.path.basename(path)}")
+L.append("- config names: ds-LABELBITS-STAT-GROUP[-dense01][-norm]: labels at 4 bits, 1/16 = head_dim/4 channels, "
+         "1/8 = head_dim/2; dense01 = layers 0 and 1 kept dense; -norm = labels normalised per channel with the "
+         "calibration's key moments (--ds-label-norm), else raw key values (--no-ds-label-norm)")
 L.append("- cells: perplexity change vs dense; columns are the token budget k (fraction of the window); "
          "bytes = what one decode step reads per layer at n = window (double-sparsity.md §9), vs dense\n")
 hdr = "| config | " + " | ".join(f"k={b} ({int(window)//b and f'1/{int(window)//b}'})" for b in budgets) + " | bytes at k=1/16 |"
@@ -126,7 +140,8 @@ import math
 def X(b): return m + (math.log2(budgets[0]) - math.log2(b)) / max(1e-9, math.log2(budgets[0]) - math.log2(budgets[-1])) * (W - 2 * m - 160)
 def Y(p): return H - m - (min(p, hi) - lo) / (hi - lo) * (H - 2 * m)
 pal = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"]
-show = [c for c in cfgs if c.startswith("ds-1/16") and c.endswith("shared") or not c.startswith("ds-") or c.endswith("dense01")]
+show = [c for c in cfgs if c.startswith("ds-1/16") and (c.endswith("shared") or c.endswith("shared-norm"))
+        or not c.startswith("ds-") or c.endswith("dense01")]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<text x="{W/2}" y="20" text-anchor="middle" font-size="13">Perplexity vs token budget ({os.path.basename(model)}, window {window}; capped at 2x dense)</text>',

@@ -129,11 +129,13 @@ typedef struct {
     float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
     int channels;          /* r, label channels per KV head; 0: head_dim / label_bits (1/16 of the key bits) */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
-    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk, 3 qkv; -1 (default):
-                            * qkv when the calibration has it, else qk */
+    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv;
+                            * -1: the default */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
-    int label_norm;        /* 1: labels of (k - mean) / std per channel, with the calibration's key moments
-                            * (method ds; CPU only for now); 0 (default): raw labels */
+    int label_norm;        /* labels of (k - mean) / std per channel with the calibration's key moments
+                            * (method ds): 1 on (an error when the calibration has none), 0 off (raw
+                            * labels), -1 (default) on when the calibration has them; resolved to 0/1
+                            * by ds_session_new */
     int n_dense_layers;    /* layers kept dense */
     int dense_layers[DS_MAX_DENSE_LAYERS];
     int min_context;       /* dense decode while the context is shorter than this */

@@ -18,7 +18,8 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.method = DS_ATTN_DENSE;
     o.tokens_frac = 1.0f / 16;
     o.label_bits = 4;
-    o.stat = -1;   /* auto: qkv when the calibration has it, else qk (ds_sparse_init; README results) */
+    o.stat = DS_STAT_QK;   /* with normalised labels qk beat qkv on both models (README results) */
+    o.label_norm = -1;     /* on when the calibration has the key moments */
     return o;
 }
 
@@ -65,14 +66,12 @@ ds_status ds_sparse_init(ds_session *s) {
     if (o->tokens < 0 || (o->tokens == 0 && !(o->tokens_frac > 0 && o->tokens_frac <= 1)))
         return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
     if (o->stat < -1 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk or qkv");
-    if (o->stat < 0) {
-        /* auto: qkv when the calibration has it (imported paper files and older sidecars carry
-         * only q, k and qk), else qk; resolved here and kept in the options */
-        o->stat = s->m->calib && ds_calib_ranking(s->m->calib, DS_STAT_QKV, 0, 0) ? DS_STAT_QKV : DS_STAT_QK;
-    }
+    if (o->stat < 0) o->stat = DS_STAT_QK;
     if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
-    if (o->label_norm && o->method != DS_ATTN_DS)
+    if (o->label_norm > 0 && o->method != DS_ATTN_DS)
         return ds_error(DS_ERR_ARG, "--ds-label-norm applies to --method ds only (it needs the calibration's key moments)");
+    if (o->label_norm < 0)   /* default: normalise when the calibration carries the key moments */
+        o->label_norm = o->method == DS_ATTN_DS && s->m->calib && ds_calib_kmean(s->m->calib, 0, 0) ? 1 : 0;
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
 

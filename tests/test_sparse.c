@@ -171,6 +171,7 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     sp.method = DS_ATTN_DS;
     sp.channels = ds_model_get_info(m)->head_dim;
     sp.label_bits = 16;
+    sp.label_norm = 0;   /* raw labels: the exact fp16 keys */
     float *a = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
     double worst = max_abs_diff(a, b, (size_t)n * V);
@@ -212,6 +213,63 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     so.sparse = sp;
     ds_session *s = NULL;
     CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "label-norm"));
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
+/* The default label_norm (-1) normalises exactly when the calibration carries key moments: equal
+ * to label_norm = 1 with the shipped calibration, and to raw labels (no error) with a
+ * calibration whose moments were removed (older sidecars, paper imports). */
+TEST(sparse_label_norm_default_follows_calibration) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    char path[] = "/tmp/dsinfer_nomom_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, path, NULL, NULL) == DS_OK);
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const size_t NV = (size_t)n * ds_model_get_info(m)->n_vocab;
+    ds_sparse_opts sp = ds_sparse_default_opts();
+    CHECK(sp.label_norm == -1 && sp.stat == 2);
+    sp.method = DS_ATTN_DS;
+    sp.tokens = 24;
+    sp.sparse_prefill = 1;
+    ds_status st;
+    float *def = run(m, &sp, tk, n, 0, &st), *on = NULL, *off = NULL;
+    CHECK(st == DS_OK);
+    sp.label_norm = 1;
+    on = run(m, &sp, tk, n, 0, &st);
+    sp.label_norm = 0;
+    off = run(m, &sp, tk, n, 0, &st);
+    CHECK(def && on && off);
+    CHECK_MSG(max_abs_diff(def, on, NV) == 0, "default vs normalised: %g", max_abs_diff(def, on, NV));
+    CHECK_MSG(max_abs_diff(on, off, NV) > 0, "normalised and raw 4-bit labels gave identical logits");
+    free(def);
+    /* the same calibration without its "k_moments" object */
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    char *buf = malloc(64u << 20);
+    size_t len = fread(buf, 1, (64u << 20) - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *km = strstr(buf, ",\n  \"k_moments\"");
+    CHECK(km != NULL);
+    strcpy(km, "\n}\n");
+    f = fopen(path, "wb");
+    fputs(buf, f);
+    fclose(f);
+    free(buf);
+    CHECK_MSG(ds_model_load_calibration(m, path) == DS_OK, "%s", ds_last_error());
+    sp.label_norm = -1;
+    def = run(m, &sp, tk, n, 0, &st);
+    CHECK_MSG(st == DS_OK && def && max_abs_diff(def, off, NV) == 0, "default without moments must be raw labels");
+    sp.label_norm = 1;   /* asked for explicitly: a clear error */
+    free(run(m, &sp, tk, n, 0, &st));
+    CHECK(st == DS_ERR_ARG && strstr(ds_last_error(), "key moments"));
+    unlink(path);
+    free(def); free(on); free(off);
     ds_free_tokens(tk);
     ds_model_free(m);
 }

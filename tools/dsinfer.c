@@ -133,10 +133,11 @@ static void usage(FILE *f) {
         "                        K tokens, the ceil(K/5) most recent + heavy hitters by accumulated attention\n"
         "      --ds-channels R   label channels per KV head (default head_dim / label bits)\n"
         "      --ds-label-bits B 16, 8, 4 (default) or 2\n"
-        "      --ds-label-norm   labels per channel (k - mean) / std with the calibration's key moments\n"
-        "                        (CPU; needs a calibration written with them; default off)\n"
-        "      --ds-stat S       qkv (q-weighted key variance; default when the calibration has it, else\n"
-        "                        qk), qk (the paper's), q or k: the statistic ranking the label channels\n"
+        "      --ds-label-norm   labels per channel (k - mean) / std with the calibration's key moments,\n"
+        "                        scored with q * std (default: on when the calibration has the moments)\n"
+        "      --no-ds-label-norm  raw key values as labels (the paper's labels)\n"
+        "      --ds-stat S       qk (the paper's, default), qkv (q-weighted key variance), q or k: the\n"
+        "                        statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
         "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
@@ -247,6 +248,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
                 die("--ds-label-bits must be 16, 8, 4 or 2");
         }
         else if (IS("--ds-label-norm", NULL)) o->sp.label_norm = 1;
+        else if (IS("--no-ds-label-norm", NULL)) o->sp.label_norm = 0;
         else if (IS("--ds-stat", NULL)) {
             NEEDV();
             if (!strcmp(v, "q")) o->sp.stat = 0; else if (!strcmp(v, "k")) o->sp.stat = 1;
