@@ -4,15 +4,17 @@
 #
 #   eval/ppl-sparse.sh [-m MODEL] [--window 2048] [--chunks 2] [--budgets 128] \
 #                      [--methods dense,ds,oracle,random,streaming,sparq,quest,h2o] [--extra "--ds-label-bits 4"] [--name NAME]
+#                      [-t THREADS] [--bin ./dsinfer]
 #
 # Budgets are token counts (the paper: k = 128 at window 2048) or fractions (1/16 = of the
-# current context at each position). Calibration: the shipped one (Python docs), never Austen.
+# current context at each position). Calibration: the model's sidecar (the shipped one for
+# SmolLM2; `dsinfer calibrate -f pydoc` for others), never Austen.
 # The bytes column is what one decode step at the full window reads per layer running the method
 # (K/V rows + selector metadata, `dsinfer perplexity`'s last field), to compare at equal bytes.
 # Writes eval/results/NAME.md and .csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq,quest,h2o; EXTRA=""; NAME=""; THREADS=2
+MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq,quest,h2o; EXTRA=""; NAME=""; THREADS=2; BIN=./dsinfer
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=$2; shift 2;;
@@ -23,13 +25,14 @@ while [ $# -gt 0 ]; do
         --extra) EXTRA=$2; shift 2;;
         --name) NAME=$2; shift 2;;
         -t) THREADS=$2; shift 2;;
+        --bin) BIN=$2; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done
 [ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
 TEXT=$(scripts/fetch-text austen)
 [ -n "$NAME" ] || NAME="ppl-sparse-$(basename "$MODEL" .gguf)-w$WINDOW"
-make -s dsinfer
+[ "$BIN" != ./dsinfer ] || make -s dsinfer
 md=eval/results/$NAME.md; csv=eval/results/$NAME.csv
 mkdir -p eval/results
 echo "method,budget,ppl,scored_tokens,step_bytes_per_layer" > "$csv"
@@ -38,7 +41,7 @@ run_one() {  # method budget
     local args=()
     if [ "$1" = dense ]; then args=(--dense); else args=(--method "$1" --ds-tokens "$2"); fi
     # shellcheck disable=SC2086
-    ./dsinfer perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
+    "$BIN" perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
         -t "$THREADS" "${args[@]}" $EXTRA 2>/dev/null
 }
 for meth in ${METHODS//,/ }; do
@@ -59,9 +62,12 @@ dense = next((float(r["ppl"]) for r in rows if r["method"] == "dense"), None)
 print(f"# Perplexity of sparse attention, {os.path.basename(model)}, Jane Austen\n")
 print(f"- date {datetime.date.today()}, commit {commit}; paper protocol: windows of {window} tokens, "
       f"{chunks} windows, every position scored, the method applied at every position")
-print(f"- calibration: the shipped one (calib/, Python 3.11 docs, 131072 tokens); extra flags: `{extra or 'none'}`"
-      " (defaults: 4-bit labels, r = head_dim/4, qk statistic, shared GQA selection, no dense layers)")
-print(f"- command: eval/ppl-sparse.sh --window {window} --chunks {chunks} ...\n")
+print(f"- calibration: the model's sidecar, calibrated on the Python 3.11 docs (the shipped one for SmolLM2; "
+      f"identity: `dsinfer inspect`); extra flags: `{extra or 'none'}` (defaults: 4-bit labels, r = head_dim/4, "
+      "qk statistic, labels normalised with the calibration's key moments, shared GQA selection, no dense layers)")
+print(f"- command: `eval/ppl-sparse.sh -m {os.path.basename(model)} --window {window} --chunks {chunks} "
+      f"--budgets {','.join(sorted({r['budget'] for r in rows if r['method'] != 'dense'}))} "
+      f"--methods {','.join(dict.fromkeys(r['method'] for r in rows))}`\n")
 print("| method | k | perplexity | vs dense | bytes/layer/step at n = window |\n|---|---|---|---|---|")
 for r in rows:
     p = float(r["ppl"])
