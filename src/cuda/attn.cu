@@ -468,7 +468,9 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
                                                       int splits, float *pacc, float *pml, uint32_t *cnt) {
     constexpr int LPR = D / 8, RPW = 32 / LPR, UNROLL = 4, WARPS = ATT_THREADS / 32;
     constexpr int ROWS_PER_ITER = WARPS * RPW * UNROLL;
-    dsgpu::pdl_trigger();   // the next projection may start loading its weights (pdl.cuh)
+    // sparse: the next projection may start loading its weights (pdl.cuh); dense: measured
+    // slower with early launches around it (bench/NOTES.md), so it runs plainly
+    if (sel) dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
     const int n = a.seq_len[b];
@@ -633,7 +635,7 @@ int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse,
     const int slice = sparse ? p.slice_s : p.slice_d, splits = sparse ? p.splits_s : p.splits_d;
     float *pacc = (float *)(ws + p.off_pacc), *pml = (float *)(ws + p.off_pml);
     const int32_t *sel = sparse ? (const int32_t *)(ws + p.off_sel) : nullptr;
-    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_attn<D, G>, dim3(splits, p.U), dim3(ATT_THREADS), *a, sel,
+    return (int)dsgpu::pdl_launch(sparse && dsgpu::pdl_enabled(), st, k_attn<D, G>, dim3(splits, p.U), dim3(ATT_THREADS), *a, sel,
                                   p.k_cap, slice, p.splits_max, pacc, pml, (uint32_t *)(ws + p.off_cnt));
 }
 
