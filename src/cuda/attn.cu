@@ -160,8 +160,8 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
     size_t row = (size_t)u * a.n_max + p;
     const size_t at = (size_t)(u % a.H_kv) * a.r;
     dsgpu::label_encode_row(a.k + row * a.d, a.chan + at, a.lab_mean ? a.lab_mean + at : nullptr,
-                            a.lab_scale ? a.lab_scale + at : nullptr, a.r, a.bits, row_bytes, a.labels + row * row_bytes,
-                            a.lab_lo + row, a.lab_step + row);
+                            a.lab_scale ? a.lab_scale + at : nullptr, a.r, a.bits, row_bytes,
+                            a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
 }
 
 // Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
@@ -635,8 +635,9 @@ int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse,
     const int slice = sparse ? p.slice_s : p.slice_d, splits = sparse ? p.splits_s : p.splits_d;
     float *pacc = (float *)(ws + p.off_pacc), *pml = (float *)(ws + p.off_pml);
     const int32_t *sel = sparse ? (const int32_t *)(ws + p.off_sel) : nullptr;
-    return (int)dsgpu::pdl_launch(sparse && dsgpu::pdl_enabled(), st, k_attn<D, G>, dim3(splits, p.U), dim3(ATT_THREADS), *a, sel,
-                                  p.k_cap, slice, p.splits_max, pacc, pml, (uint32_t *)(ws + p.off_cnt));
+    return (int)dsgpu::pdl_launch(sparse && dsgpu::pdl_enabled(), st, k_attn<D, G>, dim3(splits, p.U),
+                                  dim3(ATT_THREADS), *a, sel, p.k_cap, slice, p.splits_max, pacc, pml,
+                                  (uint32_t *)(ws + p.off_cnt));
 }
 
 template <int D>

@@ -484,8 +484,8 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
     const float *no_add = nullptr;
     for (int l = 0; l < c.n_layer; l++) {
         const Layer &W = f->L[l];
-        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, l ? (const float *)f->tmp : no_add, (const float *)W.attn_norm,
-                   E, c.rms_eps, f->xn));
+        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, l ? (const float *)f->tmp : no_add,
+                   (const float *)W.attn_norm, E, c.rms_eps, f->xn));
         TRY(gemm(f, W.wqkv, f->QKV, E, f->xn, rows, f->qkv));
         ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
         TRY(launch(f, k_rope_append, dim3(rows), dim3(256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
@@ -509,7 +509,8 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
 bool cfg_ok(const ds_gpu_forward_cfg *c) {
     return c && c->n_layer > 0 && c->n_embd > 0 && c->n_head > 0 && c->n_head_kv > 0 && c->n_head % c->n_head_kv == 0 &&
            c->n_head / c->n_head_kv <= 8 && (c->head_dim == 64 || c->head_dim == 128) && c->n_ff > 0 &&
-           c->n_ff % 8 == 0 && c->n_vocab > 0 && c->max_batch >= 1 && c->max_batch <= 64 && c->n_ctx > 0 && c->max_prefill >= 1 && c->inv_freq &&
+           c->n_ff % 8 == 0 && c->n_vocab > 0 && c->max_batch >= 1 && c->max_batch <= 64 && c->n_ctx > 0 &&
+           c->max_prefill >= 1 && c->inv_freq &&
            (!c->sparse || (c->chan && c->r >= 1 && c->r <= c->head_dim &&
                            (c->bits == 16 || c->bits == 8 || c->bits == 4 || c->bits == 2)));
 }
