@@ -249,11 +249,13 @@ TEST(sparse_label_norm_default_follows_calibration) {
     free(def);
     /* the same calibration without its "k_moments" object */
     FILE *f = fopen(path, "rb");
-    CHECK(f != NULL);
-    char *buf = malloc(64u << 20);
-    size_t len = fread(buf, 1, (64u << 20) - 1, f);
+    CHECK(f != NULL && fseek(f, 0, SEEK_END) == 0);
+    const long size = ftell(f);
+    rewind(f);
+    char *buf = malloc((size_t)size + 1);
+    CHECK(size > 0 && buf && fread(buf, 1, (size_t)size, f) == (size_t)size);
     fclose(f);
-    buf[len] = 0;
+    buf[size] = 0;
     char *km = strstr(buf, ",\n  \"k_moments\"");
     CHECK(km != NULL);
     strcpy(km, "\n}\n");

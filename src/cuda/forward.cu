@@ -95,6 +95,9 @@ int launch(ds_gpu_forward *f, void (*k)(KArgs...), dim3 grid, dim3 block, Args..
     return (int)dsgpu::pdl_launch(f->pdl, f->st, k, grid, block, args...);
 }
 
+// Integer setting from the environment (comparison switches), or def when unset.
+int env_int(const char *name, int def) { return getenv(name) ? atoi(getenv(name)) : def; }
+
 unsigned grid_for(size_t n) { size_t g = (n + 255) / 256; return (unsigned)(g < 8192 ? (g ? g : 1) : 8192); }
 
 // ---- kernels ----
@@ -400,6 +403,14 @@ int launch_gemv(ds_gpu_forward *f, const __half *W, int out, int in, const __hal
     return launch(f, k_gemv<NB, 2, 2>, dim3((warps + 7) / 8), dim3(256), W, out, in, x, y);
 }
 
+// k_gemv_mma with the loads in flight of DSINFER_GPU_GEMV (2, else 4) and one-wave warps.
+template <bool SW>
+int run_mma(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int nb, float *y, __half *act) {
+    const int wi = mma_warps(f, out, in, SW);
+    if (f->gemv_kind == 2) return launch_mma<2, SW>(f, wi, W, out, in, x, nb, y, act);
+    return launch_mma<4, SW>(f, wi, W, out, in, x, nb, y, act);
+}
+
 bool use_mma(const ds_gpu_forward *f, int rows, int in) {
     return rows >= f->mma_min_rows && rows <= 8 && in % 32 == 0 && f->gemv_kind && !f->use_cublas_gemv;
 }
@@ -407,10 +418,7 @@ bool use_mma(const ds_gpu_forward *f, int rows, int in) {
 // y[rows][out] (fp32) = x[rows][in] (fp16) . W[out][in]^T
 int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int rows, float *y) {
     if (use_mma(f, rows, in)) {
-        const int wi = mma_warps(f, out, in, false);
-        __half *no_act = nullptr;
-        if (f->gemv_kind == 2) return launch_mma<2, false>(f, wi, W, out, in, x, rows, y, no_act);
-        return launch_mma<4, false>(f, wi, W, out, in, x, rows, y, no_act);
+        return run_mma<false>(f, W, out, in, x, rows, y, nullptr);
     }
     if (rows <= 8 && in % 8 == 0 && !f->use_cublas_gemv) {
         switch (rows) {
@@ -434,10 +442,7 @@ int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, i
 int gate_up(ds_gpu_forward *f, const __half *Wgu, const __half *x, int rows) {
     const int F = f->c.n_ff, E = f->c.n_embd;
     if (use_mma(f, rows, E)) {
-        const int wi = mma_warps(f, 2 * F, E, true);
-        float *no_y = nullptr;
-        if (f->gemv_kind == 2) return launch_mma<2, true>(f, wi, Wgu, 2 * F, E, x, rows, no_y, f->act);
-        return launch_mma<4, true>(f, wi, Wgu, 2 * F, E, x, rows, no_y, f->act);
+        return run_mma<true>(f, Wgu, 2 * F, E, x, rows, nullptr, f->act);
     }
     TRY(gemm(f, Wgu, 2 * F, E, x, rows, f->gu));
     return launch(f, k_swiglu, dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), dim3(256), (const float *)f->gu,
@@ -552,11 +557,11 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     *out = f;   // freed by the caller with ds_gpu_forward_free on any error below
     f->c = *cfg;
     f->use_sparse = cfg->sparse;
-    f->use_cublas_gemv = getenv("DSINFER_GPU_CUBLAS") && atoi(getenv("DSINFER_GPU_CUBLAS")) > 0;
-    f->skip_attn = getenv("DSINFER_GPU_SKIP_ATTN") && atoi(getenv("DSINFER_GPU_SKIP_ATTN")) > 0;
-    f->gemv_small_rows = getenv("DSINFER_GPU_GEMV_SMALL") ? atoi(getenv("DSINFER_GPU_GEMV_SMALL")) : 8192;
-    f->gemv_kind = getenv("DSINFER_GPU_GEMV") ? atoi(getenv("DSINFER_GPU_GEMV")) : 4;
-    f->mma_force_warps = getenv("DSINFER_GPU_MMA_WARPS") ? atoi(getenv("DSINFER_GPU_MMA_WARPS")) : 0;
+    f->use_cublas_gemv = env_int("DSINFER_GPU_CUBLAS", 0) > 0;
+    f->skip_attn = env_int("DSINFER_GPU_SKIP_ATTN", 0) > 0;
+    f->gemv_small_rows = env_int("DSINFER_GPU_GEMV_SMALL", 8192);
+    f->gemv_kind = env_int("DSINFER_GPU_GEMV", 4);
+    f->mma_force_warps = env_int("DSINFER_GPU_MMA_WARPS", 0);
     {
         int dev = 0;
         TRY(cudaGetDevice(&dev));
@@ -569,7 +574,7 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     }
     f->pdl = dsgpu::pdl_enabled();
     // one row: k_gemv streams the weights faster (no MMA padding, 8 blocks per SM; bench/NOTES.md)
-    f->mma_min_rows = getenv("DSINFER_GPU_MMA_MIN_ROWS") ? atoi(getenv("DSINFER_GPU_MMA_MIN_ROWS")) : 2;
+    f->mma_min_rows = env_int("DSINFER_GPU_MMA_MIN_ROWS", 2);
     const ds_gpu_forward_cfg &c = f->c;
     const size_t E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff, V = c.n_vocab, Lc = c.n_layer;
     f->QKV = (int)((H + 2 * KVH) * hd);
