@@ -199,6 +199,7 @@ def main():
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=32)
     ap.add_argument("--profile", action="store_true", help="per-kernel device times (torch.profiler) instead of the table")
+    ap.add_argument("--variants", default="dense,ds16,ds4", help="--profile: which of dense, ds16 (r8@16), ds4 (r32@4)")
     a = ap.parse_args()
     global LIB
     LIB = ctypes.CDLL(os.path.abspath(a.lib))
@@ -231,7 +232,10 @@ def main():
             for n in map(int, a.ctx.split(",")):
                 s16 = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
                 s4 = Ours(B, n, H, Hkv, d, 32, 4, 1 / 16, kv=(s16.k, s16.v))
-                for name, f in (("dense", s16.dense), ("ds r8@16", s16.ds), ("ds r32@4", s4.ds)):
+                want = a.variants.split(",")
+                for key, name, f in (("dense", "dense", s16.dense), ("ds16", "ds r8@16", s16.ds), ("ds4", "ds r32@4", s4.ds)):
+                    if key not in want:
+                        continue
                     for _ in range(3):
                         f()
                     torch.cuda.synchronize()

@@ -38,6 +38,7 @@ extern "C" {
 #define HIST_BINS 2048   // top 11 bits of the 16-bit key
 #define LOW_BITS 5       // the rest, resolved on the candidates
 #define ATT_THREADS 128  // 4 warps per attention block
+#define ATT_MAX_RESIDENT 16   // k_attn blocks per SM at most (2048 threads / ATT_THREADS)
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
 // Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
 // "last block" tickets of the three kernels, and the threshold bin found by k_score.
@@ -87,11 +88,10 @@ int tune(const char *key, int dflt) {
 
 size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
-// Split `items` rows into slices so the whole grid has a few blocks per SM.
-void split(int items, int units, int *slice, int *splits) {
-    int target = tune("att", 4) * sm_count();
-    int per_unit = (target + units - 1) / units;
-    int max_splits = (items + 63) / 64;                 // at least 64 rows a block
+// Split `items` rows into slices of at least 64 rows (a multiple of 32) over `per_unit` blocks
+// per unit.
+void split_rows(int items, int per_unit, int *slice, int *splits) {
+    const int max_splits = (items + 63) / 64;
     if (per_unit > max_splits) per_unit = max_splits;
     if (per_unit < 1) per_unit = 1;
     int s = (items + per_unit - 1) / per_unit;
@@ -100,6 +100,49 @@ void split(int items, int units, int *slice, int *splits) {
     *slice = s;
     *splits = (items + s - 1) / s;
     if (*splits < 1) *splits = 1;
+}
+
+// Dense: a few blocks per SM (4 measured best for long contiguous streams, where more blocks
+// only add merge traffic).
+void split(int items, int units, int *slice, int *splits) {
+    const int target = tune("att", 4) * sm_count();
+    split_rows(items, (target + units - 1) / units, slice, splits);
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const int32_t *sel, int k_cap, int slice,
+                                                      int splits, float *pacc, float *pml, uint32_t *cnt);
+
+// Blocks of k_attn<d, G> resident per SM (occupancy API, cached).
+int attn_resident(int d, int G) {
+    static int cache[2][9];
+    const int di = d == 128 ? 0 : 1;
+    if (G < 1 || G > 8) return 4;
+    if (!cache[di][G]) {
+        int n = 0;
+        const void *fn = nullptr;
+#define AF(D_, G_) if (d == D_ && G == G_) fn = (const void *)k_attn<D_, G_>;
+        AF(128, 1) AF(128, 2) AF(128, 3) AF(128, 4) AF(128, 5) AF(128, 6) AF(128, 7) AF(128, 8)
+        AF(64, 1) AF(64, 2) AF(64, 3) AF(64, 4) AF(64, 5) AF(64, 6) AF(64, 7) AF(64, 8)
+#undef AF
+        if (!fn || cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, ATT_THREADS, 0) != cudaSuccess || n < 1) n = 4;
+        cache[di][G] = n < ATT_MAX_RESIDENT ? n : ATT_MAX_RESIDENT;
+    }
+    return cache[di][G];
+}
+
+// Sparse: the selected rows of a unit are few (k), so the call is short and its cost is the
+// latency chain of each block: as many blocks as fit on the GPU at once (one full wave),
+// never more (a second, partial wave measured 10% slower at B=8, n=64K).
+void split_sparse(int items, int units, int d, int G, int *slice, int *splits) {
+    const int forced = tune("satt", 0);
+    if (forced) {
+        const int target = forced * sm_count();
+        split_rows(items, (target + units - 1) / units, slice, splits);
+        return;
+    }
+    const int cap = attn_resident(d, G) * sm_count();
+    split_rows(items, cap / units, slice, splits);
 }
 
 Plan make_plan(const ds_gpu_attn_args *a) {
@@ -119,7 +162,7 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
         p.collect_per /= 2;
     split(a->max_len, p.U, &p.slice_d, &p.splits_d);
-    split(p.k_cap, p.U, &p.slice_s, &p.splits_s);
+    split_sparse(p.k_cap, p.U, a->d, p.G, &p.slice_s, &p.splits_s);
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
     size_t o = 0;
     p.kstride = (a->n_max + 7) / 8 * 8;
@@ -128,9 +171,12 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
     p.off_cnt = o;  o = align_up(o + (size_t)Ucap * C_N * 4);
     p.off_sel = o;  o = align_up(o + (size_t)Ucap * p.k_cap * 4);
-    // slices: split() keeps U * splits <= its block target + U, so this bound holds for any B
-    // up to Ucap (the layout above must not depend on B)
-    const size_t slices = (size_t)tune("att", 4) * sm_count() + Ucap;
+    // slices: the splits keep U * splits <= their block target + U, so this bound holds for any
+    // B up to Ucap (the layout above must not depend on B)
+    int most = tune("att", 4);
+    if (tune("satt", 0) > most) most = tune("satt", 0);
+    if (ATT_MAX_RESIDENT > most) most = ATT_MAX_RESIDENT;
+    const size_t slices = (size_t)most * sm_count() + Ucap;
     p.off_pacc = o; o = align_up(o + slices * p.G * a->d * 4);
     p.off_pml = o;  o = align_up(o + slices * p.G * 2 * 4);
     p.total = o;
