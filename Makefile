@@ -90,7 +90,7 @@ bench: dsinfer
 # gpu-check: every GPU kernel against the CPU path on random inputs (needs a GPU).
 gpu-build:
 	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/e2e_bench \
-	        build-cuda/libdsattn.so build-cuda/read_bw
+	        build-cuda/libdsattn.so build-cuda/libdsattn-trace.so build-cuda/read_bw
 	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
 	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
 gpu-check: gpu-build
@@ -111,6 +111,10 @@ $(BUILD)/read_bw: bench/gpu/read_bw.cu
 $(BUILD)/libdsattn.so: src/cuda/attn.cu src/backend.h src/common.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -shared -Xcompiler -fPIC $< -o $@
+# The same with per-block phase timestamps (op_bench.py --trace).
+$(BUILD)/libdsattn-trace.so: src/cuda/attn.cu src/backend.h src/common.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -DDS_TRACE -shared -Xcompiler -fPIC $< -o $@
 endif
 
 clean:

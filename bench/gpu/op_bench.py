@@ -188,6 +188,50 @@ def paper_pipeline(mod, B, n, H, d, r, k, ours):
     return run, (K, V, klab), out
 
 
+def trace_timeline(a, H, Hkv, d):
+    """Phase timestamps that every block's thread 0 wrote (src/cuda/attn.cu, TRACE), one plain
+    DS call per shape: when blocks start (the launch ramp), how long each phase takes, and
+    when the kernel's last block ends, in microseconds from the first block's start."""
+    SLOTS, ATTN = 8, 1 << 16
+    buf = torch.zeros(2 * ATTN * SLOTS, dtype=torch.int64, device="cuda")
+    check(LIB.ds_gpu_attn_trace(ctypes.c_void_p(buf.data_ptr())), "trace")
+    names = {0: ("k_score", ["start", "q-label+hist ready", "labels scored", "hist flushed+ticket",
+                             "threshold (last)", "collect (last)", "refine (last)"]),
+             ATTN: ("k_attn", ["start", "q+first rows' index", "rows done", "partials+ticket", "merge (last)"])}
+    for B in map(int, a.batches.split(",")):
+        for n in map(int, a.ctx.split(",")):
+            s = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
+            for _ in range(3):
+                s.ds()
+            torch.cuda.synchronize()
+            buf.zero_()
+            s.ds()
+            torch.cuda.synchronize()
+            t = buf.view(2, ATTN, SLOTS).cpu()
+            valid = [t[r][t[r][:, 0] > 0] for r in range(2)]
+            t0 = min(v[:, 0].min().item() for v in valid if len(v))
+            print(f"== B={B} n={n}: {len(valid[0])} scoring blocks, {len(valid[1])} attention blocks")
+            for r, region in enumerate((0, ATTN)):
+                v = valid[r].double()
+                if not len(v):
+                    continue
+                kname, phases = names[region]
+                st = (v[:, 0] - t0) / 1000
+                q = torch.quantile(st, torch.tensor([0, 0.5, 0.9, 1.0], dtype=torch.float64))
+                end = max(((v[:, j][v[:, j] > 0] - t0) / 1000).max().item() for j in range(len(phases)))
+                print(f"   {kname}: starts at {q[0]:.1f} / {q[1]:.1f} / {q[2]:.1f} / {q[3]:.1f} us (min/median/p90/max); "
+                      f"last block ends at {end:.1f} us")
+                for j in range(1, len(phases)):
+                    m = (v[:, j] > 0) & (v[:, j - 1] > 0)
+                    if m.any():
+                        dt = (v[:, j][m] - v[:, j - 1][m]) / 1000
+                        print(f"      {phases[j - 1]:>22s} -> {phases[j]:<22s} median {dt.median().item():6.2f} "
+                              f"max {dt.max().item():6.2f} us  ({int(m.sum())} blocks)")
+            del s
+            torch.cuda.empty_cache()
+    check(LIB.ds_gpu_attn_trace(ctypes.c_void_p(0)), "trace off")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build-cuda/libdsattn.so")
@@ -200,6 +244,8 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=32)
     ap.add_argument("--profile", action="store_true", help="per-kernel device times (torch.profiler) instead of the table")
     ap.add_argument("--variants", default="dense,ds16,ds4", help="--profile: which of dense, ds16 (r8@16), ds4 (r32@4)")
+    ap.add_argument("--trace", action="store_true",
+                    help="per-block phase timeline of one DS r8@16 call (needs the -DDS_TRACE library, libdsattn-trace.so)")
     a = ap.parse_args()
     global LIB
     LIB = ctypes.CDLL(os.path.abspath(a.lib))
@@ -226,6 +272,9 @@ def main():
     lines.append(hdr)
     lines.append("|" + "---|" * (hdr.count("|") - 1))
     stages = []
+    if a.trace:
+        trace_timeline(a, H, Hkv, d)
+        return
     if a.profile:
         from torch.profiler import profile, ProfilerActivity
         for B in map(int, a.batches.split(",")):
@@ -291,11 +340,11 @@ def main():
             t_dense = time_graph([s.dense for s in sets16], a.iters)
             t16 = time_graph([s.ds for s in sets16], a.iters)
             t4 = time_graph([s.ds for s in sets4], a.iters)
-            # stage breakdown (score, +select, full), then restore the workspaces
-            st = [time_graph([lambda s=s, p=p: s.ds(p) for s in sets16], a.iters) for p in (1, 3)]
+            # stage breakdown (scoring with the selection, then attention), then restore the workspaces
+            st = time_graph([lambda s=s: s.ds(1) for s in sets16], a.iters)
             for s in sets16 + sets4:
                 s.reinit()
-            stages.append((B, n, st[0], st[1] - st[0], t16 - st[1]))
+            stages.append((B, n, st, t16 - st))
             t_paper = None
             if peer is not None and B * n * H * d > 2**31:
                 # their kernels index K/V ([B*n, H, d]) with 32-bit offsets: past 2^31 elements
@@ -322,9 +371,9 @@ def main():
             del sets16, sets4, s0
             torch.cuda.empty_cache()
     lines.append("")
-    lines.append("Stages of DS r8@16 (us): | B | n | score | select | attention+merge |")
-    for B, n, a1, a2, a3 in stages:
-        lines.append(f"| {B} | {n} | {a1:.1f} | {a2:.1f} | {a3:.1f} |")
+    lines.append("Stages of DS r8@16 (us): | B | n | score+select | attention+merge |")
+    for B, n, a1, a2 in stages:
+        lines.append(f"| {B} | {n} | {a1:.1f} | {a2:.1f} |")
     text = "\n".join(lines)
     print(text)
     if a.out:
