@@ -54,7 +54,7 @@ int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream);
 /* Double Sparsity: label scores -> radix top-k per (sequence, KV head) -> attention over the
  * selected rows (dense for sequences with n <= k). */
 int ds_gpu_attn_ds(const ds_gpu_attn_args *a, void *ws, void *stream);
-/* Stages of ds_gpu_attn_ds alone (1 scoring with the selection, 4 attention; benchmarks only). */
+/* Stages of ds_gpu_attn_ds alone (1 scoring, 2 selection, 4 attention; benchmarks only). */
 int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws, void *stream, int parts);
 /* Write labels for rows [pos0, pos1) of every (sequence, KV head) from the K cache (prefill,
  * and the benchmark's cache fill); the same bits as ds_label_encode. */

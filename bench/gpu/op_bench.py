@@ -192,12 +192,12 @@ def trace_timeline(a, H, Hkv, d):
     """Phase timestamps that every block's thread 0 wrote (src/cuda/attn.cu, TRACE), one plain
     DS call per shape: when blocks start (the launch ramp), how long each phase takes, and
     when the kernel's last block ends, in microseconds from the first block's start."""
-    SLOTS, ATTN = 8, 1 << 16
-    buf = torch.zeros(2 * ATTN * SLOTS, dtype=torch.int64, device="cuda")
+    SLOTS, REGION = 8, 1 << 16
+    buf = torch.zeros(3 * REGION * SLOTS, dtype=torch.int64, device="cuda")
     check(LIB.ds_gpu_attn_trace(ctypes.c_void_p(buf.data_ptr())), "trace")
-    names = {0: ("k_score", ["start", "q-label+hist ready", "labels scored", "hist flushed+ticket",
-                             "threshold (last)", "collect (last)", "refine (last)"]),
-             ATTN: ("k_attn", ["start", "q+first rows' index", "rows done", "partials+ticket", "merge (last)"])}
+    names = [("k_score", ["start", "q-label+hist ready", "labels scored", "hist flushed+ticket", "threshold (last)"]),
+             ("k_collect", ["start", "keys read+counted", "positions written", "ticket", "refine (last)"]),
+             ("k_attn", ["start", "q+first rows' index", "rows done", "partials+ticket", "merge (last)"])]
     for B in map(int, a.batches.split(",")):
         for n in map(int, a.ctx.split(",")):
             s = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
@@ -207,15 +207,15 @@ def trace_timeline(a, H, Hkv, d):
             buf.zero_()
             s.ds()
             torch.cuda.synchronize()
-            t = buf.view(2, ATTN, SLOTS).cpu()
-            valid = [t[r][t[r][:, 0] > 0] for r in range(2)]
+            t = buf.view(3, REGION, SLOTS).cpu()
+            valid = [t[r][t[r][:, 0] > 0] for r in range(3)]
             t0 = min(v[:, 0].min().item() for v in valid if len(v))
-            print(f"== B={B} n={n}: {len(valid[0])} scoring blocks, {len(valid[1])} attention blocks")
-            for r, region in enumerate((0, ATTN)):
+            print(f"== B={B} n={n}: " + ", ".join(f"{len(valid[r])} {names[r][0]} blocks" for r in range(3)))
+            for r in range(3):
                 v = valid[r].double()
                 if not len(v):
                     continue
-                kname, phases = names[region]
+                kname, phases = names[r]
                 st = (v[:, 0] - t0) / 1000
                 q = torch.quantile(st, torch.tensor([0, 0.5, 0.9, 1.0], dtype=torch.float64))
                 end = max(((v[:, j][v[:, j] > 0] - t0) / 1000).max().item() for j in range(len(phases)))
@@ -340,11 +340,11 @@ def main():
             t_dense = time_graph([s.dense for s in sets16], a.iters)
             t16 = time_graph([s.ds for s in sets16], a.iters)
             t4 = time_graph([s.ds for s in sets4], a.iters)
-            # stage breakdown (scoring with the selection, then attention), then restore the workspaces
-            st = time_graph([lambda s=s: s.ds(1) for s in sets16], a.iters)
+            # stage breakdown (score, +select, full), then restore the workspaces
+            st = [time_graph([lambda s=s, p=p: s.ds(p) for s in sets16], a.iters) for p in (1, 3)]
             for s in sets16 + sets4:
                 s.reinit()
-            stages.append((B, n, st, t16 - st))
+            stages.append((B, n, st[0], st[1] - st[0], t16 - st[1]))
             t_paper = None
             if peer is not None and B * n * H * d > 2**31:
                 # their kernels index K/V ([B*n, H, d]) with 32-bit offsets: past 2^31 elements
@@ -371,9 +371,9 @@ def main():
             del sets16, sets4, s0
             torch.cuda.empty_cache()
     lines.append("")
-    lines.append("Stages of DS r8@16 (us): | B | n | score+select | attention+merge |")
-    for B, n, a1, a2 in stages:
-        lines.append(f"| {B} | {n} | {a1:.1f} | {a2:.1f} |")
+    lines.append("Stages of DS r8@16 (us): | B | n | score | select | attention+merge |")
+    for B, n, a1, a2, a3 in stages:
+        lines.append(f"| {B} | {n} | {a1:.1f} | {a2:.1f} | {a3:.1f} |")
     text = "\n".join(lines)
     print(text)
     if a.out:

@@ -8,23 +8,19 @@
 // Pipeline of one DS call (all on the device, no host sync, graph-capturable):
 //   1. k_score:   one pass over the labels; score = (sum over the group's query heads of
 //                 q[chan]) . label, stored as a 16-bit order-preserving key; a 2048-bin
-//                 histogram of the key's top 11 bits per (sequence, KV head) in global memory.
-//                 The unit's last block to finish then, alone:
-//      a. finds the threshold bin;
-//      b. collect: re-reads the unit's keys (2 bytes each, from L2: just written) and emits
-//         the positions above the bin; those inside it go to a candidate list (typically
-//         1-2% of n);
-//      c. refine: finishes the selection on the candidates' low 5 key bits (ties: lowest
-//         position first), appends the current token, and zeroes the histogram and counters
-//         for the next call.
-//      Units finish one after another, so a unit's selection overlaps the scoring of later
-//      units; a separate selection kernel cost more than the whole label scan at small sizes
-//      (bench/NOTES.md).
-//   2. k_attn:    split over the selected rows, each block a slice; a KV row is read once and
+//                 histogram of the key's top 11 bits per (sequence, KV head) in global memory;
+//                 the unit's last block finds the threshold bin.
+//   2. k_collect: every block re-reads its keys
+//                 (2 bytes each) and emits the positions above the bin; those inside it go to
+//                 a candidate list (typically 1-2% of n).
+//   3. refine:    the last k_collect block of each unit finishes the selection on the
+//                 candidates' low 5 key bits (ties: lowest position first), appends the current
+//                 token, and zeroes the histogram and counters for the next call.
+//   4. k_attn:    split over the selected rows, each block a slice; a KV row is read once and
 //                 used by every query head of its group (GQA shared); online softmax; the
 //                 unit's last block merges the slices (log-sum-exp).
-// Two launches in all ("last block" tickets replace the kernels that only waited for a whole
-// unit). The dense path is step 2 over the contiguous range.
+// Three launches in all ("last block" tickets replace the kernels that only waited for a
+// whole unit). The dense path is step 4 over the contiguous range.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -44,28 +40,28 @@ extern "C" {
 #define ATT_THREADS 128  // 4 warps per attention block
 #define ATT_MAX_RESIDENT 16   // k_attn blocks per SM at most (2048 threads / ATT_THREADS)
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
-// Per-unit counters in the workspace (uint32 each): positions selected above the threshold
-// bin, candidates inside it, and the "last block" tickets of the two kernels.
-enum { C_SEL, C_CAND, C_T_SCORE, C_T_ATTN, C_N = 8 };
+// Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
+// "last block" tickets of the three kernels, and the threshold bin found by k_score.
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
 
 // Phase timestamps per block for the benchmark library built with -DDS_TRACE (make
 // build-cuda/libdsattn-trace.so; bench/gpu/op_bench.py --trace): thread 0 of each block writes
-// %globaltimer at numbered points, TRACE_SLOTS per block, k_score's blocks first and k_attn's
-// from TRACE_ATTN on. Compiled out otherwise.
+// %globaltimer at numbered points, TRACE_SLOTS per block, in one region of TRACE_REGION blocks
+// per kernel (scoring, selection, attention). Compiled out otherwise.
 #define TRACE_SLOTS 8
-#define TRACE_ATTN (1 << 16)
+#define TRACE_REGION (1 << 16)
 #ifdef DS_TRACE
 __device__ unsigned long long *g_trace;
-__device__ inline void trace_at(int region, int slot) {
+__device__ inline void trace_at(int kernel, int slot) {
     if (threadIdx.x || !g_trace) return;
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     const long blk = (long)blockIdx.y * gridDim.x + blockIdx.x;
-    if (blk < TRACE_ATTN) g_trace[((long)region + blk) * TRACE_SLOTS + slot] = t;
+    if (blk < TRACE_REGION) g_trace[((long)kernel * TRACE_REGION + blk) * TRACE_SLOTS + slot] = t;
 }
-#define TRACE(region, slot) trace_at(region, slot)
+#define TRACE(kernel, slot) trace_at(kernel, slot)
 #else
-#define TRACE(region, slot) ((void)0)
+#define TRACE(kernel, slot) ((void)0)
 #endif
 
 namespace {
@@ -73,6 +69,7 @@ namespace {
 struct Plan {
     int U, G, k_cap;            // units (sequence, KV head), group size, k at max_len
     int chunk, n_chunks;        // positions per scoring block, blocks per unit
+    int collect_per;            // keys per thread in k_collect (256 threads a block): 8, 16 or 32
     int kstride;                // key row stride: n_max rounded up to 8 (16-byte vector loads)
     int slice_d, splits_d;      // dense: rows per attention block, blocks per unit
     int slice_s, splits_s;      // sparse: the same over the selected rows
@@ -179,6 +176,11 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.chunk = tune("chunk", 8192);
     while (p.chunk > 256 && (long)p.U * ((a->max_len + p.chunk - 1) / p.chunk) < 4L * sm_count()) p.chunk /= 2;
     p.n_chunks = (a->max_len + p.chunk - 1) / p.chunk;
+    // collect: few, large blocks (each one scans the 2048-bin histogram), yet enough of them
+    p.collect_per = tune("per", 16);
+    if (p.collect_per != 32 && p.collect_per != 16 && p.collect_per != 8) p.collect_per = 32;
+    while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
+        p.collect_per /= 2;
     split(a->max_len, p.U, &p.slice_d, &p.splits_d);
     split_sparse(p.k_cap, p.U, a->d, p.G, &p.slice_s, &p.splits_s);
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
@@ -255,163 +257,11 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
     *above_out = sa;
 }
 
-// ---- 1b. emit positions above the threshold bin, collect the bin's candidates ----
-// Run by the unit's last scoring block (256 threads) right after it found the threshold bin
-// b1: the unit's keys were just written by its scoring blocks and are read back from L2.
-// Each thread takes 8 keys per 16-byte load, NB loads in flight; a warp-wide scan of the
-// per-thread counts gives each lane its output offsets, and one shared atomic per warp and
-// load reserves the warp's range. Rows of the key array are padded to a multiple of 8
-// (Plan::kstride), so a vector that starts before nc stays inside its row.
-__device__ void collect_unit(const ds_gpu_attn_args &a, int u, int nc, int b1, const uint16_t *kk, uint32_t *cnt,
-                             int32_t *sel, int k_cap, uint32_t *cand) {
-    constexpr int NB = 2;
-    __shared__ uint32_t s_h, s_e;
-    if (threadIdx.x == 0) { s_h = 0; s_e = 0; }
-    __syncthreads();
-    int32_t *out = sel + (size_t)u * k_cap;
-    uint32_t *cd = cand + (size_t)u * a.n_max;
-    const int lane = threadIdx.x & 31;
-    for (int base = 0; b1 >= 0 && base < nc; base += NB * 2048) {
-        uint4 kv[NB];
-#pragma unroll
-        for (int v = 0; v < NB; v++) {
-            const int ps = base + v * 2048 + threadIdx.x * 8;
-            kv[v] = ps < nc ? __ldcg((const uint4 *)(kk + ps)) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int v = 0; v < NB; v++) {
-            const int ps = base + v * 2048 + threadIdx.x * 8;
-            const uint32_t *w = (const uint32_t *)&kv[v];
-            int nh = 0, ne = 0;
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const int bin = ps + e < nc ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
-                nh += bin > b1;
-                ne += bin == b1;
-            }
-            // both counts in one word (at most 8 * 32 of each per warp)
-            const int mine = nh | (ne << 16);
-            int incl = mine;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int t = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += t;
-            }
-            const int tot = __shfl_sync(0xffffffffu, incl, 31);
-            uint32_t bh = 0, be = 0;
-            if (lane == 31) {
-                if (tot & 0xffff) bh = atomicAdd(&s_h, (uint32_t)(tot & 0xffff));
-                if (tot >> 16) be = atomicAdd(&s_e, (uint32_t)(tot >> 16));
-            }
-            bh = __shfl_sync(0xffffffffu, bh, 31);
-            be = __shfl_sync(0xffffffffu, be, 31);
-            if (!mine) continue;
-            const int excl = incl - mine;
-            int32_t *o_h = out + bh + (excl & 0xffff);
-            uint32_t *o_e = cd + be + (excl >> 16);
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
-                const int bin = ps + e < nc ? (int)(key >> LOW_BITS) : -2;
-                if (bin > b1) *o_h++ = ps + e;
-                else if (bin == b1) *o_e++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
-            }
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) { cnt[C_N * u + C_SEL] = s_h; cnt[C_N * u + C_CAND] = s_e; }
-    __syncthreads();
-}
-
-// ---- 1c. finish on the candidates; append the current token; reset for the next call ----
-// Run by the unit's last scoring block after collect_unit (256 threads).
-__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint32_t *hist, uint32_t *cnt, int32_t *sel,
-                            int k_cap, const uint32_t *cand) {
-    __shared__ uint32_t h2[1 << LOW_BITS];
-    __shared__ int s_b2, s_above2;
-    __shared__ uint32_t s_hi, s_eq;
-    __shared__ int s_cnt;
-    __shared__ int s_pos[EQ_CAP];
-    const int need = k - 1;
-    const int above1 = (int)__ldcg(cnt + C_N * u + C_SEL), nc = (int)__ldcg(cnt + C_N * u + C_CAND);
-    const int need2 = need - above1;
-    const uint32_t *cd = cand + (size_t)u * a.n_max;
-    int32_t *out = sel + (size_t)u * k_cap;
-    if (threadIdx.x < (1 << LOW_BITS)) h2[threadIdx.x] = 0;
-    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; s_b2 = -1; s_above2 = 0; }
-    __syncthreads();
-    if (need2 > 0) {
-        for (int i = threadIdx.x; i < nc; i += blockDim.x) atomicAdd(&h2[__ldcg(cd + i) & ((1u << LOW_BITS) - 1)], 1u);
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int cum = 0;
-            for (int bin = (1 << LOW_BITS) - 1; bin >= 0; bin--) {
-                if (cum + (int)h2[bin] >= need2) { s_b2 = bin; s_above2 = cum; break; }
-                cum += (int)h2[bin];
-            }
-        }
-        __syncthreads();
-        // Keys equal to the threshold key (fp16 rounding makes such ties common) are taken
-        // lowest position first, as on the CPU, so the selection is deterministic.
-        const int b2 = s_b2, take_eq = need2 - s_above2, n_eq = (int)h2[b2 < 0 ? 0 : b2];
-        const bool all_eq = take_eq >= n_eq, ranked = !all_eq && n_eq <= EQ_CAP;
-        int32_t *dst = out + above1 + s_above2;
-        for (int i = threadIdx.x; i < nc; i += blockDim.x) {
-            uint32_t c = __ldcg(cd + i);
-            int low = (int)(c & ((1u << LOW_BITS) - 1));
-            int p = (int)(c >> LOW_BITS);
-            if (low > b2) out[above1 + atomicAdd(&s_hi, 1u)] = p;
-            else if (low == b2) {
-                if (all_eq) dst[atomicAdd(&s_eq, 1u)] = p;
-                else if (ranked) s_pos[atomicAdd(&s_eq, 1u)] = p;
-            }
-        }
-        __syncthreads();
-        if (ranked) {
-            // rank = how many tied positions are smaller; positions are distinct
-            for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {
-                const int p = s_pos[i];
-                int rank = 0;
-                for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
-                if (rank < take_eq) dst[rank] = p;
-            }
-        } else if (!all_eq) {
-            // many ties: binary search for the position T with exactly take_eq tied positions below it
-            int lo = 0, hi = n;   // count(< lo) < take_eq <= count(< hi)
-            while (hi - lo > 1) {
-                const int mid = lo + (hi - lo) / 2;
-                if (threadIdx.x == 0) s_cnt = 0;
-                __syncthreads();
-                int local = 0;
-                for (int i = threadIdx.x; i < nc; i += blockDim.x) {
-                    uint32_t c = __ldcg(cd + i);
-                    local += (int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < mid;
-                }
-                if (local) atomicAdd(&s_cnt, local);
-                __syncthreads();
-                if (s_cnt < take_eq) lo = mid; else hi = mid;
-                __syncthreads();
-            }
-            for (int i = threadIdx.x; i < nc; i += blockDim.x) {
-                uint32_t c = __ldcg(cd + i);
-                if ((int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < hi) dst[atomicAdd(&s_eq, 1u)] = (int)(c >> LOW_BITS);
-            }
-        }
-    }
-    if (threadIdx.x == 0) {
-        out[need] = n - 1;           // the current token is always attended
-        cnt[C_N * u + C_SEL] = 0;
-        cnt[C_N * u + C_CAND] = 0;
-    }
-    uint32_t *gh = hist + (size_t)u * HIST_BINS;
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
-}
-
 // ---- 1. scores -> keys + histogram ----
 // WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits. R = WORDS*32/BITS.
 template <int BITS, int WORDS>
 __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
-                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand) {
+                                                 uint32_t *cnt) {
     TRACE(0, 0);
     dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
@@ -515,15 +365,178 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     __threadfence();
     int b1, above;
     find_threshold(gh, k - 1, &b1, &above);
+    if (threadIdx.x == 0) {
+        cnt[C_N * u + C_B1] = (uint32_t)b1;
+        cnt[C_N * u + C_T_SCORE] = 0;
+    }
     TRACE(0, 4);
-    if (threadIdx.x == 0) cnt[C_N * u + C_T_SCORE] = 0;
-    collect_unit(a, u, nc, b1, kk, cnt, sel, k_cap, cand);
-    TRACE(0, 5);
-    refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
-    TRACE(0, 6);
 }
 
-// ---- 2. attention partials over a slice of rows (selected list or contiguous) ----
+// ---- 3. finish on the candidates; append the current token; reset for the next call ----
+// Run by the last k_collect block of unit u (256 threads).
+__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint32_t *hist, uint32_t *cnt, int32_t *sel,
+                            int k_cap, const uint32_t *cand) {
+    __shared__ uint32_t h2[1 << LOW_BITS];
+    __shared__ int s_b2, s_above2;
+    __shared__ uint32_t s_hi, s_eq;
+    __shared__ int s_cnt;
+    __shared__ int s_pos[EQ_CAP];
+    const int need = k - 1;
+    const int above1 = (int)__ldcg(cnt + C_N * u + C_SEL), nc = (int)__ldcg(cnt + C_N * u + C_CAND);
+    const int need2 = need - above1;
+    const uint32_t *cd = cand + (size_t)u * a.n_max;
+    int32_t *out = sel + (size_t)u * k_cap;
+    if (threadIdx.x < (1 << LOW_BITS)) h2[threadIdx.x] = 0;
+    if (threadIdx.x == 0) { s_hi = 0; s_eq = 0; s_b2 = -1; s_above2 = 0; }
+    __syncthreads();
+    if (need2 > 0) {
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) atomicAdd(&h2[__ldcg(cd + i) & ((1u << LOW_BITS) - 1)], 1u);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int cum = 0;
+            for (int bin = (1 << LOW_BITS) - 1; bin >= 0; bin--) {
+                if (cum + (int)h2[bin] >= need2) { s_b2 = bin; s_above2 = cum; break; }
+                cum += (int)h2[bin];
+            }
+        }
+        __syncthreads();
+        // Keys equal to the threshold key (fp16 rounding makes such ties common) are taken
+        // lowest position first, as on the CPU, so the selection is deterministic.
+        const int b2 = s_b2, take_eq = need2 - s_above2, n_eq = (int)h2[b2 < 0 ? 0 : b2];
+        const bool all_eq = take_eq >= n_eq, ranked = !all_eq && n_eq <= EQ_CAP;
+        int32_t *dst = out + above1 + s_above2;
+        for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+            uint32_t c = __ldcg(cd + i);
+            int low = (int)(c & ((1u << LOW_BITS) - 1));
+            int p = (int)(c >> LOW_BITS);
+            if (low > b2) out[above1 + atomicAdd(&s_hi, 1u)] = p;
+            else if (low == b2) {
+                if (all_eq) dst[atomicAdd(&s_eq, 1u)] = p;
+                else if (ranked) s_pos[atomicAdd(&s_eq, 1u)] = p;
+            }
+        }
+        __syncthreads();
+        if (ranked) {
+            // rank = how many tied positions are smaller; positions are distinct
+            for (int i = threadIdx.x; i < n_eq; i += blockDim.x) {
+                const int p = s_pos[i];
+                int rank = 0;
+                for (int j = 0; j < n_eq; j++) rank += s_pos[j] < p;
+                if (rank < take_eq) dst[rank] = p;
+            }
+        } else if (!all_eq) {
+            // many ties: binary search for the position T with exactly take_eq tied positions below it
+            int lo = 0, hi = n;   // count(< lo) < take_eq <= count(< hi)
+            while (hi - lo > 1) {
+                const int mid = lo + (hi - lo) / 2;
+                if (threadIdx.x == 0) s_cnt = 0;
+                __syncthreads();
+                int local = 0;
+                for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                    uint32_t c = __ldcg(cd + i);
+                    local += (int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < mid;
+                }
+                if (local) atomicAdd(&s_cnt, local);
+                __syncthreads();
+                if (s_cnt < take_eq) lo = mid; else hi = mid;
+                __syncthreads();
+            }
+            for (int i = threadIdx.x; i < nc; i += blockDim.x) {
+                uint32_t c = __ldcg(cd + i);
+                if ((int)(c & ((1u << LOW_BITS) - 1)) == b2 && (int)(c >> LOW_BITS) < hi) dst[atomicAdd(&s_eq, 1u)] = (int)(c >> LOW_BITS);
+            }
+        }
+    }
+    if (threadIdx.x == 0) {
+        out[need] = n - 1;           // the current token is always attended
+        cnt[C_N * u + C_SEL] = 0;
+        cnt[C_N * u + C_CAND] = 0;
+        cnt[C_N * u + C_T_COLLECT] = 0;
+    }
+    uint32_t *gh = hist + (size_t)u * HIST_BINS;
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
+}
+
+// ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
+// Each thread holds PER keys in registers; one block-wide scan gives every thread its output
+// offsets, so a block makes two global atomics in all (per-warp atomics on one counter per
+// unit serialised at L2 and cost more than the whole label scan).
+template <int PER>
+__global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand) {
+    TRACE(1, 0);
+    dsgpu::pdl_trigger();
+    dsgpu::pdl_wait();
+    constexpr int CHUNK = 256 * PER;
+    const int u = blockIdx.y, b = u / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (!unit_sparse(a, n, k)) return;
+    const int nc = n - 1, p0 = blockIdx.x * CHUNK;
+    if (p0 >= nc) return;
+    const int p1 = min(p0 + CHUNK, nc);
+    const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the current token
+    // Thread t holds keys [p0 + v*2048 + 8t, +8) for v < PER/8: 16-byte loads, coalesced.
+    // Rows of the key array are padded to a multiple of 8 (Plan::kstride), so a vector that
+    // starts before p1 stays inside its row; lanes past p1 are masked out below.
+    constexpr int NV = PER / 8;
+    const uint16_t *kk = keys + (size_t)u * kstride;
+    uint4 kv[NV];
+    int nh = 0, ne = 0;
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        const int ps = p0 + v * 2048 + threadIdx.x * 8;
+        kv[v] = ps < p1 ? __ldcg((const uint4 *)(kk + ps)) : make_uint4(0, 0, 0, 0);
+        const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+            nh += bin > b1;
+            ne += bin == b1;
+        }
+    }
+    if (b1 < 0) nh = ne = 0;
+    TRACE(1, 1);
+    // pack both counts in one scan: a block has at most CHUNK <= 65535 of each
+    typedef cub::BlockScan<int, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ uint32_t base_h, base_e;
+    __shared__ bool last;
+    int off, total;
+    Scan(tmp).ExclusiveSum(nh | (ne << 16), off, total);
+    if (threadIdx.x == 0) {
+        base_h = (total & 0xffff) ? atomicAdd(&cnt[C_N * u + C_SEL], (uint32_t)(total & 0xffff)) : 0;
+        base_e = (total >> 16) ? atomicAdd(&cnt[C_N * u + C_CAND], (uint32_t)(total >> 16)) : 0;
+    }
+    __syncthreads();
+    int32_t *out = sel + (size_t)u * k_cap + base_h + (off & 0xffff);
+    uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (off >> 16);
+    if (nh | ne) {
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            const int ps = p0 + v * 2048 + threadIdx.x * 8;
+            const uint32_t *w = (const uint32_t *)&kv[v];
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+                if (bin > b1) *out++ = ps + e;
+                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+            }
+        }
+    }
+    TRACE(1, 2);
+    // the unit's last block finishes the selection on the candidates
+    __threadfence();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_COLLECT], 1u) == (uint32_t)((nc + CHUNK - 1) / CHUNK - 1);
+    __syncthreads();
+    TRACE(1, 3);
+    if (!last) return;
+    __threadfence();
+    refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
+    TRACE(1, 4);
+}
+
+// ---- 4. attention partials over a slice of rows (selected list or contiguous) ----
 // D/8 lanes hold one row (16 bytes each); a warp covers RPW = 256/D rows per step and UNROLL
 // steps are loaded before use, so each lane has 2*UNROLL 16-byte loads in flight.
 template <int D, int G>
@@ -533,7 +546,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     constexpr int ROWS_PER_ITER = WARPS * RPW * UNROLL;
     // sparse: the next projection may start loading its weights (pdl.cuh); dense: measured
     // slower with early launches around it (bench/NOTES.md), so it runs plainly
-    TRACE(TRACE_ATTN, 0);
+    TRACE(2, 0);
     if (sel) dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
@@ -577,7 +590,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
         const int it = s0 + (j * WARPS + warp) * RPW + sub;
         nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
     }
-    TRACE(TRACE_ATTN, 1);
+    TRACE(2, 1);
     for (int base = s0; base < s1; base += ROWS_PER_ITER) {
         uint4 kv[UNROLL], vv[UNROLL];
         bool ok[UNROLL];
@@ -641,7 +654,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
             m[g] = mx;
         }
     }
-    TRACE(TRACE_ATTN, 2);
+    TRACE(2, 2);
     // combine the WARPS*RPW row streams of this block
     constexpr int STREAMS = WARPS * RPW;
     __shared__ float sm_m[STREAMS][G], sm_l[STREAMS][G];
@@ -677,7 +690,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_ATTN], 1u) == (uint32_t)(ns - 1);
     __syncthreads();
-    TRACE(TRACE_ATTN, 3);
+    TRACE(2, 3);
     if (!last) return;
     __threadfence();
     for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
@@ -695,7 +708,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
         a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);
     }
     if (threadIdx.x == 0) cnt[C_N * u + C_T_ATTN] = 0;
-    TRACE(TRACE_ATTN, 4);
+    TRACE(2, 4);
 }
 
 template <int D, int G>
@@ -739,8 +752,7 @@ template <int BITS, int WORDS>
 int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_score<BITS, WORDS>, dim3(p.n_chunks, p.U), dim3(256), *a,
                                   p.chunk, (uint16_t *)(ws + p.off_keys), p.kstride, (uint32_t *)(ws + p.off_hist),
-                                  (uint32_t *)(ws + p.off_cnt), (int32_t *)(ws + p.off_sel), p.k_cap,
-                                  (uint32_t *)(ws + p.off_cand));
+                                  (uint32_t *)(ws + p.off_cnt));
 }
 
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
@@ -776,9 +788,8 @@ int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
     return run_attn(a, p, (char *)ws, false, (cudaStream_t)stream);
 }
 
-// parts: 1 = scoring and selection, 4 = attention. Anything but 5 (or 7) is for timing the
-// stages (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it
-// afterwards.
+// parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
+// (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it afterwards.
 int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int parts) {
     if (!args_ok(a) || a->r < 1 || a->r > a->d) return (int)cudaErrorInvalidValue;
     Plan p = make_plan(a);
@@ -786,7 +797,18 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
     if ((parts & 1) && (e = score_dispatch(a, p, ws, st))) return e;
-    return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
+    int32_t *sel = (int32_t *)(ws + p.off_sel);
+    uint32_t *cand = (uint32_t *)(ws + p.off_cand);
+    const uint16_t *keys = (const uint16_t *)(ws + p.off_keys);
+    const int per = p.collect_per;
+    const dim3 cg((a->max_len + 256 * per - 1) / (256 * per), p.U);
+    auto kc = per == 32 ? k_collect<32> : per == 16 ? k_collect<16> : k_collect<8>;
+    if ((e = (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, kc, cg, dim3(256), *a, keys, p.kstride, hist, cnt, sel,
+                                    p.k_cap, cand)))
+        return e;
+    return (parts & 4) ? run_attn(a, p, ws, true, st) : 0;
 }
 
 int ds_gpu_attn_ds(const ds_gpu_attn_args *a, void *ws, void *stream) {
@@ -812,7 +834,7 @@ const char *ds_gpu_error_string(int err) { return cudaGetErrorString((cudaError_
 
 #ifdef DS_TRACE
 // Benchmark builds only: where the kernels write their phase timestamps (null: nowhere);
-// buf holds 2 * TRACE_ATTN * TRACE_SLOTS uint64.
+// buf holds 3 * TRACE_REGION * TRACE_SLOTS uint64.
 int ds_gpu_attn_trace(void *buf) {
     unsigned long long *p = (unsigned long long *)buf;
     return (int)cudaMemcpyToSymbol(g_trace, &p, sizeof p);
