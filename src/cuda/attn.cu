@@ -95,15 +95,20 @@ __host__ __device__ inline int k_for(int n, int tokens, float frac) {
 // Whether a sequence of n visible tokens decodes sparsely (else dense over all n).
 __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { return n > k && n >= a.min_context; }
 
-// Tuning overrides for benchmarks (unset in normal use): DSINFER_GPU_TUNE="att=8,per=32".
+// Tuning overrides for benchmarks (unset in normal use), e.g. DSINFER_GPU_TUNE="att=8,per=32":
+// att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), chunk =
+// positions per scoring block, per = keys per thread in k_collect.
 int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
     if (!e) return dflt;
-    const char *p = strstr(e, key);
-    size_t kl = strlen(key);
-    if (!p || p[kl] != '=') return dflt;
-    int v = atoi(p + kl + 1);
-    return v > 0 ? v : dflt;
+    const size_t kl = strlen(key);
+    for (const char *p = e; (p = strstr(p, key)) != nullptr; p += kl) {
+        if ((p == e || p[-1] == ',') && p[kl] == '=') {   // a whole key: "att" is not "satt"
+            const int v = atoi(p + kl + 1);
+            return v > 0 ? v : dflt;
+        }
+    }
+    return dflt;
 }
 
 size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -153,7 +158,7 @@ int attn_resident(int d, int G) {
 
 // Sparse: the selected rows of a unit are few (k), so the call is short and its cost is the
 // latency chain of each block: as many blocks as fit on the GPU at once (one full wave),
-// never more (a second, partial wave measured 10% slower at B=8, n=64K).
+// never more (a second, partial wave made the attention stage 13% slower at B=8, n=64K).
 void split_sparse(int items, int units, int d, int G, int *slice, int *splits) {
     const int forced = tune("satt", 0);
     if (forced) {
