@@ -19,6 +19,9 @@ void test_skip(const char *why);
 /* Path of the default model (env DSINFER_MODEL, else the fetch cache); NULL if absent. */
 const char *test_model_path(void);
 const char *test_model_path_named(const char *file_name);
+/* A whole file, NUL-terminated (malloc'd; *n = its size when n is not NULL); NULL if it cannot
+ * be read. */
+char *test_read_file(const char *path, size_t *n);
 
 #define TEST(name)                                                        \
     static void test_##name(void);                                        \

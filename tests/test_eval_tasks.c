@@ -304,19 +304,6 @@ TEST(eval_chat_split) {
 
 /* ---------------------------------------------------------------- plot */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 /* Minimal well-formedness for what the writer emits: tags nest and close, no stray '<' or '&'. */
 static int svg_well_formed(const char *s) {
     char stack[64][16];
@@ -347,7 +334,7 @@ static int svg_well_formed(const char *s) {
 }
 
 static int svg_ok(const char *path, const char *must_contain) {
-    char *s = slurp(path);
+    char *s = test_read_file(path, NULL);
     if (!s) return 0;
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\n' || s[n - 1] == ' ')) s[--n] = 0;

@@ -63,22 +63,9 @@ static const char *tmp_path(const char *name) {
     return p;
 }
 
-static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    if (p && fread(p, 1, (size_t)len, f) != (size_t)len) { free(p); p = NULL; }
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
 static int same_file(const char *a, const char *b) {
     size_t na, nb;
-    uint8_t *pa = read_all(a, &na), *pb = read_all(b, &nb);
+    char *pa = test_read_file(a, &na), *pb = test_read_file(b, &nb);
     int same = pa && pb && na == nb && memcmp(pa, pb, na) == 0;
     free(pa);
     free(pb);
@@ -306,7 +293,7 @@ TEST(gen_model_golden_bytes) {
         const char *path = tmp_path(golden[i].name), *const *a = golden[i].a;
         CHECK(gen("-o", path, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL) == 0);
         size_t n;
-        uint8_t *bytes = read_all(path, &n);
+        uint8_t *bytes = (uint8_t *)test_read_file(path, &n);
         CHECK(bytes);
         char hex[65];
         ds_sha256_hex(bytes, n, hex);
@@ -363,8 +350,8 @@ static int gen_err(char *msg, size_t cap, const char *first, ...) {
     dup2(saved, 2);
     close(saved);
     size_t n;
-    uint8_t *t = read_all(log, &n);
-    snprintf(msg, cap, "%.*s", t ? (int)n : 0, t ? (const char *)t : "");
+    char *t = test_read_file(log, &n);
+    snprintf(msg, cap, "%.*s", t ? (int)n : 0, t ? t : "");
     free(t);
     unlink(log);
     return rc;

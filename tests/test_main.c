@@ -33,6 +33,24 @@ const char *test_model_path(void) {
     return test_model_path_named("SmolLM2-135M-Instruct.Q4_1.gguf");
 }
 
+char *test_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *s = NULL;
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (s = malloc((size_t)len + 1)) != NULL) {
+        if (fread(s, 1, (size_t)len, f) == (size_t)len) {
+            s[len] = 0;
+            if (n) *n = (size_t)len;
+        } else {
+            free(s);
+            s = NULL;
+        }
+    }
+    fclose(f);
+    return s;
+}
+
 static int cmp_name(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

@@ -248,18 +248,14 @@ TEST(sparse_label_norm_default_follows_calibration) {
     CHECK_MSG(max_abs_diff(on, off, NV) > 0, "normalised and raw 4-bit labels gave identical logits");
     free(def);
     /* the same calibration without its "k_moments" object */
-    FILE *f = fopen(path, "rb");
-    CHECK(f != NULL && fseek(f, 0, SEEK_END) == 0);
-    const long size = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)size + 1);
-    CHECK(size > 0 && buf && fread(buf, 1, (size_t)size, f) == (size_t)size);
-    fclose(f);
-    buf[size] = 0;
+    size_t len = 0;
+    char *buf = test_read_file(path, &len);
+    CHECK(buf != NULL && len > 0);
     char *km = strstr(buf, ",\n  \"k_moments\"");
     CHECK(km != NULL);
     strcpy(km, "\n}\n");
-    f = fopen(path, "wb");
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
     fputs(buf, f);
     fclose(f);
     free(buf);
