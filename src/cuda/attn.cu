@@ -127,10 +127,10 @@ void split_rows(int items, int per_unit, int *slice, int *splits) {
     if (*splits < 1) *splits = 1;
 }
 
-// Dense: a few blocks per SM (4 measured best for long contiguous streams, where more blocks
-// only add merge traffic).
-void split(int items, int units, int *slice, int *splits) {
-    const int target = tune("att", 4) * sm_count();
+// per_sm blocks per SM over the whole grid. Dense attention uses 4 (measured best for long
+// contiguous streams, where more blocks only add merge traffic).
+void split_per_sm(int items, int units, int per_sm, int *slice, int *splits) {
+    const int target = per_sm * sm_count();
     split_rows(items, (target + units - 1) / units, slice, splits);
 }
 
@@ -161,13 +161,8 @@ int attn_resident(int d, int G) {
 // never more (a second, partial wave made the attention stage 13% slower at B=8, n=64K).
 void split_sparse(int items, int units, int d, int G, int *slice, int *splits) {
     const int forced = tune("satt", 0);
-    if (forced) {
-        const int target = forced * sm_count();
-        split_rows(items, (target + units - 1) / units, slice, splits);
-        return;
-    }
-    const int cap = attn_resident(d, G) * sm_count();
-    split_rows(items, cap / units, slice, splits);
+    if (forced) return split_per_sm(items, units, forced, slice, splits);
+    split_rows(items, attn_resident(d, G) * sm_count() / units, slice, splits);
 }
 
 Plan make_plan(const ds_gpu_attn_args *a) {
@@ -186,7 +181,7 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     if (p.collect_per != 32 && p.collect_per != 16 && p.collect_per != 8) p.collect_per = 32;
     while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
         p.collect_per /= 2;
-    split(a->max_len, p.U, &p.slice_d, &p.splits_d);
+    split_per_sm(a->max_len, p.U, tune("att", 4), &p.slice_d, &p.splits_d);
     split_sparse(p.k_cap, p.U, a->d, p.G, &p.slice_s, &p.splits_s);
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
     size_t o = 0;
