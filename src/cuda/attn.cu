@@ -42,12 +42,14 @@ extern "C" {
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
 // Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
 // "last block" tickets of the three kernels, and the threshold bin found by k_score.
-enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
+// C_READY: set once C_B1 holds this call's threshold (the single-kernel selection, k_select).
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_READY, C_N = 8 };
 
 // Phase timestamps per block for the benchmark library built with -DDS_TRACE (make
 // build-cuda/libdsattn-trace.so; bench/gpu/op_bench.py --trace): thread 0 of each block writes
 // %globaltimer at numbered points, TRACE_SLOTS per block, in one region of TRACE_REGION blocks
-// per kernel (scoring, selection, attention). Compiled out otherwise.
+// per kernel (0 scoring, 1 collecting, 2 attention, 3 the single-kernel selection). Compiled out
+// otherwise.
 #define TRACE_SLOTS 8
 #define TRACE_REGION (1 << 16)
 #ifdef DS_TRACE
@@ -258,38 +260,25 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
 }
 
 // ---- 1. scores -> keys + histogram ----
-// WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits. R = WORDS*32/BITS.
-template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
-                                                 uint32_t *cnt) {
-    TRACE(0, 0);
-    dsgpu::pdl_trigger();
-    dsgpu::pdl_wait();
-    constexpr int R = WORDS * 32 / BITS;
-    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
-    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    if (!unit_sparse(a, n, k)) return;
-    const int nc = n - 1, p0 = blockIdx.x * chunk;
-    if (p0 >= nc) return;
-    const int p1 = min(p0 + chunk, nc);
-    __shared__ float ql[R];
-    __shared__ uint32_t sh[HIST_BINS];
+// The group's summed query at the unit's label channels, at logit scale: keys are fp16, and
+// normalised labels are scored with q * scale. R floats to ql (shared); the caller syncs.
+__device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, float *ql) {
+    const int b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
     for (int j = threadIdx.x; j < R; j += blockDim.x) {
-        int c = a.chan[kvh * a.r + j];
+        const int c = a.chan[kvh * a.r + j];
         float s = 0;
         for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
-        // keys are fp16: keep them at logit scale; normalised labels are scored with q * scale
         ql[j] = s * a.scale * (a.lab_scale ? a.lab_scale[kvh * a.r + j] : 1.0f);
     }
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
-    __syncthreads();
-    TRACE(0, 1);
-    float q[R], qsum = 0;
-#pragma unroll
-    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+}
+
+// Scores of unit u's label rows [p0, p1) (256 threads): keys to kk, counts to the shared
+// histogram sh. WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits.
+template <int BITS, int WORDS>
+__device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *q, float qsum,
+                                           uint16_t *kk, uint32_t *sh) {
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
-    uint16_t *kk = keys + (size_t)u * kstride;
     // SU rows per thread in flight: their loads are all issued before the first is used
     constexpr int SU = 4;
     for (int base = p0; base < p1; base += SU * 256) {
@@ -350,6 +339,31 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
             }
         }
     }
+}
+
+template <int BITS, int WORDS>
+__global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt) {
+    TRACE(0, 0);
+    dsgpu::pdl_trigger();
+    dsgpu::pdl_wait();
+    constexpr int R = WORDS * 32 / BITS;
+    const int u = blockIdx.y, b = u / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (!unit_sparse(a, n, k)) return;
+    const int nc = n - 1, p0 = blockIdx.x * chunk;
+    if (p0 >= nc) return;
+    const int p1 = min(p0 + chunk, nc);
+    __shared__ float ql[R];
+    __shared__ uint32_t sh[HIST_BINS];
+    query_labels(a, u, R, ql);
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+    TRACE(0, 1);
+    float q[R], qsum = 0;
+#pragma unroll
+    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+    score_rows<BITS, WORDS>(a, u, p0, p1, q, qsum, keys + (size_t)u * kstride, sh);
     __syncthreads();
     TRACE(0, 2);
     uint32_t *gh = hist + (size_t)u * HIST_BINS;
@@ -452,6 +466,7 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint
         cnt[C_N * u + C_SEL] = 0;
         cnt[C_N * u + C_CAND] = 0;
         cnt[C_N * u + C_T_COLLECT] = 0;
+        cnt[C_N * u + C_READY] = 0;
     }
     uint32_t *gh = hist + (size_t)u * HIST_BINS;
     for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
@@ -534,6 +549,176 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     __threadfence();
     refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
     TRACE(1, 4);
+}
+
+// ---- 1-3 in one kernel: a persistent grid that scores, thresholds and collects ----
+// The sparse units' positions, in unit order, are cut into SEL_TILE-position tiles, and block i
+// of P takes tiles [T*i/P, T*(i+1)/P): a block covers a run of one or two units' rows ("segments")
+// however the lengths fall, so the query setup and the histogram flush are paid once per segment
+// instead of once per 2048 rows, and the grid is exactly one wave (P = resident blocks), with no
+// kernel boundary between scoring and collecting. The collect of a segment needs its unit's
+// threshold, known only when every block of that unit has scored: a block waits for it on a
+// flag. Every block of the grid is resident at once (P is the occupancy), so the wait cannot
+// starve; the successor is released (pdl_trigger) only after a block's last wait, so its blocks
+// cannot take the slots of blocks not yet started. Keys are re-read by the block that wrote
+// them, from L2.
+#define SEL_TILE 256
+#ifndef SEL_MIN_BLOCKS
+#define SEL_MIN_BLOCKS 1   // register cap for benchmark builds (-DSEL_MIN_BLOCKS=4: at most 64)
+#endif
+
+// Tiles of sequence b's units (each unit of a sparse sequence scores n - 1 positions).
+__device__ inline int seq_tiles(const ds_gpu_attn_args &a, int b) {
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    return unit_sparse(a, n, k) ? (n - 1 + SEL_TILE - 1) / SEL_TILE : 0;
+}
+
+// The segment starting at global tile t and ending at t_end or at its unit's end: unit u, its
+// tiles [q0, q1), and the unit's tile count nt.
+__device__ inline void segment_at(const ds_gpu_attn_args &a, long t, long t_end, int *u, int *q0, int *q1, int *nt) {
+    for (int b = 0; b < a.B; b++) {
+        const int per = seq_tiles(a, b);
+        const long span = (long)per * a.H_kv;
+        if (t < span) {
+            *u = b * a.H_kv + (int)(t / per);
+            *q0 = (int)(t % per);
+            const long left = t_end - t;
+            *q1 = per - *q0 < left ? per : *q0 + (int)left;
+            *nt = per;
+            return;
+        }
+        t -= span;
+        t_end -= span;
+    }
+    *u = -1;   // not reached for t < total tiles
+}
+
+template <int BITS, int WORDS>
+__global__ void __launch_bounds__(256, SEL_MIN_BLOCKS) k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, uint32_t *hist,
+                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand, int collect) {
+    TRACE(3, 0);
+    dsgpu::pdl_wait();
+    constexpr int R = WORDS * 32 / BITS;
+    __shared__ float ql[R];
+    __shared__ uint32_t sh[HIST_BINS];
+    __shared__ bool last;
+    __shared__ int s_b1;
+    long T = 0;
+    for (int b = 0; b < a.B; b++) T += (long)seq_tiles(a, b) * a.H_kv;
+    const long t0 = T * blockIdx.x / gridDim.x, t1 = T * (blockIdx.x + 1) / gridDim.x;
+    if (t0 >= t1) { dsgpu::pdl_trigger(); return; }
+    // phase 1: score every segment, flush its histogram; the unit's last segment thresholds
+    for (long t = t0; t < t1;) {
+        int u, q0, q1, nt;
+        segment_at(a, t, t1, &u, &q0, &q1, &nt);
+        t += q1 - q0;
+        const int n = a.seq_len[u / a.H_kv], k = k_for(n, a.tokens, a.tokens_frac);
+        query_labels(a, u, R, ql);
+        for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
+        __syncthreads();
+        float q[R], qsum = 0;
+#pragma unroll
+        for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+        score_rows<BITS, WORDS>(a, u, q0 * SEL_TILE, min(q1 * SEL_TILE, n - 1), q, qsum, keys + (size_t)u * kstride, sh);
+        __syncthreads();
+        uint32_t *gh = hist + (size_t)u * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x)
+            if (sh[i]) atomicAdd(&gh[i], sh[i]);
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0)
+            last = atomicAdd(&cnt[C_N * u + C_T_SCORE], (uint32_t)(q1 - q0)) + (uint32_t)(q1 - q0) == (uint32_t)nt;
+        __syncthreads();
+        if (last) {
+            __threadfence();
+            int b1, above;
+            find_threshold(gh, k - 1, &b1, &above);
+            if (threadIdx.x == 0) {
+                cnt[C_N * u + C_B1] = (uint32_t)b1;
+                cnt[C_N * u + C_T_SCORE] = 0;
+                __threadfence();
+                if (collect) atomicExch(&cnt[C_N * u + C_READY], 1u);
+            }
+            if (!collect)   // scoring timed alone: leave the workspace as the full call would
+                for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
+        }
+        __syncthreads();   // sh and ql are rewritten by the next segment
+    }
+    TRACE(3, 1);
+    if (!collect) { dsgpu::pdl_trigger(); return; }   // timing of the scoring alone (op_bench stages)
+    // phase 2: per segment, emit the positions above the threshold bin and collect the bin's
+    // candidates (two passes over the keys: count, then write at offsets from one block scan)
+    typedef cub::BlockScan<unsigned long long, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ uint32_t base_h, base_e;
+    for (long t = t0; t < t1;) {
+        int u, q0, q1, nt;
+        segment_at(a, t, t1, &u, &q0, &q1, &nt);
+        t += q1 - q0;
+        const int n = a.seq_len[u / a.H_kv], k = k_for(n, a.tokens, a.tokens_frac);
+        const int p0 = q0 * SEL_TILE, p1 = min(q1 * SEL_TILE, n - 1);
+        if (threadIdx.x == 0) {
+            const volatile uint32_t *ready = cnt + C_N * u + C_READY;
+            while (!*ready) __nanosleep(64);
+            __threadfence();
+            s_b1 = (int)*(const volatile uint32_t *)(cnt + C_N * u + C_B1);
+        }
+        __syncthreads();
+        if (t >= t1) dsgpu::pdl_trigger();   // past this block's last wait
+        if (t >= t1) TRACE(3, 2);
+        const int b1 = s_b1;                 // -1: nothing but the current token
+        // Thread i reads keys [p0 + 2048 v + 8 i, +8): 16-byte loads (p0 is a multiple of
+        // SEL_TILE, rows are padded to 8), lanes past p1 masked out.
+        const uint16_t *kk = keys + (size_t)u * kstride;
+        uint32_t nh = 0, ne = 0;
+        if (b1 >= 0)
+            for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
+                const uint4 kv = __ldcg((const uint4 *)(kk + ps));
+                const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+                    nh += bin > b1;
+                    ne += bin == b1;
+                }
+            }
+        unsigned long long off, total;
+        Scan(tmp).ExclusiveSum((unsigned long long)nh | ((unsigned long long)ne << 32), off, total);
+        if (threadIdx.x == 0) {
+            const uint32_t th = (uint32_t)total, te = (uint32_t)(total >> 32);
+            base_h = th ? atomicAdd(&cnt[C_N * u + C_SEL], th) : 0;
+            base_e = te ? atomicAdd(&cnt[C_N * u + C_CAND], te) : 0;
+        }
+        __syncthreads();
+        if (nh | ne) {
+            int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
+            uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
+            for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
+                const uint4 kv = __ldcg((const uint4 *)(kk + ps));
+                const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+                    const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+                    if (bin > b1) *out++ = ps + e;
+                    else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+                }
+            }
+        }
+        // the unit's last segment finishes the selection on the candidates
+        if (t >= t1) TRACE(3, 3);
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0)
+            last = atomicAdd(&cnt[C_N * u + C_T_COLLECT], (uint32_t)(q1 - q0)) + (uint32_t)(q1 - q0) == (uint32_t)nt;
+        __syncthreads();
+        if (last) {
+            __threadfence();
+            refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);   // also clears C_READY
+        }
+        __syncthreads();
+    }
+    TRACE(3, 4);
 }
 
 // ---- 4. attention partials over a slice of rows (selected list or contiguous) ----
@@ -755,13 +940,36 @@ int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_
                                   (uint32_t *)(ws + p.off_cnt));
 }
 
+// The single-kernel selection: a grid of exactly the blocks resident at once (its waits need
+// every block running; see k_select), at most one per tile. DSINFER_GPU_TUNE sel=N caps the
+// blocks per SM (never above the occupancy).
+template <int BITS, int WORDS>
+int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int collect) {
+    static int occ = 0;
+    if (!occ) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1)
+            return (int)cudaErrorLaunchOutOfResources;
+    }
+    const int per_sm = tune("sel", occ) < occ ? tune("sel", occ) : occ;
+    long grid = (long)per_sm * sm_count();
+    const long tiles = (long)p.U * ((a->max_len - 1 + SEL_TILE - 1) / SEL_TILE);
+    if (grid > tiles) grid = tiles;
+    if (grid < 1) grid = 1;
+    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_select<BITS, WORDS>, dim3((unsigned)grid), dim3(256), *a,
+                                  (uint16_t *)(ws + p.off_keys), p.kstride, (uint32_t *)(ws + p.off_hist),
+                                  (uint32_t *)(ws + p.off_cnt), (int32_t *)(ws + p.off_sel), p.k_cap,
+                                  (uint32_t *)(ws + p.off_cand), collect);
+}
+
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
 // setting at head_dim 64 and 128, and 1/8 at 64).
-int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
+int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int fused, int collect) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     const int words = bytes / 4;
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
-#define SC(B_, W_) if (a->bits == B_ && words == W_) return launch_score<B_, W_>(a, p, ws, st);
+#define SC(B_, W_)                                                                                            \
+    if (a->bits == B_ && words == W_)                                                                         \
+        return fused ? launch_select<B_, W_>(a, p, ws, st, collect) : launch_score<B_, W_>(a, p, ws, st);
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -790,13 +998,19 @@ int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
 
 // parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
 // (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it afterwards.
+// The selection is one kernel (k_select) unless DSINFER_GPU_TUNE split=1 asks for the
+// two-kernel pipeline (k_score, k_collect) it replaced (kept for comparison).
 int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int parts) {
     if (!args_ok(a) || a->r < 1 || a->r > a->d) return (int)cudaErrorInvalidValue;
     Plan p = make_plan(a);
     char *ws = (char *)ws_;
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
-    if ((parts & 1) && (e = score_dispatch(a, p, ws, st))) return e;
+    if (!tune("split", 0)) {
+        if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 1, (parts & 2) != 0))) return e;
+        return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    }
+    if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 0, 0))) return e;
     if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
     uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
     int32_t *sel = (int32_t *)(ws + p.off_sel);
@@ -834,7 +1048,7 @@ const char *ds_gpu_error_string(int err) { return cudaGetErrorString((cudaError_
 
 #ifdef DS_TRACE
 // Benchmark builds only: where the kernels write their phase timestamps (null: nowhere);
-// buf holds 3 * TRACE_REGION * TRACE_SLOTS uint64.
+// buf holds 4 * TRACE_REGION * TRACE_SLOTS uint64.
 int ds_gpu_attn_trace(void *buf) {
     unsigned long long *p = (unsigned long long *)buf;
     return (int)cudaMemcpyToSymbol(g_trace, &p, sizeof p);
