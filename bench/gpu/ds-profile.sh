@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where the time of one Double Sparsity decode-attention call goes, kernel by kernel, on the GPU
 # machine: torch.profiler device times per kernel over several shapes, then Nsight Compute
-# (duration, DRAM traffic, occupancy, waves, warp stall reasons) for k_score, k_collect and
-# k_attn at three shapes. Shape: 32 heads = 32 KV heads, d 128, r = 8 fp16 labels, k = n/16.
+# (duration, DRAM traffic, occupancy, waves, warp stall reasons) for k_select (or k_score and
+# k_collect under DSINFER_GPU_TUNE=split=1) and k_attn at three shapes. Shape: 32 heads = 32 KV
+# heads, d 128, r = 8 fp16 labels, k = n/16.
 #   bench/gpu/ds-profile.sh [OUTDIR] [SHAPES]   (after `make gpu-build`, carrying build-cuda/)
 #   SHAPES: B/n pairs for ncu, default "1/65536 4/16384 8/65536"
 set -euo pipefail
@@ -31,7 +32,7 @@ metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active
 for s in $SHAPES; do
     B=${s%/*}; n=${s#*/}
     echo "=== ncu B=$B n=$n (second and third DS call of the process)"
-    "$NCU" --clock-control none -k 'regex:k_score|k_collect|k_attn' --launch-skip 3 --launch-count 6 \
+    "$NCU" --clock-control none -k 'regex:k_score|k_collect|k_attn|k_select' --launch-skip 3 --launch-count 6 \
         --metrics "$metrics" --csv --page raw \
         python3 bench/gpu/op_bench.py --lib "$LIB" --profile --variants ds16 --batches "$B" --ctx "$n" \
         2>/dev/null | grep -E '^"(ID|[0-9])' | python3 -c '

@@ -198,7 +198,7 @@ def trace_timeline(a, H, Hkv, d):
     names = [("k_score", ["start", "q-label+hist ready", "labels scored", "hist flushed+ticket", "threshold (last)"]),
              ("k_collect", ["start", "keys read+counted", "positions written", "ticket", "refine (last)"]),
              ("k_attn", ["start", "q+first rows' index", "rows done", "partials+ticket", "merge (last)"]),
-             ("k_select", ["start", "all segments scored", "last threshold waited", "last keys collected", "end"])]
+             ("k_select", ["start", "rows scored", "threshold known", "positions emitted", "refined (leader)"])]
     for B in map(int, a.batches.split(",")):
         for n in map(int, a.ctx.split(",")):
             s = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
@@ -372,7 +372,8 @@ def main():
             del sets16, sets4, s0
             torch.cuda.empty_cache()
     lines.append("")
-    lines.append("Stages of DS r8@16 (us): | B | n | score | select | attention+merge |")
+    lines.append("Stages of DS r8@16 (us): | B | n | score | select | attention+merge | (with the single-kernel "
+                 "selection, the default, score is the whole selection)")
     for B, n, a1, a2, a3 in stages:
         lines.append(f"| {B} | {n} | {a1:.1f} | {a2:.1f} | {a3:.1f} |")
     text = "\n".join(lines)

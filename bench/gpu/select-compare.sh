@@ -4,7 +4,8 @@
 #   1. gpu_check with each (correctness first: nothing is timed from a failing build)
 #   2. the op table at the paper's shape with each (the paper's kernels beside the default)
 #   3. end-to-end decode at the goal cell (Llama-2-7B shape, B=4, n=16K), the two alternating
-#   4. the per-block phase trace of the default at two shapes
+#   4. per-kernel times of other builds (LIBS="name=lib ...") and cluster sizes (CLS="4 2")
+#   5. the per-block phase trace of the default at two shapes
 # (each step under a timeout: a kernel that hangs ends the run instead of the machine's time)
 #   bench/gpu/select-compare.sh [OUTDIR]   (after `make gpu-build`, carrying build-cuda/ and .peer/)
 set -euo pipefail
@@ -29,4 +30,12 @@ for round in 1 2; do
     done
 done > "$OUT/e2e.txt" 2>&1
 DSINFER_GPU_TUNE=split=1 timeout 300 python3 bench/gpu/op_bench.py --iters 40 --out "$OUT/op-split.md" > "$OUT/op-split.raw.txt" 2>&1
+# per-kernel times of other builds of the kernels (LIBS: name=path pairs), and cluster sizes
+for v in default=build-cuda/libdsattn.so ${LIBS:-}; do
+    for cl in "" ${CLS:-}; do
+        echo "=== ${v%%=*} ${cl:+cl=$cl}"
+        DSINFER_GPU_TUNE=${cl:+cl=$cl} DSINFER_GPU_PDL=0 timeout 120 python3 bench/gpu/op_bench.py --lib "${v#*=}" --profile \
+            --variants ds16,ds4 --batches 1,4,8 --ctx 16384,65536
+    done
+done > "$OUT/variants.txt" 2>&1
 timeout 120 python3 bench/gpu/op_bench.py --lib build-cuda/libdsattn-trace.so --trace --batches 4,8 --ctx 16384,65536 > "$OUT/trace.txt" 2>&1

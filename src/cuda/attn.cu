@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cooperative_groups.h>
 #include <cub/block/block_scan.cuh>
 
 #include "label.cuh"
@@ -35,6 +36,8 @@ extern "C" {
 #include "backend.h"
 }
 
+namespace cg = cooperative_groups;
+
 #define HIST_BINS 2048   // top 11 bits of the 16-bit key
 #define LOW_BITS 5       // the rest, resolved on the candidates
 #define ATT_THREADS 128  // 4 warps per attention block
@@ -42,8 +45,7 @@ extern "C" {
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
 // Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
 // "last block" tickets of the three kernels, and the threshold bin found by k_score.
-// C_READY: set once C_B1 holds this call's threshold (the single-kernel selection, k_select).
-enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_READY, C_N = 8 };
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
 
 // Phase timestamps per block for the benchmark library built with -DDS_TRACE (make
 // build-cuda/libdsattn-trace.so; bench/gpu/op_bench.py --trace): thread 0 of each block writes
@@ -233,8 +235,9 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
 }
 
 // Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
-// hist[b]. 256 threads, 8 bins each, scanning from the top.
-// Reads with __ldcg: the histogram was just written through L2 atomics by other blocks.
+// hist[b]. 256 threads, 8 bins each, scanning from the top. A global histogram (just written
+// through L2 atomics by other blocks) is read with __ldcg; a shared one plainly.
+template <bool SHARED>
 __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *above_out) {
     typedef cub::BlockScan<int, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
@@ -242,7 +245,7 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
     const int t = threadIdx.x;
     int h[8], local = 0;
 #pragma unroll
-    for (int i = 0; i < 8; i++) { h[i] = (int)__ldcg(gh + HIST_BINS - 1 - (8 * t + i)); local += h[i]; }
+    for (int i = 0; i < 8; i++) { h[i] = (int)(SHARED ? gh[HIST_BINS - 1 - (8 * t + i)] : __ldcg(gh + HIST_BINS - 1 - (8 * t + i))); local += h[i]; }
     int above;
     Scan(tmp).ExclusiveSum(local, above);
     if (t == 0) { sb = -1; sa = 0; }
@@ -260,6 +263,15 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
 }
 
 // ---- 1. scores -> keys + histogram ----
+// Variants for benchmark builds: SCORE_SU rows per thread in flight; SCORE_HIST 0 = one shared
+// atomic per key, 1 = one per distinct bin of a warp, 2 = no histogram (timing only: selects
+// nothing but the current token).
+#ifndef SCORE_SU
+#define SCORE_SU 4
+#endif
+#ifndef SCORE_HIST
+#define SCORE_HIST 0
+#endif
 // The group's summed query at the unit's label channels, at logit scale: keys are fp16, and
 // normalised labels are scored with q * scale. R floats to ql (shared); the caller syncs.
 __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, float *ql) {
@@ -280,7 +292,7 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     // SU rows per thread in flight: their loads are all issued before the first is used
-    constexpr int SU = 4;
+    constexpr int SU = SCORE_SU;
     for (int base = p0; base < p1; base += SU * 256) {
         uint32_t w[SU][WORDS];
         float lof[SU], stf[SU];
@@ -332,11 +344,19 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                     }
                 s = stf[u4] * dot + lof[u4] * qsum;
             }
+#if SCORE_HIST == 1
+            // warp-aggregated: one shared atomic per distinct bin of the warp
+            const uint32_t key = p < p1 ? score_key(s) : 0xffffffffu;
+            if (p < p1) kk[p] = (uint16_t)key;
+            const uint32_t same = __match_any_sync(0xffffffffu, key >> LOW_BITS);
+            if (p < p1 && (threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(&sh[key >> LOW_BITS], (uint32_t)__popc(same));
+#else
             if (p < p1) {
                 uint32_t key = score_key(s);
                 kk[p] = (uint16_t)key;
-                atomicAdd(&sh[key >> LOW_BITS], 1u);
+                if (SCORE_HIST == 0) atomicAdd(&sh[key >> LOW_BITS], 1u);
             }
+#endif
         }
     }
 }
@@ -378,7 +398,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     if (!last) return;
     __threadfence();
     int b1, above;
-    find_threshold(gh, k - 1, &b1, &above);
+    find_threshold<false>(gh, k - 1, &b1, &above);
     if (threadIdx.x == 0) {
         cnt[C_N * u + C_B1] = (uint32_t)b1;
         cnt[C_N * u + C_T_SCORE] = 0;
@@ -386,17 +406,17 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     TRACE(0, 4);
 }
 
-// ---- 3. finish on the candidates; append the current token; reset for the next call ----
-// Run by the last k_collect block of unit u (256 threads).
-__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint32_t *hist, uint32_t *cnt, int32_t *sel,
-                            int k_cap, const uint32_t *cand) {
+// ---- 3. finish on the candidates; append the current token ----
+// Run by one block of unit u (256 threads) once above1 positions above the threshold bin are in
+// sel and the bin's nc candidates (position << LOW_BITS | low key bits) in cand.
+__device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, int above1, int nc, int32_t *sel, int k_cap,
+                            const uint32_t *cand) {
     __shared__ uint32_t h2[1 << LOW_BITS];
     __shared__ int s_b2, s_above2;
     __shared__ uint32_t s_hi, s_eq;
     __shared__ int s_cnt;
     __shared__ int s_pos[EQ_CAP];
     const int need = k - 1;
-    const int above1 = (int)__ldcg(cnt + C_N * u + C_SEL), nc = (int)__ldcg(cnt + C_N * u + C_CAND);
     const int need2 = need - above1;
     const uint32_t *cd = cand + (size_t)u * a.n_max;
     int32_t *out = sel + (size_t)u * k_cap;
@@ -461,15 +481,7 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, uint
             }
         }
     }
-    if (threadIdx.x == 0) {
-        out[need] = n - 1;           // the current token is always attended
-        cnt[C_N * u + C_SEL] = 0;
-        cnt[C_N * u + C_CAND] = 0;
-        cnt[C_N * u + C_T_COLLECT] = 0;
-        cnt[C_N * u + C_READY] = 0;
-    }
-    uint32_t *gh = hist + (size_t)u * HIST_BINS;
-    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
+    if (threadIdx.x == 0) out[need] = n - 1;   // the current token is always attended
 }
 
 // ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
@@ -547,177 +559,128 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     TRACE(1, 3);
     if (!last) return;
     __threadfence();
-    refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);
+    refine_unit(a, u, n, k, (int)__ldcg(cnt + C_N * u + C_SEL), (int)__ldcg(cnt + C_N * u + C_CAND), sel, k_cap, cand);
+    // reset for the next call
+    if (threadIdx.x == 0) {
+        cnt[C_N * u + C_SEL] = 0;
+        cnt[C_N * u + C_CAND] = 0;
+        cnt[C_N * u + C_T_COLLECT] = 0;
+    }
+    uint32_t *gh = hist + (size_t)u * HIST_BINS;
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
     TRACE(1, 4);
 }
 
-// ---- 1-3 in one kernel: a persistent grid that scores, thresholds and collects ----
-// The sparse units' positions, in unit order, are cut into SEL_TILE-position tiles, and block i
-// of P takes tiles [T*i/P, T*(i+1)/P): a block covers a run of one or two units' rows ("segments")
-// however the lengths fall, so the query setup and the histogram flush are paid once per segment
-// instead of once per 2048 rows, and the grid is exactly one wave (P = resident blocks), with no
-// kernel boundary between scoring and collecting. The collect of a segment needs its unit's
-// threshold, known only when every block of that unit has scored: a block waits for it on a
-// flag. Every block of the grid is resident at once (P is the occupancy), so the wait cannot
-// starve; the successor is released (pdl_trigger) only after a block's last wait, so its blocks
-// cannot take the slots of blocks not yet started. Keys are re-read by the block that wrote
-// them, from L2.
-#define SEL_TILE 256
-#ifndef SEL_MIN_BLOCKS
-#define SEL_MIN_BLOCKS 1   // register cap for benchmark builds (-DSEL_MIN_BLOCKS=4: at most 64)
+// ---- 1-3 in one kernel: a thread-block cluster per unit ----
+// The CL blocks of a cluster (CL <= 8, one unit) each score a contiguous 1/CL of the unit's
+// positions into a shared-memory histogram; the cluster then sums its histograms through
+// distributed shared memory, each block one 1/CL slice of the bins over all CL blocks (measured
+// as fast as adding every block's bins into the leader's, and 10-20% faster at B=1), and every
+// block reads all slices and finds the threshold bin itself. So no global histogram, no L2
+// atomics, no fence, no ticket and no second kernel: the two-kernel path spent ~30% of its
+// scoring time in the histogram's global flush and fence (bench/NOTES.md). Each block then
+// emits its positions above the bin (offsets from counters in the leader block's shared memory)
+// and the bin's candidates; the leader finishes the selection.
+// Blocks per SM the register allocation must allow, fp16 labels / quantised labels (benchmark
+// builds can override them).
+#ifndef SEL_MIN16
+#define SEL_MIN16 5
 #endif
-
-// Tiles of sequence b's units (each unit of a sparse sequence scores n - 1 positions).
-__device__ inline int seq_tiles(const ds_gpu_attn_args &a, int b) {
-    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    return unit_sparse(a, n, k) ? (n - 1 + SEL_TILE - 1) / SEL_TILE : 0;
-}
-
-// The segment starting at global tile t and ending at t_end or at its unit's end: unit u, its
-// tiles [q0, q1), and the unit's tile count nt.
-__device__ inline void segment_at(const ds_gpu_attn_args &a, long t, long t_end, int *u, int *q0, int *q1, int *nt) {
-    for (int b = 0; b < a.B; b++) {
-        const int per = seq_tiles(a, b);
-        const long span = (long)per * a.H_kv;
-        if (t < span) {
-            *u = b * a.H_kv + (int)(t / per);
-            *q0 = (int)(t % per);
-            const long left = t_end - t;
-            *q1 = per - *q0 < left ? per : *q0 + (int)left;
-            *nt = per;
-            return;
-        }
-        t -= span;
-        t_end -= span;
-    }
-    *u = -1;   // not reached for t < total tiles
-}
+#ifndef SEL_MINQ
+#define SEL_MINQ 3
+#endif
+#define CL_MAX 8
 
 template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256, SEL_MIN_BLOCKS) k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, uint32_t *hist,
-                                                 uint32_t *cnt, int32_t *sel, int k_cap, uint32_t *cand, int collect) {
+__global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ) k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride,
+                                                                int32_t *sel, int k_cap, uint32_t *cand) {
     TRACE(3, 0);
+    dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
+    cg::cluster_group cl = cg::this_cluster();
+    const int CL = (int)cl.num_blocks(), rank = (int)cl.block_rank();
     constexpr int R = WORDS * 32 / BITS;
+    const int u = blockIdx.y, b = u / a.H_kv;
+    const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    if (!unit_sparse(a, n, k)) return;   // the whole cluster: one unit
+    const int nc = n - 1;
+    const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors
+    const int p0 = min(rank * span, nc), p1 = min(p0 + span, nc);
     __shared__ float ql[R];
-    __shared__ uint32_t sh[HIST_BINS];
-    __shared__ bool last;
-    __shared__ int s_b1;
-    long T = 0;
-    for (int b = 0; b < a.B; b++) T += (long)seq_tiles(a, b) * a.H_kv;
-    const long t0 = T * blockIdx.x / gridDim.x, t1 = T * (blockIdx.x + 1) / gridDim.x;
-    if (t0 >= t1) { dsgpu::pdl_trigger(); return; }
-    // phase 1: score every segment, flush its histogram; the unit's last segment thresholds
-    for (long t = t0; t < t1;) {
-        int u, q0, q1, nt;
-        segment_at(a, t, t1, &u, &q0, &q1, &nt);
-        t += q1 - q0;
-        const int n = a.seq_len[u / a.H_kv], k = k_for(n, a.tokens, a.tokens_frac);
-        query_labels(a, u, R, ql);
-        for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
-        __syncthreads();
-        float q[R], qsum = 0;
+    __shared__ uint32_t sh[HIST_BINS];    // this block's histogram, then the cluster's
+    __shared__ uint32_t tot[HIST_BINS];   // the cluster's sum of this block's slice of bins
+    __shared__ uint32_t c_sel, c_cand;    // the leader's: positions emitted, candidates
+    __shared__ uint32_t base_h, base_e;
+    query_labels(a, u, R, ql);
+    for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
+    if (threadIdx.x == 0) { c_sel = 0; c_cand = 0; }
+    __syncthreads();
+    float q[R], qsum = 0;
 #pragma unroll
-        for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
-        score_rows<BITS, WORDS>(a, u, q0 * SEL_TILE, min(q1 * SEL_TILE, n - 1), q, qsum, keys + (size_t)u * kstride, sh);
-        __syncthreads();
-        uint32_t *gh = hist + (size_t)u * HIST_BINS;
-        for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x)
-            if (sh[i]) atomicAdd(&gh[i], sh[i]);
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0)
-            last = atomicAdd(&cnt[C_N * u + C_T_SCORE], (uint32_t)(q1 - q0)) + (uint32_t)(q1 - q0) == (uint32_t)nt;
-        __syncthreads();
-        if (last) {
-            __threadfence();
-            int b1, above;
-            find_threshold(gh, k - 1, &b1, &above);
-            if (threadIdx.x == 0) {
-                cnt[C_N * u + C_B1] = (uint32_t)b1;
-                cnt[C_N * u + C_T_SCORE] = 0;
-                __threadfence();
-                if (collect) atomicExch(&cnt[C_N * u + C_READY], 1u);
-            }
-            if (!collect)   // scoring timed alone: leave the workspace as the full call would
-                for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) gh[i] = 0;
-        }
-        __syncthreads();   // sh and ql are rewritten by the next segment
-    }
+    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+    uint16_t *kk = keys + (size_t)u * kstride;
+    score_rows<BITS, WORDS>(a, u, p0, p1, q, qsum, kk, sh);
     TRACE(3, 1);
-    if (!collect) { dsgpu::pdl_trigger(); return; }   // timing of the scoring alone (op_bench stages)
-    // phase 2: per segment, emit the positions above the threshold bin and collect the bin's
-    // candidates (two passes over the keys: count, then write at offsets from one block scan)
+    // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
+    cl.sync();   // every block's histogram is complete
+    const int slice = HIST_BINS / CL;
+    for (int i = threadIdx.x; i < slice; i += blockDim.x) {
+        const int bin = rank * slice + i;
+        uint32_t s = 0;
+        for (int r = 0; r < CL; r++) s += *cl.map_shared_rank(&sh[bin], r);
+        tot[i] = s;
+    }
+    cl.sync();   // every slice is summed (and no block reads sh any more)
+    for (int bin = threadIdx.x; bin < HIST_BINS; bin += blockDim.x) sh[bin] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
+    __syncthreads();
+    int b1, above;
+    find_threshold<true>(sh, k - 1, &b1, &above);   // -1: nothing but the current token
+    TRACE(3, 2);
+    // emit positions above the bin, collect the bin's candidates: thread i reads keys
+    // [p0 + 2048 v + 8 i, +8) (rows padded to 8), lanes past p1 masked out; two passes (count,
+    // then write at offsets from one block scan)
+    uint32_t nh = 0, ne = 0;
+    if (b1 >= 0)
+        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
+            const uint4 kv = __ldcg((const uint4 *)(kk + ps));
+            const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+                nh += bin > b1;
+                ne += bin == b1;
+            }
+        }
     typedef cub::BlockScan<unsigned long long, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
-    __shared__ uint32_t base_h, base_e;
-    for (long t = t0; t < t1;) {
-        int u, q0, q1, nt;
-        segment_at(a, t, t1, &u, &q0, &q1, &nt);
-        t += q1 - q0;
-        const int n = a.seq_len[u / a.H_kv], k = k_for(n, a.tokens, a.tokens_frac);
-        const int p0 = q0 * SEL_TILE, p1 = min(q1 * SEL_TILE, n - 1);
-        if (threadIdx.x == 0) {
-            const volatile uint32_t *ready = cnt + C_N * u + C_READY;
-            while (!*ready) __nanosleep(64);
-            __threadfence();
-            s_b1 = (int)*(const volatile uint32_t *)(cnt + C_N * u + C_B1);
-        }
-        __syncthreads();
-        if (t >= t1) dsgpu::pdl_trigger();   // past this block's last wait
-        if (t >= t1) TRACE(3, 2);
-        const int b1 = s_b1;                 // -1: nothing but the current token
-        // Thread i reads keys [p0 + 2048 v + 8 i, +8): 16-byte loads (p0 is a multiple of
-        // SEL_TILE, rows are padded to 8), lanes past p1 masked out.
-        const uint16_t *kk = keys + (size_t)u * kstride;
-        uint32_t nh = 0, ne = 0;
-        if (b1 >= 0)
-            for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
-                const uint4 kv = __ldcg((const uint4 *)(kk + ps));
-                const uint32_t *w = (const uint32_t *)&kv;
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
-                    nh += bin > b1;
-                    ne += bin == b1;
-                }
-            }
-        unsigned long long off, total;
-        Scan(tmp).ExclusiveSum((unsigned long long)nh | ((unsigned long long)ne << 32), off, total);
-        if (threadIdx.x == 0) {
-            const uint32_t th = (uint32_t)total, te = (uint32_t)(total >> 32);
-            base_h = th ? atomicAdd(&cnt[C_N * u + C_SEL], th) : 0;
-            base_e = te ? atomicAdd(&cnt[C_N * u + C_CAND], te) : 0;
-        }
-        __syncthreads();
-        if (nh | ne) {
-            int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
-            uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
-            for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
-                const uint4 kv = __ldcg((const uint4 *)(kk + ps));
-                const uint32_t *w = (const uint32_t *)&kv;
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
-                    const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
-                    if (bin > b1) *out++ = ps + e;
-                    else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
-                }
-            }
-        }
-        // the unit's last segment finishes the selection on the candidates
-        if (t >= t1) TRACE(3, 3);
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0)
-            last = atomicAdd(&cnt[C_N * u + C_T_COLLECT], (uint32_t)(q1 - q0)) + (uint32_t)(q1 - q0) == (uint32_t)nt;
-        __syncthreads();
-        if (last) {
-            __threadfence();
-            refine_unit(a, u, n, k, hist, cnt, sel, k_cap, cand);   // also clears C_READY
-        }
-        __syncthreads();
+    unsigned long long off, total;
+    Scan(tmp).ExclusiveSum((unsigned long long)nh | ((unsigned long long)ne << 32), off, total);
+    if (threadIdx.x == 0) {
+        const uint32_t th = (uint32_t)total, te = (uint32_t)(total >> 32);
+        base_h = th ? atomicAdd(cl.map_shared_rank(&c_sel, 0), th) : 0;
+        base_e = te ? atomicAdd(cl.map_shared_rank(&c_cand, 0), te) : 0;
     }
+    __syncthreads();
+    if (nh | ne) {
+        int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
+        uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
+        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
+            const uint4 kv = __ldcg((const uint4 *)(kk + ps));
+            const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+                if (bin > b1) *out++ = ps + e;
+                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+            }
+        }
+    }
+    TRACE(3, 3);
+    __threadfence();   // the candidates, for the leader
+    cl.sync();         // all emitted; the leader's counters are final (no remote access after this)
+    if (rank != 0) return;
+    refine_unit(a, u, n, k, (int)c_sel, (int)c_cand, sel, k_cap, cand);
     TRACE(3, 4);
 }
 
@@ -940,36 +903,50 @@ int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_
                                   (uint32_t *)(ws + p.off_cnt));
 }
 
-// The single-kernel selection: a grid of exactly the blocks resident at once (its waits need
-// every block running; see k_select), at most one per tile. DSINFER_GPU_TUNE sel=N caps the
-// blocks per SM (never above the occupancy).
+// The single-kernel selection: a cluster of CL blocks per unit, CL the largest power of two
+// <= 8 that keeps the grid within one wave (a second wave of clusters measured slower than
+// fewer, longer blocks: B=4, n=16K 34.3 us at CL=8 vs 24.5 at CL=4) and leaves each block at
+// least 2048 positions. DSINFER_GPU_TUNE cl=N overrides.
+int select_cluster(int max_len, int units, int resident) {
+    int c = CL_MAX;
+    while (c > 1 && ((long)units * c > (long)resident * sm_count() || (long)c * 2048 > max_len)) c /= 2;
+    const int t = tune("cl", c);
+    return t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
+}
+
 template <int BITS, int WORDS>
-int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int collect) {
+int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     static int occ = 0;
-    if (!occ) {
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1)
-            return (int)cudaErrorLaunchOutOfResources;
-    }
-    const int per_sm = tune("sel", occ) < occ ? tune("sel", occ) : occ;
-    long grid = (long)per_sm * sm_count();
-    const long tiles = (long)p.U * ((a->max_len - 1 + SEL_TILE - 1) / SEL_TILE);
-    if (grid > tiles) grid = tiles;
-    if (grid < 1) grid = 1;
-    return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, k_select<BITS, WORDS>, dim3((unsigned)grid), dim3(256), *a,
-                                  (uint16_t *)(ws + p.off_keys), p.kstride, (uint32_t *)(ws + p.off_hist),
-                                  (uint32_t *)(ws + p.off_cnt), (int32_t *)(ws + p.off_sel), p.k_cap,
-                                  (uint32_t *)(ws + p.off_cand), collect);
+    if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1))
+        occ = 1;
+    const int CL = select_cluster(a->max_len, p.U, occ);
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3(CL, p.U);
+    cfg.blockDim = dim3(256);
+    cfg.stream = st;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = CL;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = dsgpu::pdl_enabled() ? 2 : 1;
+    return (int)cudaLaunchKernelEx(&cfg, k_select<BITS, WORDS>, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
+                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand));
 }
 
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
 // setting at head_dim 64 and 128, and 1/8 at 64).
-int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int fused, int collect) {
+int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int fused) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     const int words = bytes / 4;
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
 #define SC(B_, W_)                                                                                            \
     if (a->bits == B_ && words == W_)                                                                         \
-        return fused ? launch_select<B_, W_>(a, p, ws, st, collect) : launch_score<B_, W_>(a, p, ws, st);
+        return fused ? launch_select<B_, W_>(a, p, ws, st) : launch_score<B_, W_>(a, p, ws, st);
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -999,18 +976,19 @@ int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
 // parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
 // (bench/gpu/op_bench.py) and leaves the workspace inconsistent: re-initialise it afterwards.
 // The selection is one kernel (k_select) unless DSINFER_GPU_TUNE split=1 asks for the
-// two-kernel pipeline (k_score, k_collect) it replaced (kept for comparison).
+// two-kernel pipeline (k_score, k_collect) it replaced (kept for comparison); there parts 1
+// and 2 can be timed apart.
 int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int parts) {
     if (!args_ok(a) || a->r < 1 || a->r > a->d) return (int)cudaErrorInvalidValue;
     Plan p = make_plan(a);
     char *ws = (char *)ws_;
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
-    if (!tune("split", 0)) {
-        if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 1, (parts & 2) != 0))) return e;
+    if (!tune("split", 0)) {   // scoring and selection are one kernel: parts 1 and 2 go together
+        if ((parts & 3) && (e = score_dispatch(a, p, ws, st, 1))) return e;
         return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
     }
-    if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 0, 0))) return e;
+    if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 0))) return e;
     if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
     uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
     int32_t *sel = (int32_t *)(ws + p.off_sel);
