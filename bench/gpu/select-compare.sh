@@ -8,6 +8,7 @@
 #   5. the per-block phase trace of the default at two shapes
 # (each step under a timeout: a kernel that hangs ends the run instead of the machine's time)
 #   bench/gpu/select-compare.sh [OUTDIR]   (after `make gpu-build`, carrying build-cuda/ and .peer/)
+# It leaves 7 files in OUTDIR (the device machine returns at most 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/dsinfer-select-compare}
@@ -17,11 +18,11 @@ export LD_LIBRARY_PATH=$PWD/build-cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 M=$OUT/models
 mkdir -p "$M"
 build-cuda/dsinfer gen-model -q -o "$M/smollm2-135m-q4_1.gguf" --preset smollm2-135m --type q4_1
-timeout 180 build-cuda/gpu_check "$M/smollm2-135m-q4_1.gguf" > "$OUT/check-fused.log" 2>&1
-DSINFER_GPU_TUNE=split=1 timeout 180 build-cuda/gpu_check "$M/smollm2-135m-q4_1.gguf" > "$OUT/check-split.log" 2>&1
+{ echo "== one-kernel selection"; timeout 180 build-cuda/gpu_check "$M/smollm2-135m-q4_1.gguf"
+  echo "== split=1"; DSINFER_GPU_TUNE=split=1 timeout 180 build-cuda/gpu_check "$M/smollm2-135m-q4_1.gguf"; } > "$OUT/check.log" 2>&1
 rm -rf "$M"
-tail -1 "$OUT/check-fused.log"; tail -1 "$OUT/check-split.log"
-timeout 300 python3 bench/gpu/op_bench.py --peer "$PEER" --iters 40 --out "$OUT/op-fused.md" > "$OUT/op-fused.raw.txt" 2>&1
+grep -E "^==|checks," "$OUT/check.log"
+timeout 300 python3 bench/gpu/op_bench.py --peer "$PEER" --iters 40 --out "$OUT/op-fused.md" > "$OUT/op.raw.txt" 2>&1
 for round in 1 2; do
     for v in fused split; do
         tune=""; [ "$v" = split ] && tune="split=1"
@@ -29,7 +30,7 @@ for round in 1 2; do
         DSINFER_GPU_TUNE=$tune timeout 120 build-cuda/e2e_bench --preset llama2-7b --batches 4 --depths 16384 --steps 10 --rounds 3
     done
 done > "$OUT/e2e.txt" 2>&1
-DSINFER_GPU_TUNE=split=1 timeout 300 python3 bench/gpu/op_bench.py --iters 40 --out "$OUT/op-split.md" > "$OUT/op-split.raw.txt" 2>&1
+DSINFER_GPU_TUNE=split=1 timeout 300 python3 bench/gpu/op_bench.py --iters 40 --out "$OUT/op-split.md" >> "$OUT/op.raw.txt" 2>&1
 # per-kernel times of other builds of the kernels (LIBS: name=path pairs), and cluster sizes
 for v in default=build-cuda/libdsattn.so ${LIBS:-}; do
     for cl in "" ${CLS:-}; do

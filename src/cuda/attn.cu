@@ -6,21 +6,20 @@
 //   DS:    n * row_bytes (+4 for lo/step below 16 bits) of labels, 2 * k * d * 2 of selected
 //          rows, plus 4 bytes per position for the score keys (written once as fp16, read once).
 // Pipeline of one DS call (all on the device, no host sync, graph-capturable):
-//   1. k_score:   one pass over the labels; score = (sum over the group's query heads of
-//                 q[chan]) . label, stored as a 16-bit order-preserving key; a 2048-bin
-//                 histogram of the key's top 11 bits per (sequence, KV head) in global memory;
-//                 the unit's last block finds the threshold bin.
-//   2. k_collect: every block re-reads its keys
-//                 (2 bytes each) and emits the positions above the bin; those inside it go to
-//                 a candidate list (typically 1-2% of n).
-//   3. refine:    the last k_collect block of each unit finishes the selection on the
-//                 candidates' low 5 key bits (ties: lowest position first), appends the current
-//                 token, and zeroes the histogram and counters for the next call.
-//   4. k_attn:    split over the selected rows, each block a slice; a KV row is read once and
-//                 used by every query head of its group (GQA shared); online softmax; the
-//                 unit's last block merges the slices (log-sum-exp).
-// Three launches in all ("last block" tickets replace the kernels that only waited for a
-// whole unit). The dense path is step 4 over the contiguous range.
+//   1-3. k_select: one thread-block cluster per (sequence, KV head). Each block scores a 1/CL
+//        share of the labels in one pass: score = (sum over the group's query heads of
+//        q[chan]) . label, stored as a 16-bit order-preserving key, counted in a 2048-bin
+//        shared-memory histogram of the key's top 11 bits. The cluster sums its histograms
+//        through distributed shared memory; every block finds the threshold bin, re-reads its
+//        keys and emits the positions above the bin, and those inside it go to a candidate list
+//        (typically 1-2% of n). The leader block finishes the selection on the candidates'
+//        low 5 key bits (ties: lowest position first) and appends the current token.
+//   4.   k_attn: split over the selected rows, each block a slice; a KV row is read once and
+//        used by every query head of its group (GQA shared); online softmax; the unit's last
+//        block merges the slices (log-sum-exp).
+// Two launches in all. The two-kernel selection it replaced (k_score with a global histogram
+// and a "last block" ticket, then k_collect) stays for comparison (DSINFER_GPU_TUNE split=1).
+// The dense path is step 4 over the contiguous range.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -100,8 +99,9 @@ __host__ __device__ inline int k_for(int n, int tokens, float frac) {
 __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { return n > k && n >= a.min_context; }
 
 // Tuning overrides for benchmarks (unset in normal use), e.g. DSINFER_GPU_TUNE="att=8,per=32":
-// att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), chunk =
-// positions per scoring block, per = keys per thread in k_collect.
+// att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), cl = blocks
+// per cluster of k_select (1, 2, 4 or 8), split=1 = the two-kernel selection, and for that one
+// chunk = positions per scoring block, per = keys per thread in k_collect.
 int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
     if (!e) return dflt;
