@@ -245,7 +245,10 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
     const int t = threadIdx.x;
     int h[8], local = 0;
 #pragma unroll
-    for (int i = 0; i < 8; i++) { h[i] = (int)(SHARED ? gh[HIST_BINS - 1 - (8 * t + i)] : __ldcg(gh + HIST_BINS - 1 - (8 * t + i))); local += h[i]; }
+    for (int i = 0; i < 8; i++) {
+        h[i] = (int)(SHARED ? gh[HIST_BINS - 1 - (8 * t + i)] : __ldcg(gh + HIST_BINS - 1 - (8 * t + i)));
+        local += h[i];
+    }
     int above;
     Scan(tmp).ExclusiveSum(local, above);
     if (t == 0) { sb = -1; sa = 0; }
@@ -581,6 +584,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
 // scoring time in the histogram's global flush and fence (bench/NOTES.md). Each block then
 // emits its positions above the bin (offsets from counters in the leader block's shared memory)
 // and the bin's candidates; the leader finishes the selection.
+
 // Blocks per SM the register allocation must allow, fp16 labels / quantised labels (benchmark
 // builds can override them).
 #ifndef SEL_MIN16
@@ -592,8 +596,8 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
 #define CL_MAX 8
 
 template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ) k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride,
-                                                                int32_t *sel, int k_cap, uint32_t *cand) {
+__global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
+    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand) {
     TRACE(3, 0);
     dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
@@ -631,7 +635,8 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ) k_sele
         tot[i] = s;
     }
     cl.sync();   // every slice is summed (and no block reads sh any more)
-    for (int bin = threadIdx.x; bin < HIST_BINS; bin += blockDim.x) sh[bin] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
+    for (int bin = threadIdx.x; bin < HIST_BINS; bin += blockDim.x)
+        sh[bin] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
     __syncthreads();
     int b1, above;
     find_threshold<true>(sh, k - 1, &b1, &above);   // -1: nothing but the current token
