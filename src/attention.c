@@ -32,18 +32,30 @@ void ds_attn_partial_ref(const float *q, int G, int hd, const uint16_t *K, const
     }
 }
 
+/* Prefetch one fp16 row of hd values (64-byte lines). */
+static inline void prefetch_row(const uint16_t *row, int hd) {
+    for (int o = 0; o < hd * 2; o += 64) __builtin_prefetch((const char *)row + o, 0, 3);
+}
+
 /* The tiled kernel body, instantiated per SIMD level. Per position the fp16 K and V rows are
  * converted once (not once per query head of the group), and the exponentials of a whole tile
- * are computed with a vector exp. */
+ * are computed with a vector exp. Gathered rows (idx) are scattered over the cache, so neither
+ * the hardware prefetcher nor the out-of-order window keeps enough of them in flight: while
+ * the K rows of a tile are scored its V rows are prefetched, and while its V rows are summed
+ * the next tile's K rows are. */
 #define ATTN_PARTIAL_BODY(CVT, DOTF, AXPYF, SCALE, EXPTILE)                                  \
     float s[16][TILE];                                                                       \
     float row[512];                                                                          \
     for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }                      \
     memset(acc, 0, sizeof(float) * (size_t)G * hd);                                          \
+    if (idx)                                                                                 \
+        for (int j = begin; j < end && j < begin + TILE; j++) prefetch_row(K + (size_t)idx[j] * hd, hd); \
     for (int i0 = begin; i0 < end; i0 += TILE) {                                             \
         int nt = end - i0 < TILE ? end - i0 : TILE;                                          \
+        int nn = end - i0 - TILE < TILE ? end - i0 - TILE : TILE; /* next tile's rows */    \
         for (int j = 0; j < nt; j++) {                                                       \
             int t = idx ? idx[i0 + j] : i0 + j;                                              \
+            if (idx) prefetch_row(V + (size_t)t * hd, hd);                                   \
             CVT(row, K + (size_t)t * hd, hd);                                                \
             for (int g = 0; g < G; g++) s[g][j] = DOTF(q + (size_t)g * hd, row, hd);         \
         }                                                                                    \
@@ -58,6 +70,7 @@ void ds_attn_partial_ref(const float *q, int G, int hd, const uint16_t *K, const
         }                                                                                    \
         for (int j = 0; j < nt; j++) {                                                       \
             int t = idx ? idx[i0 + j] : i0 + j;                                              \
+            if (idx && j < nn) prefetch_row(K + (size_t)idx[i0 + TILE + j] * hd, hd);        \
             CVT(row, V + (size_t)t * hd, hd);                                                \
             for (int g = 0; g < G; g++) AXPYF(acc + (size_t)g * hd, s[g][j], row, hd);       \
         }                                                                                    \
