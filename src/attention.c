@@ -49,7 +49,8 @@ static inline void prefetch_row(const uint16_t *row, int hd) {
     for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }                      \
     memset(acc, 0, sizeof(float) * (size_t)G * hd);                                          \
     if (idx)                                                                                 \
-        for (int j = begin; j < end && j < begin + TILE; j++) prefetch_row(K + (size_t)idx[j] * hd, hd); \
+        for (int j = begin; j < end && j < begin + TILE; j++)                                \
+            prefetch_row(K + (size_t)idx[j] * hd, hd);                                       \
     for (int i0 = begin; i0 < end; i0 += TILE) {                                             \
         int nt = end - i0 < TILE ? end - i0 : TILE;                                          \
         int nn = end - i0 - TILE < TILE ? end - i0 - TILE : TILE; /* next tile's rows */    \
