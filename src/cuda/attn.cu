@@ -487,6 +487,31 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, int 
     if (threadIdx.x == 0) out[need] = n - 1;   // the current token is always attended
 }
 
+// The 8 keys of a 16-byte vector starting at position ps, against the threshold bin b1 (keys at
+// or past p1 are masked out): count those above the bin and those in it ...
+__device__ __forceinline__ void count_keys(const uint4 &kv, int ps, int p1, int b1, int &nh, int &ne) {
+    const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
+        nh += bin > b1;
+        ne += bin == b1;
+    }
+}
+
+// ... and write them: positions above the bin to out, the bin's as candidates
+// (position << LOW_BITS | low key bits) to cd.
+__device__ __forceinline__ void emit_keys(const uint4 &kv, int ps, int p1, int b1, int32_t *&out, uint32_t *&cd) {
+    const uint32_t *w = (const uint32_t *)&kv;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
+        const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
+        if (bin > b1) *out++ = ps + e;
+        else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
+    }
+}
+
 // ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
 // Each thread holds PER keys in registers; one block-wide scan gives every thread its output
 // offsets, so a block makes two global atomics in all (per-warp atomics on one counter per
@@ -516,13 +541,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     for (int v = 0; v < NV; v++) {
         const int ps = p0 + v * 2048 + threadIdx.x * 8;
         kv[v] = ps < p1 ? __ldcg((const uint4 *)(kk + ps)) : make_uint4(0, 0, 0, 0);
-        const uint32_t *w = (const uint32_t *)&kv[v];
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
-            nh += bin > b1;
-            ne += bin == b1;
-        }
+        count_keys(kv[v], ps, p1, b1, nh, ne);
     }
     if (b1 < 0) nh = ne = 0;
     TRACE(1, 1);
@@ -543,15 +562,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     if (nh | ne) {
 #pragma unroll
         for (int v = 0; v < NV; v++) {
-            const int ps = p0 + v * 2048 + threadIdx.x * 8;
-            const uint32_t *w = (const uint32_t *)&kv[v];
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
-                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
-                if (bin > b1) *out++ = ps + e;
-                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
-            }
+            emit_keys(kv[v], p0 + v * 2048 + threadIdx.x * 8, p1, b1, out, cd);
         }
     }
     TRACE(1, 2);
@@ -644,18 +655,10 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     // emit positions above the bin, collect the bin's candidates: thread i reads keys
     // [p0 + 2048 v + 8 i, +8) (rows padded to 8), lanes past p1 masked out; two passes (count,
     // then write at offsets from one block scan)
-    uint32_t nh = 0, ne = 0;
+    int nh = 0, ne = 0;
     if (b1 >= 0)
-        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
-            const uint4 kv = __ldcg((const uint4 *)(kk + ps));
-            const uint32_t *w = (const uint32_t *)&kv;
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const int bin = ps + e < p1 ? (int)(((w[e >> 1] >> (16 * (e & 1))) & 0xffff) >> LOW_BITS) : -2;
-                nh += bin > b1;
-                ne += bin == b1;
-            }
-        }
+        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048)
+            count_keys(__ldcg((const uint4 *)(kk + ps)), ps, p1, b1, nh, ne);
     typedef cub::BlockScan<unsigned long long, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
     unsigned long long off, total;
@@ -669,17 +672,8 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     if (nh | ne) {
         int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
         uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
-        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048) {
-            const uint4 kv = __ldcg((const uint4 *)(kk + ps));
-            const uint32_t *w = (const uint32_t *)&kv;
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const uint32_t key = (w[e >> 1] >> (16 * (e & 1))) & 0xffff;
-                const int bin = ps + e < p1 ? (int)(key >> LOW_BITS) : -2;
-                if (bin > b1) *out++ = ps + e;
-                else if (bin == b1) *cd++ = ((uint32_t)(ps + e) << LOW_BITS) | (key & ((1u << LOW_BITS) - 1));
-            }
-        }
+        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048)
+            emit_keys(__ldcg((const uint4 *)(kk + ps)), ps, p1, b1, out, cd);
     }
     TRACE(3, 3);
     __threadfence();   // the candidates, for the leader
