@@ -36,7 +36,7 @@ $(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h)
+$(BUILD)/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h src/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 

@@ -65,7 +65,8 @@ const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, i
 const char *ds_gpu_error_string(int err);
 
 /* ---- GPU forward pass (src/cuda/forward.cu) ----
- * Weights fp16 on the device (quantised GGUF weights are dequantised on upload), fused QKV and
+ * Weights fp16 on the device, or (quant_weights) kept in their GGUF type where the GPU has a
+ * kernel for it (Q8_0, Q4_1, Q4_K, Q6_K: src/cuda/qweights.cu) and fp16 otherwise; fused QKV and
  * gate/up matrices, fp32 residual stream, cuBLAS GEMMs, the attention kernels above. Up to
  * max_batch sequence slots, each with its own position; decode of the first B slots runs from
  * a CUDA graph captured per B. */
@@ -75,6 +76,7 @@ typedef struct {
     int rope_neox, has_bias, tied;
     const float *inv_freq;        /* host [head_dim/2] RoPE frequencies */
     int max_batch, n_ctx, max_prefill;  /* slots, positions per slot, rows per prefill chunk */
+    int quant_weights;            /* matrices come through ds_gpu_forward_upload_q where possible */
     /* Double Sparsity (sparse = 0: dense everywhere) */
     int sparse, r, bits, tokens, min_context;
     float tokens_frac;
@@ -94,6 +96,14 @@ size_t ds_gpu_forward_bytes(const ds_gpu_forward *f);
 /* Copy n elements to weight `which` of `layer` starting at element `offset`: uint16 fp16 for
  * matrices (WQKV rows: q, then k, then v; WGU rows: gate, then up), float for norms and bias. */
 int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset, const void *host, size_t n);
+/* Whether rows of `cols` elements of GGUF type `type` can stay quantised on the GPU. */
+int ds_gpu_forward_qtype_ok(int type, int cols);
+/* quant_weights: rows [row0, row0 + rows) of matrix `which` (WQKV, WO, WGU, WDOWN, TOK_EMBD,
+ * OUTPUT; same row order as ds_gpu_forward_upload) as GGUF blocks of `type`, row i at
+ * host + i * stride. Rows arrive in order (row0 = rows uploaded so far); a matrix is either
+ * quantised or fp16 as a whole. */
+int ds_gpu_forward_upload_q(ds_gpu_forward *f, int which, int layer, int row0, int rows, int type, const void *host,
+                            size_t stride);
 /* Benchmarks: every weight pseudo-random (uniform, scaled by 1/sqrt(fan in)), norms 1. */
 int ds_gpu_forward_random_weights(ds_gpu_forward *f, uint64_t seed);
 /* Benchmarks: slots [0, n_seq) hold n random cached tokens (K, V and labels). */

@@ -3,9 +3,10 @@
  * backend seam (backend.h) instead of the CPU layer loop. Sampling, tokenisation and the
  * session API stay on the CPU side, so run/chat/bench/perplexity work unchanged.
  *
- * Why fp16 weights for quantised GGUFs: it is one code path for every GGUF type, and for the
- * models run here (SmolLM2-135M, Qwen2.5-1.5B) the fp16 weights fit easily; fused dequant-GEMV
- * kernels that keep 4-bit weights (4x fewer weight bytes per decoded token) are the next step. */
+ * Quantised matrices stay quantised on the GPU when it has a kernel for their type (Q8_0, Q4_1,
+ * Q4_K, Q6_K): decode reads 0.56-1.06 bytes per weight instead of 2. A fused matrix (QKV, gate/up)
+ * is quantised only if all its parts are; everything else is dequantised to fp16 on upload.
+ * DSINFER_GPU_QUANT=0 uploads fp16 everywhere (for comparison). */
 #include "forward.h"
 #include "gpu_session.h"
 #include "sparse.h"
@@ -57,6 +58,35 @@ done:
     return st;
 }
 
+/* Whether every matrix of the list can stay quantised on the GPU. */
+static bool all_quant(const ds_matrix *const *ms, int n) {
+    const char *env = getenv("DSINFER_GPU_QUANT");
+    if (env && atoi(env) <= 0) return false;
+    for (int i = 0; i < n; i++)
+        if (!ds_gpu_forward_qtype_ok((int)ms[i]->type, (int)ms[i]->cols)) return false;
+    return true;
+}
+
+/* Matrices ms[0..n) as consecutive row ranges of weight `which`: quantised when all can be,
+ * else fp16 (rows of ms[i] start at row `at` = the rows before it). */
+static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n) {
+    const bool q = all_quant(ms, n);
+    size_t row = 0;
+    for (int i = 0; i < n; i++) {
+        const ds_matrix *m = ms[i];
+        ds_status st = DS_OK;
+        if (q) {
+            int e = ds_gpu_forward_upload_q(f, which, layer, (int)row, (int)m->rows, (int)m->type, m->data, m->row_bytes);
+            if (e) st = gpu_err(e, "quantised weight upload");
+        } else {
+            st = upload_matrix(f, which, layer, row * (size_t)m->cols, m);
+        }
+        if (st) return st;
+        row += (size_t)m->rows;
+    }
+    return DS_OK;
+}
+
 static ds_status upload_vec(ds_gpu_forward *f, int which, int layer, size_t at, const float *v, size_t n) {
     int e = ds_gpu_forward_upload(f, which, layer, at, v, n);
     return e ? gpu_err(e, "weight upload") : DS_OK;
@@ -88,6 +118,7 @@ ds_status ds_gpu_session_init(ds_session *s) {
     g.rope_neox = c->rope_neox; g.has_bias = c->has_qkv_bias; g.tied = c->tied_embeddings;
     g.inv_freq = m->rope_inv_freq;
     g.max_batch = 1; g.n_ctx = s->n_ctx; g.max_prefill = s->n_batch;
+    g.quant_weights = 1;
     if (ds) {
         g.sparse = 1; g.r = o->channels; g.bits = o->label_bits; g.tokens = o->tokens; g.tokens_frac = o->tokens_frac;
         g.min_context = o->min_context; g.chan = s->sp_chan; g.dense_layers = s->sp_dense_layer;
@@ -96,16 +127,15 @@ ds_status ds_gpu_session_init(ds_session *s) {
     int e = ds_gpu_forward_new(&g, &s->gpu);
     if (e) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return gpu_err(e, "setup (out of GPU memory?)"); }
     ds_status st = DS_OK;
-    const size_t E = c->n_embd, hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, F = c->n_ff;
+    const size_t E = c->n_embd, hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv;
     for (int l = 0; l < c->n_layer && !st; l++) {
         const ds_layer_weights *L = &m->layers[l];
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, 0, &L->wq);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, H * hd * E, &L->wk);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WQKV, l, (H + KVH) * hd * E, &L->wv);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WO, l, 0, &L->wo);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WGU, l, 0, &L->w_gate);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WGU, l, F * E, &L->w_up);
-        if (!st) st = upload_matrix(s->gpu, DS_GW_WDOWN, l, 0, &L->w_down);
+        const ds_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
+        const ds_matrix *wo[1] = {&L->wo}, *down[1] = {&L->w_down};
+        if (!st) st = upload_rows(s->gpu, DS_GW_WQKV, l, qkv, 3);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WO, l, wo, 1);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WGU, l, gu, 2);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WDOWN, l, down, 1);
         if (!st) st = upload_vec(s->gpu, DS_GW_ATTN_NORM, l, 0, L->attn_norm, E);
         if (!st) st = upload_vec(s->gpu, DS_GW_FFN_NORM, l, 0, L->ffn_norm, E);
         if (!st && L->bq) {
@@ -114,8 +144,9 @@ ds_status ds_gpu_session_init(ds_session *s) {
             if (!st) st = upload_vec(s->gpu, DS_GW_BQKV, l, (H + KVH) * hd, L->bv, KVH * hd);
         }
     }
-    if (!st) st = upload_matrix(s->gpu, DS_GW_TOK_EMBD, 0, 0, &m->tok_embd);
-    if (!st && !c->tied_embeddings) st = upload_matrix(s->gpu, DS_GW_OUTPUT, 0, 0, &m->output);
+    const ds_matrix *embd[1] = {&m->tok_embd}, *out[1] = {&m->output};
+    if (!st) st = upload_rows(s->gpu, DS_GW_TOK_EMBD, 0, embd, 1);
+    if (!st && !c->tied_embeddings) st = upload_rows(s->gpu, DS_GW_OUTPUT, 0, out, 1);
     if (!st) st = upload_vec(s->gpu, DS_GW_OUTPUT_NORM, 0, 0, m->output_norm, E);
     if (st) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return st; }
     s->bytes += ds_gpu_forward_bytes(s->gpu);

@@ -253,6 +253,38 @@ TEST(gen_model_tiny_loads_and_runs) {
     }
 }
 
+/* q4_k_m mixes types like the real Q4_K_M files: Q6_K attn_v / ffn_down in even layers, Q6_K
+ * output, Q4_K elsewhere (so fused GPU matrices meet two types); the model loads and runs. */
+TEST(gen_model_q4_k_m_mix) {
+    const char *path = tmp_path("tiny-qwen2-q4_k_m.gguf");
+    CHECK(path);
+    CHECK(gen("-o", path, "--arch", "qwen2", "--type", "q4_k_m", "--layers", "3", "--embd", "256", "--ffn", "256",
+              "--untied", NULL) == 0);
+    gguf_file *g;
+    ds_status st = gguf_open(path, &g);
+    CHECK_MSG(st == DS_OK, "%s", ds_last_error());
+    static const struct { const char *name; ds_type t; } want[] = {
+        { "token_embd.weight", DS_TYPE_Q4_K },     { "output.weight", DS_TYPE_Q6_K },
+        { "blk.0.attn_q.weight", DS_TYPE_Q4_K },   { "blk.0.attn_v.weight", DS_TYPE_Q6_K },
+        { "blk.1.attn_v.weight", DS_TYPE_Q4_K },   { "blk.2.attn_v.weight", DS_TYPE_Q6_K },
+        { "blk.0.ffn_down.weight", DS_TYPE_Q6_K }, { "blk.1.ffn_down.weight", DS_TYPE_Q4_K },
+        { "blk.1.ffn_up.weight", DS_TYPE_Q4_K },   { "blk.0.attn_q.bias", DS_TYPE_F32 },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const gguf_tensor *t = gguf_find_tensor(g, want[i].name);
+        CHECK_MSG(t && t->type == (uint32_t)want[i].t, "%s: type %u", want[i].name, t ? t->type : 0u);
+    }
+    uint32_t ft = 0;
+    CHECK(gguf_get_u32(g, "general.file_type", &ft) == DS_OK && ft == 15);   /* LLAMA_FTYPE_MOSTLY_Q4_K_M */
+    gguf_close(g);
+    int V;
+    const int32_t toks[4] = { 5, 17, 256, 42 };
+    float *lg = eval_logits(path, toks, 4, &V);
+    CHECK(lg);
+    for (int i = 0; i < 4 * V; i++) CHECK_MSG(isfinite(lg[i]), "logit %d = %g", i, lg[i]);
+    free(lg);
+}
+
 TEST(gen_model_deterministic) {
     /* vocab 5000 in f32 makes token_embd a 1.3 MB tensor, which the generator splits over
      * threads: the bytes must not depend on the thread count. */

@@ -69,17 +69,18 @@ typedef struct {
     int block, bytes;    /* elements and bytes per block */
     uint32_t file_type;  /* general.file_type (llama_ftype) of a file stored in this type */
     uint32_t fallback;   /* K formats: the 32-block type for rows that are not a multiple of 256 */
+    int mix;             /* 1: Q4_K_M-style mix (Q6_K for half the layers' attn_v and ffn_down, and output) */
 } wtype;
 
 /* The K fallbacks are llama.cpp's (llama-quantize stores such tensors of e.g. SmolLM2, whose
  * rows are 576 and 1536 long, this way), so K files at those shapes look like real ones. */
 static const wtype k_types[] = {
-    { "f32", T_F32, 1, 4, 0, 0 },              { "f16", T_F16, 1, 2, 1, 0 },
-    { "bf16", T_BF16, 1, 2, 32, 0 },           { "q8_0", T_Q8_0, 32, 34, 7, 0 },
-    { "q4_0", T_Q4_0, 32, 18, 2, 0 },          { "q4_1", T_Q4_1, 32, 20, 3, 0 },
-    { "q5_0", T_Q5_0, 32, 22, 8, 0 },          { "q5_1", T_Q5_1, 32, 24, 9, 0 },
-    { "q4_k", T_Q4_K, 256, 144, 14, T_Q5_0 },  { "q5_k", T_Q5_K, 256, 176, 16, T_Q5_1 },
-    { "q6_k", T_Q6_K, 256, 210, 18, T_Q8_0 },
+    { "f32", T_F32, 1, 4, 0, 0, 0 },              { "f16", T_F16, 1, 2, 1, 0, 0 },
+    { "bf16", T_BF16, 1, 2, 32, 0, 0 },           { "q8_0", T_Q8_0, 32, 34, 7, 0, 0 },
+    { "q4_0", T_Q4_0, 32, 18, 2, 0, 0 },          { "q4_1", T_Q4_1, 32, 20, 3, 0, 0 },
+    { "q5_0", T_Q5_0, 32, 22, 8, 0, 0 },          { "q5_1", T_Q5_1, 32, 24, 9, 0, 0 },
+    { "q4_k", T_Q4_K, 256, 144, 14, T_Q5_0, 0 },  { "q5_k", T_Q5_K, 256, 176, 16, T_Q5_1, 0 },
+    { "q6_k", T_Q6_K, 256, 210, 18, T_Q8_0, 0 },  { "q4_k_m", T_Q4_K, 256, 144, 15, T_Q5_0, 1 },
 };
 #define N_TYPES (int)(sizeof k_types / sizeof k_types[0])
 
@@ -417,6 +418,9 @@ static tdesc *build_tensors(const cfg *c, int *n_out, uint64_t *data_bytes) {
     tdesc *ts = calloc((size_t)max, sizeof *ts);
     if (!ts) return NULL;
     const wtype *f32 = type_by_id(T_F32), *w = c->type;
+    /* q4_k_m: as the real Q4_K_M files mix types (the project's Qwen2.5 file has Q6_K attn_v and
+     * ffn_down in 14 of its 28 layers and a Q6_K output), so fused GPU matrices meet two types */
+    const wtype *w6 = c->type->mix ? type_by_id(T_Q6_K) : w;
     const float s_e = 1.0f / sqrtf((float)E), s_q = 1.0f / sqrtf((float)Q), s_f = 1.0f / sqrtf((float)F);
     uint64_t off = 0;
     add_tensor(ts, &n, &off, "token_embd.weight", E, V, w, s_e, 0);
@@ -429,17 +433,17 @@ static tdesc *build_tensors(const cfg *c, int *n_out, uint64_t *data_bytes) {
         if (c->qwen2) T("attn_q.bias", Q, 0, f32, 0.1f, 0);
         T("attn_k.weight", E, KV, w, s_e, 0);
         if (c->qwen2) T("attn_k.bias", KV, 0, f32, 0.1f, 0);
-        T("attn_v.weight", E, KV, w, s_e, 0);
+        T("attn_v.weight", E, KV, l % 2 ? w : w6, s_e, 0);
         if (c->qwen2) T("attn_v.bias", KV, 0, f32, 0.1f, 0);
         T("attn_output.weight", Q, E, w, s_q, 0);
         T("ffn_norm.weight", E, 0, f32, 0.1f, 1.0f);
         T("ffn_gate.weight", E, F, w, s_e, 0);
         T("ffn_up.weight", E, F, w, s_e, 0);
-        T("ffn_down.weight", F, E, w, s_f, 0);
+        T("ffn_down.weight", F, E, l % 2 ? w : w6, s_f, 0);
 #undef T
     }
     add_tensor(ts, &n, &off, "output_norm.weight", E, 0, f32, 0.1f, 1.0f);
-    if (!c->tied) add_tensor(ts, &n, &off, "output.weight", E, V, w, s_e, 0);
+    if (!c->tied) add_tensor(ts, &n, &off, "output.weight", E, V, w6, s_e, 0);
     *n_out = n;
     *data_bytes = align_up(off);  /* the last tensor is padded too, as ggml's writer does */
     return ts;
@@ -590,7 +594,8 @@ static void usage(FILE *f) {
         "  --preset P         tiny (default), smollm2-135m, llama2-7b, llama3-8b, qwen2.5-1.5b\n"
         "  --arch A           llama | qwen2 (qwen2: QKV biases, NEOX rope); default: the preset's\n"
         "  --type T           linear weights, token_embd and output: f32, f16 (default), bf16, q8_0,\n"
-        "                     q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; norms and biases stay f32\n"
+        "                     q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m (q4_k with Q6_K attn_v and\n"
+        "                     ffn_down in every other layer and Q6_K output); norms and biases stay f32\n"
         "  --seed N           weight seed (default 1); the same flags and seed give the same bytes\n"
         "  --layers N --embd N --heads N --kv-heads N --ffn N --vocab N --ctx N --rope-theta X\n"
         "                     override the preset's shape; --tied / --untied: share output with token_embd\n"
@@ -672,7 +677,7 @@ static int parse_args(int argc, char **argv, cfg *c, int need_out) {
     for (int i = 0; i < N_PRESETS; i++) if (!strcmp(preset_name, k_presets[i].name)) c->pre = &k_presets[i];
     if (!c->pre) return fail("unknown preset '%s' (tiny, smollm2-135m, llama2-7b, llama3-8b, qwen2.5-1.5b)", preset_name);
     for (int i = 0; i < N_TYPES; i++) if (!strcasecmp(type, k_types[i].name)) c->type = &k_types[i];
-    if (!c->type) return fail("unknown type '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)", type);
+    if (!c->type) return fail("unknown type '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m)", type);
     if (!arch) arch = c->pre->arch;
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2")) return fail("unknown architecture '%s' (llama or qwen2)", arch);
     if (need_out && !c->out && !c->dry_run) return fail("missing -o FILE (the GGUF to write)");

@@ -26,6 +26,7 @@ extern "C" {
 }
 #include "label.cuh"
 #include "pdl.cuh"
+#include "qweights.cuh"
 
 using dsgpu::pdl_trigger;
 using dsgpu::pdl_wait;
@@ -33,7 +34,8 @@ using dsgpu::pdl_wait;
 namespace {
 
 struct Layer {
-    __half *wqkv, *wo, *wgu, *wdown;   // [(H+2KVH)hd][E], [E][H hd], [2F][E], [E][F]
+    __half *wqkv, *wo, *wgu, *wdown;   // [(H+2KVH)hd][E], [E][H hd], [2F][E], [E][F]; null when quantised
+    dsgpu::QMat qqkv, qo, qgu, qdown;  // the same kept quantised (qweights.cuh; gate/up not interleaved)
     float *attn_norm, *ffn_norm;       // [E]
     float *bqkv;                       // [(H+2KVH)hd] or null
 };
@@ -44,7 +46,12 @@ struct ds_gpu_forward {
     ds_gpu_forward_cfg c;
     int QKV, rows_max;
     Layer *L;                     // host array of device pointers
-    __half *tok_embd, *output;    // [V][E] (output aliases tok_embd when tied)
+    __half *tok_embd, *output;    // [V][E] (output aliases tok_embd when tied); null when quantised
+    dsgpu::QMat qembd, qout;      // quantised embedding / output (tied: qout unused, qembd serves)
+    __half *deq;                  // [deq_elems] fp16 slab: quantised rows dequantised for prefill GEMMs
+    size_t deq_elems;
+    int8_t *xq;                   // [8][max(E, H hd, F)]: a decode GEMV's input as int8 blocks of 32
+    float4 *xs;                   // [8][max(E, H hd, F) / 32]: their scales and half sums (quant_row32)
     float *output_norm, *inv_freq;
     __half *k_cache, *v_cache;    // [L][slots][KVH][n_ctx][hd]
     uint8_t *labels;              // [L][slots][KVH][n_ctx][rb]
@@ -111,8 +118,10 @@ __global__ void k_embed(const __half *tab, const int *tok, const int *pos, int E
     if (threadIdx.x == 0) len[r] = pos[r] + 1;
 }
 
-// x += add (when add), then xn = fp16(rmsnorm(x) * w). One block (256 threads) per row.
-__global__ void k_add_norm(float *x, const float *add, const float *w, int E, float eps, __half *xn) {
+// x += add (when add), then xn = fp16(rmsnorm(x) * w), and when xq is given xn's int8 blocks
+// for a quantised GEMV (E % 32 == 0). One block (256 threads) per row.
+__global__ void k_add_norm(float *x, const float *add, const float *w, int E, float eps, __half *xn, int8_t *xq,
+                           float4 *xs) {
     pdl_trigger();
     pdl_wait();
     const int r = blockIdx.x;
@@ -131,6 +140,10 @@ __global__ void k_add_norm(float *x, const float *add, const float *w, int E, fl
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += red[i];
     const float inv = rsqrtf(tot / E + eps);
     for (int i = threadIdx.x; i < E; i += blockDim.x) xn[(size_t)r * E + i] = __float2half(xr[i] * inv * w[i]);
+    if (xq) {
+        __syncthreads();
+        dsgpu::quant_row_block(xn + (size_t)r * E, E, xq + (size_t)r * E, xs + (size_t)r * E / 32);
+    }
 }
 
 // RoPE + bias + K/V append (+ labels). Row r writes slot (per_row_slot ? r : 0) of the caches
@@ -177,14 +190,27 @@ __global__ void k_rope_append(const float *qkv, const float *bias, int H, int KV
 
 __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
-// act[r][i] = silu(gate_i) * up_i from gu[r][2F] in the interleaved layout (gu_row()).
-__global__ void k_swiglu(const float *gu, int F, __half *act) {
+// act[r][i] = silu(gate_i) * up_i from gu[r][2F]: in the interleaved layout (gu_row()) of the
+// fp16 matrix, or gate then up (inter = 0: a quantised matrix keeps the GGUF row order); when
+// xq is given also act's int8 blocks for a quantised down projection (F % 32 == 0).
+__global__ void k_swiglu(const float *gu, int F, int inter, __half *act, int8_t *xq, float4 *xs) {
     pdl_trigger();
     pdl_wait();
     const int r = blockIdx.y;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < F; i += gridDim.x * blockDim.x) {
-        const float *grp = gu + (size_t)r * 2 * F + (size_t)(i >> 3) * 16 + (i & 7);
-        act[(size_t)r * F + i] = __float2half(swiglu(grp[0], grp[8]));
+    const float *row = gu + (size_t)r * 2 * F;
+    for (int c = blockIdx.x * blockDim.x; c < F; c += gridDim.x * blockDim.x) {   // uniform per block
+        const int i = c + threadIdx.x;
+        if (i < F) {
+            const float g = inter ? row[(size_t)(i >> 3) * 16 + (i & 7)] : row[i];
+            const float u = inter ? row[(size_t)(i >> 3) * 16 + 8 + (i & 7)] : row[F + i];
+            act[(size_t)r * F + i] = __float2half(swiglu(g, u));
+        }
+        if (xq) {   // this chunk's blocks of 32, one thread each
+            __syncthreads();
+            const int b0 = c + 32 * threadIdx.x;
+            if (threadIdx.x < blockDim.x / 32 && b0 < F)
+                dsgpu::quant_row32(act + (size_t)r * F + b0, xq + (size_t)r * F + b0, xs + ((size_t)r * F + b0) / 32);
+        }
     }
 }
 
@@ -438,16 +464,60 @@ int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, i
     return 0;
 }
 
-// act[rows][F] = silu(gate) * up of x . Wgu^T: fused into the MMA GEMV's epilogue in decode.
-int gate_up(ds_gpu_forward *f, const __half *Wgu, const __half *x, int rows) {
-    const int F = f->c.n_ff, E = f->c.n_embd;
-    if (use_mma(f, rows, E)) {
-        return run_mma<true>(f, Wgu, 2 * F, E, x, rows, nullptr, f->act);
+// Slab of quantised rows dequantised for one prefill GEMM: at most this many fp16 elements.
+constexpr size_t DEQ_MAX = 16u << 20;
+
+// y[rows][out] = x . W^T for a matrix kept quantised: decode (rows <= 8) runs the GEMV on the
+// blocks; prefill dequantises slabs of rows to fp16 and multiplies them with cuBLAS (compute
+// bound there, so the dequantisation pass costs little).
+// xq_ready: f->xq already holds x's int8 blocks (written by the kernel that produced x).
+int qgemm(ds_gpu_forward *f, const dsgpu::QMat &m, int out, int in, const __half *x, int rows, float *y, bool xq_ready) {
+    if (rows <= 8) {
+        if (!xq_ready) TRY(dsgpu::q_quant_x(x, rows, in, f->xq, f->xs, f->pdl, f->st));
+        return dsgpu::q_gemv(m, f->xq, f->xs, rows, y, out, f->pdl, f->st);
     }
-    TRY(gemm(f, Wgu, 2 * F, E, x, rows, f->gu));
-    return launch(f, k_swiglu, dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), dim3(256), (const float *)f->gu,
-                  F, f->act);
+    const float one = 1.0f, zero = 0.0f;
+    for (int i = 0; i < m.n; i++) {
+        const dsgpu::QPart &p = m.p[i];
+        const int slab = (int)(f->deq_elems / (size_t)in < (size_t)p.rows ? f->deq_elems / (size_t)in : (size_t)p.rows);
+        if (slab < 1) return (int)cudaErrorInvalidValue;
+        for (int r0 = 0; r0 < p.rows; r0 += slab) {
+            const int nr = slab < p.rows - r0 ? slab : p.rows - r0;
+            TRY(dsgpu::q_dequant(p, r0, nr, f->deq, false, f->st));
+            TRYB(cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, rows, in, &one, f->deq, CUDA_R_16F, in, x, CUDA_R_16F,
+                              in, &zero, y + p.row0 + r0, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+    }
+    return 0;
 }
+
+// A weight matrix either way: fp16 W, or the quantised q when it has rows.
+int matmul(ds_gpu_forward *f, const __half *W, const dsgpu::QMat &q, int out, int in, const __half *x, int rows,
+           float *y, bool xq_ready = false) {
+    return q.n ? qgemm(f, q, out, in, x, rows, y, xq_ready) : gemm(f, W, out, in, x, rows, y);
+}
+
+// Where a producer kernel should also write its output's int8 blocks: when the consumer is a
+// quantised matrix run as a decode GEMV.
+int8_t *xq_for(ds_gpu_forward *f, const dsgpu::QMat &consumer, int rows) { return consumer.n && rows <= 8 ? f->xq : nullptr; }
+
+// act[rows][F] = silu(gate) * up of x . Wgu^T: fused into the MMA GEMV's epilogue in decode.
+// *act_q: whether act's int8 blocks were written too (for a quantised down projection).
+int gate_up(ds_gpu_forward *f, const Layer &W, const __half *x, int rows, bool *act_q) {
+    const int F = f->c.n_ff, E = f->c.n_embd;
+    *act_q = false;
+    if (!W.qgu.n && use_mma(f, rows, E)) {
+        return run_mma<true>(f, W.wgu, 2 * F, E, x, rows, nullptr, f->act);
+    }
+    TRY(matmul(f, W.wgu, W.qgu, 2 * F, E, x, rows, f->gu, W.qgu.n && rows <= 8));
+    int8_t *xq = xq_for(f, W.qdown, rows);
+    *act_q = xq != nullptr;
+    return launch(f, k_swiglu, dim3((F + 255) / 256 < 64 ? (F + 255) / 256 : 64, rows), dim3(256), (const float *)f->gu,
+                  F, W.qgu.n ? 0 : 1, f->act, xq, f->xs);
+}
+
+// The output projection's quantised form (the embedding's when tied).
+const dsgpu::QMat &head_q(const ds_gpu_forward *f) { return f->c.tied ? f->qembd : f->qout; }
 
 // Attention arguments for layer l: `rows` query rows; decode: row b = slot b; prefill: every
 // row reads slot `slot`'s cache (kv_batch_shared) with its own causal length.
@@ -485,13 +555,14 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
     const int E = c.n_embd, H = c.n_head, KVH = c.n_head_kv, hd = c.head_dim, F = c.n_ff;
     cudaStream_t st = f->st;
     // the first kernel follows host copies: a plain launch
-    k_embed<<<rows, 256, 0, st>>>(f->tok_embd, f->d_tok, f->d_pos, E, f->x, f->d_len);
+    if (f->qembd.n) TRY(dsgpu::q_embed(f->qembd, f->d_tok, f->d_pos, rows, f->x, f->d_len, false, st));
+    else k_embed<<<rows, 256, 0, st>>>(f->tok_embd, f->d_tok, f->d_pos, E, f->x, f->d_len);
     const float *no_add = nullptr;
     for (int l = 0; l < c.n_layer; l++) {
         const Layer &W = f->L[l];
         TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, l ? (const float *)f->tmp : no_add,
-                   (const float *)W.attn_norm, E, c.rms_eps, f->xn));
-        TRY(gemm(f, W.wqkv, f->QKV, E, f->xn, rows, f->qkv));
+                   (const float *)W.attn_norm, E, c.rms_eps, f->xn, xq_for(f, W.qqkv, rows), f->xs));
+        TRY(matmul(f, W.wqkv, W.qqkv, f->QKV, E, f->xn, rows, f->qkv, true));
         ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
         TRY(launch(f, k_rope_append, dim3(rows), dim3(256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
                    c.rope_neox, (const float *)f->inv_freq, (const int *)f->d_pos, (int)!prefill, c.n_ctx, f->q,
@@ -500,14 +571,16 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
         const bool sparse = c.sparse && f->use_sparse && !prefill && !f->dense_layer[l];
         void *ws = prefill ? f->ws_pre : f->ws;
         if (!f->skip_attn) TRY(sparse ? ds_gpu_attn_ds(&a, ws, st) : ds_gpu_attn_dense(&a, ws, st));
-        TRY(gemm(f, W.wo, E, H * hd, f->att, rows, f->tmp));
+        TRY(matmul(f, W.wo, W.qo, E, H * hd, f->att, rows, f->tmp));
         TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)W.ffn_norm, E,
-                   c.rms_eps, f->xn));
-        TRY(gate_up(f, W.wgu, f->xn, rows));
-        TRY(gemm(f, W.wdown, E, F, f->act, rows, f->tmp));
+                   c.rms_eps, f->xn, xq_for(f, W.qgu, rows), f->xs));
+        bool act_q;
+        TRY(gate_up(f, W, f->xn, rows, &act_q));
+        TRY(matmul(f, W.wdown, W.qdown, E, F, f->act, rows, f->tmp, act_q));
     }
+    // the output projection follows for one row (prefill) or `rows` (decode)
     TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)f->output_norm, E,
-               c.rms_eps, f->xn));
+               c.rms_eps, f->xn, xq_for(f, head_q(f), prefill ? 9 : rows), f->xs));
     return (int)cudaGetLastError();
 }
 
@@ -596,19 +669,24 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     const size_t blas_ws = 32u << 20;
     TRY(dalloc(f, (uint8_t **)&f->blas_ws, blas_ws));
     TRYB(cublasSetWorkspace(f->blas, f->blas_ws, blas_ws));
+    // with quant_weights the fp16 matrices are allocated by their first fp16 upload, if any
     for (size_t l = 0; l < Lc; l++) {
         Layer &W = f->L[l];
-        TRY(dalloc(f, &W.wqkv, (size_t)f->QKV * E));
-        TRY(dalloc(f, &W.wo, E * H * hd));
-        TRY(dalloc(f, &W.wgu, 2 * F * E));
-        TRY(dalloc(f, &W.wdown, E * F));
+        if (!c.quant_weights) {
+            TRY(dalloc(f, &W.wqkv, (size_t)f->QKV * E));
+            TRY(dalloc(f, &W.wo, E * H * hd));
+            TRY(dalloc(f, &W.wgu, 2 * F * E));
+            TRY(dalloc(f, &W.wdown, E * F));
+        }
         TRY(dalloc(f, &W.attn_norm, E));
         TRY(dalloc(f, &W.ffn_norm, E));
         if (c.has_bias) TRY(dalloc(f, &W.bqkv, (size_t)f->QKV));
     }
-    TRY(dalloc(f, &f->tok_embd, V * E));
-    if (c.tied) f->output = f->tok_embd;
-    else TRY(dalloc(f, &f->output, V * E));
+    if (!c.quant_weights) {
+        TRY(dalloc(f, &f->tok_embd, V * E));
+        if (c.tied) f->output = f->tok_embd;
+        else TRY(dalloc(f, &f->output, V * E));
+    }
     TRY(dalloc(f, &f->output_norm, E));
     TRY(dalloc(f, &f->inv_freq, hd / 2));
     TRY(cudaMemcpy(f->inv_freq, cfg->inv_freq, sizeof(float) * hd / 2, cudaMemcpyHostToDevice));
@@ -639,6 +717,12 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     TRY(dalloc(f, &f->q, R * H * hd));
     TRY(dalloc(f, &f->att, R * H * hd));
     TRY(dalloc(f, &f->act, R * F));
+    if (c.quant_weights) {   // decode GEMV inputs as int8 blocks (quantised matrices run up to 8 rows)
+        size_t wmax = E > H * hd ? E : H * hd;
+        if (F > wmax) wmax = F;
+        TRY(dalloc(f, &f->xq, 8 * wmax));
+        TRY(dalloc(f, &f->xs, 8 * wmax / 32 + 1));
+    }
     TRY(dalloc(f, &f->d_tok, R));
     TRY(dalloc(f, &f->d_pos, R));
     TRY(dalloc(f, &f->d_len, R));
@@ -675,11 +759,13 @@ void ds_gpu_forward_free(ds_gpu_forward *f) {
             Layer &W = f->L[l];
             cudaFree(W.wqkv); cudaFree(W.wo); cudaFree(W.wgu); cudaFree(W.wdown);
             cudaFree(W.attn_norm); cudaFree(W.ffn_norm); cudaFree(W.bqkv);
+            dsgpu::q_free(W.qqkv); dsgpu::q_free(W.qo); dsgpu::q_free(W.qgu); dsgpu::q_free(W.qdown);
         }
         free(f->L);
     }
     if (f->output != f->tok_embd) cudaFree(f->output);
     cudaFree(f->tok_embd); cudaFree(f->output_norm); cudaFree(f->inv_freq);
+    dsgpu::q_free(f->qembd); dsgpu::q_free(f->qout); cudaFree(f->deq); cudaFree(f->xq); cudaFree(f->xs);
     cudaFree(f->k_cache); cudaFree(f->v_cache); cudaFree(f->labels); cudaFree(f->lab_lo); cudaFree(f->lab_step);
     cudaFree(f->chan); cudaFree(f->lab_mean); cudaFree(f->lab_scale);
     cudaFree(f->x); cudaFree(f->qkv); cudaFree(f->tmp); cudaFree(f->gu); cudaFree(f->logits);
@@ -718,13 +804,59 @@ int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset
     case DS_GW_WDOWN: dst = W->wdown; cap = E * F; break;
     default: return (int)cudaErrorInvalidValue;
     }
+    if (esz == 2 && !dst) {   // quant_weights: this matrix is fp16 after all (a type without a GPU kernel)
+        const dsgpu::QMat *q = which == DS_GW_TOK_EMBD ? &f->qembd : which == DS_GW_OUTPUT ? &f->qout
+                             : which == DS_GW_WQKV ? &W->qqkv : which == DS_GW_WO ? &W->qo
+                             : which == DS_GW_WGU ? &W->qgu : &W->qdown;
+        if (q->n || (which == DS_GW_OUTPUT && c.tied)) return (int)cudaErrorInvalidValue;
+        __half **slot = which == DS_GW_TOK_EMBD ? &f->tok_embd : which == DS_GW_OUTPUT ? &f->output
+                      : which == DS_GW_WQKV ? &W->wqkv : which == DS_GW_WO ? &W->wo
+                      : which == DS_GW_WGU ? &W->wgu : &W->wdown;
+        TRY(dalloc(f, slot, cap));
+        if (which == DS_GW_TOK_EMBD && c.tied) f->output = f->tok_embd;
+        dst = *slot;
+    }
     if (!dst || offset + n > cap) return (int)cudaErrorInvalidValue;
     if (which == DS_GW_WGU) return upload_gate_up((__half *)dst, F, E, offset, (const __half *)host, n);
     return (int)cudaMemcpy((char *)dst + offset * esz, host, n * esz, cudaMemcpyHostToDevice);
 }
 
+int ds_gpu_forward_upload_q(ds_gpu_forward *f, int which, int layer, int row0, int rows, int type, const void *host,
+                            size_t stride) {
+    const ds_gpu_forward_cfg &c = f->c;
+    const int E = c.n_embd, F = c.n_ff;
+    if (!c.quant_weights || (which >= DS_GW_ATTN_NORM && (layer < 0 || layer >= c.n_layer))) return (int)cudaErrorInvalidValue;
+    Layer *W = which >= DS_GW_ATTN_NORM ? &f->L[layer] : nullptr;
+    dsgpu::QMat *m = nullptr;
+    const __half *w16 = nullptr;
+    int in = E, cap = 0;
+    switch (which) {
+    case DS_GW_TOK_EMBD: m = &f->qembd; w16 = f->tok_embd; cap = c.n_vocab; break;
+    case DS_GW_OUTPUT: if (c.tied) return (int)cudaErrorInvalidValue; m = &f->qout; w16 = f->output; cap = c.n_vocab; break;
+    case DS_GW_WQKV: m = &W->qqkv; w16 = W->wqkv; cap = f->QKV; break;
+    case DS_GW_WO: m = &W->qo; w16 = W->wo; cap = E; in = c.n_head * c.head_dim; break;
+    case DS_GW_WGU: m = &W->qgu; w16 = W->wgu; cap = 2 * F; break;
+    case DS_GW_WDOWN: m = &W->qdown; w16 = W->wdown; cap = E; in = F; break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    if (w16 || row0 < 0 || rows < 1 || row0 + rows > cap || !host) return (int)cudaErrorInvalidValue;
+    TRY(dsgpu::q_append(*m, type, row0, rows, in, host, stride, &f->bytes));
+    // the prefill slab: one part's rows, up to DEQ_MAX elements
+    size_t need = (size_t)m->p[m->n - 1].rows * in;
+    if (need > DEQ_MAX) need = DEQ_MAX > (size_t)in ? DEQ_MAX / in * in : (size_t)in;
+    if (need > f->deq_elems) {
+        if (f->deq) { cudaFree(f->deq); f->bytes -= f->deq_elems * sizeof(__half); f->deq = nullptr; }
+        TRY(dalloc(f, &f->deq, need));
+        f->deq_elems = need;
+    }
+    return 0;
+}
+
+int ds_gpu_forward_qtype_ok(int type, int cols) { return dsgpu::q_type_ok(type, cols); }
+
 int ds_gpu_forward_random_weights(ds_gpu_forward *f, uint64_t seed) {
     const ds_gpu_forward_cfg &c = f->c;
+    if (c.quant_weights) return (int)cudaErrorInvalidValue;
     const size_t E = c.n_embd, H = c.n_head, hd = c.head_dim, F = c.n_ff, V = c.n_vocab;
     // uniform [-a, a] has std a/sqrt(3): a = sqrt(3/fan_in) keeps activations near unit scale
     auto fill = [&](__half *p, size_t n, size_t fan_in, uint64_t s) {
@@ -781,7 +913,7 @@ int ds_gpu_forward_prefill(ds_gpu_forward *f, int slot, const int32_t *tokens, i
     TRY(run_layers(f, T, true, slot));
     const int rows = all ? T : 1;
     const __half *xn = all ? f->xn : f->xn + (size_t)(T - 1) * c.n_embd;
-    TRY(gemm(f, f->output, c.n_vocab, c.n_embd, xn, rows, f->logits));
+    TRY(matmul(f, f->output, head_q(f), c.n_vocab, c.n_embd, xn, rows, f->logits));
     if (logits)
         TRY(cudaMemcpyAsync(logits, f->logits, sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost, f->st));
     TRY(cudaStreamSynchronize(f->st));
@@ -801,7 +933,7 @@ int ds_gpu_forward_decode(ds_gpu_forward *f, int B, const int32_t *tokens, float
         cudaGraph_t g;
         TRY(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal));
         int e = run_layers(f, B, false, 0);
-        if (!e) e = gemm(f, f->output, c.n_vocab, c.n_embd, f->xn, B, f->logits);
+        if (!e) e = matmul(f, f->output, head_q(f), c.n_vocab, c.n_embd, f->xn, B, f->logits, true);
         cudaError_t ec = cudaStreamEndCapture(f->st, &g);
         if (e) return e;
         TRY(ec);
