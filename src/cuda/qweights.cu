@@ -34,10 +34,6 @@ size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 __device__ __forceinline__ float hlo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffff))); }
 __device__ __forceinline__ float hhi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
-__device__ __forceinline__ uint32_t byte_of(const uint4 &v, int i) {
-    const uint32_t w = i < 4 ? v.x : i < 8 ? v.y : i < 12 ? v.z : v.w;
-    return (w >> (8 * (i & 3))) & 0xff;
-}
 
 // sum of 4 products of unsigned bytes of a with signed bytes of b, plus c
 __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
@@ -46,10 +42,12 @@ __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
     return d;
 }
 
-// Each type: load() a unit's bytes; run() its values as floats (dequantisation); words() run r's
-// 16 values as 4 words of bytes (SIGNED or not) and rscale() the run's scale and offset, so that
-// run r . x = sc * (v . x) + off * (sum of x): xblk()/xhalf() name the activation block of 32
-// and which half of it run r meets.
+// Every kernel works on chunks of 16 consecutive elements of a row (chunk g = elements
+// [16 g, 16 g + 16)), and consecutive lanes take consecutive chunks, so a warp's activation
+// loads are one contiguous 512-byte read. (A first version gave each lane a unit of 64 elements:
+// the lanes' 16-byte activation reads were 64 bytes apart, 16 L1 wavefronts per load, and the
+// GEMV ran at ~1 TB/s.) Each type: cload() a chunk's bytes; cwords() its 16 values as 4 words of
+// bytes (SIGNED or not); cscale() its scale and offset: value = sc * v + off.
 template <int T> struct Q;
 
 template <> struct Q<T_Q8_0> {
@@ -58,71 +56,44 @@ template <> struct Q<T_Q8_0> {
     static void repack(const uint8_t *b, int nb, uint8_t *q, uint8_t *s) {   // one row of nb blocks
         for (int i = 0; i < nb; i++, b += 34) { memcpy(s + 2 * i, b, 2); memcpy(q + 32 * i, b + 2, 32); }
     }
-    struct U { uint4 w[4]; uint32_t d; };
-    __device__ static void load(const uint8_t *q, const uint8_t *s, int u, U &x) {
-        const uint4 *p = (const uint4 *)(q + 64 * (size_t)u);
-#pragma unroll
-        for (int i = 0; i < 4; i++) x.w[i] = __ldcs(p + i);
-        x.d = __ldg((const uint32_t *)(s + 4 * (size_t)u));
-    }
-    __device__ static int elem(int u, int r) { return 64 * u + 16 * r; }
-    __device__ static void run(const U &x, int r, float v[16], float &sc, float &off) {
-#pragma unroll
-        for (int i = 0; i < 16; i++) v[i] = (float)(int8_t)byte_of(x.w[r], i);
-        sc = r < 2 ? hlo(x.d) : hhi(x.d);
-        off = 0;
-    }
     static constexpr bool SIGNED = true;
-    __device__ static void words(const U &x, int r, uint32_t o[4]) { o[0] = x.w[r].x; o[1] = x.w[r].y; o[2] = x.w[r].z; o[3] = x.w[r].w; }
-    __device__ static void rscale(const U &x, int r, float &sc, float &off) { sc = r < 2 ? hlo(x.d) : hhi(x.d); off = 0; }
-    __device__ static int xblk(int u, int r) { return 2 * u + (r >> 1); }
-    __device__ static int xhalf(int u, int r) { return r & 1; }
+    struct C { uint4 w; unsigned short d; };
+    __device__ static void cload(const uint8_t *q, const uint8_t *s, int g, C &c) {
+        c.w = __ldcs((const uint4 *)(q + 16 * (size_t)g));
+        c.d = __ldg((const unsigned short *)(s + 2 * (size_t)(g >> 1)));
+    }
+    __device__ static void cwords(const C &c, uint32_t o[4]) { o[0] = c.w.x; o[1] = c.w.y; o[2] = c.w.z; o[3] = c.w.w; }
+    __device__ static void cscale(const C &c, float &sc, float &off) { sc = __half2float(__ushort_as_half(c.d)); off = 0; }
 };
 
+// block g / 2: its 16 bytes hold elements 0-15 (low nibbles) and 16-31 (high)
 template <> struct Q<T_Q4_1> {
     static size_t qrow(int in) { return (size_t)in / 2; }
     static size_t srow(int in) { return pad16((size_t)in / 32 * 4); }
     static void repack(const uint8_t *b, int nb, uint8_t *q, uint8_t *s) {
         for (int i = 0; i < nb; i++, b += 20) { memcpy(s + 4 * i, b, 4); memcpy(q + 16 * i, b + 4, 16); }
     }
-    struct U { uint4 w[2]; uint2 dm; };
-    __device__ static void load(const uint8_t *q, const uint8_t *s, int u, U &x) {
-        const uint4 *p = (const uint4 *)(q + 32 * (size_t)u);
-        x.w[0] = __ldcs(p);
-        x.w[1] = __ldcs(p + 1);
-        x.dm = __ldg((const uint2 *)(s + 8 * (size_t)u));
-    }
-    // runs: block 2u elements 0-15 (low nibbles), 16-31 (high), then block 2u + 1 likewise
-    __device__ static int elem(int u, int r) { return 64 * u + 16 * r; }
-    __device__ static void run(const U &x, int r, float v[16], float &sc, float &off) {
-        const int sh = 4 * (r & 1);
-#pragma unroll
-        for (int i = 0; i < 16; i++) v[i] = (float)((byte_of(x.w[r >> 1], i) >> sh) & 15);
-        const uint32_t w = r < 2 ? x.dm.x : x.dm.y;
-        sc = hlo(w);
-        off = hhi(w);
-    }
     static constexpr bool SIGNED = false;
-    __device__ static void words(const U &x, int r, uint32_t o[4]) {
-        const uint4 &b = x.w[r >> 1];
-        const int sh = 4 * (r & 1);
-        o[0] = (b.x >> sh) & 0x0f0f0f0fu; o[1] = (b.y >> sh) & 0x0f0f0f0fu;
-        o[2] = (b.z >> sh) & 0x0f0f0f0fu; o[3] = (b.w >> sh) & 0x0f0f0f0fu;
+    struct C { uint4 w; uint32_t dm; int sh; };
+    __device__ static void cload(const uint8_t *q, const uint8_t *s, int g, C &c) {
+        c.w = __ldcs((const uint4 *)(q + 16 * (size_t)(g >> 1)));
+        c.dm = __ldg((const uint32_t *)(s + 4 * (size_t)(g >> 1)));
+        c.sh = 4 * (g & 1);
     }
-    __device__ static void rscale(const U &x, int r, float &sc, float &off) {
-        const uint32_t w = r < 2 ? x.dm.x : x.dm.y;
-        sc = hlo(w);
-        off = hhi(w);
+    __device__ static void cwords(const C &c, uint32_t o[4]) {
+        o[0] = (c.w.x >> c.sh) & 0x0f0f0f0fu; o[1] = (c.w.y >> c.sh) & 0x0f0f0f0fu;
+        o[2] = (c.w.z >> c.sh) & 0x0f0f0f0fu; o[3] = (c.w.w >> c.sh) & 0x0f0f0f0fu;
     }
-    __device__ static int xblk(int u, int r) { return 2 * u + (r >> 1); }
-    __device__ static int xhalf(int u, int r) { return r & 1; }
+    __device__ static void cscale(const C &c, float &sc, float &off) { sc = hlo(c.dm); off = hhi(c.dm); }
 };
 
+// super-block g / 16; sub-block j = (g % 16) / 2 of 32 sits in the low (even j) or high nibbles
+// of the 32 qs bytes of pair j / 2, chunk g in their first or second 16 bytes
 template <> struct Q<T_Q4_K> {
     static size_t qrow(int in) { return (size_t)in / 2; }
     static size_t srow(int in) { return pad16((size_t)in / 256 * 20); }
-    // scales and mins unpacked on upload: extracting the packed 6-bit fields per run cost more
-    // instructions than the rest of the dot product
+    // scales and mins unpacked to bytes on upload: extracting the packed 6-bit fields in the
+    // inner loop cost more instructions than the dot product
     static void repack(const uint8_t *b, int nb, uint8_t *q, uint8_t *s) {
         for (int i = 0; i < nb; i++, b += 144) {
             uint8_t *rec = s + 20 * i;
@@ -137,43 +108,31 @@ template <> struct Q<T_Q4_K> {
             memcpy(q + 128 * i, b + 16, 128);
         }
     }
-    // pair p = u % 4 of super-block u / 4: sub-blocks 2p (low nibbles) and 2p + 1 (high); the
-    // words holding their scales and mins, and the bit offset of sub-block 2p in them
-    struct U { uint4 w[2]; uint32_t dm, scw, mnw; int sh; };
-    __device__ static void load(const uint8_t *q, const uint8_t *s, int u, U &x) {
-        const uint4 *p = (const uint4 *)(q + 32 * (size_t)u);
-        x.w[0] = __ldcs(p);
-        x.w[1] = __ldcs(p + 1);
-        const uint32_t *rec = (const uint32_t *)(s + 20 * (size_t)(u >> 2));
-        const int pr = u & 3;
-        x.dm = __ldg(rec);
-        x.scw = __ldg(rec + 1 + (pr >> 1));
-        x.mnw = __ldg(rec + 3 + (pr >> 1));
-        x.sh = 16 * (pr & 1);
-    }
-    __device__ static int elem(int u, int r) { return 64 * u + 16 * r; }
-    __device__ static void run(const U &x, int r, float v[16], float &sc, float &off) {
-        const int sh = 4 * (r >> 1);
-#pragma unroll
-        for (int i = 0; i < 16; i++) v[i] = (float)((byte_of(x.w[r & 1], i) >> sh) & 15);
-        rscale(x, r, sc, off);
-    }
-    __device__ static void rscale(const U &x, int r, float &sc, float &off) {
-        const int sh = x.sh + 8 * (r >> 1);
-        sc = hlo(x.dm) * (float)((x.scw >> sh) & 63);
-        off = -(hhi(x.dm) * (float)((x.mnw >> sh) & 63));
-    }
     static constexpr bool SIGNED = false;
-    __device__ static void words(const U &x, int r, uint32_t o[4]) {
-        const uint4 &b = x.w[r & 1];
-        const int sh = 4 * (r >> 1);
-        o[0] = (b.x >> sh) & 0x0f0f0f0fu; o[1] = (b.y >> sh) & 0x0f0f0f0fu;
-        o[2] = (b.z >> sh) & 0x0f0f0f0fu; o[3] = (b.w >> sh) & 0x0f0f0f0fu;
+    struct C { uint4 w; uint32_t dm, scw, mnw; int sh, bs; };
+    __device__ static void cload(const uint8_t *q, const uint8_t *s, int g, C &c) {
+        const int r = g & 3, j = (g & 15) >> 1;
+        c.w = __ldcs((const uint4 *)(q + 32 * (size_t)(g >> 2) + 16 * (r & 1)));
+        c.sh = 4 * (r >> 1);
+        const uint32_t *rec = (const uint32_t *)(s + 20 * (size_t)(g >> 4));
+        c.dm = __ldg(rec);
+        c.scw = __ldg(rec + 1 + (j >> 2));
+        c.mnw = __ldg(rec + 3 + (j >> 2));
+        c.bs = 8 * (j & 3);
     }
-    __device__ static int xblk(int u, int r) { return 2 * u + (r >> 1); }
-    __device__ static int xhalf(int u, int r) { return r & 1; }
+    __device__ static void cwords(const C &c, uint32_t o[4]) {
+        o[0] = (c.w.x >> c.sh) & 0x0f0f0f0fu; o[1] = (c.w.y >> c.sh) & 0x0f0f0f0fu;
+        o[2] = (c.w.z >> c.sh) & 0x0f0f0f0fu; o[3] = (c.w.w >> c.sh) & 0x0f0f0f0fu;
+    }
+    __device__ static void cscale(const C &c, float &sc, float &off) {
+        sc = hlo(c.dm) * (float)((c.scw >> c.bs) & 63);
+        off = -(hhi(c.dm) * (float)((c.mnw >> c.bs) & 63));
+    }
 };
 
+// super-block g / 16, c16 = g % 16: half h = c16 / 8, quarter k = (c16 % 8) / 2, l0 = 16 (c16 % 2):
+// low 4 bits from ql[64 h + 32 (k % 2) + l0 ..] >> 4 (k / 2), high 2 from qh[32 h + l0 ..] >> 2 k,
+// scale scales[c16]; value = d * scale * (q - 32)
 template <> struct Q<T_Q6_K> {
     static size_t qrow(int in) { return (size_t)in / 256 * 192; }
     static size_t srow(int in) { return (size_t)in / 256 * 32; }
@@ -184,134 +143,115 @@ template <> struct Q<T_Q6_K> {
             memset(s + 32 * i + 18, 0, 14);
         }
     }
-    struct U { uint4 a, b, h; uint4 sc; float d; int v; };
-    // unit u: super-block u / 4, half (u % 4) / 2, l0 = 16 * (u % 2); its runs k = 0..3 are the
-    // elements 128 half + 32 k + l0 + [0, 16)
-    __device__ static void load(const uint8_t *q, const uint8_t *s, int u, U &x) {
-        const int v = u & 3, hf = v >> 1, l0 = 16 * (v & 1);
-        const uint8_t *base = q + 192 * (size_t)(u >> 2);
-        x.a = __ldcs((const uint4 *)(base + 64 * hf + l0));
-        x.b = __ldcs((const uint4 *)(base + 64 * hf + 32 + l0));
-        x.h = __ldcs((const uint4 *)(base + 128 + 32 * hf + l0));
-        const uint8_t *rec = s + 32 * (size_t)(u >> 2);
-        x.sc = __ldg((const uint4 *)rec);
-        x.d = __half2float(__ushort_as_half(__ldg((const unsigned short *)(rec + 16))));
-        x.v = v;
+    static constexpr bool SIGNED = false;   // q in [0, 64), the -32 goes into the offset
+    struct C { uint4 lo, hi; uint32_t scw; unsigned short d; int sl, sh, bs; };
+    __device__ static void cload(const uint8_t *q, const uint8_t *s, int g, C &c) {
+        const int c16 = g & 15, h = c16 >> 3, k = (c16 & 7) >> 1, l0 = 16 * (c16 & 1);
+        const uint8_t *base = q + 192 * (size_t)(g >> 4);
+        c.lo = __ldcs((const uint4 *)(base + 64 * h + 32 * (k & 1) + l0));
+        c.hi = __ldcs((const uint4 *)(base + 128 + 32 * h + l0));
+        c.sl = 4 * (k >> 1);
+        c.sh = 2 * k;
+        const uint8_t *rec = s + 32 * (size_t)(g >> 4);
+        c.scw = __ldg((const uint32_t *)rec + (c16 >> 2));
+        c.bs = 8 * (c16 & 3);
+        c.d = __ldg((const unsigned short *)(rec + 16));
     }
-    __device__ static int elem(int u, int r) {
-        const int v = u & 3;
-        return 256 * (u >> 2) + 128 * (v >> 1) + 32 * r + 16 * (v & 1);
+    __device__ static void cwords(const C &c, uint32_t o[4]) {
+        o[0] = ((c.lo.x >> c.sl) & 0x0f0f0f0fu) | (((c.hi.x >> c.sh) & 0x03030303u) << 4);
+        o[1] = ((c.lo.y >> c.sl) & 0x0f0f0f0fu) | (((c.hi.y >> c.sh) & 0x03030303u) << 4);
+        o[2] = ((c.lo.z >> c.sl) & 0x0f0f0f0fu) | (((c.hi.z >> c.sh) & 0x03030303u) << 4);
+        o[3] = ((c.lo.w >> c.sl) & 0x0f0f0f0fu) | (((c.hi.w >> c.sh) & 0x03030303u) << 4);
     }
-    __device__ static void run(const U &x, int r, float v[16], float &sc, float &off) {
-        const uint4 &lo = (r & 1) ? x.b : x.a;
-        const int sh = 4 * (r >> 1);
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            const int q6 = (int)(((byte_of(lo, i) >> sh) & 15) | (((byte_of(x.h, i) >> (2 * r)) & 3) << 4));
-            v[i] = (float)(q6 - 32);
-        }
-        sc = x.d * (float)scale8(x, r);
-        off = 0;
-    }
-    // scales[8 half + (v & 1) + 2 r] (signed): word 2 half + r / 2, byte (v & 1) + 2 (r & 1)
-    __device__ static int scale8(const U &x, int r) {
-        const uint32_t w = (x.v >> 1) ? ((r >> 1) ? x.sc.w : x.sc.z) : ((r >> 1) ? x.sc.y : x.sc.x);
-        return (int)(w << (24 - 8 * ((x.v & 1) + 2 * (r & 1)))) >> 24;
-    }
-    // as unsigned q in [0, 64): value = sc * (q - 32), so the offset is -32 sc
-    static constexpr bool SIGNED = false;
-    __device__ static void words(const U &x, int r, uint32_t o[4]) {
-        const uint4 &lo = (r & 1) ? x.b : x.a;
-        const int sh = 4 * (r >> 1), hs = 2 * r;
-        o[0] = ((lo.x >> sh) & 0x0f0f0f0fu) | (((x.h.x >> hs) & 0x03030303u) << 4);
-        o[1] = ((lo.y >> sh) & 0x0f0f0f0fu) | (((x.h.y >> hs) & 0x03030303u) << 4);
-        o[2] = ((lo.z >> sh) & 0x0f0f0f0fu) | (((x.h.z >> hs) & 0x03030303u) << 4);
-        o[3] = ((lo.w >> sh) & 0x0f0f0f0fu) | (((x.h.w >> hs) & 0x03030303u) << 4);
-    }
-    __device__ static void rscale(const U &x, int r, float &sc, float &off) {
-        sc = x.d * (float)scale8(x, r);
+    __device__ static void cscale(const C &c, float &sc, float &off) {
+        sc = __half2float(__ushort_as_half(c.d)) * (float)((int)(c.scw << (24 - c.bs)) >> 24);
         off = -32.0f * sc;
     }
-    __device__ static int xblk(int u, int r) { return 8 * (u >> 2) + 4 * ((u & 3) >> 1) + r; }
-    __device__ static int xhalf(int u, int r) { return u & 1; }
 };
 
-// ---- decode GEMV: LPR lanes per row (8, 16 or 32, so short rows keep the lanes busy), each
-// lane two units of 64 weights per step, decoded once for all nb activation rows. xq [nb][in]
-// int8 and xs [nb][in / 32] (quant_row32's blocks) are a few KB, read through L1.
-// Each lane group runs RW rows as one software pipeline: the next step's weights (of this row or
-// the next) are loaded while the current step is computed. With one row per group and no
-// pipeline, a row of 4096 was a single round trip per warp followed by its compute and a block
-// launch: 1.0-1.6 TB/s (ncu), below the fp16 GEMV per weight although it ran fewer instructions.
-template <int T, int NB>
+// A chunk's 16 values as floats (dequantisation, embedding rows).
+template <int T>
+__device__ __forceinline__ void chunk_values(const uint8_t *q, const uint8_t *s, int g, float v[16]) {
+    typename Q<T>::C c;
+    Q<T>::cload(q, s, g, c);
+    uint32_t w[4];
+    Q<T>::cwords(c, w);
+    float sc, off;
+    Q<T>::cscale(c, sc, off);
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const uint32_t b = (w[i >> 2] >> (8 * (i & 3))) & 0xff;
+        v[i] = sc * (float)(Q<T>::SIGNED ? (int)(int8_t)b : (int)b) + off;
+    }
+}
+
+// ---- decode GEMV: LPR lanes per row (8, 16 or 32, so short rows keep the lanes busy), each lane
+// CPS chunks per step (lanes li, li + lpr, ... of the row's chunks), the weights decoded once for
+// all nb activation rows. xq [nb][in] int8 and xs [nb][in / 32] (quant_row32's blocks) are a few
+// KB, read through L1. (Measured and dropped: 2 chunks per step software-pipelined over 4 rows
+// per lane group, 15% slower end to end; bench/NOTES.md.)
+template <int T, int NB, int CPS>
 __global__ void __launch_bounds__(256) k_qgemv(const uint8_t *__restrict__ q, const uint8_t *__restrict__ s, size_t qrow,
-                                               size_t srow, int rows, int in, int lpr, int rw, const int8_t *__restrict__ xq,
+                                               size_t srow, int rows, int in, int lpr, const int8_t *__restrict__ xq,
                                                const float4 *__restrict__ xs, int nb, float *__restrict__ y, int ystride) {
-    using U = typename Q<T>::U;
+    using C = typename Q<T>::C;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / lpr, li = lane % lpr;
-    const int row0 = ((blockIdx.x * 8 + warp) * (32 / lpr) + sub) * rw;
-    const int units = in / 64;
-    const int S = (units + 2 * lpr - 1) / (2 * lpr);   // steps per row (the same for every group)
-    const int steps = rw * S;
+    const int row = (blockIdx.x * 8 + warp) * (32 / lpr) + sub;
+    const int chunks = in / 16;
+    const int steps = (chunks + CPS * lpr - 1) / (CPS * lpr);   // the same for every group
     // the weights do not depend on the previous kernel: start fetching the first ones before waiting
-    if (row0 < rows && li < units) {
-        const int ub = (int)(qrow * 64 / in);
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(q + (size_t)row0 * qrow + (size_t)li * ub));
-    }
+    if (row < rows && li < chunks)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(q + (size_t)row * qrow + (size_t)li * (qrow * 16 / in)));
     pdl_trigger();
     pdl_wait();
-    // step t: row row0 + t / S, units u0 = li + 2 lpr (t % S) and u0 + lpr
-    auto load_step = [&](int t, U &a, U &b, bool &ha, bool &hb) {
-        const int row = row0 + t / S, u0 = li + 2 * lpr * (t % S);
-        ha = row < rows && u0 < units;
-        hb = row < rows && u0 + lpr < units;
-        if (ha) Q<T>::load(q + (size_t)row * qrow, s + (size_t)row * srow, u0, a);
-        if (hb) Q<T>::load(q + (size_t)row * qrow, s + (size_t)row * srow, u0 + lpr, b);
+    // step t: chunks li + lpr (CPS t + c), c < CPS
+    auto load_step = [&](int t, C (&cs)[CPS], bool (&has)[CPS]) {
+        const int g0 = li + lpr * CPS * t;
+#pragma unroll
+        for (int c = 0; c < CPS; c++) {
+            has[c] = row < rows && g0 + lpr * c < chunks;
+            if (has[c]) Q<T>::cload(q + (size_t)row * qrow, s + (size_t)row * srow, g0 + lpr * c, cs[c]);
+        }
     };
     float acc[NB];
 #pragma unroll
     for (int b = 0; b < NB; b++) acc[b] = 0;
-    auto dot_unit = [&](const U &w, int u) {
+    auto dot_step = [&](int t, const C (&cs)[CPS], const bool (&has)[CPS]) {
+        const int g0 = li + lpr * CPS * t;
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
+        for (int c = 0; c < CPS; c++) {
+            if (!has[c]) continue;
+            const int g = g0 + lpr * c;
             uint32_t wd[4];
-            Q<T>::words(w, r, wd);
+            Q<T>::cwords(cs[c], wd);
             float sc, off;
-            Q<T>::rscale(w, r, sc, off);
-            const int e = Q<T>::elem(u, r), xb = Q<T>::xblk(u, r), xh = Q<T>::xhalf(u, r);
+            Q<T>::cscale(cs[c], sc, off);
 #pragma unroll
             for (int b = 0; b < NB; b++) {
                 if (b >= nb) break;
-                const uint4 xv = __ldg((const uint4 *)(xq + (size_t)b * in + e));
-                const float4 m = __ldg(xs + (size_t)b * (in / 32) + xb);
+                const uint4 xv = __ldg((const uint4 *)(xq + (size_t)b * in) + g);
+                const float4 m = __ldg(xs + (size_t)b * (in / 32) + (g >> 1));
                 int d;
                 if (Q<T>::SIGNED) d = __dp4a((int)wd[3], (int)xv.w, __dp4a((int)wd[2], (int)xv.z, __dp4a((int)wd[1], (int)xv.y, __dp4a((int)wd[0], (int)xv.x, 0))));
                 else d = dp4a_us(wd[3], xv.w, dp4a_us(wd[2], xv.z, dp4a_us(wd[1], xv.y, dp4a_us(wd[0], xv.x, 0))));
                 acc[b] = fmaf(sc * m.x, (float)d, acc[b]);
-                if (!Q<T>::SIGNED) acc[b] = fmaf(off, xh ? m.z : m.y, acc[b]);
+                if (!Q<T>::SIGNED) acc[b] = fmaf(off, (g & 1) ? m.z : m.y, acc[b]);
             }
         }
     };
-    U a0, b0, a1, b1;
-    bool ha0, hb0, ha1 = false, hb1 = false;
-    load_step(0, a0, b0, ha0, hb0);
+    C cur[CPS];
+    bool hc[CPS];
     for (int t = 0; t < steps; t++) {
-        if (t + 1 < steps) load_step(t + 1, a1, b1, ha1, hb1);
-        const int u0 = li + 2 * lpr * (t % S);
-        if (ha0) dot_unit(a0, u0);
-        if (hb0) dot_unit(b0, u0 + lpr);
-        if (t % S == S - 1) {   // the row is complete: reduce over its lane group (uniform in the warp)
-            const int row = row0 + t / S;
+        load_step(t, cur, hc);
+        dot_step(t, cur, hc);
+    }
+    // reduce over the lane group (every lane of the warp gets here)
 #pragma unroll
-            for (int b = 0; b < NB; b++) {
-                float v = acc[b];
-                for (int o = lpr / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                if (li == 0 && b < nb && row < rows) y[(size_t)b * ystride + row] = v;
-                acc[b] = 0;
-            }
-        }
-        a0 = a1; b0 = b1; ha0 = ha1; hb0 = hb1;
+    for (int b = 0; b < NB; b++) {
+        float v = acc[b];
+        for (int o = lpr / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (li == 0 && b < nb && row < rows) y[(size_t)b * ystride + row] = v;
     }
 }
 
@@ -325,31 +265,25 @@ __global__ void k_quant_x(const __half *__restrict__ x, int rows, int in, int8_t
     quant_row32(x + i * 32, xq + i * 32, xs + i);
 }
 
-// ---- dequantisation, one thread per unit of 64 elements
+// ---- dequantisation, one thread per chunk (consecutive threads write consecutive 32 bytes)
 template <int T>
 __global__ void k_qdequant(const uint8_t *__restrict__ q, const uint8_t *__restrict__ s, size_t qrow, size_t srow,
                            int r0, int nr, int in, __half *__restrict__ out) {
     pdl_trigger();
     pdl_wait();   // out may still be read by the previous GEMM
-    const int units = in / 64;
+    const int chunks = in / 16;
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long)nr * units) return;
-    const int rr = (int)(i / units), u = (int)(i % units);
-    typename Q<T>::U w;
-    Q<T>::load(q + (size_t)(r0 + rr) * qrow, s + (size_t)(r0 + rr) * srow, u, w);
+    if (i >= (long)nr * chunks) return;
+    const int rr = (int)(i / chunks), g = (int)(i % chunks);
+    float v[16];
+    chunk_values<T>(q + (size_t)(r0 + rr) * qrow, s + (size_t)(r0 + rr) * srow, g, v);
+    uint4 o[2];
+    __half2 *h = (__half2 *)o;
 #pragma unroll
-    for (int r = 0; r < 4; r++) {
-        float v[16], sc, off;
-        Q<T>::run(w, r, v, sc, off);
-        // two 16-byte stores per run (2-byte stores made the pass store-bound)
-        uint4 o[2];
-        __half2 *h = (__half2 *)o;
-#pragma unroll
-        for (int j = 0; j < 8; j++) h[j] = __floats2half2_rn(sc * v[2 * j] + off, sc * v[2 * j + 1] + off);
-        uint4 *dst = (uint4 *)(out + (size_t)rr * in + Q<T>::elem(u, r));
-        dst[0] = o[0];
-        dst[1] = o[1];
-    }
+    for (int j = 0; j < 8; j++) h[j] = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
+    uint4 *dst = (uint4 *)(out + (size_t)rr * in + 16 * (size_t)g);
+    dst[0] = o[0];
+    dst[1] = o[1];
 }
 
 // ---- embedding rows: one block per token
@@ -359,42 +293,25 @@ __global__ void k_qembed(const uint8_t *__restrict__ q, const uint8_t *__restric
     pdl_trigger();
     pdl_wait();
     const int r = blockIdx.x, t = tok[r];
-    for (int u = threadIdx.x; u < in / 64; u += blockDim.x) {
-        typename Q<T>::U w;
-        Q<T>::load(q + (size_t)t * qrow, s + (size_t)t * srow, u, w);
+    for (int g = threadIdx.x; g < in / 16; g += blockDim.x) {
+        float v[16];
+        chunk_values<T>(q + (size_t)t * qrow, s + (size_t)t * srow, g, v);
+        float4 *o = (float4 *)(x + (size_t)r * in + 16 * (size_t)g);
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float v[16], sc, off;
-            Q<T>::run(w, k, v, sc, off);
-            float *o = x + (size_t)r * in + Q<T>::elem(u, k);
-#pragma unroll
-            for (int j = 0; j < 16; j++) o[j] = sc * v[j] + off;
-        }
+        for (int j = 0; j < 4; j++) o[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
     }
     if (threadIdx.x == 0) len[r] = pos[r] + 1;
 }
 
-// Rows per lane group: up to 4, as long as the grid keeps >= 2 blocks per SM.
-int gemv_rw(int rows, int rows_per_block) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            sms = 132;
-    }
-    int rw = 4;
-    while (rw > 1 && (rows + rows_per_block * rw - 1) / (rows_per_block * rw) < 2 * sms) rw /= 2;
-    return rw;
-}
-
 template <int T>
 int gemv_t(const QPart &p, const int8_t *xq, const float4 *xs, int nb, float *y, int ystride, bool pdl, cudaStream_t st) {
-    const int units = p.in / 64;
-    const int lpr = units >= 24 ? 32 : units >= 12 ? 16 : 8;
-    const int groups = 8 * (32 / lpr), rw = gemv_rw(p.rows, groups);
-    const dim3 grid((p.rows + groups * rw - 1) / (groups * rw)), block(256);
+    constexpr int CPS = 4;
+    const int chunks = p.in / 16;
+    const int lpr = chunks >= 24 * CPS ? 32 : chunks >= 12 * CPS ? 16 : 8;
+    const int groups = 8 * (32 / lpr);
+    const dim3 grid((p.rows + groups - 1) / groups), block(256);
     float *yo = y + p.row0;
-#define QG(NB_) return (int)pdl_launch(pdl, st, k_qgemv<T, NB_>, grid, block, p.q, p.s, p.qrow, p.srow, p.rows, p.in, lpr, rw, xq, xs, nb, yo, ystride)
+#define QG(NB_) return (int)pdl_launch(pdl, st, k_qgemv<T, NB_, CPS>, grid, block, p.q, p.s, p.qrow, p.srow, p.rows, p.in, lpr, xq, xs, nb, yo, ystride)
     if (nb <= 1) QG(1);
     if (nb <= 2) QG(2);
     if (nb <= 4) QG(4);
@@ -404,7 +321,7 @@ int gemv_t(const QPart &p, const int8_t *xq, const float4 *xs, int nb, float *y,
 
 template <int T>
 int dequant_t(const QPart &p, int r0, int nr, __half *out, bool pdl, cudaStream_t st) {
-    const long n = (long)nr * (p.in / 64);
+    const long n = (long)nr * (p.in / 16);
     return (int)pdl_launch(pdl, st, k_qdequant<T>, dim3((unsigned)((n + 255) / 256)), dim3(256), p.q, p.s, p.qrow,
                            p.srow, r0, nr, p.in, out);
 }
