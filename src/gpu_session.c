@@ -3,10 +3,13 @@
  * backend seam (backend.h) instead of the CPU layer loop. Sampling, tokenisation and the
  * session API stay on the CPU side, so run/chat/bench/perplexity work unchanged.
  *
- * Quantised matrices stay quantised on the GPU when it has a kernel for their type (Q8_0, Q4_1,
- * Q4_K, Q6_K): decode reads 0.56-1.06 bytes per weight instead of 2. A fused matrix (QKV, gate/up)
- * is quantised only if all its parts are; everything else is dequantised to fp16 on upload.
- * DSINFER_GPU_QUANT=0 uploads fp16 everywhere (for comparison). */
+ * Quantised matrices can stay quantised on the GPU when it has a kernel for their type (Q8_0,
+ * Q4_1, Q4_K, Q6_K): decode reads 0.56-1.06 bytes per weight instead of 2. A fused matrix (QKV,
+ * gate/up) is quantised only if all its parts are; everything else is dequantised to fp16.
+ * By default a model's matrices stay quantised when their fp16 copy would take >= 1 GiB: below
+ * that, decode is bound by kernel launches rather than by the weight stream, and the fp16 kernels
+ * measured faster (SmolLM2-135M 1438 vs 1129 tok/s; Llama-2-7B Q4_K_M 207 vs 275 the other way;
+ * bench/results/gpu-quant-weights-h200.md). DSINFER_GPU_QUANT=1 / 0 forces either way. */
 #include "forward.h"
 #include "gpu_session.h"
 #include "sparse.h"
@@ -58,10 +61,24 @@ done:
     return st;
 }
 
-/* Whether every matrix of the list can stay quantised on the GPU. */
-static bool all_quant(const ds_matrix *const *ms, int n) {
+/* Whether matrices stay quantised where the GPU can: DSINFER_GPU_QUANT, else by fp16 size. */
+static bool want_quant(const ds_model *m) {
     const char *env = getenv("DSINFER_GPU_QUANT");
-    if (env && atoi(env) <= 0) return false;
+    if (env && *env) return atoi(env) > 0;
+    const ds_model_info *c = &m->info;
+    double elems = (double)m->tok_embd.rows * (double)m->tok_embd.cols;
+    if (!c->tied_embeddings) elems += (double)m->output.rows * (double)m->output.cols;
+    for (int l = 0; l < c->n_layer; l++) {
+        const ds_layer_weights *L = &m->layers[l];
+        const ds_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) elems += (double)ms[i]->rows * (double)ms[i]->cols;
+    }
+    return 2.0 * elems >= 1073741824.0;
+}
+
+/* Whether every matrix of the list can stay quantised on the GPU. */
+static bool all_quant(const ds_matrix *const *ms, int n, bool enabled) {
+    if (!enabled) return false;
     for (int i = 0; i < n; i++)
         if (!ds_gpu_forward_qtype_ok((int)ms[i]->type, (int)ms[i]->cols)) return false;
     return true;
@@ -69,8 +86,8 @@ static bool all_quant(const ds_matrix *const *ms, int n) {
 
 /* Matrices ms[0..n) as consecutive row ranges of weight `which`: quantised when all can be,
  * else fp16 (rows of ms[i] start at row `at` = the rows before it). */
-static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n) {
-    const bool q = all_quant(ms, n);
+static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n, bool enabled) {
+    const bool q = all_quant(ms, n, enabled);
     size_t row = 0;
     for (int i = 0; i < n; i++) {
         const ds_matrix *m = ms[i];
@@ -128,14 +145,15 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (e) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return gpu_err(e, "setup (out of GPU memory?)"); }
     ds_status st = DS_OK;
     const size_t E = c->n_embd, hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv;
+    const bool quant = want_quant(m);
     for (int l = 0; l < c->n_layer && !st; l++) {
         const ds_layer_weights *L = &m->layers[l];
         const ds_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
         const ds_matrix *wo[1] = {&L->wo}, *down[1] = {&L->w_down};
-        if (!st) st = upload_rows(s->gpu, DS_GW_WQKV, l, qkv, 3);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WO, l, wo, 1);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WGU, l, gu, 2);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WDOWN, l, down, 1);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WQKV, l, qkv, 3, quant);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WO, l, wo, 1, quant);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WGU, l, gu, 2, quant);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WDOWN, l, down, 1, quant);
         if (!st) st = upload_vec(s->gpu, DS_GW_ATTN_NORM, l, 0, L->attn_norm, E);
         if (!st) st = upload_vec(s->gpu, DS_GW_FFN_NORM, l, 0, L->ffn_norm, E);
         if (!st && L->bq) {
@@ -145,8 +163,8 @@ ds_status ds_gpu_session_init(ds_session *s) {
         }
     }
     const ds_matrix *embd[1] = {&m->tok_embd}, *out[1] = {&m->output};
-    if (!st) st = upload_rows(s->gpu, DS_GW_TOK_EMBD, 0, embd, 1);
-    if (!st && !c->tied_embeddings) st = upload_rows(s->gpu, DS_GW_OUTPUT, 0, out, 1);
+    if (!st) st = upload_rows(s->gpu, DS_GW_TOK_EMBD, 0, embd, 1, quant);
+    if (!st && !c->tied_embeddings) st = upload_rows(s->gpu, DS_GW_OUTPUT, 0, out, 1, quant);
     if (!st) st = upload_vec(s->gpu, DS_GW_OUTPUT_NORM, 0, 0, m->output_norm, E);
     if (st) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return st; }
     s->bytes += ds_gpu_forward_bytes(s->gpu);
