@@ -8,7 +8,7 @@
  * gate/up) is quantised only if all its parts are; everything else is dequantised to fp16.
  * By default a model's matrices stay quantised when their fp16 copy would take >= 1 GiB: below
  * that, decode is bound by kernel launches rather than by the weight stream, and the fp16 kernels
- * measured faster (SmolLM2-135M 1438 vs 1129 tok/s; Llama-2-7B Q4_K_M 207 vs 275 the other way;
+ * measured faster (SmolLM2-135M 1447 vs 1132 tok/s; Llama-2-7B Q4_K_M 207 vs 275 the other way;
  * bench/results/gpu-quant-weights-h200.md). DSINFER_GPU_QUANT=1 / 0 forces either way. */
 #include "forward.h"
 #include "gpu_session.h"
@@ -84,8 +84,8 @@ static bool all_quant(const ds_matrix *const *ms, int n, bool enabled) {
     return true;
 }
 
-/* Matrices ms[0..n) as consecutive row ranges of weight `which`: quantised when all can be,
- * else fp16 (rows of ms[i] start at row `at` = the rows before it). */
+/* Matrices ms[0..n) as consecutive row ranges of weight `which` (ms[i] starts after the rows of
+ * ms[0..i)): quantised when all of them can be, else fp16. */
 static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n, bool enabled) {
     const bool q = all_quant(ms, n, enabled);
     size_t row = 0;

@@ -468,8 +468,8 @@ int gemm(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, i
 constexpr size_t DEQ_MAX = 16u << 20;
 
 // y[rows][out] = x . W^T for a matrix kept quantised: decode (rows <= 8) runs the GEMV on the
-// blocks; prefill dequantises slabs of rows to fp16 and multiplies them with cuBLAS (compute
-// bound there, so the dequantisation pass costs little).
+// blocks; prefill dequantises slabs of rows to fp16 and multiplies them with cuBLAS (the extra
+// pass leaves prefill at 0.6-0.9x of the fp16 path: bench/results/gpu-quant-weights-h200.md).
 // xq_ready: f->xq already holds x's int8 blocks (written by the kernel that produced x).
 int qgemm(ds_gpu_forward *f, const dsgpu::QMat &m, int out, int in, const __half *x, int rows, float *y, bool xq_ready) {
     if (rows <= 8) {
@@ -578,9 +578,9 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
         TRY(gate_up(f, W, f->xn, rows, &act_q));
         TRY(matmul(f, W.wdown, W.qdown, E, F, f->act, rows, f->tmp, act_q));
     }
-    // the output projection follows for one row (prefill) or `rows` (decode)
+    // decode: the output projection follows on these rows (prefill picks its rows afterwards)
     TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)f->output_norm, E,
-               c.rms_eps, f->xn, xq_for(f, head_q(f), prefill ? 9 : rows), f->xs));
+               c.rms_eps, f->xn, prefill ? nullptr : xq_for(f, head_q(f), rows), f->xs));
     return (int)cudaGetLastError();
 }
 

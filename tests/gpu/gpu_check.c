@@ -328,7 +328,7 @@ static void check_model(const char *path) {
     const int calibrated = ds_model_calibrate(m, text, tl, "gpu_check", NULL, 64, 256, 8, NULL, NULL, NULL) == DS_OK;
     if (!calibrated) result(base, 0, "calibration: %s", ds_last_error());
     /* dense twice: with the matrices kept quantised on the GPU where it has kernels for their
-     * types (the default), and with every matrix dequantised to fp16 on upload. The sparse modes
+     * types (DSINFER_GPU_QUANT=1), and with every matrix dequantised to fp16 on upload. The sparse modes
      * run on fp16 weights, so that they test the attention path alone. */
     static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16", "ds+label-norm k=16"};
     for (int mode = 0; mode < 3 + calibrated; mode++) {
