@@ -10,15 +10,14 @@
 //   Q4_K  q: qs[128] of each super-block          s: d, dmin, then the 8 6-bit scales and the 8
 //                                                    mins unpacked to bytes (20 bytes) per super-block
 //   Q6_K  q: ql[128], qh[64] of each super-block  s: scales[16], d, 14 bytes pad per super-block
-// Rows of both arrays are padded to 16 bytes. Every kernel works in units of 64 elements, each
-// unit in 4 runs of 16 consecutive elements with one scale (and for Q4_1 / Q4_K one offset):
-// value = scale * v + offset, v the run's small integers.
+// Rows of both arrays are padded to 16 bytes. Every kernel works on chunks of 16 consecutive
+// elements with one scale (and for Q4_1 / Q4_K / Q6_K one offset): value = scale * v + offset,
+// v the chunk's small integers.
 //
 // Decode GEMV: integer dot products. A float multiply-add per weight made the first version
-// instruction-bound (Llama-2-7B Q4_K_M decoded at 0.7 TB/s, slower than its fp16 copy;
-// bench/NOTES.md), so the activations are quantised to int8 in blocks of 32 (quant_row32, the
-// CPU's Q8 dot types do the same) and each run of 16 is four dp4a: a Q4_K unit of 64 weights
-// costs ~90 instructions instead of ~500.
+// instruction-bound (Llama-2-7B Q4_K_M decoded slower than its fp16 copy; bench/NOTES.md), so
+// the activations are quantised to int8 in blocks of 32 (quant_row32, as the CPU's Q8 dot types
+// do) and each chunk is four dp4a.
 #include "pdl.cuh"
 #include "qweights.cuh"
 
