@@ -203,11 +203,6 @@ static void attention(ds_session *s, int layer, int T) {
     a.s = s; a.layer = layer; a.T = T; a.pos0 = s->pos;
     a.n_chunks = (s->pos + 1 + ATTN_CHUNK - 1) / ATTN_CHUNK;
     atomic_init(&a.next, 0);
-    if (T == 1 && ds_sparse_split_ok(s, layer, s->pos + 1)) {   /* selections, then chunked attention */
-        ds_sparse_decode_split(s, layer, s->pos + 1);
-        s->t_attn += ds_time_s() - t0;
-        return;
-    }
     ds_pool_run(s->pool, attn_worker, &a);
     if (T == 1 && !ds_sparse_layer(s, layer)) {
         const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;

@@ -44,8 +44,6 @@ struct ds_session {
     size_t sp_topk_bytes;
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
     int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
-    int32_t *sp_sel;             /* [n_head_kv][n_ctx] one decode step's selection per KV group */
-    int *sp_sel_m;               /* [n_head_kv] its length */
 
     /* Quest (sparse_baselines.c): per (layer, KV head, page of 16 tokens) the per-channel min and
      * max of the cached (fp16) post-RoPE keys, stored fp16 (exact: extrema of fp16 values) */

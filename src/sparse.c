@@ -10,9 +10,7 @@
 #include "ds_kernels.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 ds_sparse_opts ds_sparse_default_opts(void) {
     ds_sparse_opts o;
@@ -163,11 +161,8 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
     s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
-    s->sp_sel = ds_alloc(sizeof(int32_t) * (size_t)KVH * s->n_ctx);
-    s->sp_sel_m = calloc((size_t)KVH, sizeof(int));
-    if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc || !s->sp_sel || !s->sp_sel_m)
-        return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)nt * s->n_ctx * 12 + s->sp_topk_bytes * (size_t)nt + (size_t)KVH * s->n_ctx * 4;
+    if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
+    s->bytes += (size_t)nt * s->n_ctx * 12 + s->sp_topk_bytes * (size_t)nt;
     if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
     if (o->method == DS_ATTN_H2O) return ds_h2o_init(s);
     return DS_OK;
@@ -180,7 +175,7 @@ void ds_sparse_free(ds_session *s) {
     free(s->sp_lscale);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
     ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
-    ds_free(s->sp_idx2); ds_free(s->sp_quest); ds_free(s->sp_sel); free(s->sp_sel_m);
+    ds_free(s->sp_idx2); ds_free(s->sp_quest);
     ds_free(s->sp_h2o_acc); ds_free(s->sp_h2o_kept); ds_free(s->sp_h2o_ml);
 }
 
@@ -334,79 +329,6 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
             ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
         }
     }
-}
-
-/* ---- one decode step of a sparse layer over all threads ----
- * With one work unit per KV group (ds_sparse_group), SmolLM2's 3 KV heads on 2 threads left one
- * thread with two units and the other idle for a third of the layer. Here the selections run
- * one per group, then the exact attention over the selected rows runs in chunks of at least 128
- * rows, spread over the threads, and the chunks' partials are merged per group. */
-bool ds_sparse_split_ok(const ds_session *s, int layer, int n) {
-    const ds_sparse_opts *o = &s->opts.sparse;
-    if (!ds_sparse_layer(s, layer) || o->per_head || o->method == DS_ATTN_H2O || s->m->info.n_head_kv > DS_SPLIT_MAX_KVH)
-        return false;
-    const int k = ds_sparse_k(s, n);
-    return n > k && n >= o->min_context;
-}
-
-typedef struct {
-    ds_session *s;
-    int layer, n, k, rows, cap;   /* rows per chunk; partial slots per group */
-    int start[DS_SPLIT_MAX_KVH + 1];   /* first unit of each group (phase 2) */
-    _Atomic int next;
-    int phase;
-} split_task;
-
-static void split_worker(void *arg, int ith, int nth) {
-    (void)nth;
-    split_task *a = arg;
-    ds_session *s = a->s;
-    const ds_model_info *c = &s->m->info;
-    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
-    const int total = a->phase == 1 ? KVH : a->start[KVH];
-    for (;;) {
-        int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
-        if (u >= total) break;
-        int h = u, ch = 0;
-        if (a->phase == 2) {
-            h = 0;
-            while (u >= a->start[h + 1]) h++;
-            ch = u - a->start[h];
-        }
-        const float *q = s->q + (size_t)h * G * hd;
-        int32_t *sel = s->sp_sel + (size_t)h * s->n_ctx;
-        if (a->phase == 1) {
-            s->sp_sel_m[h] = select_unit(s, a->layer, h, q, G, a->n, a->k, ith, sel);
-        } else {
-            const size_t head = (size_t)a->layer * KVH + h, slot = (size_t)h * a->cap + ch;
-            const int b = ch * a->rows, e = DS_MIN(b + a->rows, s->sp_sel_m[h]);
-            ds_attn_partial(q, G, hd, s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd, sel, b, e,
-                            s->part_acc + slot * G * hd, &s->part_st[slot]);
-        }
-    }
-}
-
-void ds_sparse_decode_split(ds_session *s, int layer, int n) {
-    const ds_model_info *c = &s->m->info;
-    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
-    DS_ASSERT(KVH <= DS_SPLIT_MAX_KVH);
-    split_task a;
-    memset(&a, 0, sizeof a);
-    a.s = s; a.layer = layer; a.n = n; a.k = ds_sparse_k(s, n);
-    a.cap = s->n_ctx / 256 + 2;   /* the split-KV partial slots per group (forward.c) */
-    a.phase = 1;
-    atomic_init(&a.next, 0);
-    ds_pool_run(s->pool, split_worker, &a);
-    int mmax = 0;
-    for (int h = 0; h < KVH; h++) mmax = DS_MAX(mmax, s->sp_sel_m[h]);
-    a.rows = DS_MAX(128, (mmax + a.cap - 1) / a.cap);
-    for (int h = 0; h < KVH; h++) a.start[h + 1] = a.start[h] + (s->sp_sel_m[h] + a.rows - 1) / a.rows;
-    a.phase = 2;
-    atomic_store_explicit(&a.next, 0, memory_order_relaxed);
-    ds_pool_run(s->pool, split_worker, &a);
-    for (int h = 0; h < KVH; h++)
-        ds_attn_merge(a.start[h + 1] - a.start[h], G, hd, s->part_acc + (size_t)h * a.cap * G * hd,
-                      s->part_st + (size_t)h * a.cap, s->att + (size_t)h * G * hd);
 }
 
 /* Bytes of one decode step in one layer running the method, per sequence (double-sparsity.md §9).

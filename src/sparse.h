@@ -25,14 +25,6 @@ bool ds_sparse_layer(const ds_session *s, int layer);
  * calling thread (its scratch). Dense over all n when n <= k or n < min_context. */
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
 
-/* Decode (one token, query position n-1) of `layer` over all threads: the selection of each KV
- * group, then its exact attention in chunks of the selected rows, merged per group; the same
- * result as ds_sparse_group per group up to float summation order. Only where ds_sparse_split_ok
- * (a sparse layer past the dense fallback, shared selection, a stateless method). */
-#define DS_SPLIT_MAX_KVH 256
-bool ds_sparse_split_ok(const ds_session *s, int layer, int n);
-void ds_sparse_decode_split(ds_session *s, int layer, int n);
-
 /* k for a context of n tokens. */
 int ds_sparse_k(const ds_session *s, int n);
 
