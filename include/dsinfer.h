@@ -127,7 +127,8 @@ typedef struct {
     ds_attn_method method;
     int tokens;            /* k, tokens attended per step; 0: use tokens_frac */
     float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
-    int channels;          /* r, label channels per KV head; 0: head_dim / label_bits (1/16 of the key bits) */
+    int channels;          /* r, label channels per KV head; 0: max(head_dim, 128) / label_bits, at most head_dim
+                              (1/16 of the key bits, but >= 128 bits per label row: 1/8 at head_dim 64) */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv;
                             * -1: the default */

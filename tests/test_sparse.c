@@ -666,12 +666,13 @@ TEST(sparse_step_bytes_formulas) {
     const size_t hd = (size_t)c->head_dim, KVH = (size_t)c->n_head_kv, row = 2 * hd, G = (size_t)(c->n_head / c->n_head_kv);
     const int n = 1000;
     const size_t dense = 2 * (size_t)n * row * KVH;
+    const size_t r_def = (hd > 128 ? hd : 128) / 4 < hd ? (hd > 128 ? hd : 128) / 4 : hd;   /* the default channels at 4 bits */
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = 1024;
     so.n_threads = 1;
     struct { ds_attn_method meth; int per_head, k; size_t want; } cs[] = {
         {DS_ATTN_DENSE, 0, 0, dense},
-        {DS_ATTN_DS, 0, 64, KVH * (n * (hd / 4 / 2 + 4) + 2 * 64 * row)},          /* r = hd/4 at 4 bits */
+        {DS_ATTN_DS, 0, 64, KVH * (n * (r_def / 2 + 4) + 2 * 64 * row)},           /* r_def 4-bit codes + lo/step */
         {DS_ATTN_ORACLE, 0, 64, KVH * (n * row + 64 * row)},
         {DS_ATTN_STREAMING, 1, 64, KVH * G * 2 * 64 * row},
         /* 62 complete pages before the current one (positions 992..999), 4 chosen */
