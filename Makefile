@@ -93,6 +93,8 @@ gpu-build:
 	        build-cuda/libdsattn.so build-cuda/libdsattn-trace.so build-cuda/read_bw
 	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
 	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
+	@# the commit the build came from (the GPU machine's copy of the tree has no current history)
+	@echo "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src include tools tests bench 2>/dev/null || echo +changes)" > build-cuda/COMMIT
 gpu-check: gpu-build
 	build-cuda/gpu_check
 

@@ -23,7 +23,7 @@ for m in $MODELS; do
     esac
 done
 {
-    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), build of commit $(cat $B/COMMIT 2>/dev/null || echo unknown) (make gpu-build)"
     echo "# $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)"
     for m in $MODELS; do
         rounds=2
