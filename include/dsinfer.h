@@ -149,6 +149,8 @@ typedef struct {
 } ds_sparse_opts;
 
 ds_sparse_opts ds_sparse_default_opts(void);
+/* The label channels used when ds_sparse_opts.channels is 0 (see there). */
+int ds_sparse_default_channels(int head_dim, int label_bits);
 const char *ds_attn_method_name(ds_attn_method m);
 /* The method names, comma-separated ("dense,ds,...,h2o"): for help texts and error messages. */
 const char *ds_attn_method_list(void);

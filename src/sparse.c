@@ -63,7 +63,7 @@ ds_status ds_sparse_init(ds_session *s) {
      * At head_dim 64 the paper's 1/16 leaves SmolLM2 16 channels at 4 bits, too few: niah at 8K
      * 0.39 against dense 0.89, at 1/8 0.86; perplexity +6.9% against +2.8% (README). Head_dim 128
      * keeps 1/16 (32 channels at 4 bits, the paper's setting). */
-    if (o->channels == 0) o->channels = DS_MIN(hd, DS_MAX(1, DS_MAX(hd, 128) / o->label_bits));
+    if (o->channels == 0) o->channels = ds_sparse_default_channels(hd, o->label_bits);
     if (o->channels < 1 || o->channels > hd || o->channels > DS_LABEL_MAX_R)
         return ds_error(DS_ERR_ARG, "--ds-channels must be in [1, %d] for head_dim %d (got %d)",
                         DS_MIN(hd, DS_LABEL_MAX_R), hd, o->channels);
@@ -333,6 +333,11 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
             ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
         }
     }
+}
+
+int ds_sparse_default_channels(int head_dim, int label_bits) {
+    if (head_dim < 1 || label_bits < 1) return 1;
+    return DS_MIN(head_dim, DS_MAX(1, DS_MAX(head_dim, 128) / label_bits));
 }
 
 /* Bytes of one decode step in one layer running the method, per sequence (double-sparsity.md §9).

@@ -657,6 +657,18 @@ TEST(sparse_fork_quest_h2o_equals_fresh_session) {
     ds_model_free(m);
 }
 
+/* Default label channels: 1/16 of the key bits, at least 128 bits per label row, at most head_dim. */
+TEST(sparse_default_channels) {
+    CHECK(ds_sparse_default_channels(128, 4) == 32);   /* the paper's 1/16 */
+    CHECK(ds_sparse_default_channels(128, 16) == 8);
+    CHECK(ds_sparse_default_channels(256, 4) == 64);
+    CHECK(ds_sparse_default_channels(64, 4) == 32);    /* 1/8 at head_dim 64 */
+    CHECK(ds_sparse_default_channels(64, 16) == 8);
+    CHECK(ds_sparse_default_channels(64, 2) == 64);
+    CHECK(ds_sparse_default_channels(32, 2) == 32);    /* capped at head_dim */
+    CHECK(ds_sparse_default_channels(0, 4) == 1);
+}
+
 /* Bytes per decode step and layer (double-sparsity.md §9) on a few hand-computed cases. */
 TEST(sparse_step_bytes_formulas) {
     ds_model *m = load();

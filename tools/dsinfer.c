@@ -752,7 +752,7 @@ static int cmd_bench(opts *o) {
     char method[96];
     snprintf(method, sizeof method, "dense");
     if (o->sp.method != DS_ATTN_DENSE) {
-        int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : info->head_dim / bits;
+        int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : ds_sparse_default_channels(info->head_dim, bits);
         if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens, r, bits);
         else snprintf(method, sizeof method, "%s k=%.4g*n r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens_frac, r, bits);
     }

@@ -377,7 +377,7 @@ static void command_line(char *out, size_t cap) {
 static void describe(const ds_model *m, const ds_eval_config *cfg, const char *what, char *out, size_t cap) {
     const ds_model_info *info = ds_model_get_info(m);
     const ds_sparse_opts *o = &cfg->sp;
-    int r = o->channels ? o->channels : info->head_dim / (o->label_bits ? o->label_bits : 4);
+    int r = o->channels ? o->channels : ds_sparse_default_channels(info->head_dim, o->label_bits ? o->label_bits : 4);
     char dl[256] = "none", commit[64], date[64], mb[256];
     for (int i = 0, n = 0; i < o->n_dense_layers; i++)
         n += snprintf(dl + n, sizeof dl - (size_t)n, "%s%d", i ? "," : "", o->dense_layers[i]);
