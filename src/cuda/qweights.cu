@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 namespace dsgpu {
 namespace {
 
@@ -330,20 +332,15 @@ int embed_t(const QPart &p, const int *tok, const int *pos, int rows, float *x, 
     return (int)pdl_launch(pdl, st, k_qembed<T>, dim3(rows), dim3(128), p.q, p.s, p.qrow, p.srow, p.in, tok, pos, x, len);
 }
 
-size_t qrow_of(int type, int in) {
+// f(std::integral_constant<int, T>{}) for the GPU type T of `type` (one of q_type_ok's types):
+// the one place that turns a runtime type into a template argument.
+template <typename Fn>
+auto by_type(int type, Fn &&f) {
     switch (type) {
-    case T_Q8_0: return Q<T_Q8_0>::qrow(in);
-    case T_Q4_1: return Q<T_Q4_1>::qrow(in);
-    case T_Q4_K: return Q<T_Q4_K>::qrow(in);
-    default: return Q<T_Q6_K>::qrow(in);
-    }
-}
-size_t srow_of(int type, int in) {
-    switch (type) {
-    case T_Q8_0: return Q<T_Q8_0>::srow(in);
-    case T_Q4_1: return Q<T_Q4_1>::srow(in);
-    case T_Q4_K: return Q<T_Q4_K>::srow(in);
-    default: return Q<T_Q6_K>::srow(in);
+    case T_Q8_0: return f(std::integral_constant<int, T_Q8_0>{});
+    case T_Q4_1: return f(std::integral_constant<int, T_Q4_1>{});
+    case T_Q4_K: return f(std::integral_constant<int, T_Q4_K>{});
+    default: return f(std::integral_constant<int, T_Q6_K>{});
     }
 }
 
@@ -361,21 +358,17 @@ int q_append(QMat &m, int type, int row0, int rows, int in, const void *src, siz
     if (!q_type_ok(type, in) || rows < 1) return (int)cudaErrorInvalidValue;
     const int have = m.n ? m.p[m.n - 1].row0 + m.p[m.n - 1].rows : 0;
     if (row0 != have) return (int)cudaErrorInvalidValue;
-    const size_t qrow = qrow_of(type, in), srow = srow_of(type, in);
+    const size_t qrow = by_type(type, [&](auto t) { return Q<t.value>::qrow(in); });
+    const size_t srow = by_type(type, [&](auto t) { return Q<t.value>::srow(in); });
     // host repack
     uint8_t *hq = (uint8_t *)malloc(qrow * rows), *hs = (uint8_t *)calloc(srow, rows);
     if (!hq || !hs) { free(hq); free(hs); return (int)cudaErrorMemoryAllocation; }
     const int nb = in / (type == T_Q4_K || type == T_Q6_K ? 256 : 32);
-    for (int r = 0; r < rows; r++) {
-        const uint8_t *b = (const uint8_t *)src + (size_t)r * src_stride;
-        uint8_t *qo = hq + (size_t)r * qrow, *so = hs + (size_t)r * srow;
-        switch (type) {
-        case T_Q8_0: Q<T_Q8_0>::repack(b, nb, qo, so); break;
-        case T_Q4_1: Q<T_Q4_1>::repack(b, nb, qo, so); break;
-        case T_Q4_K: Q<T_Q4_K>::repack(b, nb, qo, so); break;
-        default: Q<T_Q6_K>::repack(b, nb, qo, so); break;
-        }
-    }
+    by_type(type, [&](auto t) {
+        for (int r = 0; r < rows; r++)
+            Q<t.value>::repack((const uint8_t *)src + (size_t)r * src_stride, nb, hq + (size_t)r * qrow,
+                               hs + (size_t)r * srow);
+    });
     QPart *last = m.n ? &m.p[m.n - 1] : nullptr;
     const bool merge = last && last->type == type && last->in == in;
     if (!merge && m.n == 4) { free(hq); free(hs); return (int)cudaErrorInvalidValue; }
@@ -419,13 +412,7 @@ int q_gemv(const QMat &m, const int8_t *xq, const float4 *xs, int nb, float *y, 
     if (nb < 1 || nb > 8) return (int)cudaErrorInvalidValue;
     for (int i = 0; i < m.n; i++) {
         const QPart &p = m.p[i];
-        int e;
-        switch (p.type) {
-        case T_Q8_0: e = gemv_t<T_Q8_0>(p, xq, xs, nb, y, ystride, pdl, st); break;
-        case T_Q4_1: e = gemv_t<T_Q4_1>(p, xq, xs, nb, y, ystride, pdl, st); break;
-        case T_Q4_K: e = gemv_t<T_Q4_K>(p, xq, xs, nb, y, ystride, pdl, st); break;
-        default: e = gemv_t<T_Q6_K>(p, xq, xs, nb, y, ystride, pdl, st); break;
-        }
+        const int e = by_type(p.type, [&](auto t) { return gemv_t<t.value>(p, xq, xs, nb, y, ystride, pdl, st); });
         if (e) return e;
     }
     return 0;
@@ -433,23 +420,13 @@ int q_gemv(const QMat &m, const int8_t *xq, const float4 *xs, int nb, float *y, 
 
 int q_dequant(const QPart &p, int r0, int nr, __half *out, bool pdl, cudaStream_t st) {
     if (r0 < 0 || nr < 1 || r0 + nr > p.rows) return (int)cudaErrorInvalidValue;
-    switch (p.type) {
-    case T_Q8_0: return dequant_t<T_Q8_0>(p, r0, nr, out, pdl, st);
-    case T_Q4_1: return dequant_t<T_Q4_1>(p, r0, nr, out, pdl, st);
-    case T_Q4_K: return dequant_t<T_Q4_K>(p, r0, nr, out, pdl, st);
-    default: return dequant_t<T_Q6_K>(p, r0, nr, out, pdl, st);
-    }
+    return by_type(p.type, [&](auto t) { return dequant_t<t.value>(p, r0, nr, out, pdl, st); });
 }
 
 int q_embed(const QMat &m, const int *tok, const int *pos, int rows, float *x, int *len, bool pdl, cudaStream_t st) {
     if (m.n != 1) return (int)cudaErrorInvalidValue;
     const QPart &p = m.p[0];
-    switch (p.type) {
-    case T_Q8_0: return embed_t<T_Q8_0>(p, tok, pos, rows, x, len, pdl, st);
-    case T_Q4_1: return embed_t<T_Q4_1>(p, tok, pos, rows, x, len, pdl, st);
-    case T_Q4_K: return embed_t<T_Q4_K>(p, tok, pos, rows, x, len, pdl, st);
-    default: return embed_t<T_Q6_K>(p, tok, pos, rows, x, len, pdl, st);
-    }
+    return by_type(p.type, [&](auto t) { return embed_t<t.value>(p, tok, pos, rows, x, len, pdl, st); });
 }
 
 }  // namespace dsgpu
