@@ -784,66 +784,79 @@ void ds_gpu_forward_free(ds_gpu_forward *f) {
 
 size_t ds_gpu_forward_bytes(const ds_gpu_forward *f) { return f->bytes; }
 
+}  // extern "C"
+
+namespace {
+
+// A weight matrix in both forms: its fp16 slot, its quantised form, its rows and row length.
+struct MatRef {
+    __half **w16;
+    dsgpu::QMat *q;
+    size_t rows, in;
+};
+
+// The matrix `which` names (W: its layer, or null for the model-wide ones); false for vectors.
+bool mat_ref(ds_gpu_forward *f, int which, Layer *W, MatRef *r) {
+    const ds_gpu_forward_cfg &c = f->c;
+    const size_t E = c.n_embd, V = c.n_vocab, F = c.n_ff, Hd = (size_t)c.n_head * c.head_dim;
+    switch (which) {
+    case DS_GW_TOK_EMBD: *r = {&f->tok_embd, &f->qembd, V, E}; return true;
+    case DS_GW_OUTPUT: *r = {&f->output, &f->qout, V, E}; return true;
+    case DS_GW_WQKV: *r = {&W->wqkv, &W->qqkv, (size_t)f->QKV, E}; return true;
+    case DS_GW_WO: *r = {&W->wo, &W->qo, E, Hd}; return true;
+    case DS_GW_WGU: *r = {&W->wgu, &W->qgu, 2 * F, E}; return true;
+    case DS_GW_WDOWN: *r = {&W->wdown, &W->qdown, E, F}; return true;
+    default: return false;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
 int ds_gpu_forward_upload(ds_gpu_forward *f, int which, int layer, size_t offset, const void *host, size_t n) {
     const ds_gpu_forward_cfg &c = f->c;
-    const size_t E = c.n_embd, H = c.n_head, hd = c.head_dim, F = c.n_ff, V = c.n_vocab;
-    void *dst = nullptr;
-    size_t cap = 0, esz = 2;
+    const size_t E = c.n_embd, F = c.n_ff;
     if (which >= DS_GW_ATTN_NORM && (layer < 0 || layer >= c.n_layer)) return (int)cudaErrorInvalidValue;
     Layer *W = which >= DS_GW_ATTN_NORM ? &f->L[layer] : nullptr;
+    MatRef m;
+    if (mat_ref(f, which, W, &m)) {   // a matrix: fp16 elements
+        const size_t cap = m.rows * m.in;
+        if (!*m.w16) {   // quant_weights: this matrix is fp16 after all (a type without a GPU kernel)
+            if (m.q->n || (which == DS_GW_OUTPUT && c.tied)) return (int)cudaErrorInvalidValue;
+            TRY(dalloc(f, m.w16, cap));
+            if (which == DS_GW_TOK_EMBD && c.tied) f->output = f->tok_embd;
+        }
+        if (offset + n > cap) return (int)cudaErrorInvalidValue;
+        if (which == DS_GW_WGU) return upload_gate_up(*m.w16, F, E, offset, (const __half *)host, n);
+        return (int)cudaMemcpy(*m.w16 + offset, host, n * sizeof(__half), cudaMemcpyHostToDevice);
+    }
+    float *dst = nullptr;   // a vector: floats
+    size_t cap = 0;
     switch (which) {
-    case DS_GW_TOK_EMBD: dst = f->tok_embd; cap = V * E; break;
-    case DS_GW_OUTPUT: dst = f->output; cap = V * E; break;
-    case DS_GW_OUTPUT_NORM: dst = f->output_norm; cap = E; esz = 4; break;
-    case DS_GW_ATTN_NORM: dst = W->attn_norm; cap = E; esz = 4; break;
-    case DS_GW_FFN_NORM: dst = W->ffn_norm; cap = E; esz = 4; break;
-    case DS_GW_BQKV: dst = W->bqkv; cap = f->QKV; esz = 4; break;
-    case DS_GW_WQKV: dst = W->wqkv; cap = (size_t)f->QKV * E; break;
-    case DS_GW_WO: dst = W->wo; cap = E * H * hd; break;
-    case DS_GW_WGU: dst = W->wgu; cap = 2 * F * E; break;
-    case DS_GW_WDOWN: dst = W->wdown; cap = E * F; break;
+    case DS_GW_OUTPUT_NORM: dst = f->output_norm; cap = E; break;
+    case DS_GW_ATTN_NORM: dst = W->attn_norm; cap = E; break;
+    case DS_GW_FFN_NORM: dst = W->ffn_norm; cap = E; break;
+    case DS_GW_BQKV: dst = W->bqkv; cap = f->QKV; break;
     default: return (int)cudaErrorInvalidValue;
     }
-    if (esz == 2 && !dst) {   // quant_weights: this matrix is fp16 after all (a type without a GPU kernel)
-        const dsgpu::QMat *q = which == DS_GW_TOK_EMBD ? &f->qembd : which == DS_GW_OUTPUT ? &f->qout
-                             : which == DS_GW_WQKV ? &W->qqkv : which == DS_GW_WO ? &W->qo
-                             : which == DS_GW_WGU ? &W->qgu : &W->qdown;
-        if (q->n || (which == DS_GW_OUTPUT && c.tied)) return (int)cudaErrorInvalidValue;
-        __half **slot = which == DS_GW_TOK_EMBD ? &f->tok_embd : which == DS_GW_OUTPUT ? &f->output
-                      : which == DS_GW_WQKV ? &W->wqkv : which == DS_GW_WO ? &W->wo
-                      : which == DS_GW_WGU ? &W->wgu : &W->wdown;
-        TRY(dalloc(f, slot, cap));
-        if (which == DS_GW_TOK_EMBD && c.tied) f->output = f->tok_embd;
-        dst = *slot;
-    }
     if (!dst || offset + n > cap) return (int)cudaErrorInvalidValue;
-    if (which == DS_GW_WGU) return upload_gate_up((__half *)dst, F, E, offset, (const __half *)host, n);
-    return (int)cudaMemcpy((char *)dst + offset * esz, host, n * esz, cudaMemcpyHostToDevice);
+    return (int)cudaMemcpy(dst + offset, host, n * sizeof(float), cudaMemcpyHostToDevice);
 }
 
 int ds_gpu_forward_upload_q(ds_gpu_forward *f, int which, int layer, int row0, int rows, int type, const void *host,
                             size_t stride) {
     const ds_gpu_forward_cfg &c = f->c;
-    const int E = c.n_embd, F = c.n_ff;
     if (!c.quant_weights || (which >= DS_GW_ATTN_NORM && (layer < 0 || layer >= c.n_layer))) return (int)cudaErrorInvalidValue;
-    Layer *W = which >= DS_GW_ATTN_NORM ? &f->L[layer] : nullptr;
-    dsgpu::QMat *m = nullptr;
-    const __half *w16 = nullptr;
-    int in = E, cap = 0;
-    switch (which) {
-    case DS_GW_TOK_EMBD: m = &f->qembd; w16 = f->tok_embd; cap = c.n_vocab; break;
-    case DS_GW_OUTPUT: if (c.tied) return (int)cudaErrorInvalidValue; m = &f->qout; w16 = f->output; cap = c.n_vocab; break;
-    case DS_GW_WQKV: m = &W->qqkv; w16 = W->wqkv; cap = f->QKV; break;
-    case DS_GW_WO: m = &W->qo; w16 = W->wo; cap = E; in = c.n_head * c.head_dim; break;
-    case DS_GW_WGU: m = &W->qgu; w16 = W->wgu; cap = 2 * F; break;
-    case DS_GW_WDOWN: m = &W->qdown; w16 = W->wdown; cap = E; in = F; break;
-    default: return (int)cudaErrorInvalidValue;
-    }
-    if (w16 || row0 < 0 || rows < 1 || row0 + rows > cap || !host) return (int)cudaErrorInvalidValue;
-    TRY(dsgpu::q_append(*m, type, row0, rows, in, host, stride, &f->bytes));
+    MatRef m;
+    if (!mat_ref(f, which, which >= DS_GW_ATTN_NORM ? &f->L[layer] : nullptr, &m) || (which == DS_GW_OUTPUT && c.tied))
+        return (int)cudaErrorInvalidValue;
+    const size_t in = m.in;
+    if (*m.w16 || row0 < 0 || rows < 1 || (size_t)row0 + rows > m.rows || !host) return (int)cudaErrorInvalidValue;
+    TRY(dsgpu::q_append(*m.q, type, row0, rows, (int)in, host, stride, &f->bytes));
     // the prefill slab: one part's rows, up to DEQ_MAX elements
-    size_t need = (size_t)m->p[m->n - 1].rows * in;
-    if (need > DEQ_MAX) need = DEQ_MAX > (size_t)in ? DEQ_MAX / in * in : (size_t)in;
+    size_t need = (size_t)m.q->p[m.q->n - 1].rows * in;
+    if (need > DEQ_MAX) need = DEQ_MAX > in ? DEQ_MAX / in * in : in;
     if (need > f->deq_elems) {
         if (f->deq) { cudaFree(f->deq); f->bytes -= f->deq_elems * sizeof(__half); f->deq = nullptr; }
         TRY(dalloc(f, &f->deq, need));
