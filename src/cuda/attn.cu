@@ -219,19 +219,21 @@ __device__ inline uint32_t score_key(float s) {
 }
 
 // ---- label build: one thread per (unit, position) row ----
+// One warp per label row (label_encode_row_warp, the encoder the decode step uses), so the
+// bit-for-bit check against ds_label_encode covers that encoder.
 __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_bytes) {
     dsgpu::pdl_trigger();
     dsgpu::pdl_wait();
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;   // warp-uniform
     int span = pos1 - pos0;
     long U = (long)a.B * a.H_kv;
     if (i >= U * span) return;
     int u = (int)(i / span), p = pos0 + (int)(i % span);
     size_t row = (size_t)u * a.n_max + p;
     const size_t at = (size_t)(u % a.H_kv) * a.r;
-    dsgpu::label_encode_row(a.k + row * a.d, a.chan + at, a.lab_mean ? a.lab_mean + at : nullptr,
-                            a.lab_scale ? a.lab_scale + at : nullptr, a.r, a.bits, row_bytes,
-                            a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
+    dsgpu::label_encode_row_warp(a.k + row * a.d, a.chan + at, a.lab_mean ? a.lab_mean + at : nullptr,
+                                 a.lab_scale ? a.lab_scale + at : nullptr, a.r, a.bits, row_bytes,
+                                 a.labels + row * row_bytes, a.lab_lo + row, a.lab_step + row);
 }
 
 // Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
@@ -1011,7 +1013,7 @@ int ds_gpu_label_build(const ds_gpu_attn_args *a, int pos0, int pos1, void *stre
     const int rb = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     long rows = (long)a->B * a->H_kv * (pos1 - pos0);
     return (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), (cudaStream_t)stream, k_label_build,
-                                  dim3((unsigned)((rows + 255) / 256)), dim3(256), *a, pos0, pos1, rb);
+                                  dim3((unsigned)((rows + 7) / 8)), dim3(256), *a, pos0, pos1, rb);
 }
 
 const int32_t *ds_gpu_attn_selected(const void *ws, const ds_gpu_attn_args *a, int *k_cap) {

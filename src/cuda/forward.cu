@@ -81,6 +81,7 @@ struct ds_gpu_forward {
     int n_sm;
     int mma_min_rows;                     // DSINFER_GPU_MMA_MIN_ROWS: k_gemv_mma from this many rows on
     int pdl;                              // programmatic dependent launch (pdl.cuh)
+    int small_v;                          // DSINFER_GPU_SMALLK=0: the one-block-per-row norm and RoPE kernels
     size_t bytes;
 };
 
@@ -185,6 +186,101 @@ __global__ void k_rope_append(const float *qkv, const float *bias, int H, int KV
         dsgpu::label_encode_row((const uint16_t *)(kc + rowi * hd), chan + at, lab_mean ? lab_mean + at : nullptr,
                                 lab_scale ? lab_scale + at : nullptr, r_lab, bits, rb, labels + rowi * rb, lo + rowi,
                                 step + rowi);
+    }
+}
+
+// k_add_norm with the row in registers: one block of up to 1024 threads per row, each thread
+// holding up to 4 float4 of it, so every load of a thread is in flight at once (the 256-thread
+// loop above ran 16 dependent rounds per pass at E = 4096, and read the row twice). E % 4 == 0,
+// E <= 16 * blockDim.x.
+__global__ void __launch_bounds__(1024) k_add_norm_v(float *x, const float *add, const float *w, int E, float eps,
+                                                     __half *xn, int8_t *xq, float4 *xs) {
+    pdl_trigger();
+    pdl_wait();
+    const int r = blockIdx.x, n4 = E >> 2;
+    float4 *xr = (float4 *)(x + (size_t)r * E);
+    const float4 *ar = add ? (const float4 *)(add + (size_t)r * E) : nullptr;
+    float4 v[4];
+    float ss = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < n4) {
+            float4 a = xr[i];
+            if (ar) {
+                const float4 b = ar[i];
+                a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w;
+                xr[i] = a;
+            }
+            v[j] = a;
+            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        }
+    }
+    __shared__ float red[32];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += red[i];
+    const float inv = rsqrtf(tot / E + eps);
+    const float4 *w4 = (const float4 *)w;
+    uint2 *out = (uint2 *)(xn + (size_t)r * E);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < n4) {
+            const float4 g = w4[i];
+            const __half2 lo = __floats2half2_rn(v[j].x * inv * g.x, v[j].y * inv * g.y);
+            const __half2 hi = __floats2half2_rn(v[j].z * inv * g.z, v[j].w * inv * g.w);
+            out[i] = make_uint2(*(const uint32_t *)&lo, *(const uint32_t *)&hi);
+        }
+    }
+    if (xq) {
+        __syncthreads();
+        dsgpu::quant_row_block(xn + (size_t)r * E, E, xq + (size_t)r * E, xs + (size_t)r * E / 32);
+    }
+}
+
+// k_rope_append with one block per (row, head) of hd / 2 threads, one rotation pair each, so a
+// decode step runs B * (H + KVH) blocks instead of B. A K head's block also appends its V row
+// and, when labels are kept, its label row (one warp, label_encode_row_warp).
+__global__ void __launch_bounds__(64) k_rope_append_h(const float *qkv, const float *bias, int H, int KVH, int hd,
+                                                      int neox, const float *inv_freq, const int *pos, int per_row_slot,
+                                                      int n_ctx, __half *q_out, __half *kc, __half *vc, int r_lab,
+                                                      int bits, int rb, const int16_t *chan, const float *lab_mean,
+                                                      const float *lab_scale, uint8_t *labels, uint16_t *lo,
+                                                      uint16_t *step) {
+    pdl_trigger();
+    pdl_wait();
+    const int r = blockIdx.x, h = blockIdx.y, i = threadIdx.x, p = pos[r], b = per_row_slot ? r : 0;
+    const int QKV = (H + 2 * KVH) * hd, half = hd / 2, base = h * hd;   // q heads, then k heads
+    const float *row = qkv + (size_t)r * QKV;
+    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    float a0 = row[base + i0], a1 = row[base + i1];
+    if (bias) { a0 += bias[base + i0]; a1 += bias[base + i1]; }
+    float sn, cs;
+    sincosf((float)p * inv_freq[i], &sn, &cs);
+    const float o0 = a0 * cs - a1 * sn, o1 = a0 * sn + a1 * cs;
+    if (h < H) {
+        __half *dst = q_out + ((size_t)r * H + h) * hd;
+        dst[i0] = __float2half(o0);
+        dst[i1] = __float2half(o1);
+        return;   // uniform per block
+    }
+    const int kh = h - H;
+    const size_t rowi = ((size_t)b * KVH + kh) * n_ctx + p;
+    __half *kd = kc + rowi * hd;
+    kd[i0] = __float2half(o0);
+    kd[i1] = __float2half(o1);
+    const int vb = (H + KVH) * hd + kh * hd;
+    for (int e = i; e < hd; e += half) vc[rowi * hd + e] = __float2half(row[vb + e] + (bias ? bias[vb + e] : 0.0f));
+    if (!labels) return;
+    __syncthreads();   // the block's K writes are visible to the block after the barrier
+    if (i < 32) {
+        const size_t at = (size_t)kh * r_lab;
+        dsgpu::label_encode_row_warp((const uint16_t *)kd, chan + at, lab_mean ? lab_mean + at : nullptr,
+                                     lab_scale ? lab_scale + at : nullptr, r_lab, bits, rb, labels + rowi * rb,
+                                     lo + rowi, step + rowi);
     }
 }
 
@@ -548,6 +644,17 @@ ds_gpu_attn_args attn_args(ds_gpu_forward *f, int l, int rows, bool prefill, int
     return a;
 }
 
+// x += add (when add); xn = rmsnorm(x) * w (+ its int8 blocks when xq), one block per row.
+int add_norm(ds_gpu_forward *f, int rows, const float *add, const float *w, int8_t *xq) {
+    const int E = f->c.n_embd;
+    if (f->small_v && E % 4 == 0 && E <= 16 * 1024) {
+        const int th = (E / 4 + 31) / 32 * 32;   // one float4 per thread up to E = 4096, then <= 4
+        return launch(f, k_add_norm_v, dim3(rows), dim3(th < 1024 ? th : 1024), f->x, add, w, E, f->c.rms_eps, f->xn,
+                      xq, f->xs);
+    }
+    return launch(f, k_add_norm, dim3(rows), dim3(256), f->x, add, w, E, f->c.rms_eps, f->xn, xq, f->xs);
+}
+
 // Embedding -> layers -> final norm for `rows` rows whose tokens and positions are in d_tok /
 // d_pos; decode: row r is slot r; prefill: all rows are slot `slot`. Leaves xn = final norm.
 int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
@@ -560,11 +667,11 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
     const float *no_add = nullptr;
     for (int l = 0; l < c.n_layer; l++) {
         const Layer &W = f->L[l];
-        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, l ? (const float *)f->tmp : no_add,
-                   (const float *)W.attn_norm, E, c.rms_eps, f->xn, xq_for(f, W.qqkv, rows), f->xs));
+        TRY(add_norm(f, rows, l ? (const float *)f->tmp : no_add, W.attn_norm, xq_for(f, W.qqkv, rows)));
         TRY(matmul(f, W.wqkv, W.qqkv, f->QKV, E, f->xn, rows, f->qkv, true));
         ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
-        TRY(launch(f, k_rope_append, dim3(rows), dim3(256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
+        TRY(launch(f, f->small_v ? k_rope_append_h : k_rope_append, f->small_v ? dim3(rows, H + KVH) : dim3(rows),
+                   dim3(f->small_v ? hd / 2 : 256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
                    c.rope_neox, (const float *)f->inv_freq, (const int *)f->d_pos, (int)!prefill, c.n_ctx, f->q,
                    (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb, a.chan, a.lab_mean, a.lab_scale,
                    c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step));
@@ -572,15 +679,13 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
         void *ws = prefill ? f->ws_pre : f->ws;
         if (!f->skip_attn) TRY(sparse ? ds_gpu_attn_ds(&a, ws, st) : ds_gpu_attn_dense(&a, ws, st));
         TRY(matmul(f, W.wo, W.qo, E, H * hd, f->att, rows, f->tmp));
-        TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)W.ffn_norm, E,
-                   c.rms_eps, f->xn, xq_for(f, W.qgu, rows), f->xs));
+        TRY(add_norm(f, rows, f->tmp, W.ffn_norm, xq_for(f, W.qgu, rows)));
         bool act_q;
         TRY(gate_up(f, W, f->xn, rows, &act_q));
         TRY(matmul(f, W.wdown, W.qdown, E, F, f->act, rows, f->tmp, act_q));
     }
     // decode: the output projection follows on these rows (prefill picks its rows afterwards)
-    TRY(launch(f, k_add_norm, dim3(rows), dim3(256), f->x, (const float *)f->tmp, (const float *)f->output_norm, E,
-               c.rms_eps, f->xn, prefill ? nullptr : xq_for(f, head_q(f), rows), f->xs));
+    TRY(add_norm(f, rows, f->tmp, f->output_norm, prefill ? nullptr : xq_for(f, head_q(f), rows)));
     return (int)cudaGetLastError();
 }
 
@@ -632,6 +737,7 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     f->use_sparse = cfg->sparse;
     f->use_cublas_gemv = env_int("DSINFER_GPU_CUBLAS", 0) > 0;
     f->skip_attn = env_int("DSINFER_GPU_SKIP_ATTN", 0) > 0;
+    f->small_v = env_int("DSINFER_GPU_SMALLK", 1) > 0;
     f->gemv_small_rows = env_int("DSINFER_GPU_GEMV_SMALL", 8192);
     f->gemv_kind = env_int("DSINFER_GPU_GEMV", 4);
     f->mma_force_warps = env_int("DSINFER_GPU_MMA_WARPS", 0);

@@ -76,4 +76,69 @@ __device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch,
     *step_out = st16;
 }
 
+// label_encode_row by one warp (all 32 lanes call it): lane j handles channels j, j + 32, ...;
+// the per-channel arithmetic is label_encode_row's, min/max are exact in any order, so the
+// output is bit for bit the same. Why: one thread per row ran r dependent double divisions in
+// the decode step's critical path (RoPE/append kernel, once per layer).
+__device__ inline void label_encode_row_warp(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc,
+                                             int r, int bits, int row_bytes, uint8_t *codes, uint16_t *lo_out,
+                                             uint16_t *step_out) {
+    const int lane = threadIdx.x & 31;
+    if (bits == 16) {
+        for (int j = lane; j < r; j += 32) {
+            uint16_t h = mu ? f2h(label_value(krow, ch, mu, sc, j)) : krow[ch[j]];
+            codes[2 * j] = (uint8_t)h;
+            codes[2 * j + 1] = (uint8_t)(h >> 8);
+        }
+        return;
+    }
+    const float FMAX = 65504.0f;
+    float mn = INFINITY, mx = -INFINITY;
+    for (int j = lane; j < r; j += 32) {
+        float x = label_value(krow, ch, mu, sc, j);
+        if (x < mn) mn = x;
+        if (x > mx) mx = x;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    }
+    if (mn > mx) mn = mx = 0.0f;
+    mn = fmaxf(fminf(mn, FMAX), -FMAX);
+    mx = fmaxf(fminf(mx, FMAX), -FMAX);
+    const int L = (1 << bits) - 1;
+    uint16_t lo16 = fp16_down(mn), st16 = 0;
+    float lof = h2f(lo16);
+    if (mx > lof) {
+        double st = ((double)mx - (double)lof) / L;
+        float stf = (float)st;
+        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
+        st16 = fp16_up(fminf(stf, FMAX));
+    }
+    double stepd = h2f(st16);
+    // bits is 2, 4 or 8: a code never straddles a 32-bit word; 32 lanes cover 32 codes per pass
+    for (int j0 = 0; j0 < r; j0 += 32) {
+        const int j = j0 + lane;
+        uint32_t c = 0;
+        if (j < r && stepd > 0) {
+            double v = ((double)label_value(krow, ch, mu, sc, j) - lof) / stepd;
+            if (v > 0) c = v >= L ? (uint32_t)L : (uint32_t)(int)(v + 0.5);
+        }
+        const int bit = j * bits;   // position in the row
+        const int w0 = (j0 * bits) >> 5, nw = (32 * bits) >> 5;   // words this pass covers
+        for (int w = 0; w < nw; w++) {
+            const uint32_t word = __reduce_or_sync(0xffffffffu, (j < r && (bit >> 5) == w0 + w) ? c << (bit & 31) : 0u);
+            if (lane == 0)
+                for (int by = 0; by < 4; by++) {
+                    const int at = 4 * (w0 + w) + by;
+                    if (at < row_bytes) codes[at] = (uint8_t)(word >> (8 * by));
+                }
+        }
+    }
+    if (lane == 0) {
+        *lo_out = lo16;
+        *step_out = st16;
+    }
+}
+
 }  // namespace dsgpu
