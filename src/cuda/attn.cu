@@ -640,16 +640,31 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     TRACE(3, 1);
     // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
     cl.sync();   // every block's histogram is complete
+    // (remote loads are issued in batches: a distributed-shared-memory read is a round trip,
+    // and a loop that waited for each one spent ~2 us here)
     const int slice = HIST_BINS / CL;
     for (int i = threadIdx.x; i < slice; i += blockDim.x) {
         const int bin = rank * slice + i;
+        uint32_t v[CL_MAX];
+#pragma unroll
+        for (int r = 0; r < CL_MAX; r++) v[r] = r < CL ? *cl.map_shared_rank(&sh[bin], r) : 0u;
         uint32_t s = 0;
-        for (int r = 0; r < CL; r++) s += *cl.map_shared_rank(&sh[bin], r);
+#pragma unroll
+        for (int r = 0; r < CL_MAX; r++) s += v[r];
         tot[i] = s;
     }
     cl.sync();   // every slice is summed (and no block reads sh any more)
-    for (int bin = threadIdx.x; bin < HIST_BINS; bin += blockDim.x)
-        sh[bin] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
+    {
+        constexpr int PER = HIST_BINS / 256;   // bins per thread (blockDim.x == 256)
+        uint32_t v[PER];
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int bin = threadIdx.x + 256 * j;
+            v[j] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
+        }
+#pragma unroll
+        for (int j = 0; j < PER; j++) sh[threadIdx.x + 256 * j] = v[j];
+    }
     __syncthreads();
     int b1, above;
     find_threshold<true>(sh, k - 1, &b1, &above);   // -1: nothing but the current token
@@ -657,10 +672,19 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     // emit positions above the bin, collect the bin's candidates: thread i reads keys
     // [p0 + 2048 v + 8 i, +8) (rows padded to 8), lanes past p1 masked out; two passes (count,
     // then write at offsets from one block scan)
+    // (keys read KB vectors at a time, so the L2 round trips overlap: one vector per round
+    // trip cost 23 us of the emit at B=8, n=64K, where a block re-reads 32K keys twice)
+    constexpr int KB = 4;
     int nh = 0, ne = 0;
     if (b1 >= 0)
-        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048)
-            count_keys(__ldcg((const uint4 *)(kk + ps)), ps, p1, b1, nh, ne);
+        for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
+            uint4 kv[KB];
+#pragma unroll
+            for (int j = 0; j < KB; j++)
+                kv[j] = ps0 + j * 2048 < p1 ? __ldcg((const uint4 *)(kk + ps0 + j * 2048)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int j = 0; j < KB; j++) count_keys(kv[j], ps0 + j * 2048, p1, b1, nh, ne);
+        }
     typedef cub::BlockScan<unsigned long long, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
     unsigned long long off, total;
@@ -674,8 +698,14 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     if (nh | ne) {
         int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
         uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
-        for (int ps = p0 + 8 * threadIdx.x; ps < p1; ps += 2048)
-            emit_keys(__ldcg((const uint4 *)(kk + ps)), ps, p1, b1, out, cd);
+        for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
+            uint4 kv[KB];
+#pragma unroll
+            for (int j = 0; j < KB; j++)
+                kv[j] = ps0 + j * 2048 < p1 ? __ldcg((const uint4 *)(kk + ps0 + j * 2048)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int j = 0; j < KB; j++) emit_keys(kv[j], ps0 + j * 2048, p1, b1, out, cd);
+        }
     }
     TRACE(3, 3);
     __threadfence();   // the candidates, for the leader
