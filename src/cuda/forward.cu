@@ -75,9 +75,10 @@ struct ds_gpu_forward {
     int use_cublas_gemv;                  // DSINFER_GPU_CUBLAS=1: cuBLAS for decode GEMVs too (comparison)
     int skip_attn;                        // DSINFER_GPU_SKIP_ATTN=1: no attention (timing the rest only)
     int gemv_small_rows;                  // GEMVs up to this many output rows use one row per warp (k_gemv)
-    int gemv_kind;                        // DSINFER_GPU_GEMV: 0 k_gemv (CUDA cores), 2 or 4 k_gemv_mma<UN> (default 4)
+    int gemv_kind;                        // DSINFER_GPU_GEMV: 0 k_gemv (CUDA cores), 2 or 4 k_gemv_mma<UN>, 5 (default) UN 4 pipelined
+    int gemv_pipe;                        // DSINFER_GPU_GEMV_PIPE=0: k_gemv not software-pipelined (comparison)
     int mma_force_warps;                  // DSINFER_GPU_MMA_WARPS: fixed warps per block (default: one wave)
-    int mma_occ[2][2][5];                 // [swiglu][UN 2, 4][warps index]: resident blocks per SM
+    int mma_occ[2][3][5];                 // [swiglu][UN 2, 4, 4 pipelined][warps index]: resident blocks per SM
     int n_sm;
     int mma_min_rows;                     // DSINFER_GPU_MMA_MIN_ROWS: k_gemv_mma from this many rows on
     int pdl;                              // programmatic dependent launch (pdl.cuh)
@@ -328,7 +329,7 @@ __global__ void k_fill_float(float *p, size_t n, float v) {
 // Decode GEMV for up to 8 rows: the weights are read once, 16 bytes per lane per load, each
 // warp owning RPW output rows with UN loads in flight per row; x (a few KB) is read through L1.
 // cuBLAS reached 67-84% of the weight bytes' floor for these shapes (bench/NOTES.md).
-template <int NB, int RPW, int UN>
+template <int NB, int RPW, int UN, bool PIPE = false>
 __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int out, int in, const __half *__restrict__ x,
                                               float *__restrict__ y) {
     const int row0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;   // warp-uniform
@@ -341,14 +342,30 @@ __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int 
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0;
     const int n8 = in / 8;   // 16-byte chunks per row (in % 8 == 0 checked by the caller)
+    // PIPE: the next iteration's weights are loaded before this one's are used (as k_gemv_mma)
+    uint4 wn[RPW][UN];
+    if (PIPE)
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < UN; u++) {
+                const int c = lane + u * 32;
+                wn[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
+            }
     for (int c0 = lane; c0 < n8; c0 += 32 * UN) {
         uint4 w[RPW][UN];
 #pragma unroll
         for (int r = 0; r < RPW; r++)
 #pragma unroll
             for (int u = 0; u < UN; u++) {
-                const int c = c0 + u * 32;
-                w[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
+                if (PIPE) {
+                    w[r][u] = wn[r][u];
+                    const int c = c0 + 32 * UN + u * 32;
+                    wn[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
+                } else {
+                    const int c = c0 + u * 32;
+                    w[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
+                }
             }
 #pragma unroll
         for (int u = 0; u < UN; u++) {
@@ -410,7 +427,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 // With PDL the block prefetches its first weight chunks into L2 before waiting for x.
 // SWIGLU: W is the interleaved gate/up matrix (out = 2F); the block writes act[nb][F] (fp16)
 // = silu(gate) * up for its 8 features instead of y.
-template <int UN, int WARPS, bool SWIGLU>
+template <int UN, int WARPS, bool SWIGLU, bool PIPE = false>
 __global__ void __launch_bounds__(32 * WARPS) k_gemv_mma(const __half *__restrict__ W, int out, int in,
                                                          const __half *__restrict__ x, int nb, float *__restrict__ y,
                                                          __half *__restrict__ act) {
@@ -433,6 +450,39 @@ __global__ void __launch_bounds__(32 * WARPS) k_gemv_mma(const __half *__restric
     pdl_wait();
     float acc[4] = {0, 0, 0, 0};
     const uint4 z = make_uint4(0, 0, 0, 0);
+    if constexpr (PIPE) {
+        // software-pipelined: the next iteration's loads are issued before this one's MMAs, so
+        // a warp always has loads in flight
+        uint4 A[UN], Bw[UN], X[UN];
+        const int c00 = warp * 4 * UN;
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            const int c = c00 + 4 * u + t;
+            const bool ok = c00 + 4 * u < n8;
+            A[u] = ok && va ? __ldcs(wa + c) : z;
+            Bw[u] = ok && vb ? __ldcs(wb + c) : z;
+            X[u] = ok && vx ? __ldg(xg + c) : z;
+        }
+        for (int c0 = c00; c0 < n8; c0 += STEP) {
+            uint4 A2[UN], B2[UN], X2[UN];
+#pragma unroll
+            for (int u = 0; u < UN; u++) {
+                const int c = c0 + STEP + 4 * u + t;
+                const bool ok = c0 + STEP + 4 * u < n8;
+                A2[u] = ok && va ? __ldcs(wa + c) : z;
+                B2[u] = ok && vb ? __ldcs(wb + c) : z;
+                X2[u] = ok && vx ? __ldg(xg + c) : z;
+            }
+#pragma unroll
+            for (int u = 0; u < UN; u++) {
+                if (c0 + 4 * u >= n8) break;
+                mma16816(acc, A[u].x, Bw[u].x, A[u].y, Bw[u].y, X[u].x, X[u].y);
+                mma16816(acc, A[u].z, Bw[u].z, A[u].w, Bw[u].w, X[u].z, X[u].w);
+            }
+#pragma unroll
+            for (int u = 0; u < UN; u++) { A[u] = A2[u]; Bw[u] = B2[u]; X[u] = X2[u]; }
+        }
+    } else
     for (int c0 = warp * 4 * UN; c0 < n8; c0 += STEP) {
         uint4 A[UN], Bw[UN], X[UN];
 #pragma unroll
@@ -478,27 +528,27 @@ __global__ void __launch_bounds__(32 * WARPS) k_gemv_mma(const __half *__restric
 
 constexpr int MMA_WARPS[5] = {1, 2, 4, 8, 16};
 
-template <int UN, bool SW>
+template <int UN, bool SW, bool PIPE = false>
 int launch_mma(ds_gpu_forward *f, int wi, const __half *W, int out, int in, const __half *x, int nb, float *y,
                __half *act) {
     const dim3 grid((out + 15) / 16), block(32 * MMA_WARPS[wi]);
     switch (wi) {
-    case 0: return launch(f, k_gemv_mma<UN, 1, SW>, grid, block, W, out, in, x, nb, y, act);
-    case 1: return launch(f, k_gemv_mma<UN, 2, SW>, grid, block, W, out, in, x, nb, y, act);
-    case 2: return launch(f, k_gemv_mma<UN, 4, SW>, grid, block, W, out, in, x, nb, y, act);
-    case 3: return launch(f, k_gemv_mma<UN, 8, SW>, grid, block, W, out, in, x, nb, y, act);
-    default: return launch(f, k_gemv_mma<UN, 16, SW>, grid, block, W, out, in, x, nb, y, act);
+    case 0: return launch(f, k_gemv_mma<UN, 1, SW, PIPE>, grid, block, W, out, in, x, nb, y, act);
+    case 1: return launch(f, k_gemv_mma<UN, 2, SW, PIPE>, grid, block, W, out, in, x, nb, y, act);
+    case 2: return launch(f, k_gemv_mma<UN, 4, SW, PIPE>, grid, block, W, out, in, x, nb, y, act);
+    case 3: return launch(f, k_gemv_mma<UN, 8, SW, PIPE>, grid, block, W, out, in, x, nb, y, act);
+    default: return launch(f, k_gemv_mma<UN, 16, SW, PIPE>, grid, block, W, out, in, x, nb, y, act);
     }
 }
 
-// Blocks of k_gemv_mma<UN, MMA_WARPS[wi], SW> resident per SM (for one-wave sizing).
-template <int UN, bool SW>
+// Blocks of k_gemv_mma<UN, MMA_WARPS[wi], SW, PIPE> resident per SM (for one-wave sizing).
+template <int UN, bool SW, bool PIPE = false>
 void mma_occupancy(int *occ) {
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[0], k_gemv_mma<UN, 1, SW>, 32, 0);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[1], k_gemv_mma<UN, 2, SW>, 64, 0);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[2], k_gemv_mma<UN, 4, SW>, 128, 0);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[3], k_gemv_mma<UN, 8, SW>, 256, 0);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[4], k_gemv_mma<UN, 16, SW>, 512, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[0], k_gemv_mma<UN, 1, SW, PIPE>, 32, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[1], k_gemv_mma<UN, 2, SW, PIPE>, 64, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[2], k_gemv_mma<UN, 4, SW, PIPE>, 128, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[3], k_gemv_mma<UN, 8, SW, PIPE>, 256, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[4], k_gemv_mma<UN, 16, SW, PIPE>, 512, 0);
 }
 
 // Warps per block (index into MMA_WARPS) for a matrix of `out` rows and `in` columns: the most
@@ -507,8 +557,8 @@ int mma_warps(const ds_gpu_forward *f, int out, int in, bool swiglu) {
     if (f->mma_force_warps) {
         for (int wi = 0; wi < 5; wi++) if (MMA_WARPS[wi] == f->mma_force_warps) return wi;
     }
-    const int tiles = (out + 15) / 16, n8 = in / 8, un = f->gemv_kind == 2 ? 2 : 4;
-    const int *occ = f->mma_occ[swiglu][un == 2 ? 0 : 1];
+    const int k = f->gemv_kind, tiles = (out + 15) / 16, n8 = in / 8, un = k == 2 ? 2 : 4;
+    const int *occ = f->mma_occ[swiglu][k == 2 ? 0 : k == 5 ? 2 : 1];
     int cap = 0;
     while (cap < 4 && MMA_WARPS[cap + 1] * 4 * un <= n8) cap++;
     for (int wi = cap; wi >= 0; wi--)
@@ -520,6 +570,10 @@ int mma_warps(const ds_gpu_forward *f, int out, int in, bool swiglu) {
 // SM has enough warps; many rows: two rows a warp.
 template <int NB>
 int launch_gemv(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, float *y) {
+    if (f->gemv_pipe) {
+        if (out <= f->gemv_small_rows) return launch(f, k_gemv<NB, 1, 4, true>, dim3((out + 7) / 8), dim3(256), W, out, in, x, y);
+        return launch(f, k_gemv<NB, 2, 2, true>, dim3(((out + 1) / 2 + 7) / 8), dim3(256), W, out, in, x, y);
+    }
     if (out <= f->gemv_small_rows) return launch(f, k_gemv<NB, 1, 4>, dim3((out + 7) / 8), dim3(256), W, out, in, x, y);
     const int warps = (out + 1) / 2;
     return launch(f, k_gemv<NB, 2, 2>, dim3((warps + 7) / 8), dim3(256), W, out, in, x, y);
@@ -530,6 +584,7 @@ template <bool SW>
 int run_mma(ds_gpu_forward *f, const __half *W, int out, int in, const __half *x, int nb, float *y, __half *act) {
     const int wi = mma_warps(f, out, in, SW);
     if (f->gemv_kind == 2) return launch_mma<2, SW>(f, wi, W, out, in, x, nb, y, act);
+    if (f->gemv_kind == 5) return launch_mma<4, SW, true>(f, wi, W, out, in, x, nb, y, act);
     return launch_mma<4, SW>(f, wi, W, out, in, x, nb, y, act);
 }
 
@@ -739,7 +794,8 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     f->skip_attn = env_int("DSINFER_GPU_SKIP_ATTN", 0) > 0;
     f->small_v = env_int("DSINFER_GPU_SMALLK", 1) > 0;
     f->gemv_small_rows = env_int("DSINFER_GPU_GEMV_SMALL", 8192);
-    f->gemv_kind = env_int("DSINFER_GPU_GEMV", 4);
+    f->gemv_kind = env_int("DSINFER_GPU_GEMV", 5);
+    f->gemv_pipe = env_int("DSINFER_GPU_GEMV_PIPE", 1) > 0;
     f->mma_force_warps = env_int("DSINFER_GPU_MMA_WARPS", 0);
     {
         int dev = 0;
@@ -749,6 +805,8 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
         mma_occupancy<4, false>(f->mma_occ[0][1]);
         mma_occupancy<2, true>(f->mma_occ[1][0]);
         mma_occupancy<4, true>(f->mma_occ[1][1]);
+        mma_occupancy<4, false, true>(f->mma_occ[0][2]);
+        mma_occupancy<4, true, true>(f->mma_occ[1][2]);
         TRY(cudaGetLastError());
     }
     f->pdl = dsgpu::pdl_enabled();
