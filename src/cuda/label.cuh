@@ -31,6 +31,31 @@ __device__ inline float label_value(const uint16_t *krow, const int16_t *ch, con
     return mu ? (x - mu[j]) / sc[j] : x;
 }
 
+// A row's quantisation grid from its label range [mn, mx] (mn > mx: an empty row): lo rounded
+// down and step rounded up to fp16, so every value maps into [0, L] (ds_label_encode's rule).
+__device__ inline void label_range(float mn, float mx, int L, uint16_t *lo16, uint16_t *st16) {
+    const float FMAX = 65504.0f;
+    if (mn > mx) mn = mx = 0.0f;
+    mn = fmaxf(fminf(mn, FMAX), -FMAX);
+    mx = fmaxf(fminf(mx, FMAX), -FMAX);
+    *lo16 = fp16_down(mn);
+    *st16 = 0;
+    const float lof = h2f(*lo16);
+    if (mx > lof) {
+        double st = ((double)mx - (double)lof) / L;
+        float stf = (float)st;
+        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
+        *st16 = fp16_up(fminf(stf, FMAX));
+    }
+}
+
+// The code of label value x on the grid (lof, stepd), in [0, L].
+__device__ inline int label_code(float x, float lof, double stepd, int L) {
+    if (!(stepd > 0)) return 0;
+    const double v = ((double)x - lof) / stepd;
+    return v > 0 ? (v >= L ? L : (int)(v + 0.5)) : 0;
+}
+
 // One label row from an fp16 key row: codes[row_bytes] (+ lo/step for bits < 16). mu, sc:
 // [r] label normalisation or NULL.
 __device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc, int r,
@@ -43,33 +68,20 @@ __device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch,
         }
         return;
     }
-    const float FMAX = 65504.0f;
     float mn = INFINITY, mx = -INFINITY;
     for (int j = 0; j < r; j++) {
         float x = label_value(krow, ch, mu, sc, j);
         if (x < mn) mn = x;
         if (x > mx) mx = x;
     }
-    if (mn > mx) mn = mx = 0.0f;
-    mn = fmaxf(fminf(mn, FMAX), -FMAX);
-    mx = fmaxf(fminf(mx, FMAX), -FMAX);
     const int L = (1 << bits) - 1;
-    uint16_t lo16 = fp16_down(mn), st16 = 0;
-    float lof = h2f(lo16);
-    if (mx > lof) {
-        double st = ((double)mx - (double)lof) / L;
-        float stf = (float)st;
-        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
-        st16 = fp16_up(fminf(stf, FMAX));
-    }
-    double stepd = h2f(st16);
+    uint16_t lo16, st16;
+    label_range(mn, mx, L, &lo16, &st16);
+    const float lof = h2f(lo16);
+    const double stepd = h2f(st16);
     for (int b = 0; b < row_bytes; b++) codes[b] = 0;
     for (int j = 0; j < r; j++) {
-        int c = 0;
-        if (stepd > 0) {
-            double v = ((double)label_value(krow, ch, mu, sc, j) - lof) / stepd;
-            if (v > 0) c = v >= L ? L : (int)(v + 0.5);
-        }
+        const int c = label_code(label_value(krow, ch, mu, sc, j), lof, stepd, L);
         codes[(j * bits) >> 3] |= (uint8_t)(c << ((j * bits) & 7));
     }
     *lo_out = lo16;
@@ -92,7 +104,6 @@ __device__ inline void label_encode_row_warp(const uint16_t *krow, const int16_t
         }
         return;
     }
-    const float FMAX = 65504.0f;
     float mn = INFINITY, mx = -INFINITY;
     for (int j = lane; j < r; j += 32) {
         float x = label_value(krow, ch, mu, sc, j);
@@ -103,27 +114,15 @@ __device__ inline void label_encode_row_warp(const uint16_t *krow, const int16_t
         mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     }
-    if (mn > mx) mn = mx = 0.0f;
-    mn = fmaxf(fminf(mn, FMAX), -FMAX);
-    mx = fmaxf(fminf(mx, FMAX), -FMAX);
     const int L = (1 << bits) - 1;
-    uint16_t lo16 = fp16_down(mn), st16 = 0;
-    float lof = h2f(lo16);
-    if (mx > lof) {
-        double st = ((double)mx - (double)lof) / L;
-        float stf = (float)st;
-        if ((double)stf < st) stf = nextafterf(stf, INFINITY);
-        st16 = fp16_up(fminf(stf, FMAX));
-    }
-    double stepd = h2f(st16);
+    uint16_t lo16, st16;
+    label_range(mn, mx, L, &lo16, &st16);
+    const float lof = h2f(lo16);
+    const double stepd = h2f(st16);
     // bits is 2, 4 or 8: a code never straddles a 32-bit word; 32 lanes cover 32 codes per pass
     for (int j0 = 0; j0 < r; j0 += 32) {
         const int j = j0 + lane;
-        uint32_t c = 0;
-        if (j < r && stepd > 0) {
-            double v = ((double)label_value(krow, ch, mu, sc, j) - lof) / stepd;
-            if (v > 0) c = v >= L ? (uint32_t)L : (uint32_t)(int)(v + 0.5);
-        }
+        const uint32_t c = j < r ? (uint32_t)label_code(label_value(krow, ch, mu, sc, j), lof, stepd, L) : 0u;
         const int bit = j * bits;   // position in the row
         const int w0 = (j0 * bits) >> 5, nw = (32 * bits) >> 5;   // words this pass covers
         for (int w = 0; w < nw; w++) {
