@@ -226,10 +226,113 @@ T_AVX512 static inline void scale_avx512(float *acc, float a, int hd) {
     __m512 aa = _mm512_set1_ps(a);
     for (int c = 0; c < hd; c += 16) _mm512_storeu_ps(acc + c, _mm512_mul_ps(aa, _mm512_loadu_ps(acc + c)));
 }
-T_AVX512 static void attn_partial_avx512(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
-                                         const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
+T_AVX512 static void attn_partial_avx512_rows(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
+                                              const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
     ATTN_PARTIAL_BODY(cvt_avx512, dotf_avx512, axpyf_avx512, scale_avx512, exptile_avx512)
 }
+
+/* r[j] = the sum of the 16 lanes of p[j], for j < 16: a transpose-and-add tree, ~3
+ * instructions per row where a reduction per row takes ~8. */
+T_AVX512 static inline __m512 hsum16_avx512(const __m512 *p) {
+    __m512 t[8], u[4];
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < 8; i++)   /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] */
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]), _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < 4; i++)   /* per lane: the lane's sums of rows 4i .. 4i+3 */
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* acc[g][c0 .. c0+16) += sum over the tile's rows j of p[g][j] * V[row j][c0 ..], for G query
+ * heads: the G accumulators stay in registers over the tile (G a constant after inlining). */
+#define PV_TILE(GG)                                                                              \
+    do {                                                                                         \
+        __m512 a[(GG)];                                                                            \
+        _Pragma("GCC unroll 16")                                                                \
+        for (int g = 0; g < (GG); g++) a[g] = _mm512_loadu_ps(acc + (size_t)g * hd + c0);          \
+        for (int j = 0; j < nt; j++) {                                                           \
+            const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + c0))); \
+            _Pragma("GCC unroll 16")                                                            \
+            for (int g = 0; g < (GG); g++) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(s[g][j]), v, a[g]); \
+        }                                                                                        \
+        _Pragma("GCC unroll 16")                                                                \
+        for (int g = 0; g < (GG); g++) _mm512_storeu_ps(acc + (size_t)g * hd + c0, a[g]);         \
+    } while (0)
+
+/* The AVX-512 kernel for head_dim <= 128, compute-lean: per tile of 32 rows the K rows are
+ * converted to fp32 once, scores of 16 rows come out of one transpose-and-add tree per head
+ * (no reduction per row), and the V pass keeps the G accumulators in registers instead of
+ * loading and storing them for every row and head. Prefetching of gathered rows as in the
+ * generic body. */
+T_AVX512 static void attn_partial_avx512(const float *q, int G, int hd, const uint16_t *K, const uint16_t *V,
+                                         const int32_t *idx, int begin, int end, float *acc, ds_attn_stats *st) {
+    if (hd > 128) { attn_partial_avx512_rows(q, G, hd, K, V, idx, begin, end, acc, st); return; }
+    _Alignas(64) float kf[TILE][128];   /* the tile's K rows as fp32 */
+    _Alignas(64) float s[16][TILE];     /* scores, then probabilities */
+    const uint16_t *vrow[TILE];
+    for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }
+    memset(acc, 0, sizeof(float) * (size_t)G * hd);
+    if (idx)
+        for (int j = begin; j < end && j < begin + TILE; j++) prefetch_row(K + (size_t)idx[j] * hd, hd);
+    for (int i0 = begin; i0 < end; i0 += TILE) {
+        const int nt = end - i0 < TILE ? end - i0 : TILE;
+        const int nn = end - i0 - TILE < TILE ? end - i0 - TILE : TILE;   /* next tile's rows */
+        const int n16 = (nt + 15) & ~15;
+        for (int j = 0; j < nt; j++) {
+            const size_t t = idx ? (size_t)idx[i0 + j] : (size_t)(i0 + j);
+            vrow[j] = V + t * hd;
+            if (idx) prefetch_row(vrow[j], hd);
+            const uint16_t *kr = K + t * hd;
+            for (int c = 0; c < hd; c += 16)
+                _mm512_store_ps(&kf[j][c], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kr + c))));
+        }
+        for (int j = nt; j < n16; j++)
+            for (int c = 0; c < hd; c += 16) _mm512_store_ps(&kf[j][c], _mm512_setzero_ps());
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + (size_t)g * hd;
+            for (int j0 = 0; j0 < n16; j0 += 16) {
+                __m512 p[16];
+                _Pragma("GCC unroll 16")
+                for (int jj = 0; jj < 16; jj++) p[jj] = _mm512_setzero_ps();
+                for (int c = 0; c < hd; c += 16) {
+                    const __m512 qv = _mm512_loadu_ps(qg + c);
+                    _Pragma("GCC unroll 16")
+                    for (int jj = 0; jj < 16; jj++) p[jj] = _mm512_fmadd_ps(qv, _mm512_load_ps(&kf[j0 + jj][c]), p[jj]);
+                }
+                _mm512_store_ps(&s[g][j0], hsum16_avx512(p));
+            }
+            float mx = st->m[g];
+            for (int j = 0; j < nt; j++) mx = s[g][j] > mx ? s[g][j] : mx;
+            const float corr = expf(st->m[g] - mx);
+            st->l[g] = st->l[g] * corr + exptile_avx512(s[g], nt, mx);
+            st->m[g] = mx;
+            if (corr != 1.0f) scale_avx512(acc + (size_t)g * hd, corr, hd);
+        }
+        if (idx)
+            for (int j = 0; j < nn; j++) prefetch_row(K + (size_t)idx[i0 + TILE + j] * hd, hd);
+        for (int c0 = 0; c0 < hd; c0 += 16) {
+            switch (G) {
+            case 1: PV_TILE(1); break;
+            case 2: PV_TILE(2); break;
+            case 3: PV_TILE(3); break;
+            case 4: PV_TILE(4); break;
+            case 5: PV_TILE(5); break;
+            case 6: PV_TILE(6); break;
+            case 7: PV_TILE(7); break;
+            case 8: PV_TILE(8); break;
+            default: PV_TILE(G); break;   /* 9..16: a runtime bound, accumulators on the stack */
+            }
+        }
+    }
+}
+#undef PV_TILE
 #endif
 
 typedef void (*attn_fn)(const float *, int, int, const uint16_t *, const uint16_t *,

@@ -25,8 +25,10 @@ static double max_rel(const float *a, const float *b, int n) {
 }
 
 TEST(attention_partial_matches_reference) {
-    const int hds[] = {64, 128}, Gs[] = {1, 3, 6}, ns[] = {1, 7, 33, 300};
-    for (int a = 0; a < 2; a++) for (int b = 0; b < 3; b++) for (int c = 0; c < 4; c++) {
+    /* every group size the SIMD kernels specialise (1..8), two past them (12, 16), and a head
+     * size above the compute-lean kernel's 128 */
+    const int hds[] = {64, 128, 256}, Gs[] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16}, ns[] = {1, 7, 33, 300};
+    for (int a = 0; a < 3; a++) for (int b = 0; b < 10; b++) for (int c = 0; c < 4; c++) {
         int hd = hds[a], G = Gs[b], n = ns[c];
         float *q = malloc(sizeof(float) * G * hd), *o1 = malloc(sizeof(float) * G * hd),
               *o2 = malloc(sizeof(float) * G * hd), *acc = malloc(sizeof(float) * G * hd);
