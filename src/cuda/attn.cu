@@ -227,6 +227,61 @@ __device__ inline uint32_t score_key(float s) {
     return (u & 0x8000) ? (~u & 0xffff) : (u | 0x8000);
 }
 
+// ---- L2 eviction hints (sm_80+) ----
+// The selection streams the label cache once, and the score keys it writes are read back by
+// the same call's emit pass. The label stream is loaded "evict first" and not allocated in L1,
+// the keys are stored "evict last" and read back "evict first" (their last use). Measured on
+// the H200 (bench/NOTES.md, session 9): with the hints B=8, n=64K 264 -> 238 us and B=1,
+// n=16K 36 -> 31 us in a build that spilled registers to local memory (the label stream had
+// been evicting the spill slots from L1); SEL_HINT=0 builds the kernels without them.
+#ifndef SEL_HINT
+#define SEL_HINT 1
+#endif
+__device__ __forceinline__ uint64_t l2_evict_first() {
+    uint64_t p;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ uint64_t l2_evict_last() {
+    uint64_t p;
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+template <typename T>
+__device__ __forceinline__ T ld_stream(const T *ptr, uint64_t pol) {
+    if constexpr (!SEL_HINT) return __ldg(ptr);
+    T v;
+    if constexpr (sizeof(T) == 16) {
+        uint4 &w = reinterpret_cast<uint4 &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+            : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w) : "l"(ptr), "l"(pol));
+    } else if constexpr (sizeof(T) == 8) {
+        uint2 &w = reinterpret_cast<uint2 &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;" : "=r"(w.x), "=r"(w.y) : "l"(ptr), "l"(pol));
+    } else if constexpr (sizeof(T) == 4) {
+        uint32_t &w = reinterpret_cast<uint32_t &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(w) : "l"(ptr), "l"(pol));
+    } else {
+        static_assert(sizeof(T) == 2, "label loads are 2, 4, 8 or 16 bytes");
+        uint16_t &w = reinterpret_cast<uint16_t &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(w) : "l"(ptr), "l"(pol));
+    }
+    return v;
+}
+// keys: written and read back by other threads of the same call (volatile: kept in order
+// around the barriers between)
+__device__ __forceinline__ void st_key(uint16_t *ptr, uint16_t v, uint64_t pol) {
+    if constexpr (!SEL_HINT) { *ptr = v; return; }
+    asm volatile("st.global.L2::cache_hint.b16 [%0], %1, %2;" ::"l"(ptr), "h"(v), "l"(pol) : "memory");
+}
+__device__ __forceinline__ uint4 ld_keys(const uint16_t *ptr, uint64_t pol) {
+    if constexpr (!SEL_HINT) return __ldcg((const uint4 *)ptr);
+    uint4 v;
+    asm volatile("ld.global.cg.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(ptr), "l"(pol) : "memory");
+    return v;
+}
+
 // ---- label build: one thread per (unit, position) row ----
 // One warp per label row (label_encode_row_warp, the encoder the decode step uses), so the
 // bit-for-bit check against ds_label_encode covers that encoder.
@@ -303,6 +358,7 @@ __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, flo
 template <int BITS, int WORDS>
 __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *q, float qsum,
                                            uint16_t *kk, uint32_t *sh) {
+    const uint64_t pol_first = l2_evict_first(), pol_last = l2_evict_last();
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     // SU rows per thread in flight: their loads are all issued before the first is used
@@ -314,17 +370,23 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
         for (int u4 = 0; u4 < SU; u4++) {
             const int p = base + u4 * 256 + threadIdx.x;
             const int pc = p < p1 ? p : p0;   // clamp: loads stay in bounds, results unused
-            if constexpr (WORDS == 4) {
-                uint4 v = __ldg((const uint4 *)(lab + (size_t)pc * 4));
-                w[u4][0] = v.x; w[u4][1] = v.y; w[u4][2] = v.z; w[u4][3] = v.w;
+            if constexpr (WORDS % 4 == 0) {
+#pragma unroll
+                for (int i = 0; i < WORDS; i += 4) {
+                    const uint4 v = ld_stream((const uint4 *)(lab + (size_t)pc * WORDS + i), pol_first);
+                    w[u4][i] = v.x; w[u4][i + 1] = v.y; w[u4][i + 2] = v.z; w[u4][i + 3] = v.w;
+                }
             } else if constexpr (WORDS == 2) {
-                uint2 v = __ldg((const uint2 *)(lab + (size_t)pc * 2));
+                const uint2 v = ld_stream((const uint2 *)(lab + (size_t)pc * 2), pol_first);
                 w[u4][0] = v.x; w[u4][1] = v.y;
             } else {
 #pragma unroll
-                for (int i = 0; i < WORDS; i++) w[u4][i] = __ldg(lab + (size_t)pc * WORDS + i);
+                for (int i = 0; i < WORDS; i++) w[u4][i] = ld_stream(lab + (size_t)pc * WORDS + i, pol_first);
             }
-            if constexpr (BITS != 16) { lof[u4] = h2f(__ldg(lo + pc)); stf[u4] = h2f(__ldg(st + pc)); }
+            if constexpr (BITS != 16) {
+                lof[u4] = h2f(ld_stream(lo + pc, pol_first));
+                stf[u4] = h2f(ld_stream(st + pc, pol_first));
+            }
             else { lof[u4] = 0; stf[u4] = 0; }
         }
 #pragma unroll
@@ -361,13 +423,13 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
 #if SCORE_HIST == 1
             // warp-aggregated: one shared atomic per distinct bin of the warp
             const uint32_t key = p < p1 ? score_key(s) : 0xffffffffu;
-            if (p < p1) kk[p] = (uint16_t)key;
+            if (p < p1) st_key(kk + p, (uint16_t)key, pol_last);
             const uint32_t same = __match_any_sync(0xffffffffu, key >> LOW_BITS);
             if (p < p1 && (threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(&sh[key >> LOW_BITS], (uint32_t)__popc(same));
 #else
             if (p < p1) {
                 uint32_t key = score_key(s);
-                kk[p] = (uint16_t)key;
+                st_key(kk + p, (uint16_t)key, pol_last);
                 if (SCORE_HIST == 0) atomicAdd(&sh[key >> LOW_BITS], 1u);
             }
 #endif
@@ -684,13 +746,14 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     // (keys read KB vectors at a time, so the L2 round trips overlap: one vector per round
     // trip cost 23 us of the emit at B=8, n=64K, where a block re-reads 32K keys twice)
     constexpr int KB = 4;
+    const uint64_t pol = l2_evict_first();   // the keys' last use
     int nh = 0, ne = 0;
     if (b1 >= 0)
         for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
             uint4 kv[KB];
 #pragma unroll
             for (int j = 0; j < KB; j++)
-                kv[j] = ps0 + j * 2048 < p1 ? __ldcg((const uint4 *)(kk + ps0 + j * 2048)) : make_uint4(0, 0, 0, 0);
+                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int j = 0; j < KB; j++) count_keys(kv[j], ps0 + j * 2048, p1, b1, nh, ne);
         }
@@ -711,7 +774,7 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
             uint4 kv[KB];
 #pragma unroll
             for (int j = 0; j < KB; j++)
-                kv[j] = ps0 + j * 2048 < p1 ? __ldcg((const uint4 *)(kk + ps0 + j * 2048)) : make_uint4(0, 0, 0, 0);
+                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int j = 0; j < KB; j++) emit_keys(kv[j], ps0 + j * 2048, p1, b1, out, cd);
         }
