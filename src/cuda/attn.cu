@@ -746,14 +746,14 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     // (keys read KB vectors at a time, so the L2 round trips overlap: one vector per round
     // trip cost 23 us of the emit at B=8, n=64K, where a block re-reads 32K keys twice)
     constexpr int KB = 4;
-    const uint64_t pol = l2_evict_first();   // the keys' last use
+    const uint64_t pol_keep = l2_evict_last(), pol = l2_evict_first();   // counting, then the last use
     int nh = 0, ne = 0;
     if (b1 >= 0)
         for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
             uint4 kv[KB];
 #pragma unroll
             for (int j = 0; j < KB; j++)
-                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol) : make_uint4(0, 0, 0, 0);
+                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol_keep) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int j = 0; j < KB; j++) count_keys(kv[j], ps0 + j * 2048, p1, b1, nh, ne);
         }
