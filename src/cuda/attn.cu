@@ -230,10 +230,9 @@ __device__ inline uint32_t score_key(float s) {
 // ---- L2 eviction hints (sm_80+) ----
 // The selection streams the label cache once, and the score keys it writes are read back by
 // the same call's emit pass. The label stream is loaded "evict first" and not allocated in L1,
-// the keys are stored "evict last" and read back "evict first" (their last use). Measured on
-// the H200 (bench/NOTES.md, session 9): with the hints B=8, n=64K 264 -> 238 us and B=1,
-// n=16K 36 -> 31 us in a build that spilled registers to local memory (the label stream had
-// been evicting the spill slots from L1); SEL_HINT=0 builds the kernels without them.
+// the keys are stored "evict last" and read back "evict first" on their last use. Measured
+// on the H200 against a SEL_HINT=0 build in one call (bench/NOTES.md, 2026-12-03): 2-12%
+// faster in 9 of 12 op-bench cells, level at B=8/64K, 1-2 us slower at B=1 with 4K-16K.
 #ifndef SEL_HINT
 #define SEL_HINT 1
 #endif
