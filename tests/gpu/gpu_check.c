@@ -428,7 +428,7 @@ int main(int argc, char **argv) {
         {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
         {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0},
-        /* a block's share of positions too large for its shared memory: keys in global memory */
+        /* longer still: 12.5K positions per block of the selection cluster */
         {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0},
         {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0},
         /* mass ties at the threshold key (ranked in shared memory, or by position search) */
