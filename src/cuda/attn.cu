@@ -257,11 +257,8 @@ __device__ __forceinline__ T ld_stream(const T *ptr, uint64_t pol) {
     } else if constexpr (sizeof(T) == 8) {
         uint2 &w = reinterpret_cast<uint2 &>(v);
         asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;" : "=r"(w.x), "=r"(w.y) : "l"(ptr), "l"(pol));
-    } else if constexpr (sizeof(T) == 4) {
-        uint32_t &w = reinterpret_cast<uint32_t &>(v);
-        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(w) : "l"(ptr), "l"(pol));
     } else {
-        static_assert(sizeof(T) == 2, "label loads are 2, 4, 8 or 16 bytes");
+        static_assert(sizeof(T) == 2, "label loads are 2, 8 or 16 bytes");
         uint16_t &w = reinterpret_cast<uint16_t &>(v);
         asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(w) : "l"(ptr), "l"(pol));
     }
@@ -375,12 +372,10 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                     const uint4 v = ld_stream((const uint4 *)(lab + (size_t)pc * WORDS + i), pol_first);
                     w[u4][i] = v.x; w[u4][i + 1] = v.y; w[u4][i + 2] = v.z; w[u4][i + 3] = v.w;
                 }
-            } else if constexpr (WORDS == 2) {
+            } else {
+                static_assert(WORDS == 2, "label rows of 8, 16 or 32 bytes (score_dispatch)");
                 const uint2 v = ld_stream((const uint2 *)(lab + (size_t)pc * 2), pol_first);
                 w[u4][0] = v.x; w[u4][1] = v.y;
-            } else {
-#pragma unroll
-                for (int i = 0; i < WORDS; i++) w[u4][i] = ld_stream(lab + (size_t)pc * WORDS + i, pol_first);
             }
             if constexpr (BITS != 16) {
                 lof[u4] = h2f(ld_stream(lo + pc, pol_first));
