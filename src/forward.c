@@ -16,6 +16,8 @@
 #include <stdlib.h>
 
 #define ATTN_CHUNK 256    /* positions per split-KV work unit in decode */
+#define SPLIT_ROWS 128    /* selected rows per work unit in split sparse decode */
+#define SPLIT_MAX_KVH 64  /* KV heads a split sparse decode tracks (more: one unit per head) */
 #define MM_CHUNK_ROWS 16  /* weight rows per work unit */
 
 ds_session_opts ds_session_default_opts(void) {
@@ -147,6 +149,14 @@ typedef struct {
     int layer, T, pos0;
     int n_chunks;          /* decode: split-KV chunks per KV head */
     _Atomic int next;
+    /* Sparse decode split in two: units [0, KVH) select KV head u's rows, then units
+     * KVH + h * slices + j attend slice j of head h's selection (SPLIT_ROWS rows, the last one
+     * takes the rest), once ready[h] says head h is selected (rows + 2; 1: attended densely).
+     * A KV head's gathers are latency-bound, so one unit per head left threads idle (3 heads
+     * on 2 threads: 2 rounds) and the split balances them. Units are taken in order, so a
+     * slice waits only for a selection already running on another thread. */
+    int split, slices;
+    _Atomic int ready[SPLIT_MAX_KVH];
 } attn_task;
 
 static void attn_worker(void *arg, int ith, int nth) {
@@ -161,12 +171,23 @@ static void attn_worker(void *arg, int ith, int nth) {
     const bool sparse = ds_sparse_layer(s, a->layer);
     /* a stateful method (H2O) simulated over a chunk: one unit per KV group, its rows in order */
     const bool seq = sparse && a->T > 1 && s->opts.sparse.sparse_prefill && ds_sparse_sequential(s);
-    int total = seq ? KVH : a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
+    int total = seq ? KVH : a->split ? KVH * (1 + a->slices) : a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
     float qbuf[16 * 512];
     for (;;) {
         int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        if (seq) {
+        if (a->split && u < KVH) {
+            int m = ds_sparse_select(s, a->layer, 0, u, a->pos0 + 1, ith, s->sp_idx + (size_t)u * s->n_ctx);
+            atomic_store_explicit(&a->ready[u], m + 2, memory_order_release);
+        } else if (a->split) {
+            int h = (u - KVH) / a->slices, j = (u - KVH) % a->slices, v;
+            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_cpu_relax();
+            int m = v - 2, b = j * SPLIT_ROWS, e = j == a->slices - 1 ? m : DS_MIN(b + SPLIT_ROWS, m);
+            if (b >= e) continue;   /* attended densely, or fewer rows than slices */
+            const size_t pi = (size_t)h * a->slices + j;
+            ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, Kl + h * head_stride, Vl + h * head_stride,
+                            s->sp_idx + (size_t)h * s->n_ctx, b, e, s->part_acc + pi * G * hd, &s->part_st[pi]);
+        } else if (seq) {
             for (int tk = 0; tk < a->T; tk++) ds_sparse_group(s, a->layer, tk, u, a->pos0 + tk + 1, ith);
         } else if (sparse && (a->T == 1 || s->opts.sparse.sparse_prefill)) {
             /* unit = (token, kv group): selection + exact attention over the selected rows */
@@ -203,7 +224,23 @@ static void attention(ds_session *s, int layer, int T) {
     a.s = s; a.layer = layer; a.T = T; a.pos0 = s->pos;
     a.n_chunks = (s->pos + 1 + ATTN_CHUNK - 1) / ATTN_CHUNK;
     atomic_init(&a.next, 0);
+    if (T == 1 && ds_sparse_layer(s, layer) && ds_sparse_split_ok(s) && c->n_head_kv <= SPLIT_MAX_KVH) {
+        /* slices of the k selected rows, within the split-KV partials' room (forward_alloc) */
+        a.split = 1;
+        a.slices = DS_MAX(1, DS_MIN((ds_sparse_k(s, s->pos + 1) + SPLIT_ROWS - 1) / SPLIT_ROWS, s->n_ctx / ATTN_CHUNK + 2));
+        for (int h = 0; h < c->n_head_kv; h++) atomic_init(&a.ready[h], 0);
+    }
     ds_pool_run(s->pool, attn_worker, &a);
+    if (a.split) {
+        const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
+        for (int h = 0; h < KVH; h++) {
+            const int m = atomic_load_explicit(&a.ready[h], memory_order_relaxed) - 2;
+            if (m <= 0) continue;   /* attended densely in its selection unit */
+            const int used = DS_MIN(a.slices, (m + SPLIT_ROWS - 1) / SPLIT_ROWS);
+            ds_attn_merge(used, G, hd, s->part_acc + (size_t)h * a.slices * G * hd, s->part_st + (size_t)h * a.slices,
+                          s->att + (size_t)h * G * hd);
+        }
+    }
     if (T == 1 && !ds_sparse_layer(s, layer)) {
         const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
         for (int h = 0; h < KVH; h++)

@@ -39,7 +39,7 @@ struct ds_session {
     uint8_t *sp_codes;           /* [n_layer][n_head_kv][n_ctx][sp_row_bytes] */
     uint16_t *sp_lo, *sp_step;   /* [n_layer][n_head_kv][n_ctx] fp16 (labels below 16 bits) */
     float *sp_scores;            /* [n_threads][n_ctx] approximate scores */
-    int32_t *sp_idx;             /* [n_threads][n_ctx] selected positions */
+    int32_t *sp_idx;             /* [max(n_threads, KVH)][n_ctx] selected positions (per thread; per KV head in split decode) */
     uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */
     size_t sp_topk_bytes;
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */

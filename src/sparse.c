@@ -160,13 +160,15 @@ ds_status ds_sparse_init(ds_session *s) {
      * attention accumulator */
     int nt = ds_pool_size(s->pool);
     s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->n_ctx);
-    s->sp_idx = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
+    /* (sp_idx has a row per thread or, in split decode, per KV head: whichever is more) */
+    const int idx_rows = DS_MAX(nt, KVH);
+    s->sp_idx = ds_alloc(sizeof(int32_t) * (size_t)idx_rows * s->n_ctx);
     s->sp_idx2 = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
     s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
     s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
     if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)nt * s->n_ctx * 12 + s->sp_topk_bytes * (size_t)nt;
+    s->bytes += (size_t)nt * s->n_ctx * 8 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt;
     if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
     if (o->method == DS_ATTN_H2O) return ds_h2o_init(s);
     return DS_OK;
@@ -304,6 +306,28 @@ static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G,
     return m;
 }
 
+bool ds_sparse_split_ok(const ds_session *s) {
+    return s->opts.sparse.method != DS_ATTN_H2O && !s->opts.sparse.per_head;
+}
+
+int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx) {
+    const ds_model_info *c = &s->m->info;
+    const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
+    const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
+    const int k = ds_sparse_k(s, n);
+    DS_ASSERT(ds_sparse_split_ok(s));
+    if (n <= k || n < s->opts.sparse.min_context) {
+        const size_t head = (size_t)layer * KVH + kvh;
+        float *acc = s->sp_acc + (size_t)ith * 16 * hd;
+        ds_attn_stats st;
+        ds_attn_partial(q, G, hd, s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd, NULL, 0, n,
+                        acc, &st);
+        ds_attn_merge(1, G, hd, acc, &st, s->att + (size_t)t * H * hd + (size_t)kvh * G * hd);
+        return -1;
+    }
+    return select_unit(s, layer, kvh, q, G, n, k, ith, idx);
+}
+
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     const ds_model_info *c = &s->m->info;
     const ds_sparse_opts *o = &s->opts.sparse;
@@ -315,23 +339,24 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     float *acc = s->sp_acc + (size_t)ith * 16 * hd;
     ds_attn_stats st;
     if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, kvh, q, K, V, out, n, ith); return; }   /* stateful */
+    int32_t *idx = s->sp_idx + (size_t)ith * s->n_ctx;
+    if (!o->per_head) {
+        int m = ds_sparse_select(s, layer, t, kvh, n, ith, idx);
+        if (m < 0) return;   /* attended densely */
+        ds_attn_partial(q, G, hd, K, V, idx, 0, m, acc, &st);
+        ds_attn_merge(1, G, hd, acc, &st, out);
+        return;
+    }
     int k = ds_sparse_k(s, n);
     if (n <= k || n < o->min_context) {
         ds_attn_partial(q, G, hd, K, V, NULL, 0, n, acc, &st);
         ds_attn_merge(1, G, hd, acc, &st, out);
         return;
     }
-    int32_t *idx = s->sp_idx + (size_t)ith * s->n_ctx;
-    if (!o->per_head) {
-        int m = select_unit(s, layer, kvh, q, G, n, k, ith, idx);
-        ds_attn_partial(q, G, hd, K, V, idx, 0, m, acc, &st);
-        ds_attn_merge(1, G, hd, acc, &st, out);
-    } else {
-        for (int g = 0; g < G; g++) {
-            int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx);
-            ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
-            ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
-        }
+    for (int g = 0; g < G; g++) {   /* per-head: a selection for each query head */
+        int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx);
+        ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
+        ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
     }
 }
 

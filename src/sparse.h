@@ -25,6 +25,14 @@ bool ds_sparse_layer(const ds_session *s, int layer);
  * calling thread (its scratch). Dense over all n when n <= k or n < min_context. */
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
 
+/* Decode split in two (forward.c): the selection of KV group kvh of batch row t, then its
+ * attention over slices of the selected rows on other threads. ds_sparse_select writes the
+ * selected positions to idx (room for n) and returns how many, or -1 when it attended the group
+ * densely itself (n <= k or n < min_context; s->att written), as ds_sparse_group would.
+ * Only where ds_sparse_split_ok: not H2O (stateful), not per-head selection. */
+bool ds_sparse_split_ok(const ds_session *s);
+int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx);
+
 /* k for a context of n tokens. */
 int ds_sparse_k(const ds_session *s, int n);
 

@@ -7,12 +7,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
-#else
-#define CPU_RELAX() ((void)0)
-#endif
 
 /* ~ a few ms of spinning before a worker goes to sleep between tokens. */
 #define SPIN_ITERS 200000
@@ -45,7 +39,7 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_acquire)) {
-            if (++spins < SPIN_ITERS) { CPU_RELAX(); continue; }
+            if (++spins < SPIN_ITERS) { ds_cpu_relax(); continue; }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
             while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
@@ -108,7 +102,7 @@ void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) CPU_RELAX();
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) ds_cpu_relax();
 }
 
 int ds_cpu_count(void) {

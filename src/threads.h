@@ -18,4 +18,12 @@ void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx);
 /* Number of online CPUs. */
 int ds_cpu_count(void);
 
+/* One step of a spin-wait loop (a pause hint where the CPU has one). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void ds_cpu_relax(void) { _mm_pause(); }
+#else
+static inline void ds_cpu_relax(void) {}
+#endif
+
 #endif

@@ -145,6 +145,23 @@ TEST(sparse_simulation_equals_decode_steps) {
         CHECK_MSG(worst <= 1e-4, "%s per_head=%d: simulation vs decode max abs diff %g",
                   ds_attn_method_name(ms[i]), ph, worst);
     }
+    {   /* k > 128: decode attends the selection in two slices on two threads (forward.c, split
+         * sparse decode); the simulation attends it in one piece */
+        ds_sparse_opts sp = ds_sparse_default_opts();
+        sp.method = DS_ATTN_DS;
+        sp.tokens = n - 40;
+        CHECK(sp.tokens > 128);
+        sp.sparse_prefill = 1;
+        ds_status st;
+        float *sim = run(m, &sp, tk, n, 0, &st);
+        CHECK(st == DS_OK);
+        float *dec = run(m, &sp, tk, n, 1, &st);
+        CHECK(st == DS_OK);
+        double worst = max_abs_diff(sim, dec, (size_t)n * V), moved = max_abs_diff(sim, dref, (size_t)n * V);
+        free(sim); free(dec);
+        CHECK_MSG(moved > 1e-3, "k = %d: identical to dense (max diff %g)", sp.tokens, moved);
+        CHECK_MSG(worst <= 1e-4, "k = %d: simulation vs split decode max abs diff %g", sp.tokens, worst);
+    }
     free(dref);
     ds_free_tokens(tk);
     ds_model_free(m);
