@@ -6,17 +6,20 @@
 //   DS:    n * row_bytes (+4 for lo/step below 16 bits) of labels, 2 * k * d * 2 of selected
 //          rows, plus 4 bytes per position for the score keys (written once as fp16, read once).
 // Pipeline of one DS call (all on the device, no host sync, graph-capturable):
-//   1-3. k_select: one thread-block cluster per (sequence, KV head). Each block scores a 1/CL
-//        share of the labels in one pass: score = (sum over the group's query heads of
-//        q[chan]) . label, stored as a 16-bit order-preserving key, counted in a 2048-bin
-//        shared-memory histogram of the key's top 11 bits. The cluster sums its histograms
+//   1-3. k_select: one thread-block cluster (CL <= 8 blocks) per (sequence, KV head). Each
+//        block scores a 1/CL share of the labels in one pass: score = (sum over the group's
+//        query heads of q[chan]) . label, stored as a 16-bit order-preserving key, counted in
+//        a 2048-bin shared-memory histogram of the key's top 11 bits. The cluster sums its histograms
 //        through distributed shared memory; every block finds the threshold bin, re-reads its
 //        keys and emits the positions above the bin, and those inside it go to a candidate list
 //        (typically 1-2% of n). The leader block finishes the selection on the candidates'
 //        low 5 key bits (ties: lowest position first) and appends the current token.
 //   4.   k_attn: split over the selected rows, each block a slice; a KV row is read once and
 //        used by every query head of its group (GQA shared); online softmax; the unit's last
-//        block merges the slices (log-sum-exp).
+//        block merges the slices (log-sum-exp). With long caches the two kernels are linked by
+//        a ready queue: each cluster's leader appends its unit when the selection is done, and
+//        k_attn blocks take (unit, slice) items in that order, so attention starts unit by unit
+//        instead of after the whole selection grid.
 // Two launches in all. The two-kernel selection it replaced (k_score with a global histogram
 // and a "last block" ticket, then k_collect) stays for comparison (DSINFER_GPU_TUNE split=1).
 // The dense path is step 4 over the contiguous range.
@@ -45,6 +48,9 @@ namespace cg = cooperative_groups;
 // Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
 // "last block" tickets of the three kernels, and the threshold bin found by k_score.
 enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
+// The ready queue between k_select and k_attn (workspace, uint32): counters, then one slot per
+// unit in the order the units' selections finish (unit + 1; 0 = not yet).
+enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_SLOTS = 4 };
 
 // Phase timestamps per block for the benchmark library built with -DDS_TRACE (make
 // build-cuda/libdsattn-trace.so; bench/gpu/op_bench.py --trace): thread 0 of each block writes
@@ -77,7 +83,7 @@ struct Plan {
     int slice_d, splits_d;      // dense: rows per attention block, blocks per unit
     int slice_s, splits_s;      // sparse: the same over the selected rows
     int splits_max;
-    size_t off_keys, off_cand, off_hist, off_cnt, off_sel, off_pacc, off_pml, total;
+    size_t off_keys, off_cand, off_hist, off_cnt, off_rq, off_sel, off_pacc, off_pml, total;
 };
 
 int sm_count() {
@@ -100,9 +106,10 @@ __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { re
 
 // Tuning overrides for benchmarks (unset in normal use), e.g. DSINFER_GPU_TUNE="att=8,per=32":
 // att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), cl = blocks
-// per cluster of k_select (1, 2, 4 or 8), split=1 = the two-kernel selection, and for that one
+// per cluster of k_select (1, 2, 4, 8 or 16), split=1 = the two-kernel selection, and for that one
 // chunk = positions per scoring block, per = keys per thread in k_collect; aplain=1 = sparse
-// attention without software pipelining.
+// attention without software pipelining; norq=1 = k_attn waits for the whole k_select grid
+// instead of taking units from the ready queue as their selections finish.
 int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
     if (!e) return dflt;
@@ -139,9 +146,9 @@ void split_per_sm(int items, int units, int per_sm, int *slice, int *splits) {
     split_rows(items, (target + units - 1) / units, slice, splits);
 }
 
-template <int D, int G, bool PIPE = false>
+template <int D, int G, bool PIPE = false, bool RQ = false>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const int32_t *sel, int k_cap, int slice,
-                                                      int splits, float *pacc, float *pml, uint32_t *cnt);
+                                                      int splits, float *pacc, float *pml, uint32_t *cnt, uint32_t *rq);
 
 // Sparse attention software-pipelined (k_attn PIPE) unless DSINFER_GPU_TUNE aplain=1. Measured
 // level or 1-3% faster at every op-bench shape with half the resident blocks (114 registers);
@@ -159,7 +166,7 @@ int attn_resident(int d, int G) {
     if (!cache[di][G]) {
         int n = 0;
         const void *fn = nullptr;
-#define AF(D_, G_) if (d == D_ && G == G_) fn = attn_pipe() ? (const void *)k_attn<D_, G_, true> : (const void *)k_attn<D_, G_, false>;
+#define AF(D_, G_) if (d == D_ && G == G_) fn = attn_pipe() ? (const void *)k_attn<D_, G_, true, true> : (const void *)k_attn<D_, G_, false>;
         AF(128, 1) AF(128, 2) AF(128, 3) AF(128, 4) AF(128, 5) AF(128, 6) AF(128, 7) AF(128, 8)
         AF(64, 1) AF(64, 2) AF(64, 3) AF(64, 4) AF(64, 5) AF(64, 6) AF(64, 7) AF(64, 8)
 #undef AF
@@ -203,6 +210,7 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.off_cand = o; o = align_up(o + (size_t)Ucap * a->n_max * 4);
     p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
     p.off_cnt = o;  o = align_up(o + (size_t)Ucap * C_N * 4);
+    p.off_rq = o;   o = align_up(o + (size_t)(RQ_SLOTS + Ucap) * 4);
     p.off_sel = o;  o = align_up(o + (size_t)Ucap * p.k_cap * 4);
     // slices: the splits keep U * splits <= their block target + U, so this bound holds for any
     // B up to Ucap (the layout above must not depend on B)
@@ -337,6 +345,9 @@ __device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *ab
 #ifndef SCORE_HIST
 #define SCORE_HIST 0
 #endif
+#ifndef SCORE_DOT
+#define SCORE_DOT 1   // 4- and 2-bit codes as 0.5 + c/256 (score_rows); 0 = via 2^23, as 8 bits
+#endif
 // The group's summed query at the unit's label channels, at logit scale: keys are fp16, and
 // normalised labels are scored with q * scale. R floats to ql (shared); the caller syncs.
 __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, float *ql) {
@@ -396,10 +407,15 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                 }
             } else {
                 // Codes to floats without I2F (a quarter-rate instruction that made this kernel
-                // compute-bound at 4 bits): mask the codes into bytes, drop each byte into the
-                // mantissa of 2^23 with one byte permute, subtract 2^23.
+                // compute-bound at 4 bits): mask the codes into bytes and drop each byte into a
+                // float's mantissa with one byte permute. 8 bits: into 2^23 (then subtract it).
+                // 4 and 2 bits (SCORE_DOT 1): into bit 16 up of 0.5, i.e. f = 0.5 + c/256, summed
+                // as they are, so dot = sum q f = qsum/2 + (sum q c)/256 costs a permute and an
+                // FMA per code; the half-offset is removed once per row (fp32 keeps ~20 of its
+                // 24 bits through that subtraction; the keys hold 11).
                 constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
                 constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+                constexpr bool HALF = SCORE_DOT && BITS <= 4;
                 float dot = 0;
 #pragma unroll
                 for (int i = 0; i < WORDS; i++)
@@ -408,10 +424,12 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                         const uint32_t bytes = (w[u4][i] >> (pl * BITS)) & M;
 #pragma unroll
                         for (int j = 0; j < 4; j++) {
-                            const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
+                            const float c = HALF ? __int_as_float(__byte_perm(bytes, 0x3F000000u, 0x7054u + (j << 8)))
+                                                 : __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
                             dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
                         }
                     }
+                if (HALF) dot = 256.0f * (dot - 0.5f * qsum);
                 s = stf[u4] * dot + lof[u4] * qsum;
             }
 #if SCORE_HIST == 1
@@ -652,8 +670,27 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     TRACE(1, 4);
 }
 
+// ---- the ready queue (k_select -> k_attn) ----
+// Unit u's selection is complete (its cluster has finished with the workspace): append it to
+// the queue. One thread, after its block has synchronised; the release store orders every
+// write the cluster made before it (the other blocks fenced before the cluster barrier).
+__device__ inline void publish_unit(uint32_t *rq, int u) {
+    __threadfence();
+    const uint32_t slot = atomicAdd(&rq[RQ_HEAD], 1u);
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(rq + RQ_SLOTS + slot), "r"((uint32_t)u + 1) : "memory");
+}
+// A selected position: from L2 when k_select may have written it while this grid ran (RQ),
+// else through the read-only path.
+template <bool RQ>
+__device__ __forceinline__ int ld_index(const int32_t *p) { return RQ ? __ldcg(p) : __ldg(p); }
+__device__ inline uint32_t ld_acquire(const uint32_t *p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 // ---- 1-3 in one kernel: a thread-block cluster per unit ----
-// The CL blocks of a cluster (CL <= 8, one unit) each score a contiguous 1/CL of the unit's
+// The CL blocks of a cluster (CL <= 16, one unit) each score a contiguous 1/CL of the unit's
 // positions into a shared-memory histogram; the cluster then sums its histograms through
 // distributed shared memory, each block one 1/CL slice of the bins over all CL blocks (measured
 // as fast as adding every block's bins into the leader's, and 10-20% faster at B=1), and every
@@ -671,20 +708,28 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
 #ifndef SEL_MINQ
 #define SEL_MINQ 3
 #endif
-#define CL_MAX 8
+#define CL_MAX 16   // (the rule picks <= 8; 16, a non-portable size, only on request)
 
 template <int BITS, int WORDS>
 __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
-    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand) {
+    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
     TRACE(3, 0);
-    dsgpu::pdl_trigger();
+    // Trigger only after the wait: k_attn takes work from the ready queue as soon as it starts,
+    // and the queue is shared by every call on this workspace. Once this grid is past its wait,
+    // the previous call is complete (each kernel between waited for its predecessor), so no
+    // k_attn of this call can take an item while the previous one still drains the queue. (A
+    // trigger at the top let the launches run ahead through a whole layer of small kernels.)
     dsgpu::pdl_wait();
+    dsgpu::pdl_trigger();
     cg::cluster_group cl = cg::this_cluster();
     const int CL = (int)cl.num_blocks(), rank = (int)cl.block_rank();
     constexpr int R = WORDS * 32 / BITS;
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    if (!unit_sparse(a, n, k)) return;   // the whole cluster: one unit
+    if (!unit_sparse(a, n, k)) {   // the whole cluster: one unit, attended densely
+        if (rq && rank == 0 && threadIdx.x == 0) publish_unit(rq, u);
+        return;
+    }
     const int nc = n - 1;
     const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors
     const int p0 = min(rank * span, nc), p1 = min(p0 + span, nc);
@@ -778,6 +823,10 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     cl.sync();         // all emitted; the leader's counters are final (no remote access after this)
     if (rank != 0) return;
     refine_unit(a, u, n, k, (int)c_sel, (int)c_cand, sel, k_cap, cand);
+    if (rq) {
+        __syncthreads();   // the whole selection is written
+        if (threadIdx.x == 0) publish_unit(rq, u);
+    }
     TRACE(3, 4);
 }
 
@@ -785,23 +834,104 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
 // D/8 lanes hold one row (16 bytes each); a warp covers RPW = 256/D rows per step and UNROLL
 // steps are loaded before use, so each lane has 2*UNROLL 16-byte loads in flight; with PIPE the
 // next iteration's rows are loaded before this one's are used (twice as many in flight).
-template <int D, int G, bool PIPE>
+// The end of a k_attn block: the unit's last block merges the ns slices (log-sum-exp) and
+// writes the output. With the ready queue every block of the unit takes a ticket, those
+// without rows too, so the last one knows all have read the unit's slot before clearing it;
+// the block that finishes the last unit resets the queue for the next call.
+template <int D, int G, bool RQ>
+__device__ void attn_unit_done(const ds_gpu_attn_args &a, int u, int ns, int splits, const float *pacc,
+                               const float *pml, uint32_t *cnt, uint32_t *rq, int slot) {
+    const int b = u / a.H_kv, kvh = u % a.H_kv;
+    const int tickets = RQ ? (int)gridDim.x : ns;
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_ATTN], 1u) == (uint32_t)(tickets - 1);
+    __syncthreads();
+    TRACE(2, 3);
+    if (!last) return;
+    __threadfence();
+    const size_t pbase = ((size_t)u * G) * splits;
+    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
+        const int g = e / D, c = e % D;
+        const size_t pb = pbase + (size_t)g * splits;
+        float M = -INFINITY;
+        for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(pml + 2 * (pb + i)));
+        float L = 0, A = 0;
+#pragma unroll 4
+        for (int i = 0; i < ns; i++) {
+            const float w = exp2f(__ldcg(pml + 2 * (pb + i)) - M);
+            L += __ldcg(pml + 2 * (pb + i) + 1) * w;
+            A += __ldcg(pacc + (pb + i) * D + c) * w;
+        }
+        a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);
+    }
+    if (threadIdx.x == 0) {
+        cnt[C_N * u + C_T_ATTN] = 0;
+        if (RQ) {
+            rq[RQ_SLOTS + slot] = 0;
+            if (atomicAdd(&rq[RQ_DONE], 1u) == gridDim.y - 1) {
+                rq[RQ_HEAD] = 0;
+                rq[RQ_GRAB] = 0;
+                rq[RQ_DONE] = 0;
+                // this grid's completion then implies k_select's (no block waited for it), so
+                // whatever waits for this grid also waits for that one
+                dsgpu::pdl_wait();
+            }
+        }
+    }
+    TRACE(2, 4);
+}
+
+template <int D, int G, bool PIPE, bool RQ>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const int32_t *sel, int k_cap, int slice,
-                                                      int splits, float *pacc, float *pml, uint32_t *cnt) {
+                                                      int splits, float *pacc, float *pml, uint32_t *cnt, uint32_t *rq) {
     constexpr int LPR = D / 8, RPW = 32 / LPR, UNROLL = 4, WARPS = ATT_THREADS / 32;
     constexpr int ROWS_PER_ITER = WARPS * RPW * UNROLL;
     // sparse: the next projection may start loading its weights (pdl.cuh); dense: measured
     // slower with early launches around it (bench/NOTES.md), so it runs plainly
     TRACE(2, 0);
     if (sel) dsgpu::pdl_trigger();
-    dsgpu::pdl_wait();
-    const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv, split_i = blockIdx.x;
+    // Which (unit, slice) this block works on. With the ready queue (RQ and rq: a sparse call
+    // right after k_select) blocks take items in launch order, and item i is slice
+    // i % gridDim.x of the (i / gridDim.x)-th unit whose selection finished: each unit's
+    // attention starts when its own selection is done, while other clusters still scan,
+    // instead of after the whole k_select grid (whose tail leaves DRAM idle). Without it,
+    // blockIdx names the item and the block waits for the predecessor grid. RQ is a template
+    // flag: as a runtime branch it cost the dense kernel 8 registers and 10-27% in one call.
+    int u, split_i, slot = 0;
+    if constexpr (RQ) {
+        __shared__ int s_item, s_unit;
+        if (threadIdx.x == 0) {
+            const int item = (int)atomicAdd(&rq[RQ_GRAB], 1u);
+            const uint32_t *w = rq + RQ_SLOTS + item / gridDim.x;
+            uint32_t v;
+            while ((v = ld_acquire(w)) == 0) __nanosleep(64);
+            s_item = item;
+            s_unit = (int)v - 1;
+        }
+        __syncthreads();
+        u = s_unit;
+        split_i = s_item % gridDim.x;
+        slot = s_item / gridDim.x;
+    } else {
+        dsgpu::pdl_wait();
+        u = blockIdx.y;
+        split_i = blockIdx.x;
+    }
+    const int b = u / a.H_kv, kvh = u % a.H_kv;
     const int n = a.seq_len[b];
     const int k = sel ? k_for(n, a.tokens, a.tokens_frac) : n;
     const bool sparse = sel && unit_sparse(a, n, k);
     const int items = sparse ? k : n;
+    // slices with rows (computed here for the queue's path and at the end without it: where it
+    // is computed changes either kernel's SASS, and each is kept as measured)
+    const int ns_rq = RQ ? (items + slice - 1) / slice : 0;
     const int s0 = split_i * slice;
-    if (s0 >= items) return;
+    if (s0 >= items) {
+        if constexpr (RQ) attn_unit_done<D, G, RQ>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
+        return;
+    }
     const int s1 = min(s0 + slice, items);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPR, cl = lane % LPR;   // row within the warp step, 8-channel chunk
@@ -834,7 +964,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
 #pragma unroll
     for (int j = 0; j < UNROLL; j++) {
         const int it = s0 + (j * WARPS + warp) * RPW + sub;
-        nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
+        nxt[j] = it < s1 ? (idx ? ld_index<RQ>(idx + it) : it) : 0;
     }
     TRACE(2, 1);
     // rows of iteration `base` into kv / vv (positions from nxt), then nxt for the iteration after
@@ -855,7 +985,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
 #pragma unroll
         for (int j = 0; j < UNROLL; j++) {
             const int it = base + ROWS_PER_ITER + (j * WARPS + warp) * RPW + sub;
-            nxt[j] = it < s1 ? (idx ? __ldg(idx + it) : it) : 0;
+            nxt[j] = it < s1 ? (idx ? ld_index<RQ>(idx + it) : it) : 0;
         }
     };
     // scores and the online softmax over one iteration's rows
@@ -954,7 +1084,12 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
         pacc[pi * D + c] = A;
         if (c == 0) { pml[2 * pi] = M; pml[2 * pi + 1] = L; }
     }
-    // The unit's last block merges all slices (log-sum-exp) and writes the output.
+    if constexpr (RQ) {
+        attn_unit_done<D, G, RQ>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
+        return;
+    }
+    // Without the queue the merge is written out here as it was before the queue existed: the
+    // dense kernel compiled from the shared helper measured 3-7% slower (its SASS differed).
     const int ns = (items + slice - 1) / slice;
     __shared__ bool last;
     __threadfence();
@@ -983,34 +1118,38 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
 }
 
 template <int D, int G>
-int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
+int launch_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, uint32_t *rq, cudaStream_t st) {
     const int slice = sparse ? p.slice_s : p.slice_d, splits = sparse ? p.splits_s : p.splits_d;
     float *pacc = (float *)(ws + p.off_pacc), *pml = (float *)(ws + p.off_pml);
     const int32_t *sel = sparse ? (const int32_t *)(ws + p.off_sel) : nullptr;
     return (int)dsgpu::pdl_launch(sparse && dsgpu::pdl_enabled(), st,
-                                  sparse && attn_pipe() ? k_attn<D, G, true> : k_attn<D, G, false>, dim3(splits, p.U),
+                                  !sparse || !attn_pipe() ? k_attn<D, G, false>
+                                  : rq                    ? k_attn<D, G, true, true>
+                                                          : k_attn<D, G, true>,
+                                  dim3(splits, p.U),
                                   dim3(ATT_THREADS), *a, sel, p.k_cap, slice, p.splits_max, pacc, pml,
-                                  (uint32_t *)(ws + p.off_cnt));
+                                  (uint32_t *)(ws + p.off_cnt), rq);
 }
 
 template <int D>
-int attn_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
+int attn_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, uint32_t *rq, cudaStream_t st) {
     switch (p.G) {
-    case 1: return launch_attn<D, 1>(a, p, ws, sparse, st);
-    case 2: return launch_attn<D, 2>(a, p, ws, sparse, st);
-    case 3: return launch_attn<D, 3>(a, p, ws, sparse, st);
-    case 4: return launch_attn<D, 4>(a, p, ws, sparse, st);
-    case 5: return launch_attn<D, 5>(a, p, ws, sparse, st);
-    case 6: return launch_attn<D, 6>(a, p, ws, sparse, st);
-    case 7: return launch_attn<D, 7>(a, p, ws, sparse, st);
-    case 8: return launch_attn<D, 8>(a, p, ws, sparse, st);
+    case 1: return launch_attn<D, 1>(a, p, ws, sparse, rq, st);
+    case 2: return launch_attn<D, 2>(a, p, ws, sparse, rq, st);
+    case 3: return launch_attn<D, 3>(a, p, ws, sparse, rq, st);
+    case 4: return launch_attn<D, 4>(a, p, ws, sparse, rq, st);
+    case 5: return launch_attn<D, 5>(a, p, ws, sparse, rq, st);
+    case 6: return launch_attn<D, 6>(a, p, ws, sparse, rq, st);
+    case 7: return launch_attn<D, 7>(a, p, ws, sparse, rq, st);
+    case 8: return launch_attn<D, 8>(a, p, ws, sparse, rq, st);
     default: return (int)cudaErrorInvalidValue;
     }
 }
 
-int run_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, cudaStream_t st) {
-    if (a->d == 128) return attn_by_group<128>(a, p, ws, sparse, st);
-    if (a->d == 64) return attn_by_group<64>(a, p, ws, sparse, st);
+// rq: the ready queue, when k_select was launched just before with the same one (sparse only)
+int run_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, uint32_t *rq, cudaStream_t st) {
+    if (a->d == 128) return attn_by_group<128>(a, p, ws, sparse, rq, st);
+    if (a->d == 64) return attn_by_group<64>(a, p, ws, sparse, rq, st);
     return (int)cudaErrorInvalidValue;
 }
 
@@ -1030,47 +1169,61 @@ int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_
 // The single-kernel selection: a cluster of CL blocks per unit, CL the largest power of two
 // <= 8 that keeps the grid within one wave (a second wave of clusters measured slower than
 // fewer, longer blocks: B=4, n=16K 34.3 us at CL=8 vs 24.5 at CL=4) and leaves each block at
-// least 2048 positions. DSINFER_GPU_TUNE cl=N overrides.
-int select_cluster(int max_len, int units, int resident) {
-    int c = CL_MAX;
+// least 2048 positions. DSINFER_GPU_TUNE cl=N overrides, up to 16 where the device takes a
+// cluster that large (top). 16 was meant for few units (B=1 at 64K leaves 2 blocks per SM at
+// CL=8), but measured 1.7-2 us slower there than 8 (bench/NOTES.md, 2026-12-03), so the rule
+// stops at 8.
+int select_cluster(int max_len, int units, int resident, int top) {
+    int c = 8;
     while (c > 1 && ((long)units * c > (long)resident * sm_count() || (long)c * 2048 > max_len)) c /= 2;
     const int t = tune("cl", c);
-    return t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
+    return (t == 1 || t == 2 || t == 4 || t == 8 || t == 16) && t <= top ? t : c;
 }
 
 template <int BITS, int WORDS>
-int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
-    static int occ = 0;
+int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *rq, cudaStream_t st) {
+    static int occ = 0, top = 0;
     if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1))
         occ = 1;
-    const int CL = select_cluster(a->max_len, p.U, occ);
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3(CL, p.U);
-    cfg.blockDim = dim3(256);
-    cfg.stream = st;
     cudaLaunchAttribute at[2];
     at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = CL;
     at[0].val.clusterDim.y = 1;
     at[0].val.clusterDim.z = 1;
+    cfg.blockDim = dim3(256);
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    if (!top) {   // clusters of 16 where the device can run at least one of them
+        int n = 0;
+        top = 8;
+        cfg.gridDim = dim3(16, 1);
+        at[0].val.clusterDim.x = 16;
+        if (cudaFuncSetAttribute(k_select<BITS, WORDS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+            cudaOccupancyMaxActiveClusters(&n, k_select<BITS, WORDS>, &cfg) == cudaSuccess && n >= 1)
+            top = 16;
+        (void)cudaGetLastError();   // a refusal above is an answer, not an error of this call
+    }
+    const int CL = select_cluster(a->max_len, p.U, occ, top);
+    cfg.gridDim = dim3(CL, p.U);
+    cfg.stream = st;
+    at[0].val.clusterDim.x = CL;
     at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
     cfg.numAttrs = dsgpu::pdl_enabled() ? 2 : 1;
     return (int)cudaLaunchKernelEx(&cfg, k_select<BITS, WORDS>, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
-                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand));
+                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq);
 }
 
 // Label shapes with a fast path: rows of 8, 16 or 32 bytes (every "1/16 of the key bits"
 // setting at head_dim 64 and 128, and 1/8 at 64).
-int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int fused) {
+int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st, int fused, uint32_t *rq) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
     const int words = bytes / 4;
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
 #define SC(B_, W_)                                                                                            \
     if (a->bits == B_ && words == W_)                                                                         \
-        return fused ? launch_select<B_, W_>(a, p, ws, st) : launch_score<B_, W_>(a, p, ws, st);
+        return fused ? launch_select<B_, W_>(a, p, ws, rq, st) : launch_score<B_, W_>(a, p, ws, st);
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -1094,7 +1247,7 @@ int ds_gpu_attn_workspace_init(void *ws, const ds_gpu_attn_args *a, void *stream
 int ds_gpu_attn_dense(const ds_gpu_attn_args *a, void *ws, void *stream) {
     if (!args_ok(a)) return (int)cudaErrorInvalidValue;
     Plan p = make_plan(a);
-    return run_attn(a, p, (char *)ws, false, (cudaStream_t)stream);
+    return run_attn(a, p, (char *)ws, false, nullptr, (cudaStream_t)stream);
 }
 
 // parts: 1 = scoring, 2 = selection, 4 = attention. Anything but 7 is for timing the stages
@@ -1109,11 +1262,20 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
     if (!tune("split", 0)) {   // scoring and selection are one kernel: parts 1 and 2 go together
-        if ((parts & 3) && (e = score_dispatch(a, p, ws, st, 1))) return e;
-        return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+        // the ready queue links the two kernels of one call, so only when both run (a queue
+        // nobody fills would hang k_attn; one nobody drains would overflow) and k_attn has the
+        // queue compiled in (the pipelined kernel); DSINFER_GPU_TUNE norq=1 turns it off. Only
+        // for long caches: measured 1-4% faster at 64K (B=1 and 8), level or up to 2 us slower
+        // at 4K-16K, where the queue's atomics and polling cost more than the overlap returns
+        // (bench/NOTES.md, 2026-12-03)
+        uint32_t *rq = (parts & 3) && (parts & 4) && attn_pipe() && a->max_len >= 32768 && !tune("norq", 0)
+                           ? (uint32_t *)(ws + p.off_rq)
+                           : nullptr;
+        if ((parts & 3) && (e = score_dispatch(a, p, ws, st, 1, rq))) return e;
+        return (parts & 4) ? run_attn(a, p, ws, true, rq, st) : (int)cudaGetLastError();
     }
-    if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 0))) return e;
-    if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, st) : (int)cudaGetLastError();
+    if ((parts & 1) && (e = score_dispatch(a, p, ws, st, 0, nullptr))) return e;
+    if (!(parts & 2)) return (parts & 4) ? run_attn(a, p, ws, true, nullptr, st) : (int)cudaGetLastError();
     uint32_t *hist = (uint32_t *)(ws + p.off_hist), *cnt = (uint32_t *)(ws + p.off_cnt);
     int32_t *sel = (int32_t *)(ws + p.off_sel);
     uint32_t *cand = (uint32_t *)(ws + p.off_cand);
@@ -1124,7 +1286,7 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
     if ((e = (int)dsgpu::pdl_launch(dsgpu::pdl_enabled(), st, kc, cg, dim3(256), *a, keys, p.kstride, hist, cnt, sel,
                                     p.k_cap, cand)))
         return e;
-    return (parts & 4) ? run_attn(a, p, ws, true, st) : 0;
+    return (parts & 4) ? run_attn(a, p, ws, true, nullptr, st) : 0;
 }
 
 int ds_gpu_attn_ds(const ds_gpu_attn_args *a, void *ws, void *stream) {
