@@ -181,7 +181,9 @@ static void attn_worker(void *arg, int ith, int nth) {
             atomic_store_explicit(&a->ready[u], m + 2, memory_order_release);
         } else if (a->split) {
             int h = (u - KVH) / a->slices, j = (u - KVH) % a->slices, v;
-            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_cpu_relax();
+            int spins = 0;
+            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0)
+                ds_spin_step(&spins, ds_pool_oversubscribed(s->pool));
             int m = v - 2, b = j * SPLIT_ROWS, e = j == a->slices - 1 ? m : DS_MIN(b + SPLIT_ROWS, m);
             if (b >= e) continue;   /* attended densely, or fewer rows than slices */
             const size_t pi = (size_t)h * a->slices + j;

@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* ~ a few ms of spinning before a worker goes to sleep between tokens. */
+/* ~ a few ms of spinning before a worker goes to sleep between tokens (pauses; when
+ * oversubscribed, pauses then yields: ds_spin_step). */
 #define SPIN_ITERS 200000
+#define SPIN_ITERS_YIELDING 8192
 
 typedef struct {
     ds_pool *pool;
@@ -26,6 +28,7 @@ struct ds_pool {
     _Atomic int done;           /* workers finished with the current gen */
     _Atomic int stop;
     _Atomic int sleepers;
+    int oversub;                /* more threads than CPUs to run them (ds_spin_step) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -39,7 +42,7 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_acquire)) {
-            if (++spins < SPIN_ITERS) { ds_cpu_relax(); continue; }
+            if (spins < (p->oversub ? SPIN_ITERS_YIELDING : SPIN_ITERS)) { ds_spin_step(&spins, p->oversub); continue; }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
             while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
@@ -60,6 +63,7 @@ ds_pool *ds_pool_new(int n_threads) {
     ds_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n_threads;
+    p->oversub = n_threads > ds_cpu_count();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
@@ -89,6 +93,7 @@ void ds_pool_free(ds_pool *p) {
 }
 
 int ds_pool_size(const ds_pool *p) { return p->n; }
+int ds_pool_oversubscribed(const ds_pool *p) { return p->oversub; }
 
 void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx) {
     if (p->n == 1) { fn(ctx, 0, 1); return; }
@@ -102,10 +107,14 @@ void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) ds_cpu_relax();
+    int spins = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) ds_spin_step(&spins, p->oversub);
 }
 
 int ds_cpu_count(void) {
+    /* the CPUs this process may run on (a container or taskset can allow fewer than are online) */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
