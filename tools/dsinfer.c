@@ -98,7 +98,7 @@ static void usage(FILE *f) {
         "  gen-model   write a GGUF of random weights at real model shapes (-o FILE; gen-model --help)\n"
         "common options:\n"
         "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
-        "  -t, --threads N       CPU threads (default: all online CPUs)\n"
+        "  -t, --threads N       CPU threads (default: every CPU this process may use)\n"
         "  -c, --ctx N           context size in tokens (default: min(model, 8192))\n"
         "  -b, --batch N         prefill chunk size (default 512)\n"
         "      --gpu             run the forward pass on the GPU (builds with make CUDA=1)\n"
