@@ -15,7 +15,7 @@ void ds_pool_free(ds_pool *p);
 int ds_pool_size(const ds_pool *p);
 /* Run fn on all threads and return when every thread has finished. */
 void ds_pool_run(ds_pool *p, ds_task_fn fn, void *ctx);
-/* Number of online CPUs. */
+/* Number of CPUs this process may run on (its affinity mask; else the online CPUs). */
 int ds_cpu_count(void);
 
 /* One step of a spin-wait loop (a pause hint where the CPU has one). */
@@ -34,7 +34,8 @@ static inline void ds_cpu_relax(void) {}
 #include <sched.h>
 #define DS_SPIN_PAUSES 1024
 static inline void ds_spin_step(int *spins, int oversubscribed) {
-    if (!oversubscribed || *spins < DS_SPIN_PAUSES) { ++*spins; ds_cpu_relax(); }
+    if (*spins < (1 << 30)) ++*spins;   /* counts every step (the pool sleeps after enough) */
+    if (!oversubscribed || *spins <= DS_SPIN_PAUSES) ds_cpu_relax();
     else sched_yield();
 }
 /* Whether the pool has more threads than the process may run on at once. */
