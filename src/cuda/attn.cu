@@ -834,50 +834,51 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
 // D/8 lanes hold one row (16 bytes each); a warp covers RPW = 256/D rows per step and UNROLL
 // steps are loaded before use, so each lane has 2*UNROLL 16-byte loads in flight; with PIPE the
 // next iteration's rows are loaded before this one's are used (twice as many in flight).
-// The end of a k_attn block: the unit's last block merges the ns slices (log-sum-exp) and
-// writes the output. With the ready queue every block of the unit takes a ticket, those
-// without rows too, so the last one knows all have read the unit's slot before clearing it;
-// the block that finishes the last unit resets the queue for the next call.
-template <int D, int G, bool RQ>
-__device__ void attn_unit_done(const ds_gpu_attn_args &a, int u, int ns, int splits, const float *pacc,
-                               const float *pml, uint32_t *cnt, uint32_t *rq, int slot) {
+// The unit's output from its ns slice partials (log-sum-exp), a (head, channel) per thread and
+// step. A macro, so that both k_attn variants compile it in place (see k_attn's end).
+#define MERGE_SLICES()                                                                             \
+    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {                                       \
+        const int g = e / D, c = e % D;                                                            \
+        const size_t pb = pbase + (size_t)g * splits;                                              \
+        float M = -INFINITY;                                                                       \
+        for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(pml + 2 * (pb + i)));                     \
+        float L = 0, A = 0;                                                                        \
+        _Pragma("unroll 4") for (int i = 0; i < ns; i++) {                                         \
+            const float w = exp2f(__ldcg(pml + 2 * (pb + i)) - M);                                 \
+            L += __ldcg(pml + 2 * (pb + i) + 1) * w;                                               \
+            A += __ldcg(pacc + (pb + i) * D + c) * w;                                              \
+        }                                                                                          \
+        a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);                \
+    }
+
+// The end of a k_attn block that took its item from the ready queue: the unit's last block
+// merges the ns slices (log-sum-exp) and writes the output. Every block of the unit takes a
+// ticket, those without rows too, so the last one knows all have read the unit's slot before
+// clearing it; the block that finishes the last unit resets the queue for the next call.
+template <int D, int G>
+__device__ void attn_unit_done_rq(const ds_gpu_attn_args &a, int u, int ns, int splits, const float *pacc,
+                                  const float *pml, uint32_t *cnt, uint32_t *rq, int slot) {
     const int b = u / a.H_kv, kvh = u % a.H_kv;
-    const int tickets = RQ ? (int)gridDim.x : ns;
     __shared__ bool last;
     __threadfence();
     __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_ATTN], 1u) == (uint32_t)(tickets - 1);
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[C_N * u + C_T_ATTN], 1u) == gridDim.x - 1;
     __syncthreads();
     TRACE(2, 3);
     if (!last) return;
     __threadfence();
     const size_t pbase = ((size_t)u * G) * splits;
-    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
-        const int g = e / D, c = e % D;
-        const size_t pb = pbase + (size_t)g * splits;
-        float M = -INFINITY;
-        for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(pml + 2 * (pb + i)));
-        float L = 0, A = 0;
-#pragma unroll 4
-        for (int i = 0; i < ns; i++) {
-            const float w = exp2f(__ldcg(pml + 2 * (pb + i)) - M);
-            L += __ldcg(pml + 2 * (pb + i) + 1) * w;
-            A += __ldcg(pacc + (pb + i) * D + c) * w;
-        }
-        a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);
-    }
+    MERGE_SLICES();
     if (threadIdx.x == 0) {
         cnt[C_N * u + C_T_ATTN] = 0;
-        if (RQ) {
-            rq[RQ_SLOTS + slot] = 0;
-            if (atomicAdd(&rq[RQ_DONE], 1u) == gridDim.y - 1) {
-                rq[RQ_HEAD] = 0;
-                rq[RQ_GRAB] = 0;
-                rq[RQ_DONE] = 0;
-                // this grid's completion then implies k_select's (no block waited for it), so
-                // whatever waits for this grid also waits for that one
-                dsgpu::pdl_wait();
-            }
+        rq[RQ_SLOTS + slot] = 0;
+        if (atomicAdd(&rq[RQ_DONE], 1u) == gridDim.y - 1) {
+            rq[RQ_HEAD] = 0;
+            rq[RQ_GRAB] = 0;
+            rq[RQ_DONE] = 0;
+            // this grid's completion then implies k_select's (no block waited for it), so
+            // whatever waits for this grid also waits for that one
+            dsgpu::pdl_wait();
         }
     }
     TRACE(2, 4);
@@ -929,7 +930,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     const int ns_rq = RQ ? (items + slice - 1) / slice : 0;
     const int s0 = split_i * slice;
     if (s0 >= items) {
-        if constexpr (RQ) attn_unit_done<D, G, RQ>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
+        if constexpr (RQ) attn_unit_done_rq<D, G>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
         return;
     }
     const int s1 = min(s0 + slice, items);
@@ -1085,7 +1086,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
         if (c == 0) { pml[2 * pi] = M; pml[2 * pi + 1] = L; }
     }
     if constexpr (RQ) {
-        attn_unit_done<D, G, RQ>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
+        attn_unit_done_rq<D, G>(a, u, ns_rq, splits, pacc, pml, cnt, rq, slot);
         return;
     }
     // Without the queue the merge is written out here as it was before the queue existed: the
@@ -1099,20 +1100,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     TRACE(2, 3);
     if (!last) return;
     __threadfence();
-    for (int e = threadIdx.x; e < G * D; e += ATT_THREADS) {
-        const int g = e / D, c = e % D;
-        const size_t pb = pbase + (size_t)g * splits;
-        float M = -INFINITY;
-        for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(pml + 2 * (pb + i)));
-        float L = 0, A = 0;
-#pragma unroll 4
-        for (int i = 0; i < ns; i++) {
-            const float w = exp2f(__ldcg(pml + 2 * (pb + i)) - M);
-            L += __ldcg(pml + 2 * (pb + i) + 1) * w;
-            A += __ldcg(pacc + (pb + i) * D + c) * w;
-        }
-        a.out[((size_t)b * a.H + kvh * G + g) * D + c] = f2h(L > 0 ? A / L : 0.0f);
-    }
+    MERGE_SLICES();
     if (threadIdx.x == 0) cnt[C_N * u + C_T_ATTN] = 0;
     TRACE(2, 4);
 }
