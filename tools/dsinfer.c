@@ -160,6 +160,7 @@ static void usage(FILE *f) {
         "      -n N              eval: answer tokens (default per task); --window/--chunks: fidelity\n"
         "                        windows (default 2048 tokens, 4 windows)\n"
         "      --out-dir DIR     where results go (default eval/results); --name NAME: file name\n"
+        "                        (eval default: retrieval-MODEL-CTX, plus -TASK+TASK... for a subset)\n"
         "inspect:\n"
         "      --tensors         list every tensor\n");
 }

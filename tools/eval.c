@@ -482,7 +482,11 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     char mb[256], name[512], path[1200], what[256], header[2048], cmdline[2048];
     model_base(cfg.model_path, mb, sizeof mb);
     if (cfg.name) snprintf(name, sizeof name, "%s", cfg.name);
-    else snprintf(name, sizeof name, "retrieval-%s-%d", mb, cfg.n_ctx);
+    else {   /* a subset of the tasks is named in the file, so runs of other tasks do not overwrite it */
+        int len = snprintf(name, sizeof name, "retrieval-%s-%d", mb, cfg.n_ctx);
+        for (int t = 0; t < n_task && n_task < DS_TASK_COUNT && len > 0 && len < (int)sizeof name; t++)
+            len += snprintf(name + len, sizeof name - (size_t)len, "%s%s", t ? "+" : "-", ds_task_name(tasks[t]));
+    }
     if (make_dirs(cfg.out_dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
     FILE *fc = open_out(&cfg, name, "cases.csv", path, sizeof path);
     if (!fc) return 1;
