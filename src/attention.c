@@ -43,14 +43,32 @@ static inline void prefetch_row(const uint16_t *row, int hd) {
  * the hardware prefetcher nor the out-of-order window keeps enough of them in flight: while
  * the K rows of a tile are scored its V rows are prefetched, and while its V rows are summed
  * the next tile's K rows are. */
-#define ATTN_PARTIAL_BODY(CVT, DOTF, AXPYF, SCALE, EXPTILE)                                  \
-    float s[16][TILE];                                                                       \
-    float row[512];                                                                          \
+/* Shared by every kernel body: empty stats and accumulators, the first tile's K rows
+ * prefetched when gathered. */
+#define ATTN_PARTIAL_START()                                                                 \
     for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }                      \
     memset(acc, 0, sizeof(float) * (size_t)G * hd);                                          \
     if (idx)                                                                                 \
         for (int j = begin; j < end && j < begin + TILE; j++)                                \
-            prefetch_row(K + (size_t)idx[j] * hd, hd);                                       \
+            prefetch_row(K + (size_t)idx[j] * hd, hd);
+
+/* The online softmax over one tile for head g: scores sv[0..nt) become probabilities, and the
+ * head's running max, sum and accumulator are rescaled to the new max. */
+#define TILE_SOFTMAX(g, sv, nt, SCALE, EXPTILE)                                              \
+    do {                                                                                     \
+        float mx = st->m[g];                                                                 \
+        for (int j = 0; j < (nt); j++) mx = (sv)[j] > mx ? (sv)[j] : mx;                     \
+        float corr = expf(st->m[g] - mx);                                                    \
+        float sum = EXPTILE((sv), (nt), mx);                                                 \
+        st->l[g] = st->l[g] * corr + sum;                                                    \
+        st->m[g] = mx;                                                                       \
+        if (corr != 1.0f) SCALE(acc + (size_t)(g) * hd, corr, hd);                           \
+    } while (0)
+
+#define ATTN_PARTIAL_BODY(CVT, DOTF, AXPYF, SCALE, EXPTILE)                                  \
+    float s[16][TILE];                                                                       \
+    float row[512];                                                                          \
+    ATTN_PARTIAL_START()                                                                     \
     for (int i0 = begin; i0 < end; i0 += TILE) {                                             \
         int nt = end - i0 < TILE ? end - i0 : TILE;                                          \
         int nn = end - i0 - TILE < TILE ? end - i0 - TILE : TILE; /* next tile's rows */    \
@@ -60,15 +78,7 @@ static inline void prefetch_row(const uint16_t *row, int hd) {
             CVT(row, K + (size_t)t * hd, hd);                                                \
             for (int g = 0; g < G; g++) s[g][j] = DOTF(q + (size_t)g * hd, row, hd);         \
         }                                                                                    \
-        for (int g = 0; g < G; g++) {                                                        \
-            float mx = st->m[g];                                                             \
-            for (int j = 0; j < nt; j++) mx = s[g][j] > mx ? s[g][j] : mx;                   \
-            float corr = expf(st->m[g] - mx);                                                \
-            float sum = EXPTILE(s[g], nt, mx);                                               \
-            st->l[g] = st->l[g] * corr + sum;                                                \
-            st->m[g] = mx;                                                                   \
-            if (corr != 1.0f) SCALE(acc + (size_t)g * hd, corr, hd);                         \
-        }                                                                                    \
+        for (int g = 0; g < G; g++) TILE_SOFTMAX(g, s[g], nt, SCALE, EXPTILE);               \
         for (int j = 0; j < nt; j++) {                                                       \
             int t = idx ? idx[i0 + j] : i0 + j;                                              \
             if (idx && j < nn) prefetch_row(K + (size_t)idx[i0 + TILE + j] * hd, hd);        \
@@ -277,10 +287,7 @@ T_AVX512 static void attn_partial_avx512(const float *q, int G, int hd, const ui
     _Alignas(64) float kf[TILE][128];   /* the tile's K rows as fp32 */
     _Alignas(64) float s[16][TILE];     /* scores, then probabilities */
     const uint16_t *vrow[TILE];
-    for (int g = 0; g < G; g++) { st->m[g] = -INFINITY; st->l[g] = 0; }
-    memset(acc, 0, sizeof(float) * (size_t)G * hd);
-    if (idx)
-        for (int j = begin; j < end && j < begin + TILE; j++) prefetch_row(K + (size_t)idx[j] * hd, hd);
+    ATTN_PARTIAL_START()
     for (int i0 = begin; i0 < end; i0 += TILE) {
         const int nt = end - i0 < TILE ? end - i0 : TILE;
         const int nn = end - i0 - TILE < TILE ? end - i0 - TILE : TILE;   /* next tile's rows */
@@ -308,12 +315,7 @@ T_AVX512 static void attn_partial_avx512(const float *q, int G, int hd, const ui
                 }
                 _mm512_store_ps(&s[g][j0], hsum16_avx512(p));
             }
-            float mx = st->m[g];
-            for (int j = 0; j < nt; j++) mx = s[g][j] > mx ? s[g][j] : mx;
-            const float corr = expf(st->m[g] - mx);
-            st->l[g] = st->l[g] * corr + exptile_avx512(s[g], nt, mx);
-            st->m[g] = mx;
-            if (corr != 1.0f) scale_avx512(acc + (size_t)g * hd, corr, hd);
+            TILE_SOFTMAX(g, s[g], nt, scale_avx512, exptile_avx512);
         }
         if (idx)
             for (int j = 0; j < nn; j++) prefetch_row(K + (size_t)idx[i0 + TILE + j] * hd, hd);
