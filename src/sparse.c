@@ -310,22 +310,28 @@ bool ds_sparse_split_ok(const ds_session *s) {
     return s->opts.sparse.method != DS_ATTN_H2O && !s->opts.sparse.per_head;
 }
 
+/* Too short a context for the method (n <= k or n < min_context): attend group kvh of row t
+ * densely over all n positions and return true; else false. */
+static bool attend_dense_if_short(ds_session *s, int layer, int t, int kvh, int n, int ith) {
+    if (n > ds_sparse_k(s, n) && n >= s->opts.sparse.min_context) return false;
+    const ds_model_info *c = &s->m->info;
+    const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
+    const size_t head = (size_t)layer * KVH + kvh, off = (size_t)t * H * hd + (size_t)kvh * G * hd;
+    float *acc = s->sp_acc + (size_t)ith * 16 * hd;
+    ds_attn_stats st;
+    ds_attn_partial(s->q + off, G, hd, s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd, NULL, 0,
+                    n, acc, &st);
+    ds_attn_merge(1, G, hd, acc, &st, s->att + off);
+    return true;
+}
+
 int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx) {
     const ds_model_info *c = &s->m->info;
     const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
-    const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
-    const int k = ds_sparse_k(s, n);
     DS_ASSERT(ds_sparse_split_ok(s));
-    if (n <= k || n < s->opts.sparse.min_context) {
-        const size_t head = (size_t)layer * KVH + kvh;
-        float *acc = s->sp_acc + (size_t)ith * 16 * hd;
-        ds_attn_stats st;
-        ds_attn_partial(q, G, hd, s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd, NULL, 0, n,
-                        acc, &st);
-        ds_attn_merge(1, G, hd, acc, &st, s->att + (size_t)t * H * hd + (size_t)kvh * G * hd);
-        return -1;
-    }
-    return select_unit(s, layer, kvh, q, G, n, k, ith, idx);
+    if (attend_dense_if_short(s, layer, t, kvh, n, ith)) return -1;
+    const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
+    return select_unit(s, layer, kvh, q, G, n, ds_sparse_k(s, n), ith, idx);
 }
 
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
@@ -347,12 +353,8 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
         ds_attn_merge(1, G, hd, acc, &st, out);
         return;
     }
-    int k = ds_sparse_k(s, n);
-    if (n <= k || n < o->min_context) {
-        ds_attn_partial(q, G, hd, K, V, NULL, 0, n, acc, &st);
-        ds_attn_merge(1, G, hd, acc, &st, out);
-        return;
-    }
+    if (attend_dense_if_short(s, layer, t, kvh, n, ith)) return;
+    const int k = ds_sparse_k(s, n);
     for (int g = 0; g < G; g++) {   /* per-head: a selection for each query head */
         int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx);
         ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
