@@ -182,8 +182,8 @@ static void attn_worker(void *arg, int ith, int nth) {
         } else if (a->split) {
             int h = (u - KVH) / a->slices, j = (u - KVH) % a->slices, v;
             int spins = 0;
-            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0)
-                ds_spin_step(&spins, ds_pool_oversubscribed(s->pool));
+            const int oversub = ds_pool_oversubscribed(s->pool);
+            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_spin_step(&spins, oversub);
             int m = v - 2, b = j * SPLIT_ROWS, e = j == a->slices - 1 ? m : DS_MIN(b + SPLIT_ROWS, m);
             if (b >= e) continue;   /* attended densely, or fewer rows than slices */
             const size_t pi = (size_t)h * a->slices + j;

@@ -9,10 +9,10 @@
 //   1-3. k_select: one thread-block cluster (CL <= 8 blocks) per (sequence, KV head). Each
 //        block scores a 1/CL share of the labels in one pass: score = (sum over the group's
 //        query heads of q[chan]) . label, stored as a 16-bit order-preserving key, counted in
-//        a 2048-bin shared-memory histogram of the key's top 11 bits. The cluster sums its histograms
-//        through distributed shared memory; every block finds the threshold bin, re-reads its
-//        keys and emits the positions above the bin, and those inside it go to a candidate list
-//        (typically 1-2% of n). The leader block finishes the selection on the candidates'
+//        a 2048-bin shared-memory histogram of the key's top 11 bits. The cluster sums its
+//        histograms through distributed shared memory; every block finds the threshold bin,
+//        re-reads its keys and emits the positions above the bin, and those inside it go to a
+//        candidate list (typically 1-2% of n). The leader block finishes the selection on the candidates'
 //        low 5 key bits (ties: lowest position first) and appends the current token.
 //   4.   k_attn: split over the selected rows, each block a slice; a KV row is read once and
 //        used by every query head of its group (GQA shared); online softmax; the unit's last
