@@ -67,6 +67,8 @@ typedef struct {
     int lens[4];
     int ties;   /* keys of only two values per channel: most label scores tie */
     int norm;   /* label normalisation: random per-channel mean and scale */
+    int drift;  /* key amplitude growing with position (1 to 8x): the top-k crowds the end of
+                 * the cache, so most of a unit's selection comes from one block of its cluster */
 } shape;
 
 /* relative L2 error of a (fp16 on the GPU) against b (float CPU) */
@@ -109,6 +111,10 @@ static void run_shape(const shape *s) {
     for (size_t i = 0; i < kv_elems; i++) {
         int c = (int)(i % d);
         float amp = (c % 16 == 3) ? 4.0f : 1.0f;
+        if (s->drift) {
+            const double t = (double)((i / (size_t)d) % (size_t)n_max) / max_len;
+            amp *= (float)(1.0 + 7.0 * t * t);
+        }
         float x = nrand();
         hk[i] = ds_fp32_to_fp16(amp * (s->ties ? (x < 0 ? -1.0f : 1.0f) : x));
         hv[i] = ds_fp32_to_fp16(nrand());
@@ -415,28 +421,31 @@ int main(int argc, char **argv) {
     printf("device: %s\n", desc);
     const shape shapes[] = {
         /* the paper's operator shape, small n; fp16 labels r=8 and 4-bit r=32 */
-        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0},
-        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0},
-        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0},
-        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0},
+        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0, 0},
+        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0, 0},
+        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0},
+        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0},
         /* SmolLM2's attention shape (9 heads / 3 KV, d 64), k as a count, and a dense-fallback row */
-        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0},
-        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0},
+        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0},
+        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0},
         /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
-        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0},
+        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0},
         /* k = 1: only the current token */
-        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0},
+        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
-        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0},
+        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0},
         /* longer still: 12.5K positions per block of the selection cluster */
-        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0},
-        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0},
+        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0, 0},
+        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 0},
         /* mass ties at the threshold key (ranked in shared memory, or by position search) */
-        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0},
-        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0},
+        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0, 0},
+        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0},
         /* label normalisation ((k - mean) / scale labels, q * scale scoring) */
-        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1},
-        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1},
+        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1, 0},
+        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1, 0},
+        /* scores that grow along the cache (the top-k unevenly spread over the cluster's blocks) */
+        {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1},
+        {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(&shapes[i]);
     for (int i = 1; i < argc; i++) check_model(argv[i]);
