@@ -362,14 +362,13 @@ __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, flo
 
 // Scores of unit u's label rows [p0, p1) (256 threads): keys to kk, counts to the shared
 // histogram sh. WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits.
-template <int BITS, int WORDS>
+template <int BITS, int WORDS, int SU = SCORE_SU>
 __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *q, float qsum,
                                            uint16_t *kk, uint32_t *sh) {
     const uint64_t pol_first = l2_evict_first(), pol_last = l2_evict_last();
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     // SU rows per thread in flight: their loads are all issued before the first is used
-    constexpr int SU = SCORE_SU;
     for (int base = p0; base < p1; base += SU * 256) {
         uint32_t w[SU][WORDS];
         float lof[SU], stf[SU];
@@ -710,8 +709,10 @@ __device__ inline uint32_t ld_acquire(const uint32_t *p) {
 #endif
 #define CL_MAX 16   // (the rule picks <= 8; 16, a non-portable size, only on request)
 
-template <int BITS, int WORDS>
-__global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
+// SU: label rows per thread in flight in the scan; SEL_SU_DEEP for long spans (launch_select).
+#define SEL_SU_DEEP 8
+template <int BITS, int WORDS, int SU = SCORE_SU>
+__global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
     TRACE(3, 0);
     // Trigger only after the wait: k_attn takes work from the ready queue as soon as it starts,
@@ -746,7 +747,7 @@ __global__ void __launch_bounds__(256, BITS == 16 ? SEL_MIN16 : SEL_MINQ)
 #pragma unroll
     for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
     uint16_t *kk = keys + (size_t)u * kstride;
-    score_rows<BITS, WORDS>(a, u, p0, p1, q, qsum, kk, sh);
+    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh);
     TRACE(3, 1);
     // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
     cl.sync();   // every block's histogram is complete
@@ -1190,16 +1191,33 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
         if (cudaFuncSetAttribute(k_select<BITS, WORDS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
             cudaOccupancyMaxActiveClusters(&n, k_select<BITS, WORDS>, &cfg) == cudaSuccess && n >= 1)
             top = 16;
+        if constexpr (WORDS <= 4)
+            if (top == 16 && cudaFuncSetAttribute(k_select<BITS, WORDS, SEL_SU_DEEP>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+                top = 8;
         (void)cudaGetLastError();   // a refusal above is an answer, not an error of this call
     }
     const int CL = select_cluster(a->max_len, p.U, occ, top);
+    // Twice the label rows in flight per thread where each block scans >= 32K positions and the
+    // grid still fits in one wave with the deeper kernel's registers (label rows of up to 16
+    // bytes; DSINFER_GPU_TUNE su=4|8 forces). Measured on the H200 (bench/NOTES.md, 2026-12-03):
+    // B=8/64K 238 -> 235 us with fp16 labels, 294 -> 282 us with 4-bit ones; slower with spans
+    // of 8K (B=8/16K 73.6 -> 74.8 us; 4-bit B=1/64K 55.6 -> 63.3 us).
+    auto kern = k_select<BITS, WORDS>;
+    if constexpr (WORDS <= 4) {
+        static int occ8 = 0;
+        if (!occ8 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ8, k_select<BITS, WORDS, SEL_SU_DEEP>, 256, 0) != cudaSuccess || occ8 < 1))
+            occ8 = 1;
+        const int span = ((a->max_len - 1 + CL - 1) / CL + 7) & ~7;
+        const bool deep = span >= 32768 && (long)p.U * CL <= (long)occ8 * sm_count();
+        if (tune("su", deep ? SEL_SU_DEEP : SCORE_SU) == SEL_SU_DEEP) kern = k_select<BITS, WORDS, SEL_SU_DEEP>;
+    }
     cfg.gridDim = dim3(CL, p.U);
     cfg.stream = st;
     at[0].val.clusterDim.x = CL;
     at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.numAttrs = dsgpu::pdl_enabled() ? 2 : 1;
-    return (int)cudaLaunchKernelEx(&cfg, k_select<BITS, WORDS>, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
+    return (int)cudaLaunchKernelEx(&cfg, kern, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
                                    (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq);
 }
 
