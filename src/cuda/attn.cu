@@ -106,10 +106,11 @@ __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { re
 
 // Tuning overrides for benchmarks (unset in normal use), e.g. DSINFER_GPU_TUNE="att=8,per=32":
 // att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), cl = blocks
-// per cluster of k_select (1, 2, 4, 8 or 16), split=1 = the two-kernel selection, and for that one
+// per cluster of k_select (1, 2, 4 or 8), split=1 = the two-kernel selection, and for that one
 // chunk = positions per scoring block, per = keys per thread in k_collect; aplain=1 = sparse
 // attention without software pipelining; norq=1 = k_attn waits for the whole k_select grid
-// instead of taking units from the ready queue as their selections finish.
+// instead of taking units from the ready queue as their selections finish; su=4|8 = label rows
+// per thread in flight in k_select's scan (launch_select).
 int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
     if (!e) return dflt;
@@ -596,6 +597,20 @@ __device__ __forceinline__ void emit_keys(const uint4 &kv, int ps, int p1, int b
     }
 }
 
+// Thread i's 16-byte key vectors of [p0, p1) (keys p0 + 2048 v + 8 i, +8; rows padded to 8),
+// KB loaded before any is used so that their L2 round trips overlap; lanes past p1 read zeros
+// (f masks them by position): f(vector, position of its first key).
+template <int KB, typename F>
+__device__ __forceinline__ void for_key_vectors(const uint16_t *kk, int p0, int p1, uint64_t pol, F f) {
+    for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
+        uint4 kv[KB];
+#pragma unroll
+        for (int j = 0; j < KB; j++) kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < KB; j++) f(kv[j], ps0 + j * 2048);
+    }
+}
+
 // ---- 2. emit positions above the threshold bin, collect the bin's candidates ----
 // Each thread holds PER keys in registers; one block-wide scan gives every thread its output
 // offsets, so a block makes two global atomics in all (per-warp atomics on one counter per
@@ -689,7 +704,7 @@ __device__ inline uint32_t ld_acquire(const uint32_t *p) {
 }
 
 // ---- 1-3 in one kernel: a thread-block cluster per unit ----
-// The CL blocks of a cluster (CL <= 16, one unit) each score a contiguous 1/CL of the unit's
+// The CL blocks of a cluster (CL <= 8, one unit) each score a contiguous 1/CL of the unit's
 // positions into a shared-memory histogram; the cluster then sums its histograms through
 // distributed shared memory, each block one 1/CL slice of the bins over all CL blocks (measured
 // as fast as adding every block's bins into the leader's, and 10-20% faster at B=1), and every
@@ -707,7 +722,7 @@ __device__ inline uint32_t ld_acquire(const uint32_t *p) {
 #ifndef SEL_MINQ
 #define SEL_MINQ 3
 #endif
-#define CL_MAX 16   // (the rule picks <= 8; 16, a non-portable size, only on request)
+#define CL_MAX 8   // blocks per cluster at most (the portable size)
 
 // SU: label rows per thread in flight in the scan; SEL_SU_DEEP for long spans (launch_select).
 #define SEL_SU_DEEP 8
@@ -789,14 +804,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     const uint64_t pol_keep = l2_evict_last(), pol = l2_evict_first();   // counting, then the last use
     int nh = 0, ne = 0;
     if (b1 >= 0)
-        for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
-            uint4 kv[KB];
-#pragma unroll
-            for (int j = 0; j < KB; j++)
-                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol_keep) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-            for (int j = 0; j < KB; j++) count_keys(kv[j], ps0 + j * 2048, p1, b1, nh, ne);
-        }
+        for_key_vectors<KB>(kk, p0, p1, pol_keep, [&](const uint4 &kv, int ps) { count_keys(kv, ps, p1, b1, nh, ne); });
     typedef cub::BlockScan<unsigned long long, 256> Scan;
     __shared__ typename Scan::TempStorage tmp;
     unsigned long long off, total;
@@ -810,14 +818,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     if (nh | ne) {
         int32_t *out = sel + (size_t)u * k_cap + base_h + (uint32_t)off;
         uint32_t *cd = cand + (size_t)u * a.n_max + base_e + (uint32_t)(off >> 32);
-        for (int ps0 = p0 + 8 * threadIdx.x; ps0 < p1; ps0 += KB * 2048) {
-            uint4 kv[KB];
-#pragma unroll
-            for (int j = 0; j < KB; j++)
-                kv[j] = ps0 + j * 2048 < p1 ? ld_keys(kk + ps0 + j * 2048, pol) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-            for (int j = 0; j < KB; j++) emit_keys(kv[j], ps0 + j * 2048, p1, b1, out, cd);
-        }
+        for_key_vectors<KB>(kk, p0, p1, pol, [&](const uint4 &kv, int ps) { emit_keys(kv, ps, p1, b1, out, cd); });
     }
     TRACE(3, 3);
     __threadfence();   // the candidates, for the leader
@@ -1158,20 +1159,19 @@ int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_
 // The single-kernel selection: a cluster of CL blocks per unit, CL the largest power of two
 // <= 8 that keeps the grid within one wave (a second wave of clusters measured slower than
 // fewer, longer blocks: B=4, n=16K 34.3 us at CL=8 vs 24.5 at CL=4) and leaves each block at
-// least 2048 positions. DSINFER_GPU_TUNE cl=N overrides, up to 16 where the device takes a
-// cluster that large (top). 16 was meant for few units (B=1 at 64K leaves 2 blocks per SM at
-// CL=8), but measured 1.7-2 us slower there than 8 (bench/NOTES.md, 2026-12-03), so the rule
-// stops at 8.
-int select_cluster(int max_len, int units, int resident, int top) {
-    int c = 8;
+// least 2048 positions. DSINFER_GPU_TUNE cl=N overrides. (Clusters of 16, a non-portable
+// size, were tried for few units, B=1 at 64K leaving 2 blocks per SM at CL=8, and measured
+// 1.7-2 us slower there: bench/NOTES.md, 2026-12-03.)
+int select_cluster(int max_len, int units, int resident) {
+    int c = CL_MAX;
     while (c > 1 && ((long)units * c > (long)resident * sm_count() || (long)c * 2048 > max_len)) c /= 2;
     const int t = tune("cl", c);
-    return (t == 1 || t == 2 || t == 4 || t == 8 || t == 16) && t <= top ? t : c;
+    return t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
 }
 
 template <int BITS, int WORDS>
 int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *rq, cudaStream_t st) {
-    static int occ = 0, top = 0;
+    static int occ = 0;
     if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1))
         occ = 1;
     cudaLaunchConfig_t cfg;
@@ -1183,20 +1183,7 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     cfg.blockDim = dim3(256);
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    if (!top) {   // clusters of 16 where the device can run at least one of them
-        int n = 0;
-        top = 8;
-        cfg.gridDim = dim3(16, 1);
-        at[0].val.clusterDim.x = 16;
-        if (cudaFuncSetAttribute(k_select<BITS, WORDS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
-            cudaOccupancyMaxActiveClusters(&n, k_select<BITS, WORDS>, &cfg) == cudaSuccess && n >= 1)
-            top = 16;
-        if constexpr (WORDS <= 4)
-            if (top == 16 && cudaFuncSetAttribute(k_select<BITS, WORDS, SEL_SU_DEEP>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
-                top = 8;
-        (void)cudaGetLastError();   // a refusal above is an answer, not an error of this call
-    }
-    const int CL = select_cluster(a->max_len, p.U, occ, top);
+    const int CL = select_cluster(a->max_len, p.U, occ);
     // Twice the label rows in flight per thread where each block scans >= 32K positions and the
     // grid still fits in one wave with the deeper kernel's registers (label rows of up to 16
     // bytes; DSINFER_GPU_TUNE su=4|8 forces). Measured on the H200 (bench/NOTES.md, 2026-12-03):

@@ -82,7 +82,6 @@ struct ds_gpu_forward {
     int n_sm;
     int mma_min_rows;                     // DSINFER_GPU_MMA_MIN_ROWS: k_gemv_mma from this many rows on
     int pdl;                              // programmatic dependent launch (pdl.cuh)
-    int small_v;                          // DSINFER_GPU_SMALLK=0: the one-block-per-row norm and RoPE kernels
     size_t bytes;
 };
 
@@ -148,48 +147,6 @@ __global__ void k_add_norm(float *x, const float *add, const float *w, int E, fl
     }
 }
 
-// RoPE + bias + K/V append (+ labels). Row r writes slot (per_row_slot ? r : 0) of the caches
-// passed in, at position pos[r]; q goes to q_out [rows][H][hd]. One block per row. Labels are
-// computed from the fp16 K row just written, i.e. exactly the cached row (as on the CPU).
-__global__ void k_rope_append(const float *qkv, const float *bias, int H, int KVH, int hd, int neox,
-                              const float *inv_freq, const int *pos, int per_row_slot, int n_ctx, __half *q_out,
-                              __half *kc, __half *vc, int r_lab, int bits, int rb, const int16_t *chan,
-                              const float *lab_mean, const float *lab_scale, uint8_t *labels, uint16_t *lo,
-                              uint16_t *step) {
-    pdl_trigger();
-    pdl_wait();
-    const int r = blockIdx.x, p = pos[r], b = per_row_slot ? r : 0;
-    const int QKV = (H + 2 * KVH) * hd, half = hd / 2;
-    const float *row = qkv + (size_t)r * QKV;
-    for (int e = threadIdx.x; e < (H + KVH) * half; e += blockDim.x) {
-        const int h = e / half, i = e % half;
-        const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-        const int base = h * hd;   // q heads, then k heads, in the fused row
-        float a0 = row[base + i0], a1 = row[base + i1];
-        if (bias) { a0 += bias[base + i0]; a1 += bias[base + i1]; }
-        float sn, cs;
-        sincosf((float)p * inv_freq[i], &sn, &cs);
-        const float o0 = a0 * cs - a1 * sn, o1 = a0 * sn + a1 * cs;
-        __half *dst = h < H ? q_out + ((size_t)r * H + h) * hd : kc + (((size_t)b * KVH + (h - H)) * n_ctx + p) * hd;
-        dst[i0] = __float2half(o0);
-        dst[i1] = __float2half(o1);
-    }
-    for (int e = threadIdx.x; e < KVH * hd; e += blockDim.x) {
-        const int kh = e / hd, i = e % hd;
-        float v = row[(H + KVH) * hd + e] + (bias ? bias[(H + KVH) * hd + e] : 0.0f);
-        vc[(((size_t)b * KVH + kh) * n_ctx + p) * hd + i] = __float2half(v);
-    }
-    if (!labels) return;
-    __syncthreads();   // the block's K writes are visible to the block after the barrier
-    for (int kh = threadIdx.x; kh < KVH; kh += blockDim.x) {
-        const size_t rowi = ((size_t)b * KVH + kh) * n_ctx + p;
-        const size_t at = (size_t)kh * r_lab;
-        dsgpu::label_encode_row((const uint16_t *)(kc + rowi * hd), chan + at, lab_mean ? lab_mean + at : nullptr,
-                                lab_scale ? lab_scale + at : nullptr, r_lab, bits, rb, labels + rowi * rb, lo + rowi,
-                                step + rowi);
-    }
-}
-
 // k_add_norm with the row in registers: one block of up to 1024 threads per row, each thread
 // holding up to 4 float4 of it, so every load of a thread is in flight at once (the 256-thread
 // loop above ran 16 dependent rounds per pass at E = 4096, and read the row twice). E % 4 == 0,
@@ -242,9 +199,12 @@ __global__ void __launch_bounds__(1024) k_add_norm_v(float *x, const float *add,
     }
 }
 
-// k_rope_append with one block per (row, head) of hd / 2 threads, one rotation pair each, so a
-// decode step runs B * (H + KVH) blocks instead of B. A K head's block also appends its V row
-// and, when labels are kept, its label row (one warp, label_encode_row_warp).
+// RoPE + bias + K/V append (+ labels). Row r writes slot (per_row_slot ? r : 0) of the caches
+// passed in, at position pos[r]; q goes to q_out [rows][H][hd]. One block per (row, head) of
+// hd / 2 threads, one rotation pair each (a decode step runs B * (H + KVH) blocks; one block per
+// row, the earlier kernel, ran dependent rounds over all heads). A K head's block also appends
+// its V row and, when labels are kept, its label row (one warp, label_encode_row_warp), computed
+// from the fp16 K row just written, i.e. exactly the cached row (as on the CPU).
 __global__ void __launch_bounds__(64) k_rope_append_h(const float *qkv, const float *bias, int H, int KVH, int hd,
                                                       int neox, const float *inv_freq, const int *pos, int per_row_slot,
                                                       int n_ctx, __half *q_out, __half *kc, __half *vc, int r_lab,
@@ -702,7 +662,7 @@ ds_gpu_attn_args attn_args(ds_gpu_forward *f, int l, int rows, bool prefill, int
 // x += add (when add); xn = rmsnorm(x) * w (+ its int8 blocks when xq), one block per row.
 int add_norm(ds_gpu_forward *f, int rows, const float *add, const float *w, int8_t *xq) {
     const int E = f->c.n_embd;
-    if (f->small_v && E % 4 == 0 && E <= 16 * 1024) {
+    if (E % 4 == 0 && E <= 16 * 1024) {
         const int th = (E / 4 + 31) / 32 * 32;   // one float4 per thread up to E = 4096, then <= 4
         return launch(f, k_add_norm_v, dim3(rows), dim3(th < 1024 ? th : 1024), f->x, add, w, E, f->c.rms_eps, f->xn,
                       xq, f->xs);
@@ -725,11 +685,10 @@ int run_layers(ds_gpu_forward *f, int rows, bool prefill, int slot) {
         TRY(add_norm(f, rows, l ? (const float *)f->tmp : no_add, W.attn_norm, xq_for(f, W.qqkv, rows)));
         TRY(matmul(f, W.wqkv, W.qqkv, f->QKV, E, f->xn, rows, f->qkv, true));
         ds_gpu_attn_args a = attn_args(f, l, rows, prefill, slot);
-        TRY(launch(f, f->small_v ? k_rope_append_h : k_rope_append, f->small_v ? dim3(rows, H + KVH) : dim3(rows),
-                   dim3(f->small_v ? hd / 2 : 256), (const float *)f->qkv, (const float *)W.bqkv, H, KVH, hd,
-                   c.rope_neox, (const float *)f->inv_freq, (const int *)f->d_pos, (int)!prefill, c.n_ctx, f->q,
-                   (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb, a.chan, a.lab_mean, a.lab_scale,
-                   c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step));
+        TRY(launch(f, k_rope_append_h, dim3(rows, H + KVH), dim3(hd / 2), (const float *)f->qkv,
+                   (const float *)W.bqkv, H, KVH, hd, c.rope_neox, (const float *)f->inv_freq, (const int *)f->d_pos,
+                   (int)!prefill, c.n_ctx, f->q, (__half *)a.k, (__half *)a.v, c.r, c.bits, (int)f->rb, a.chan,
+                   a.lab_mean, a.lab_scale, c.sparse ? a.labels : nullptr, a.lab_lo, a.lab_step));
         const bool sparse = c.sparse && f->use_sparse && !prefill && !f->dense_layer[l];
         void *ws = prefill ? f->ws_pre : f->ws;
         if (!f->skip_attn) TRY(sparse ? ds_gpu_attn_ds(&a, ws, st) : ds_gpu_attn_dense(&a, ws, st));
@@ -792,7 +751,6 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
     f->use_sparse = cfg->sparse;
     f->use_cublas_gemv = env_int("DSINFER_GPU_CUBLAS", 0) > 0;
     f->skip_attn = env_int("DSINFER_GPU_SKIP_ATTN", 0) > 0;
-    f->small_v = env_int("DSINFER_GPU_SMALLK", 1) > 0;
     f->gemv_small_rows = env_int("DSINFER_GPU_GEMV_SMALL", 8192);
     f->gemv_kind = env_int("DSINFER_GPU_GEMV", 5);
     f->gemv_pipe = env_int("DSINFER_GPU_GEMV_PIPE", 1) > 0;

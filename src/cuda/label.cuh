@@ -56,42 +56,11 @@ __device__ inline int label_code(float x, float lof, double stepd, int L) {
     return v > 0 ? (v >= L ? L : (int)(v + 0.5)) : 0;
 }
 
-// One label row from an fp16 key row: codes[row_bytes] (+ lo/step for bits < 16). mu, sc:
-// [r] label normalisation or NULL.
-__device__ inline void label_encode_row(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc, int r,
-                                        int bits, int row_bytes, uint8_t *codes, uint16_t *lo_out, uint16_t *step_out) {
-    if (bits == 16) {
-        for (int j = 0; j < r; j++) {
-            uint16_t h = mu ? f2h(label_value(krow, ch, mu, sc, j)) : krow[ch[j]];
-            codes[2 * j] = (uint8_t)h;
-            codes[2 * j + 1] = (uint8_t)(h >> 8);
-        }
-        return;
-    }
-    float mn = INFINITY, mx = -INFINITY;
-    for (int j = 0; j < r; j++) {
-        float x = label_value(krow, ch, mu, sc, j);
-        if (x < mn) mn = x;
-        if (x > mx) mx = x;
-    }
-    const int L = (1 << bits) - 1;
-    uint16_t lo16, st16;
-    label_range(mn, mx, L, &lo16, &st16);
-    const float lof = h2f(lo16);
-    const double stepd = h2f(st16);
-    for (int b = 0; b < row_bytes; b++) codes[b] = 0;
-    for (int j = 0; j < r; j++) {
-        const int c = label_code(label_value(krow, ch, mu, sc, j), lof, stepd, L);
-        codes[(j * bits) >> 3] |= (uint8_t)(c << ((j * bits) & 7));
-    }
-    *lo_out = lo16;
-    *step_out = st16;
-}
-
-// label_encode_row by one warp (all 32 lanes call it): lane j handles channels j, j + 32, ...;
-// the per-channel arithmetic is label_encode_row's, min/max are exact in any order, so the
-// output is bit for bit the same. Why: one thread per row ran r dependent double divisions in
-// the decode step's critical path (RoPE/append kernel, once per layer).
+// One label row from an fp16 key row, by one warp (all 32 lanes call it): codes[row_bytes] (+
+// lo/step for bits < 16); mu, sc: [r] label normalisation or NULL. Lane j handles channels j,
+// j + 32, ...; min/max are exact in any order, and the per-channel arithmetic is
+// ds_label_encode's, so the row is bit for bit the CPU's (gpu_check). A warp, not a thread: one
+// thread per row ran r dependent double divisions in the decode step's critical path.
 __device__ inline void label_encode_row_warp(const uint16_t *krow, const int16_t *ch, const float *mu, const float *sc,
                                              int r, int bits, int row_bytes, uint8_t *codes, uint16_t *lo_out,
                                              uint16_t *step_out) {
