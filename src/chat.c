@@ -9,21 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 /* The template's default system text, if it has one, as a malloc'd string: the first
  * '<|im_start|>system\n' (escaped or raw newline) followed by literal text up to <|im_end|>. */
@@ -50,24 +35,24 @@ char *ds_chat_render(const ds_model *m, const ds_chat_msg *msgs, int n, bool add
         ds_error(DS_ERR_UNSUPPORTED, "the model's chat template is not ChatML; only ChatML is supported");
         return NULL;
     }
-    sbuf b = {0};
+    ds_sbuf b = {0};
     if (n == 0 || strcmp(msgs[0].role, "system") != 0) {
         char *sys = default_system(m->chat_template);
         if (sys) {
-            sb_str(&b, "<|im_start|>system\n");
-            sb_str(&b, sys);
-            sb_str(&b, "<|im_end|>\n");
+            ds_sb_add(&b, "<|im_start|>system\n");
+            ds_sb_add(&b, sys);
+            ds_sb_add(&b, "<|im_end|>\n");
             free(sys);
         }
     }
     for (int i = 0; i < n; i++) {
-        sb_str(&b, "<|im_start|>");
-        sb_str(&b, msgs[i].role);
-        sb_str(&b, "\n");
-        sb_str(&b, msgs[i].content);
-        sb_str(&b, "<|im_end|>\n");
+        ds_sb_add(&b, "<|im_start|>");
+        ds_sb_add(&b, msgs[i].role);
+        ds_sb_add(&b, "\n");
+        ds_sb_add(&b, msgs[i].content);
+        ds_sb_add(&b, "<|im_end|>\n");
     }
-    if (add_assistant) sb_str(&b, "<|im_start|>assistant\n");
+    if (add_assistant) ds_sb_add(&b, "<|im_start|>assistant\n");
     if (b.oom || !b.p) {
         free(b.p);
         ds_error(DS_ERR_OOM, "out of memory rendering the chat");

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -138,3 +139,20 @@ void ds_cpu_simd_levels(int *avx2, int *avx512) {
     *avx512 = *avx2 && f && dq && bw && vl && vnni && (xlo & 0xe6) == 0xe6;
 #endif
 }
+
+void ds_sb_addn(ds_sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void ds_sb_add(ds_sbuf *b, const char *s) { ds_sb_addn(b, s, strlen(s)); }

@@ -6,6 +6,7 @@
  * not move while the sizer searches n. The sizer tokenizes the plain prompt and solves for n by
  * secant steps (tokens are close to linear in n), keeping the closest case. */
 #include "eval_tasks.h"
+#include "common.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -42,37 +43,21 @@ static uint64_t rng_init(uint64_t seed, ds_task task) {
 
 /* ---------------------------------------------------------------- string builder */
 
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_addn(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_add(sbuf *b, const char *s) { sb_addn(b, s, strlen(s)); }
 
 __attribute__((format(printf, 2, 3)))
-static void sb_printf(sbuf *b, const char *fmt, ...) {
+static void sb_printf(ds_sbuf *b, const char *fmt, ...) {
     char tmp[512];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof tmp) { b->oom = 1; return; }  /* only short pieces here */
-    sb_addn(b, tmp, (size_t)n);
+    ds_sb_addn(b, tmp, (size_t)n);
 }
 
 /* Hand over the buffer (an empty string rather than NULL when nothing was added). */
-static char *sb_take(sbuf *b) {
-    if (!b->oom && !b->p) sb_addn(b, "", 0);
+static char *sb_take(ds_sbuf *b) {
+    if (!b->oom && !b->p) ds_sb_addn(b, "", 0);
     if (b->oom) { free(b->p); b->p = NULL; }
     char *p = b->p;
     b->p = NULL; b->n = b->cap = 0;
@@ -80,10 +65,10 @@ static char *sb_take(sbuf *b) {
 }
 
 /* Sentences joined by single spaces: the caller says when a new run starts. */
-static void sb_sentence(sbuf *b, const char *s, int *first) {
-    if (!*first) sb_add(b, " ");
+static void sb_sentence(ds_sbuf *b, const char *s, int *first) {
+    if (!*first) ds_sb_add(b, " ");
     *first = 0;
-    sb_add(b, s);
+    ds_sb_add(b, s);
 }
 
 /* ---------------------------------------------------------------- word material */
@@ -282,8 +267,8 @@ static ds_status build_lines(const gen_spec *g, int n, ds_eval_case *c) {
     int asked = (int)(((long)c->depth_percent * (n - 1) + 50) / 100);
     unsigned char *used = calloc((size_t)N_ADJ * N_NOUN, 1);
     if (!used) return DS_ERR_OOM;
-    sbuf b = {0};
-    sb_add(&b, "Below is a record of lines I want you to memorise. Each line starts with "
+    ds_sbuf b = {0};
+    ds_sb_add(&b, "Below is a record of lines I want you to memorise. Each line starts with "
                "'line <line index>' and ends with a numerical value called <REGISTER_CONTENT>. "
                "Remember the <REGISTER_CONTENT> of every line index: when the record is over I "
                "will ask you for the <REGISTER_CONTENT> of one of them. The record starts now.\n\n");
@@ -314,8 +299,8 @@ static ds_status build_passkey(const gen_spec *g, int n, ds_eval_case *c) {
     int at = depth_slot(c->depth_percent, n), first = 1;
     char needle[128];
     snprintf(needle, sizeof needle, "The pass key is %ld. Remember it. %ld is the pass key.", c->value, c->value);
-    sbuf b = {0};
-    sb_add(&b, "There is an important piece of information hidden inside a lot of irrelevant text. "
+    ds_sbuf b = {0};
+    ds_sb_add(&b, "There is an important piece of information hidden inside a lot of irrelevant text. "
                "Find it and memorise it; I will ask you about it afterwards.\n");
     for (int i = 0; i <= n; i++) {
         if (i == at) sb_sentence(&b, needle, &first);
@@ -338,8 +323,8 @@ static ds_status build_niah(const gen_spec *g, int n, ds_eval_case *c) {
     snprintf(num, sizeof num, "%ld", c->value);
     snprintf(needle, sizeof needle, "One of the special magic numbers for %s is: %s.", key, num);
     int at = depth_slot(c->depth_percent, n), first = 1, prev = -1;
-    sbuf b = {0};
-    sb_add(&b, "A special magic number is hidden within the following text. Make sure to memorise "
+    ds_sbuf b = {0};
+    ds_sb_add(&b, "A special magic number is hidden within the following text. Make sure to memorise "
                "it. I will quiz you about the number afterwards.\n");
     for (int i = 0; i <= n; i++) {
         if (i == at) sb_sentence(&b, needle, &first);
@@ -368,15 +353,15 @@ static ds_status build_multikey(const gen_spec *g, int n, ds_eval_case *c) {
         draw_uuid(&r, vals[j]);
         at[j] = depth_slot(j == 0 ? c->depth_percent : (int)rng_below(&r, 101), n);
     }
-    sbuf b = {0};
-    sb_add(&b, "Some special magic uuids are hidden within the following text. Make sure to memorise "
+    ds_sbuf b = {0};
+    ds_sb_add(&b, "Some special magic uuids are hidden within the following text. Make sure to memorise "
                "them. I will quiz you about the uuids afterwards.\n");
     int first = 1, prev = -1;
     for (int i = 0; i <= n; i++) {
         for (int j = 0; j < MK_NEEDLES; j++) {
             if (at[j] != i) continue;
-            char needle[160];
-            snprintf(needle, sizeof needle, "One of the special magic uuids for %s is: %s.", keys[j], vals[j]);
+            char needle[160];   /* uuids are 36 characters */
+            snprintf(needle, sizeof needle, "One of the special magic uuids for %.36s is: %.36s.", keys[j], vals[j]);
             sb_sentence(&b, needle, &first);
         }
         if (i < n) sb_sentence(&b, k_essay[draw_essay(&r, &prev)], &first);
@@ -412,8 +397,8 @@ static ds_status build_vt(const gen_spec *g, int n, ds_eval_case *c) {
     for (int j = 0; j < VT_VARS; j++) at[j] = (int)rng_below(&r, (uint64_t)n + 1);
     for (int j = 1; j < VT_VARS; j++)            /* insertion sort: statements stay in chain order */
         for (int i = j; i > 0 && at[i - 1] > at[i]; i--) { int t = at[i]; at[i] = at[i - 1]; at[i - 1] = t; }
-    sbuf b = {0};
-    sb_add(&b, "Memorise and track the chain of variable assignments hidden in the following text.\n");
+    ds_sbuf b = {0};
+    ds_sb_add(&b, "Memorise and track the chain of variable assignments hidden in the following text.\n");
     int first = 1, next = 0;
     for (int i = 0; i <= n; i++) {
         for (; next < VT_VARS && at[next] == i; next++) {
@@ -452,7 +437,7 @@ static ds_status build_cwe(const gen_spec *g, int n, ds_eval_case *c) {
     char **words = calloc((size_t)n_words, sizeof *words);
     int *order = malloc(sizeof *order * (size_t)(n_real > n_ent ? n_real : n_ent));
     hset seen = {0};
-    sbuf b = {0};
+    ds_sbuf b = {0};
     ds_status st = DS_ERR_OOM;
     if (!words || !order || !hset_init(&seen, (size_t)n_real + (size_t)n_words)) goto done;
     for (int i = 0; i < n_real; i++) order[i] = i;
@@ -486,7 +471,7 @@ static ds_status build_cwe(const gen_spec *g, int n, ds_eval_case *c) {
         long j = (long)rng_below(&r, (uint64_t)i + 1);
         int t = order[i]; order[i] = order[j]; order[j] = t;
     }
-    sb_add(&b, "Below is a numbered list of words. Some words appear many more times than others; "
+    ds_sb_add(&b, "Below is a numbered list of words. Some words appear many more times than others; "
                "memorise the ones that appear most often.\n");
     for (long i = 0; i < n_ent; i++) sb_printf(&b, "%s%ld. %s", i ? " " : "", i + 1, words[order[i]]);
     c->material = sb_take(&b);
