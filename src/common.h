@@ -71,8 +71,9 @@ static inline float ds_bf16_to_fp32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16; float f; memcpy(&f, &bits, 4); return f;
 }
 
-/* A growing NUL-terminated string (p, n bytes); on a failed allocation oom is set and later
- * appends are dropped, so a caller checks once at the end. Free p when done. */
+/* A growing buffer of n bytes at p, kept NUL-terminated so that text in it is a string (also
+ * used for binary data); on a failed allocation oom is set and later appends are dropped, so a
+ * caller checks once at the end. Free p when done. */
 typedef struct { char *p; size_t n, cap; int oom; } ds_sbuf;
 void ds_sb_addn(ds_sbuf *b, const char *s, size_t n);
 void ds_sb_add(ds_sbuf *b, const char *s);

@@ -41,6 +41,7 @@
  * 13.5 GB). The file is written as FILE.tmp and renamed when complete, so an interrupted run
  * never leaves a plausible-looking FILE behind. */
 #include "gen_model.h"
+#include "common.h"
 
 #include <errno.h>
 #include <math.h>
@@ -451,20 +452,10 @@ static tdesc *build_tensors(const cfg *c, int *n_out, uint64_t *data_bytes) {
 
 /* ================================================================ header */
 
-typedef struct { uint8_t *p; size_t n, cap; int oom; uint64_t count; } buf;
+/* the header as it is built (bytes in s), and how many metadata entries it holds */
+typedef struct { ds_sbuf s; uint64_t count; } buf;
 
-static void b_raw(buf *b, const void *src, size_t n) {
-    if (b->oom) return;
-    if (b->n + n > b->cap) {
-        size_t cap = (b->n + n) * 2 + 4096;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
+static void b_raw(buf *b, const void *src, size_t n) { ds_sb_addn(&b->s, (const char *)src, n); }
 static void b_le(buf *b, uint64_t v, int n) {
     uint8_t x[8];
     for (int i = 0; i < n; i++) x[i] = (uint8_t)(v >> (8 * i));
@@ -568,7 +559,7 @@ static int build_header(const cfg *c, const tdesc *ts, int nt, buf *out) {
     b_le(h, 3, 4);
     b_le(h, (uint64_t)nt, 8);
     b_le(h, kv.count, 8);
-    if (!kv.oom) b_raw(h, kv.p, kv.n);
+    if (!kv.s.oom) b_raw(h, kv.s.p, kv.s.n);
     for (int i = 0; i < nt; i++) {
         b_str(h, ts[i].name);
         b_le(h, (uint64_t)ts[i].n_dims, 4);
@@ -576,10 +567,10 @@ static int build_header(const cfg *c, const tdesc *ts, int nt, buf *out) {
         b_le(h, ts[i].type->id, 4);
         b_le(h, ts[i].offset, 8);
     }
-    while (h->n % ALIGN) b_le(h, 0, 1);
-    int oom = kv.oom || h->oom;
-    free(kv.p);
-    if (oom) { free(h->p); h->p = NULL; return fail("out of memory building the header"); }
+    while (h->s.n % ALIGN) b_le(h, 0, 1);
+    int oom = kv.s.oom || h->s.oom;
+    free(kv.s.p);
+    if (oom) { free(h->s.p); h->s.p = NULL; return fail("out of memory building the header"); }
     return 0;
 }
 
@@ -770,7 +761,7 @@ static int generate(const cfg *c, const tdesc *ts, int nt, const buf *hdr, uint6
     int rc = 0;
     const char *what = "";
     if (!chunk || !scratch) { rc = fail("out of memory"); goto done; }
-    if (fwrite(hdr->p, 1, hdr->n, f) != hdr->n) { what = "header"; goto io_err; }
+    if (fwrite(hdr->s.p, 1, hdr->s.n, f) != hdr->s.n) { what = "header"; goto io_err; }
 
     double t0 = now_s(), last = t0;
     int progress = !c->quiet && file_bytes >= ((uint64_t)64 << 20), shown = 0;
@@ -802,7 +793,7 @@ static int generate(const cfg *c, const tdesc *ts, int nt, const buf *hdr, uint6
             pos += n * rb;
             double now = now_s();
             if (progress && now - last >= 1.0) {
-                double done = (double)(hdr->n + pos), el = now - t0;
+                double done = (double)(hdr->s.n + pos), el = now - t0;
                 fprintf(stderr, "\rgen-model: %.2f / %.2f GB (%.0f%%), %.0f s, ETA %.0f s   ", done / 1e9,
                         (double)file_bytes / 1e9, 100.0 * done / (double)file_bytes, el,
                         el / done * ((double)file_bytes - done));
@@ -811,7 +802,7 @@ static int generate(const cfg *c, const tdesc *ts, int nt, const buf *hdr, uint6
             }
         }
     }
-    if (write_zeros(f, file_bytes - hdr->n - pos)) { what = "padding"; goto io_err; }
+    if (write_zeros(f, file_bytes - hdr->s.n - pos)) { what = "padding"; goto io_err; }
     if (fflush(f) != 0) { what = "data"; goto io_err; }
     if (fclose(f) != 0) { f = NULL; what = "data"; goto io_err; }
     f = NULL;
@@ -841,7 +832,7 @@ static int prepare(int argc, char **argv, int need_out, cfg *c, tdesc **ts, int 
     *ts = build_tensors(c, nt, &data_bytes);
     if (!*ts) return fail("out of memory");
     if (build_header(c, *ts, *nt, hdr)) { free(*ts); *ts = NULL; return 1; }
-    *file_bytes = hdr->n + data_bytes;
+    *file_bytes = hdr->s.n + data_bytes;
     *n_params = 0;
     for (int i = 0; i < *nt; i++) *n_params += (*ts)[i].ne[0] * (*ts)[i].ne[1];
     return 0;
@@ -867,7 +858,7 @@ int ds_gen_model_plan(int argc, char **argv, ds_gen_plan *out) {
     out->n_params = n_params;
     out->file_bytes = file_bytes;
     free(ts);
-    free(hdr.p);
+    free(hdr.s.p);
     return 0;
 }
 
@@ -890,6 +881,6 @@ int ds_cmd_gen_model(int argc, char **argv) {
     }
     if (!c.dry_run) rc = generate(&c, ts, nt, &hdr, file_bytes);
     free(ts);
-    free(hdr.p);
+    free(hdr.s.p);
     return rc;
 }
