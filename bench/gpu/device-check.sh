@@ -8,8 +8,10 @@ OUT=${1:-/tmp/dsinfer-gpu-check}
 mkdir -p "$OUT"
 B=build-cuda
 export LD_LIBRARY_PATH=$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-M=$OUT/models
-mkdir -p "$M"
+# the generated models go to a scratch directory, not OUTDIR: on the device machine OUTDIR is
+# usually under $OUT, where every file counts against what a call can bring back
+M=$(mktemp -d)
+trap 'rm -rf "$M"' EXIT
 # head_dim 64 and 128, llama and qwen2 (bias, NEOX rope), the real models' weight types
 $B/dsinfer gen-model -q -o "$M/llama-d64-f16.gguf" --preset tiny --embd 256 --heads 4 --kv-heads 2 --ffn 512 --vocab 512 --ctx 512
 $B/dsinfer gen-model -q -o "$M/qwen2-d128-q8_0.gguf" --preset tiny --arch qwen2 --embd 512 --heads 4 --kv-heads 1 --ffn 1024 --vocab 512 --ctx 512 --type q8_0
