@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-
 /* The template's default system text, if it has one, as a malloc'd string: the first
  * '<|im_start|>system\n' (escaped or raw newline) followed by literal text up to <|im_end|>. */
 static char *default_system(const char *tmpl) {

@@ -43,7 +43,6 @@ static uint64_t rng_init(uint64_t seed, ds_task task) {
 
 /* ---------------------------------------------------------------- string builder */
 
-
 __attribute__((format(printf, 2, 3)))
 static void sb_printf(ds_sbuf *b, const char *fmt, ...) {
     char tmp[512];
