@@ -73,11 +73,14 @@ ds_status ds_model_load_calibration(ds_model *m, const char *path);
 /* Import the paper's JSON (HF channel layout; remapped for llama-arch GGUFs). */
 ds_status ds_model_import_paper_calibration(ds_model *m, const char *path);
 /* Run the model densely over `text` in blocks of `block` tokens (0 = 512), accumulate the q, k,
- * qk and qkv channel statistics over every block, and keep the rankings; save them to save_path if
- * not NULL. progress(done, total, user) is called after each block if not NULL. */
+ * qk and qkv channel statistics over every block, and keep the rankings; then, unless
+ * mass_blocks is 0 (-1 = the default, 2), run that many blocks of 2048 tokens (the model's
+ * context if shorter; as many as the text holds) and search the "mass" channel sets from them
+ * (double-sparsity.md §3). Save to save_path if not NULL. progress(done, total, user) is called
+ * after each block and each (layer, KV head) searched, if not NULL. */
 ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const char *text_name,
                              const char *text_sha256,
-                             int block, int max_tokens, int n_threads, const char *save_path,
+                             int block, int max_tokens, int n_threads, int mass_blocks, const char *save_path,
                              void (*progress)(int done, int total, void *user), void *user);
 /* The default sidecar path for a model file (malloc'd). */
 char *ds_calibration_default_path(const ds_model *m);

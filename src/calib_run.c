@@ -60,11 +60,58 @@ ds_status ds_model_import_paper_calibration(ds_model *m, const char *path) {
     return DS_OK;
 }
 
+/* The mass ranking's samples: blocks of MASS_WINDOW tokens (or the model's context, if shorter)
+ * from the start of the calibration tokens, each evaluated from an empty cache. */
+#define MASS_WINDOW 2048
+#define MASS_BLOCKS_DEFAULT 2
+
+typedef struct {
+    void (*progress)(int done, int total, void *user);
+    void *user;
+    int base, total;
+} mass_progress;
+
+static void mass_search_progress(int done, int total, void *user) {
+    (void)total;
+    mass_progress *p = user;
+    if (p->progress) p->progress(p->base + done, p->total, p->user);
+}
+
+/* Runs the model over n_mass blocks of `window` tokens and sets cal's mass ranking. */
+static ds_status calibrate_mass(ds_model *m, ds_calib_acc *acc, const int32_t *toks, int window, int n_mass,
+                                int n_threads, ds_calibration *cal, mass_progress *mp) {
+    const ds_model_info *c = &m->info;
+    ds_calib_mass *ms = ds_calib_mass_new(c->n_layer, c->n_head, c->n_head_kv, c->head_dim, window, n_mass);
+    if (!ms) return ds_error(DS_ERR_OOM, "calibration: out of memory for the mass samples");
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = window;
+    so.n_threads = n_threads;
+    so.n_batch = window;   /* one call per block: the sampler sees the block's q and k at once */
+    ds_session *s;
+    ds_status st = ds_session_new(m, &so, &s);
+    if (st) { ds_calib_mass_free(ms); return st; }
+    s->calib = acc;
+    ds_calib_acc_set_mass(acc, ms);
+    for (int b = 0; b < n_mass && !st; b++) {
+        ds_session_truncate(s, 0);
+        ds_calib_mass_block(ms, b);
+        st = ds_session_eval(s, toks + (size_t)b * window, window, NULL);
+        if (mp->progress) mp->progress(++mp->base, mp->total, mp->user);
+    }
+    ds_calib_acc_set_mass(acc, NULL);
+    s->calib = NULL;
+    if (!st) st = ds_calib_mass_rank(ms, cal, s->pool, mass_search_progress, mp, NULL, NULL);
+    ds_session_free(s);
+    ds_calib_mass_free(ms);
+    return st;
+}
+
 ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const char *text_name,
-                             const char *text_sha256, int block, int max_tokens, int n_threads, const char *save_path,
-                             void (*progress)(int done, int total, void *user), void *user) {
+                             const char *text_sha256, int block, int max_tokens, int n_threads, int mass_blocks,
+                             const char *save_path, void (*progress)(int done, int total, void *user), void *user) {
     if (block <= 0) block = 512;
     if (block < 2 || block > 8192) return ds_error(DS_ERR_ARG, "calibration block must be in [2, 8192] tokens");
+    if (mass_blocks < 0) mass_blocks = MASS_BLOCKS_DEFAULT;
     int32_t *toks;
     int n;
     ds_status st = ds_tokenize(m, text, len, true, false, &toks, &n);
@@ -75,6 +122,12 @@ ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const ch
         ds_free_tokens(toks);
         return ds_error(DS_ERR_ARG, "calibration text has %d tokens, fewer than one block of %d", n, block);
     }
+    /* mass blocks: as many as asked for that the tokens hold (none if not one) */
+    int window = MASS_WINDOW < m->info.n_ctx_train && m->info.n_ctx_train > 0 ? MASS_WINDOW : m->info.n_ctx_train;
+    if (window <= 0) window = MASS_WINDOW;
+    int n_mass = window >= 64 ? DS_MIN(mass_blocks, n / window) : 0;
+    /* progress: the statistics' blocks, the mass blocks, then one step per (layer, KV head) searched */
+    mass_progress mp = {progress, user, 0, n_blocks + (n_mass ? n_mass + m->info.n_layer * m->info.n_head_kv : 0)};
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = block;
     so.n_threads = n_threads;
@@ -87,15 +140,18 @@ ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const ch
         ds_session_truncate(s, 0);
         st = ds_session_eval(s, toks + (size_t)b * block, block, NULL);
         ds_calib_acc_tokens(s->calib, block);
-        if (progress) progress(b + 1, n_blocks, user);
+        if (progress) progress(b + 1, mp.total, user);
     }
     ds_calibration *cal = NULL;
     if (!st) st = ds_calib_finish(s->calib, &cal);
-    ds_calib_acc_free(s->calib);
+    ds_calib_acc *acc = s->calib;
     s->calib = NULL;
     ds_session_free(s);
+    mp.base = n_blocks;
+    if (!st && n_mass) st = calibrate_mass(m, acc, toks, window, n_mass, n_threads, cal, &mp);
+    ds_calib_acc_free(acc);
     ds_free_tokens(toks);
-    if (st) return st;
+    if (st) { ds_calibration_free(cal); return st; }
     if (save_path) {
         ds_calib_meta meta;
         model_meta(m, &meta);

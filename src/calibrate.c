@@ -19,13 +19,13 @@
 #define FORMAT_NAME "dsinfer-calibration"
 #define FORMAT_VERSION 1
 
-static const char *const STAT_NAMES[DS_STAT_COUNT] = {"q", "k", "qk", "qkv"};
+static const char *const STAT_NAMES[DS_STAT_COUNT] = {"q", "k", "qk", "qkv", "mass"};
 /* The paper's key per statistic; NULL: the paper's format has none (import never sets it,
  * export skips it). */
-static const char *const PAPER_PROJ[DS_STAT_COUNT] = {"q_proj", "k_proj", "qk_proj", NULL};
-/* Order of the statistics in our sidecar: qk first (the default), qkv after the three older
- * ones, so the older statistics' text did not move when qkv was added. */
-static const ds_stat SAVE_ORDER[DS_STAT_COUNT] = {DS_STAT_QK, DS_STAT_K, DS_STAT_Q, DS_STAT_QKV};
+static const char *const PAPER_PROJ[DS_STAT_COUNT] = {"q_proj", "k_proj", "qk_proj", NULL, NULL};
+/* Order of the statistics in our sidecar: qk first (the default), then each newer statistic
+ * after the older ones, so the older statistics' text did not move when one was added. */
+static const ds_stat SAVE_ORDER[DS_STAT_COUNT] = {DS_STAT_QK, DS_STAT_K, DS_STAT_Q, DS_STAT_QKV, DS_STAT_MASS};
 
 const char *ds_calib_stat_name(ds_stat s) {
     return (unsigned)s < DS_STAT_COUNT ? STAT_NAMES[s] : "?";
@@ -34,7 +34,7 @@ const char *ds_calib_stat_name(ds_stat s) {
 ds_status ds_calib_stat_parse(const char *name, ds_stat *out) {
     for (int s = 0; s < DS_STAT_COUNT; s++)
         if (name && strcmp(name, STAT_NAMES[s]) == 0) { *out = (ds_stat)s; return DS_OK; }
-    return ds_error(DS_ERR_ARG, "unknown calibration statistic '%s' (expected q, k, qk or qkv)",
+    return ds_error(DS_ERR_ARG, "unknown calibration statistic '%s' (expected q, k, qk, qkv or mass)",
                     name ? name : "(null)");
 }
 
@@ -63,7 +63,10 @@ struct ds_calib_acc {
     double *qkv_q2, *qkv_k, *qkv_k2;
     long *qkv_n;
     uint8_t *fed;              /* [n_layer] bit s set once statistic s received data */
+    struct ds_calib_mass *mass;   /* non-NULL: q and k go to the mass sampler instead */
 };
+
+void ds_calib_acc_set_mass(ds_calib_acc *a, struct ds_calib_mass *m) { a->mass = m; }
 
 ds_calib_acc *ds_calib_acc_new(int n_layer, int n_head, int n_head_kv, int head_dim) {
     if (!dims_ok(n_layer, n_head, n_head_kv, head_dim)) return NULL;
@@ -98,6 +101,7 @@ void ds_calib_acc_free(ds_calib_acc *a) {
 
 void ds_calib_acc_add_pre_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T) {
     DS_ASSERT(a && layer >= 0 && layer < a->n_layer && T >= 0);
+    if (a->mass) return;
     const size_t d = (size_t)a->head_dim, nq = (size_t)a->n_head * d, nk = (size_t)a->n_head_kv * d;
     double *sq = a->sum[DS_STAT_Q] + (size_t)layer * nq;
     double *sk = a->sum[DS_STAT_K] + (size_t)layer * nk;
@@ -110,6 +114,7 @@ void ds_calib_acc_add_pre_rope(ds_calib_acc *a, int layer, const float *q, const
 
 void ds_calib_acc_add_post_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T) {
     DS_ASSERT(a && layer >= 0 && layer < a->n_layer && T >= 0);
+    if (a->mass) { ds_calib_mass_add(a->mass, layer, q, k, T); return; }
     const size_t d = (size_t)a->head_dim, nq = (size_t)a->n_head * d, nk = (size_t)a->n_head_kv * d;
     const size_t group = (size_t)(a->n_head / a->n_head_kv);
     double *sqk = a->sum[DS_STAT_QK] + (size_t)layer * nq;
@@ -228,7 +233,7 @@ const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head) {
 ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {
     if (!c) return ds_error(DS_ERR_ARG, "no calibration is loaded");
     if ((unsigned)stat >= DS_STAT_COUNT)
-        return ds_error(DS_ERR_ARG, "unknown calibration statistic %d (expected q, k, qk or qkv)", (int)stat);
+        return ds_error(DS_ERR_ARG, "unknown calibration statistic %d (expected q, k, qk, qkv or mass)", (int)stat);
     if (c->rank[stat]) return DS_OK;
     char have[64] = "";
     for (int i = 0; i < DS_STAT_COUNT; i++) {
@@ -236,13 +241,32 @@ ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {
         if (c->rank[s]) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "", STAT_NAMES[s]);
     }
     const int paper = strncmp(c->info.text_name, "paper:", 6) == 0;
-    const char *why = stat != DS_STAT_QKV ? ""
-                      : paper ? " (the paper's format has no qkv)"
-                              : " (the file was written before dsinfer had the qkv statistic)";
+    const char *why = stat != DS_STAT_QKV && stat != DS_STAT_MASS ? ""
+                      : paper ? (stat == DS_STAT_QKV ? " (the paper's format has no qkv)" : " (the paper's format has no mass)")
+                      : stat == DS_STAT_QKV ? " (the file was written before dsinfer had the qkv statistic)"
+                                            : " (the file was calibrated without it: `--mass-blocks 0`, a text too short for one "
+                                              "mass block, or before dsinfer had it)";
     return ds_error(DS_ERR_ARG,
                     "the calibration has no '%s' statistic%s, only %s: recalibrate with "
                     "`dsinfer calibrate -m MODEL -f TEXT -o FILE` to get it, or pick one of those with --ds-stat",
                     STAT_NAMES[stat], why, have);
+}
+
+ds_status ds_calib_set_ranking(ds_calibration *c, ds_stat stat, const int16_t *rank) {
+    if (!c || (unsigned)stat >= DS_STAT_COUNT || !rank) return ds_error(DS_ERR_ARG, "calibration: bad ranking");
+    const int d = c->info.head_dim;
+    uint8_t seen[MAX_HEAD_DIM];
+    for (size_t row = 0; row < (size_t)c->info.n_layer * c->info.n_head_kv; row++) {
+        memset(seen, 0, (size_t)d);
+        for (int i = 0; i < d; i++) {
+            const int ch = rank[row * d + i];
+            if (ch < 0 || ch >= d || seen[ch]) return ds_error(DS_ERR_ARG, "calibration: a %s ranking is not a permutation", STAT_NAMES[stat]);
+            seen[ch] = 1;
+        }
+    }
+    if (!calib_stat(c, stat)) return ds_error(DS_ERR_OOM, "calibration: out of memory");
+    memcpy(c->rank[stat], rank, rank_count(c) * sizeof *rank);
+    return DS_OK;
 }
 
 typedef struct { double v; int id; } scored;
@@ -709,7 +733,7 @@ static ds_status load_tree(const char *path, const cJSON *root, const ds_calib_m
     for (const cJSON *sj = stats->child; sj; sj = sj->next) {
         ds_stat s;
         if (ds_calib_stat_parse(sj->string, &s) != DS_OK) {
-            st = ds_error(DS_ERR_FORMAT, "%s: stats: unknown statistic \"%s\" (expected q, k, qk or qkv)", path, sj->string);
+            st = ds_error(DS_ERR_FORMAT, "%s: stats: unknown statistic \"%s\" (expected q, k, qk, qkv or mass)", path, sj->string);
             goto fail;
         }
         if (!calib_stat(c, s)) { st = ds_error(DS_ERR_OOM, "calibration: out of memory"); goto fail; }
@@ -890,7 +914,7 @@ ds_status ds_calib_export_paper(const ds_calibration *c, const char *path, int r
     for (int s = 0; s < DS_STAT_COUNT; s++) exportable |= c->rank[s] && PAPER_PROJ[s];
     if (!exportable)   /* an empty object would not import again */
         return ds_error(DS_ERR_ARG, "paper calibration export: the calibration has none of q, k, qk "
-                        "(the paper's format cannot hold qkv)");
+                        "(the paper's format cannot hold qkv or mass)");
     char tmp[4096];
     FILE *f = open_tmp(path, tmp, sizeof tmp);
     if (!f) return DS_ERR_IO;

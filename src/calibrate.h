@@ -26,10 +26,14 @@
  *        constant across tokens (typical of low-frequency RoPE pairs) adds the same amount to
  *        every key's approximate score, so it cannot change the top-k; qk ranks such channels
  *        high, qkv ranks them by how much they move the scores from token to token.
+ *   mass not a per-channel statistic: the qk ranking's first head_dim / 4 channels improved as a
+ *        set by a local search that maximises the attention mass the set's approximate top-k
+ *        finds on sampled long blocks of the calibration text (calib_mass.c); the rest in qk
+ *        order. Computed after the others (ds_calib_mass_*), never fed through ds_calib_acc.
  * The values are fixed (files and ds_sparse_opts.stat store them); new statistics go at the end. */
-typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_QKV = 3, DS_STAT_COUNT } ds_stat;
+typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_QKV = 3, DS_STAT_MASS = 4, DS_STAT_COUNT } ds_stat;
 
-const char *ds_calib_stat_name(ds_stat s);                 /* "q", "k", "qk", "qkv" */
+const char *ds_calib_stat_name(ds_stat s);                 /* "q", "k", "qk", "qkv", "mass" */
 ds_status ds_calib_stat_parse(const char *name, ds_stat *out);  /* DS_ERR_ARG if unknown */
 
 /* ---------------------------------------------------------------- accumulation */
@@ -49,6 +53,10 @@ void ds_calib_acc_free(ds_calib_acc *a);
  * must not. */
 void ds_calib_acc_add_pre_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
 void ds_calib_acc_add_post_rope(ds_calib_acc *a, int layer, const float *q, const float *k, int T);
+/* While a mass sampler is set (not NULL), the two calls above feed it instead of the statistics:
+ * post_rope's q and k go to ds_calib_mass_add, pre_rope's are ignored. */
+struct ds_calib_mass;
+void ds_calib_acc_set_mass(ds_calib_acc *a, struct ds_calib_mass *m);
 /* Count of calibration tokens seen (once per block, not per layer). */
 void ds_calib_acc_tokens(ds_calib_acc *a, long n);
 long ds_calib_acc_get_tokens(const ds_calib_acc *a);
@@ -88,6 +96,31 @@ const int16_t *ds_calib_ranking(const ds_calibration *c, ds_stat stat, int layer
  * is that of the raw labels up to rounding. */
 const float *ds_calib_kmean(const ds_calibration *c, int layer, int kv_head);
 const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head);
+
+/* Sets statistic `stat`'s rankings from rank [n_layer][n_head_kv][head_dim] (each row must be
+ * a permutation of 0..head_dim-1: DS_ERR_ARG otherwise). */
+ds_status ds_calib_set_ranking(ds_calibration *c, ds_stat stat, const int16_t *rank);
+
+/* ---------------------------------------------------------------- the mass ranking */
+
+/* Samples of post-RoPE q and k from n_blocks dense blocks of `window` tokens each (window >= 64:
+ * queries are sampled in the last quarter of a block). NULL on bad dimensions or out of memory
+ * (about n_layer * n_blocks * window * n_head_kv * head_dim * 4 bytes). */
+typedef struct ds_calib_mass ds_calib_mass;
+ds_calib_mass *ds_calib_mass_new(int n_layer, int n_head, int n_head_kv, int head_dim, int window, int n_blocks);
+void ds_calib_mass_free(ds_calib_mass *m);
+/* The block the next ds_calib_mass_add calls belong to, 0..n_blocks-1. */
+void ds_calib_mass_block(ds_calib_mass *m, int blk);
+/* One layer's q [T][n_head][head_dim] and k [T][n_head_kv][head_dim] of the current block
+ * (T == window: the block is evaluated in one call). */
+void ds_calib_mass_add(ds_calib_mass *m, int layer, const float *q, const float *k, int T);
+/* The search (calib_mass.c) for every (layer, KV head), on pool's threads if not NULL, from c's
+ * qk ranking (required); sets c's mass ranking. qk_obj / mass_obj (if not NULL): the objective
+ * (mean captured attention mass) of qk's first head_dim / 4 channels and of the result. */
+struct ds_pool;
+ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct ds_pool *pool,
+                             void (*progress)(int done, int total, void *user), void *user, double *qk_obj,
+                             double *mass_obj);
 
 /* DS_OK if c has statistic `stat`; else DS_ERR_ARG with a message for the user that says which
  * statistics c has and how to get the missing one (files written before qkv existed, and paper

@@ -69,7 +69,7 @@ ds_status ds_sparse_init(ds_session *s) {
                         DS_MIN(hd, DS_LABEL_MAX_R), hd, o->channels);
     if (o->tokens < 0 || (o->tokens == 0 && !(o->tokens_frac > 0 && o->tokens_frac <= 1)))
         return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
-    if (o->stat < -1 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk or qkv");
+    if (o->stat < -1 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk, qkv or mass");
     if (o->stat < 0) o->stat = DS_STAT_QK;
     if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
     if (o->label_norm > 0 && o->method != DS_ATTN_DS)

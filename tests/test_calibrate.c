@@ -4,6 +4,7 @@
 #include "test.h"
 #include "calibrate.h"
 #include "common.h"
+#include "threads.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -133,6 +134,9 @@ static ds_calibration *calibrate_synthetic(uint32_t seed, ds_calib_acc **keep) {
 
 /* Every statistic equal (present in both, or absent in both); with paper_b, b came through the
  * paper's format, which has no qkv: that one must be absent from b instead. */
+/* the statistics ds_calib_acc feeds (mass is searched afterwards, calib_mass.c) */
+#define N_FED DS_STAT_MASS
+
 static int same_rankings_ex(const ds_calibration *a, const ds_calibration *b, int l_n, int g_n, int d, int paper_b) {
     for (int s = 0; s < DS_STAT_COUNT; s++) {
         if (paper_b && s == DS_STAT_QKV) {
@@ -160,7 +164,7 @@ static const ds_calib_meta META = {"llama", L, H, G, D, "/models/m.gguf", 900719
 TEST(calib_outliers_rank_first_per_stat) {
     ds_calibration *c = calibrate_synthetic(7, NULL);
     CHECK(c != NULL);
-    for (int s = 0; s < DS_STAT_COUNT; s++)
+    for (int s = 0; s < N_FED; s++)
         for (int l = 0; l < L; l++)
             for (int g = 0; g < G; g++) {
                 const int16_t *r = ds_calib_ranking(c, (ds_stat)s, l, g);
@@ -180,7 +184,7 @@ TEST(calib_full_ranking_matches_reference) {
     ds_calib_acc *a = NULL;
     ds_calibration *c = calibrate_synthetic(99, &a);
     CHECK(c != NULL);
-    static double ref[DS_STAT_COUNT][L][G][D];
+    static double ref[N_FED][L][G][D];
     static double qs_all[L][G][D][2 * T], k_all[L][G][D][2 * T];   /* post-RoPE group query sum, key */
     memset(ref, 0, sizeof ref);
     g_rng = 99;
@@ -212,7 +216,7 @@ TEST(calib_full_ranking_matches_reference) {
                 for (int i = 0; i < n; i++) var += (k_all[l][g][x][i] - mean) * (k_all[l][g][x][i] - mean);
                 ref[DS_STAT_QKV][l][g][x] = q2 / n * (var / n);
             }
-    for (int s = 0; s < DS_STAT_COUNT; s++)   /* the values: equal up to summation rounding */
+    for (int s = 0; s < N_FED; s++)   /* the values: equal up to summation rounding */
         for (int l = 0; l < L; l++)
             for (int g = 0; g < G; g++) {
                 double top = 0;
@@ -224,7 +228,7 @@ TEST(calib_full_ranking_matches_reference) {
             }
     CHECK(isnan(ds_calib_acc_value(a, DS_STAT_QKV, L, 0, 0)) && isnan(ds_calib_acc_value(a, DS_STAT_QKV, 0, 0, D)));
     ds_calib_acc_free(a);
-    for (int s = 0; s < DS_STAT_COUNT; s++)
+    for (int s = 0; s < N_FED; s++)
         for (int l = 0; l < L; l++)
             for (int g = 0; g < G; g++) {
                 const int16_t *r = ds_calib_ranking(c, (ds_stat)s, l, g);
@@ -292,7 +296,7 @@ TEST(calib_every_block_counts) {
     }
     ds_calibration *c;
     CHECK(ds_calib_finish(a, &c) == DS_OK);
-    for (int s = 0; s < DS_STAT_COUNT; s++) {
+    for (int s = 0; s < N_FED; s++) {
         const int16_t *r = ds_calib_ranking(c, (ds_stat)s, 0, 0);
         CHECK_MSG(r[0] == 5 && r[1] == 1, "stat %s: %d %d", ds_calib_stat_name((ds_stat)s), r[0], r[1]);
     }
@@ -321,7 +325,7 @@ TEST(calib_ties_and_missing_stats) {
     CHECK(ds_calib_stat_parse("qk", &s) == DS_OK && s == DS_STAT_QK);
     CHECK(ds_calib_stat_parse("qkv", &s) == DS_OK && s == DS_STAT_QKV);
     CHECK(strcmp(ds_calib_stat_name(DS_STAT_QKV), "qkv") == 0);
-    CHECK(ds_calib_stat_parse("v", &s) == DS_ERR_ARG && strstr(ds_last_error(), "q, k, qk or qkv"));
+    CHECK(ds_calib_stat_parse("v", &s) == DS_ERR_ARG && strstr(ds_last_error(), "q, k, qk, qkv or mass"));
 }
 
 /* ---------------------------------------------------------------- the sidecar */
@@ -540,7 +544,7 @@ TEST(calib_paper_import_remap) {
     CHECK(memcmp(r, qk00, sizeof qk00) == 0);                          /* no remap: as written */
     CHECK(ds_calib_ranking(hf, DS_STAT_QKV, 0, 0) == NULL);            /* the paper has no qkv */
     CHECK(ds_calib_require(hf, DS_STAT_QKV) == DS_ERR_ARG && strstr(ds_last_error(), "paper's format has no qkv"));
-    for (int s = 0; s < DS_STAT_COUNT; s++)
+    for (int s = 0; s < N_FED; s++)
         for (int l = 0; l < 2 && s != DS_STAT_QKV; l++)
             for (int g = 0; g < 2; g++) {
                 const int16_t *a = ds_calib_ranking(hf, (ds_stat)s, l, g), *b = ds_calib_ranking(gg, (ds_stat)s, l, g);
@@ -688,4 +692,90 @@ TEST(calib_key_moments) {
     CHECK(edits_rejected(p, u, edits, sizeof edits / sizeof edits[0]));
     free(u);
     remove(p);
+}
+
+/* ---------------------------------------------------------------- the mass ranking */
+
+/* One layer, 2 query heads on 1 KV head, head_dim 8, one block of W tokens. Channels 0-5 have
+ * large, nearly constant keys (10 +- 0.01) under queries of 1: each |q k| is ~20 over the group,
+ * so qk ranks them first, yet they shift every token's score alike. Channels 6 and 7 carry +-1
+ * keys under queries of 2: they decide the attention. r = head_dim / 4 = 2, so qk's set holds
+ * two constant channels and finds nothing; the search must end on {6, 7}. */
+#define MW 256
+static ds_calibration *mass_fixture(ds_calib_mass **out_m) {
+    enum { H2 = 2, D8 = 8 };
+    static float q[MW * H2 * D8], k[MW * D8];
+    g_rng = 7;
+    for (int t = 0; t < MW; t++) {
+        for (int h = 0; h < H2; h++)
+            for (int c = 0; c < D8; c++) q[((size_t)t * H2 + h) * D8 + c] = c < 6 ? 1.0f : 2.0f;
+        for (int c = 0; c < D8; c++)
+            k[(size_t)t * D8 + c] = c < 6 ? 10.0f + noise() * 0.01f : (noise() > 0 ? 1.0f : -1.0f);
+    }
+    ds_calib_acc *a = ds_calib_acc_new(1, H2, 1, D8);
+    ds_calib_acc_add_pre_rope(a, 0, q, k, MW);
+    ds_calib_acc_add_post_rope(a, 0, q, k, MW);
+    ds_calib_acc_tokens(a, MW);
+    ds_calibration *c = NULL;
+    if (ds_calib_finish(a, &c) != DS_OK) c = NULL;
+    ds_calib_mass *m = ds_calib_mass_new(1, H2, 1, D8, MW, 1);
+    if (m) {
+        ds_calib_acc_set_mass(a, m);   /* the forward pass's hooks now feed the sampler */
+        ds_calib_mass_block(m, 0);
+        ds_calib_acc_add_pre_rope(a, 0, q, k, MW);
+        ds_calib_acc_add_post_rope(a, 0, q, k, MW / 2);   /* in two chunks, as prefill batches do */
+        ds_calib_acc_add_post_rope(a, 0, q + (size_t)(MW / 2) * H2 * D8, k + (size_t)(MW / 2) * D8, MW - MW / 2);
+    }
+    ds_calib_acc_free(a);
+    *out_m = m;
+    return c;
+}
+
+TEST(calib_mass_finds_the_channels_that_carry_attention) {
+    ds_calib_mass *m = NULL;
+    ds_calibration *c = mass_fixture(&m);
+    CHECK(c && m);
+    const int16_t *qk = ds_calib_ranking(c, DS_STAT_QK, 0, 0);
+    CHECK_MSG(qk[0] < 6 && qk[1] < 6, "qk should rank the constant channels first: %d %d", qk[0], qk[1]);
+    CHECK(ds_calib_require(c, DS_STAT_MASS) == DS_ERR_ARG && strstr(ds_last_error(), "no 'mass' statistic") &&
+          strstr(ds_last_error(), "--mass-blocks 0"));
+    double before = 0, after = 0;
+    CHECK(ds_calib_mass_rank(m, c, NULL, NULL, NULL, &before, &after) == DS_OK);
+    const int16_t *ms = ds_calib_ranking(c, DS_STAT_MASS, 0, 0);
+    CHECK(ms != NULL);
+    CHECK_MSG((ms[0] == 6 && ms[1] == 7) || (ms[0] == 7 && ms[1] == 6), "mass set %d %d, expected {6, 7}", ms[0], ms[1]);
+    /* the rest keeps qk's order */
+    for (int i = 2, j = 0; i < 8; i++, j++) {
+        while (qk[j] == ms[0] || qk[j] == ms[1]) j++;
+        CHECK_MSG(ms[i] == qk[j], "position %d: %d, qk order gives %d", i, ms[i], qk[j]);
+    }
+    CHECK_MSG(after > before + 0.1 && after <= 1.0 + 1e-6, "objective %.4f -> %.4f", before, after);
+    ds_calib_mass_free(m);
+    ds_calibration_free(c);
+}
+
+/* The search's result depends on nothing but its inputs: threads change who computes which
+ * (layer, KV head), never the answer; and the file keeps mass after qkv and reloads it. */
+TEST(calib_mass_deterministic_and_saved) {
+    ds_calib_mass *m1 = NULL, *m2 = NULL;
+    ds_calibration *c1 = mass_fixture(&m1), *c2 = mass_fixture(&m2), *c3 = NULL;
+    CHECK(c1 && c2 && m1 && m2);
+    ds_pool *pool = ds_pool_new(2);
+    CHECK(pool != NULL);
+    CHECK(ds_calib_mass_rank(m1, c1, NULL, NULL, NULL, NULL, NULL) == DS_OK);
+    CHECK(ds_calib_mass_rank(m2, c2, pool, NULL, NULL, NULL, NULL) == DS_OK);
+    CHECK(memcmp(ds_calib_ranking(c1, DS_STAT_MASS, 0, 0), ds_calib_ranking(c2, DS_STAT_MASS, 0, 0), 8 * sizeof(int16_t)) == 0);
+    const char *p = tmp_path("mass");
+    CHECK(ds_calib_save(c1, NULL, p) == DS_OK && ds_calib_load(p, NULL, &c3) == DS_OK);
+    CHECK(same_rankings(c1, c3, 1, 1, 8) && ds_calib_require(c3, DS_STAT_MASS) == DS_OK);
+    char *t = read_text(p);
+    CHECK(t && strstr(t, "\"qkv\": [") && strstr(t, "\"mass\": [") && strstr(t, "\"qkv\": [") < strstr(t, "\"mass\": ["));
+    free(t);
+    /* a ranking that is not a permutation is refused */
+    int16_t bad[8] = {0, 1, 2, 3, 4, 5, 6, 6};
+    CHECK(ds_calib_set_ranking(c3, DS_STAT_MASS, bad) == DS_ERR_ARG && strstr(ds_last_error(), "not a permutation"));
+    remove(p);
+    ds_pool_free(pool);
+    ds_calib_mass_free(m1); ds_calib_mass_free(m2);
+    ds_calibration_free(c1); ds_calibration_free(c2); ds_calibration_free(c3);
 }

@@ -81,7 +81,7 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
 
 static void ensure_calib(ds_model *m) {
     if (ds_model_has_calibration(m)) return;
-    ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, NULL, NULL, NULL);
+    ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, -1, NULL, NULL, NULL);
 }
 
 TEST(sparse_k_ge_n_is_bit_identical_to_dense) {
@@ -249,7 +249,7 @@ TEST(sparse_label_norm_default_follows_calibration) {
     int fd = mkstemp(path);
     CHECK(fd >= 0);
     close(fd);
-    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, path, NULL, NULL) == DS_OK);
+    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, -1, path, NULL, NULL) == DS_OK);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const size_t NV = (size_t)n * ds_model_get_info(m)->n_vocab;
@@ -301,8 +301,8 @@ TEST(sparse_calibration_deterministic) {
     int f1 = mkstemp(p1), f2 = mkstemp(p2);
     CHECK(f1 >= 0 && f2 >= 0);
     close(f1); close(f2);
-    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "t", "00", 64, 0, 2, p1, NULL, NULL) == DS_OK);
-    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "t", "00", 64, 0, 1, p2, NULL, NULL) == DS_OK);
+    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "t", "00", 64, 0, 2, -1, p1, NULL, NULL) == DS_OK);
+    CHECK(ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "t", "00", 64, 0, 1, -1, p2, NULL, NULL) == DS_OK);
     FILE *a = fopen(p1, "rb"), *b = fopen(p2, "rb");
     CHECK(a && b);
     int same = 1, ca, cb;

@@ -56,7 +56,7 @@ typedef struct {
     ds_sparse_opts sp;
     int method_set, dense, gpu;
     const char *calib, *calib_paper, *calib_text;
-    int calib_block, calib_max_tokens;
+    int calib_block, calib_max_tokens, calib_mass_blocks;
     /* eval / fidelity (tools/eval.c) */
     const char *tasks, *methods, *budgets, *out_dir, *name;
     int cases, depth, n_predict_given, seed_given;
@@ -137,8 +137,9 @@ static void usage(FILE *f) {
         "      --ds-label-norm   labels per channel (k - mean) / std with the calibration's key moments,\n"
         "                        scored with q * std (default: on when the calibration has the moments)\n"
         "      --no-ds-label-norm  raw key values as labels (the paper's labels)\n"
-        "      --ds-stat S       qk (the paper's, default), qkv (q-weighted key variance), q or k: the\n"
-        "                        statistic ranking the label channels\n"
+        "      --ds-stat S       qk (the paper's, default), qkv (q-weighted key variance), q, k, or\n"
+        "                        mass (head_dim/4 channels chosen as a set for the attention they find):\n"
+        "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
         "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
@@ -149,6 +150,7 @@ static void usage(FILE *f) {
         "calibrate:\n"
         "      --block N         tokens per calibration block (default 512)\n"
         "      --max-tokens N    use at most N tokens of the text\n"
+        "      --mass-blocks N   blocks of 2048 tokens for the mass channel sets (default 2; 0 = none)\n"
         "eval / fidelity (tables and plots in --out-dir; -c is eval's total context, default 4096):\n"
         "      --task LIST       eval: lines,passkey,niah,niah-multikey,vt,cwe (default all)\n"
         "      --methods LIST    dense,ds,oracle,random,streaming,sparq,quest,h2o (default all;\n"
@@ -200,6 +202,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
     o->sp = ds_sparse_default_opts();
     o->sp.min_context = -1;   /* per command default below */
     o->calib_block = 512;
+    o->calib_mass_blocks = -1;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define IS(s1, s2) is_opt(a, s1, s2)
@@ -255,7 +258,8 @@ static void parse(int argc, char **argv, int first, opts *o) {
             NEEDV();
             if (!strcmp(v, "q")) o->sp.stat = 0; else if (!strcmp(v, "k")) o->sp.stat = 1;
             else if (!strcmp(v, "qk")) o->sp.stat = 2; else if (!strcmp(v, "qkv")) o->sp.stat = 3;
-            else die("--ds-stat must be q, k, qk or qkv (got '%s')", v);
+            else if (!strcmp(v, "mass")) o->sp.stat = 4;
+            else die("--ds-stat must be q, k, qk, qkv or mass (got '%s')", v);
         }
         else if (IS("--ds-group", NULL)) {
             NEEDV();
@@ -281,6 +285,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--ds-calib-text", NULL)) { NEEDV(); o->calib_text = v; }
         else if (IS("--block", NULL)) { o->calib_block = (int)parse_int(a, v, 2, 8192); i++; }
         else if (IS("--max-tokens", NULL)) { o->calib_max_tokens = (int)parse_int(a, v, 1, INT_MAX); i++; }
+        else if (IS("--mass-blocks", NULL)) { o->calib_mass_blocks = (int)parse_int(a, v, 0, 64); i++; }
         else if (IS("--chat", NULL)) o->chat_mode = 1;
         else if (IS("--no-display-prompt", NULL)) o->no_display_prompt = 1;
         else if (IS("-v", "--verbose")) o->verbose = 1;
@@ -342,7 +347,7 @@ static void calib_progress(int done, int total, void *user) {
     (void)user;
     if (!isatty(2) && done != total && done % 32) return;   /* logs: a line every 32 blocks */
     int w = 40, f = total ? done * w / total : w;
-    fprintf(stderr, "\rcalibrating [%.*s%*s] %d/%d blocks", f, "########################################", w - f, "", done, total);
+    fprintf(stderr, "\rcalibrating [%.*s%*s] %d/%d steps", f, "########################################", w - f, "", done, total);
     if (done == total) fprintf(stderr, "\n");
 }
 
@@ -380,7 +385,7 @@ static void ensure_calibration(ds_model *m, const opts *o, bool required) {
         fprintf(stderr, "dsinfer: no calibration for this model; calibrating on %s -> %s\n", o->calib_text, out);
         const char *name = strrchr(o->calib_text, '/') ? strrchr(o->calib_text, '/') + 1 : o->calib_text;
         st = ds_model_calibrate(m, text, len, name, sha, o->calib_block, o->calib_max_tokens,
-                                o->n_threads, out, calib_progress, NULL);
+                                o->n_threads, o->calib_mass_blocks, out, calib_progress, NULL);
         free(text);
         free(out);
         if (st) die_status(st, "calibration");
@@ -832,7 +837,7 @@ static int cmd_calibrate(opts *o) {
     double t0 = now_s();
     const char *name = strrchr(o->file, '/') ? strrchr(o->file, '/') + 1 : o->file;
     ds_status st = ds_model_calibrate(m, text, len, name, sha, o->calib_block, o->calib_max_tokens,
-                                      o->n_threads, out, calib_progress, NULL);
+                                      o->n_threads, o->calib_mass_blocks, out, calib_progress, NULL);
     if (st) die_status(st, "calibration");
     printf("wrote %s (text %s, sha256 %.16s..., blocks of %d tokens, %.1f s)\n", out, o->file, sha,
            o->calib_block, now_s() - t0);

@@ -331,7 +331,7 @@ static void check_model(const char *path) {
     for (int i = 0; tl + 64 < sizeof text; i++)
         tl += (size_t)snprintf(text + tl, sizeof text - tl, "Line %d: the %s of the river was %d miles. ", i,
                                i % 3 ? "length" : "width", (i * 37) % 101);
-    const int calibrated = ds_model_calibrate(m, text, tl, "gpu_check", NULL, 64, 256, 8, NULL, NULL, NULL) == DS_OK;
+    const int calibrated = ds_model_calibrate(m, text, tl, "gpu_check", NULL, 64, 256, 8, 0, NULL, NULL, NULL) == DS_OK;
     if (!calibrated) result(base, 0, "calibration: %s", ds_last_error());
     /* dense twice: with the matrices kept quantised on the GPU where it has kernels for their
      * types (DSINFER_GPU_QUANT=1), and with every matrix dequantised to fp16 on upload. The sparse modes
