@@ -132,10 +132,11 @@ typedef struct {
     const ds_calibration *c;
     int16_t *out;            /* [n_layer][n_head_kv][head_dim] */
     double *gain;            /* [n_layer][n_head_kv][2]: objective of qk's set, of the result */
+    int oom;                 /* set (atomically) when a unit could not get its buffers */
 } search_job;
 
 /* One (layer, KV head): the objective's data, then the swaps. */
-static void search_unit(const search_job *J, int layer, int g, int r) {
+static void search_unit(search_job *J, int layer, int g, int r) {
     const ds_calib_mass *m = J->m;
     const int d = m->head_dim, W = m->window, NB = m->n_blocks, NQ = MASS_QUERIES;
     const int G = m->n_head / m->n_head_kv;
@@ -152,7 +153,10 @@ static void search_unit(const search_job *J, int layer, int g, int r) {
     int16_t *dst = J->out + ((size_t)layer * m->n_head_kv + g) * d;
     const int16_t *qk = ds_calib_ranking(J->c, DS_STAT_QK, layer, g);
     memcpy(dst, qk, (size_t)d * sizeof *dst);
-    if (!qs || !pw || !A || !kt || !tmp || !lg) goto done;   /* out of memory: qk order stays */
+    if (!qs || !pw || !A || !kt || !tmp || !lg) {
+        __atomic_store_n(&J->oom, 1, __ATOMIC_RELAXED);
+        goto done;
+    }
     for (int b = 0; b < NB; b++)
         for (int t = 0; t < W; t++)
             for (int c = 0; c < d; c++)
@@ -253,7 +257,7 @@ done:
 }
 
 typedef struct {
-    const search_job *job;
+    search_job *job;
     int r, n_units;
     void (*progress)(int done, int total, void *user);
     void *user;
@@ -282,10 +286,14 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
     int16_t *out = ds_alloc(units * m->head_dim * sizeof *out);
     double *gain = ds_alloc(units * 2 * sizeof *gain);
     if (!out || !gain) { ds_free(out); ds_free(gain); return ds_error(DS_ERR_OOM, "calibration: out of memory"); }
-    search_job job = {m, c, out, gain};
+    search_job job = {m, c, out, gain, 0};
     search_ctx x = {&job, m->head_dim / 4, (int)units, progress, user, 0};
     if (pool) ds_pool_run(pool, search_task, &x);
     else search_task(&x, 0, 1);
+    if (job.oom) {
+        ds_free(out); ds_free(gain);
+        return ds_error(DS_ERR_OOM, "calibration: out of memory in the mass search");
+    }
     double a = 0, b = 0;
     for (size_t u = 0; u < units; u++) { a += gain[2 * u]; b += gain[2 * u + 1]; }
     if (qk_obj) *qk_obj = a / units;
