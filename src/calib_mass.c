@@ -135,6 +135,37 @@ typedef struct {
     int oom;                 /* set (atomically) when a unit could not get its buffers */
 } search_job;
 
+/* One unit's search data: per sampled query (nqt of them, MASS_QUERIES per block) the group's
+ * summed query qs [nqt][d], the attention weights pw [nqt][W] and the current set's approximate
+ * scores A [nqt][W]; the keys channel-major kt [block][d][W]; tmp [W] scratch. */
+typedef struct {
+    const float *qs, *pw, *A, *kt;
+    ap *tmp;
+    int d, W, nqt;
+} unit_data;
+
+/* The objective for the current set with channel out_c taken out and in_c put in (-1: none):
+ * the attention weight the top n/MASS_BUDGET approximate scores capture, averaged over the
+ * sampled queries. */
+static double objective(const unit_data *U, int out_c, int in_c) {
+    const int d = U->d, W = U->W;
+    double tot = 0;
+    for (int qi = 0; qi < U->nqt; qi++) {
+        const int b = qi / MASS_QUERIES, n = query_pos(W, qi % MASS_QUERIES) + 1;
+        const float *a = U->A + (size_t)qi * W, *w = U->pw + (size_t)qi * W;
+        const float so = out_c >= 0 ? U->qs[(size_t)qi * d + out_c] : 0.0f;
+        const float si = in_c >= 0 ? U->qs[(size_t)qi * d + in_c] : 0.0f;
+        const float *ko = U->kt + ((size_t)b * d + (out_c >= 0 ? out_c : 0)) * W;
+        const float *ki = U->kt + ((size_t)b * d + (in_c >= 0 ? in_c : 0)) * W;
+        for (int t = 0; t < n; t++) {
+            U->tmp[t].a = a[t] - so * ko[t] + si * ki[t];
+            U->tmp[t].p = w[t];
+        }
+        tot += top_mass(U->tmp, n, n / MASS_BUDGET > 1 ? n / MASS_BUDGET : 1);
+    }
+    return tot / U->nqt;
+}
+
 /* One (layer, KV head): the objective's data, then the swaps. */
 static void search_unit(search_job *J, int layer, int g, int r) {
     const ds_calib_mass *m = J->m;
@@ -183,27 +214,6 @@ static void search_unit(search_job *J, int layer, int g, int r) {
                 for (int t = 0; t < n; t++) w[t] += (float)(lg[t] / sum / G);
             }
         }
-    /* objective of the set whose scores are A, with channel `out` taken out and `in` put in
-     * (-1: none) */
-    #define OBJ(out_c, in_c, res)                                                                   \
-        do {                                                                                        \
-            double tot_ = 0;                                                                        \
-            for (int qi_ = 0; qi_ < nqt; qi_++) {                                                   \
-                const int b_ = qi_ / NQ, n_ = query_pos(W, qi_ % NQ) + 1;                           \
-                const float *a_ = A + (size_t)qi_ * W, *w_ = pw + (size_t)qi_ * W;                  \
-                const float so_ = (out_c) >= 0 ? qs[(size_t)qi_ * d + (out_c)] : 0.0f;              \
-                const float si_ = (in_c) >= 0 ? qs[(size_t)qi_ * d + (in_c)] : 0.0f;                \
-                const float *ko_ = kt + ((size_t)b_ * d + ((out_c) >= 0 ? (out_c) : 0)) * W;        \
-                const float *ki_ = kt + ((size_t)b_ * d + ((in_c) >= 0 ? (in_c) : 0)) * W;          \
-                for (int t_ = 0; t_ < n_; t_++) {                                                   \
-                    tmp[t_].a = a_[t_] - so_ * ko_[t_] + si_ * ki_[t_];                             \
-                    tmp[t_].p = w_[t_];                                                             \
-                }                                                                                   \
-                const int k_ = n_ / MASS_BUDGET > 1 ? n_ / MASS_BUDGET : 1;                         \
-                tot_ += top_mass(tmp, n_, k_);                                                      \
-            }                                                                                       \
-            (res) = tot_ / nqt;                                                                     \
-        } while (0)
     memset(A, 0, (size_t)nqt * W * sizeof(float));
     for (int i = 0; i < r; i++) {
         const int c = dst[i];
@@ -213,8 +223,8 @@ static void search_unit(search_job *J, int layer, int g, int r) {
             for (int t = 0; t < W; t++) a[t] += s * kc[t];
         }
     }
-    double base;
-    OBJ(-1, -1, base);
+    const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
+    double base = objective(&U, -1, -1);
     J->gain[((size_t)layer * m->n_head_kv + g) * 2] = base;
     unsigned char member[4096] = {0};
     for (int i = 0; i < r; i++) member[dst[i]] = 1;
@@ -226,8 +236,7 @@ static void search_unit(search_job *J, int layer, int g, int r) {
             int best_c = -1;
             for (int c = 0; c < d; c++) {
                 if (member[c]) continue;
-                double v;
-                OBJ(out_c, c, v);
+                const double v = objective(&U, out_c, c);
                 if (v > best) { best = v; best_c = c; }
             }
             if (best_c < 0) continue;
@@ -237,7 +246,7 @@ static void search_unit(search_job *J, int layer, int g, int r) {
                 float *a = A + (size_t)qi * W;
                 for (int t = 0; t < W; t++) a[t] = a[t] - so * ko[t] + si * ki[t];
             }
-            OBJ(-1, -1, base);   /* recomputed from the updated scores (the same up to rounding) */
+            base = objective(&U, -1, -1);   /* recomputed from the updated scores (the same up to rounding) */
             member[out_c] = 0;
             member[best_c] = 1;
             dst[i] = (int16_t)best_c;
@@ -245,7 +254,6 @@ static void search_unit(search_job *J, int layer, int g, int r) {
         }
         if (!swapped) break;
     }
-    #undef OBJ
     J->gain[((size_t)layer * m->n_head_kv + g) * 2 + 1] = base;
     /* the rest: qk order of the channels not in the set */
     int at = r;

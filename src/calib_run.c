@@ -86,7 +86,7 @@ static ds_status calibrate_mass(ds_model *m, ds_calib_acc *acc, const int32_t *t
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = window;
     so.n_threads = n_threads;
-    so.n_batch = window;   /* one call per block: the sampler sees the block's q and k at once */
+    so.n_batch = window;   /* each block in one prefill call (the sampler would also take it in chunks) */
     ds_session *s;
     ds_status st = ds_session_new(m, &so, &s);
     if (st) { ds_calib_mass_free(ms); return st; }
@@ -123,8 +123,7 @@ ds_status ds_model_calibrate(ds_model *m, const char *text, size_t len, const ch
         return ds_error(DS_ERR_ARG, "calibration text has %d tokens, fewer than one block of %d", n, block);
     }
     /* mass blocks: as many as asked for that the tokens hold (none if not one) */
-    int window = MASS_WINDOW < m->info.n_ctx_train && m->info.n_ctx_train > 0 ? MASS_WINDOW : m->info.n_ctx_train;
-    if (window <= 0) window = MASS_WINDOW;
+    const int window = m->info.n_ctx_train > 0 ? DS_MIN(MASS_WINDOW, m->info.n_ctx_train) : MASS_WINDOW;
     int n_mass = window >= 64 ? DS_MIN(mass_blocks, n / window) : 0;
     /* progress: the statistics' blocks, the mass blocks, then one step per (layer, KV head) searched */
     mass_progress mp = {progress, user, 0, n_blocks + (n_mass ? n_mass + m->info.n_layer * m->info.n_head_kv : 0)};

@@ -241,11 +241,13 @@ ds_status ds_calib_require(const ds_calibration *c, ds_stat stat) {
         if (c->rank[s]) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "", STAT_NAMES[s]);
     }
     const int paper = strncmp(c->info.text_name, "paper:", 6) == 0;
-    const char *why = stat != DS_STAT_QKV && stat != DS_STAT_MASS ? ""
-                      : paper ? (stat == DS_STAT_QKV ? " (the paper's format has no qkv)" : " (the paper's format has no mass)")
-                      : stat == DS_STAT_QKV ? " (the file was written before dsinfer had the qkv statistic)"
-                                            : " (the file was calibrated without it: `--mass-blocks 0`, a text too short for one "
-                                              "mass block, or before dsinfer had it)";
+    const char *why = "";
+    if (stat == DS_STAT_QKV)
+        why = paper ? " (the paper's format has no qkv)" : " (the file was written before dsinfer had the qkv statistic)";
+    else if (stat == DS_STAT_MASS)
+        why = paper ? " (the paper's format has no mass)"
+                    : " (the file was calibrated without it: `--mass-blocks 0`, a text too short for one mass block, "
+                      "or before dsinfer had it)";
     return ds_error(DS_ERR_ARG,
                     "the calibration has no '%s' statistic%s, only %s: recalibrate with "
                     "`dsinfer calibrate -m MODEL -f TEXT -o FILE` to get it, or pick one of those with --ds-stat",

@@ -111,8 +111,8 @@ ds_calib_mass *ds_calib_mass_new(int n_layer, int n_head, int n_head_kv, int hea
 void ds_calib_mass_free(ds_calib_mass *m);
 /* The block the next ds_calib_mass_add calls belong to, 0..n_blocks-1. */
 void ds_calib_mass_block(ds_calib_mass *m, int blk);
-/* One layer's q [T][n_head][head_dim] and k [T][n_head_kv][head_dim] of the current block
- * (T == window: the block is evaluated in one call). */
+/* One layer's q [T][n_head][head_dim] and k [T][n_head_kv][head_dim] of the current block's
+ * next T tokens (a block may come in chunks; at most window tokens in all). */
 void ds_calib_mass_add(ds_calib_mass *m, int layer, const float *q, const float *k, int T);
 /* The search (calib_mass.c) for every (layer, KV head), on pool's threads if not NULL, from c's
  * qk ranking (required); sets c's mass ranking. qk_obj / mass_obj (if not NULL): the objective

@@ -132,11 +132,11 @@ static ds_calibration *calibrate_synthetic(uint32_t seed, ds_calib_acc **keep) {
     return c;
 }
 
-/* Every statistic equal (present in both, or absent in both); with paper_b, b came through the
- * paper's format, which has no qkv: that one must be absent from b instead. */
 /* the statistics ds_calib_acc feeds (mass is searched afterwards, calib_mass.c) */
 #define N_FED DS_STAT_MASS
 
+/* Every statistic equal (present in both, or absent in both); with paper_b, b came through the
+ * paper's format, which has no qkv: that one must be absent from b instead. */
 static int same_rankings_ex(const ds_calibration *a, const ds_calibration *b, int l_n, int g_n, int d, int paper_b) {
     for (int s = 0; s < DS_STAT_COUNT; s++) {
         if (paper_b && s == DS_STAT_QKV) {
