@@ -133,8 +133,8 @@ typedef struct {
     int channels;          /* r, label channels per KV head; 0: max(head_dim, 128) / label_bits, at most head_dim
                               (1/16 of the key bits, but >= 128 bits per label row: 1/8 at head_dim 64) */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
-    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv;
-                            * -1: the default */
+    int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv,
+                            * 4 mass; -1: the default */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
     int label_norm;        /* labels of (k - mean) / std per channel with the calibration's key moments
                             * (method ds): 1 on (an error when the calibration has none), 0 off (raw
@@ -158,6 +158,9 @@ const char *ds_attn_method_name(ds_attn_method m);
 /* The method names, comma-separated ("dense,ds,...,h2o"): for help texts and error messages. */
 const char *ds_attn_method_list(void);
 int ds_attn_method_parse(const char *name, ds_attn_method *out);   /* 0 ok, -1 unknown */
+/* Names of ds_sparse_opts.stat values ("q", "k", "qk", "qkv", "mass"; "?" out of range). */
+const char *ds_sparse_stat_name(int stat);
+int ds_sparse_stat_parse(const char *name, int *out);   /* 0 ok, -1 unknown */
 
 typedef struct {
     int n_ctx;        /* KV capacity in tokens; 0 = min(model train ctx, 8192) */

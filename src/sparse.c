@@ -38,6 +38,16 @@ int ds_attn_method_parse(const char *name, ds_attn_method *out) {
     return -1;
 }
 
+/* The statistics' names live with the calibration (its files store them). */
+const char *ds_sparse_stat_name(int stat) { return ds_calib_stat_name((ds_stat)stat); }
+
+int ds_sparse_stat_parse(const char *name, int *out) {
+    ds_stat s;
+    if (ds_calib_stat_parse(name, &s) != DS_OK) return -1;
+    *out = (int)s;
+    return 0;
+}
+
 static bool uses_labels(ds_attn_method m) { return m == DS_ATTN_DS || m == DS_ATTN_RANDOM; }
 
 int ds_sparse_k(const ds_session *s, int n) {

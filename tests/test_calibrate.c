@@ -779,3 +779,15 @@ TEST(calib_mass_deterministic_and_saved) {
     ds_calib_mass_free(m1); ds_calib_mass_free(m2);
     ds_calibration_free(c1); ds_calibration_free(c2); ds_calibration_free(c3);
 }
+
+/* The public names of ds_sparse_opts.stat are the calibration's own (one table). */
+TEST(sparse_stat_names_round_trip) {
+    for (int s = 0; s < DS_STAT_COUNT; s++) {
+        int back = -1;
+        CHECK(strcmp(ds_sparse_stat_name(s), ds_calib_stat_name((ds_stat)s)) == 0);
+        CHECK(ds_sparse_stat_parse(ds_sparse_stat_name(s), &back) == 0 && back == s);
+    }
+    int x = 7;
+    CHECK(ds_sparse_stat_parse("qkvv", &x) == -1 && x == 7);
+    CHECK(strcmp(ds_sparse_stat_name(DS_STAT_MASS), "mass") == 0 && strcmp(ds_sparse_stat_name(DS_STAT_COUNT), "?") == 0);
+}

@@ -256,10 +256,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--no-ds-label-norm", NULL)) o->sp.label_norm = 0;
         else if (IS("--ds-stat", NULL)) {
             NEEDV();
-            if (!strcmp(v, "q")) o->sp.stat = 0; else if (!strcmp(v, "k")) o->sp.stat = 1;
-            else if (!strcmp(v, "qk")) o->sp.stat = 2; else if (!strcmp(v, "qkv")) o->sp.stat = 3;
-            else if (!strcmp(v, "mass")) o->sp.stat = 4;
-            else die("--ds-stat must be q, k, qk, qkv or mass (got '%s')", v);
+            if (ds_sparse_stat_parse(v, &o->sp.stat)) die("--ds-stat must be q, k, qk, qkv or mass (got '%s')", v);
         }
         else if (IS("--ds-group", NULL)) {
             NEEDV();

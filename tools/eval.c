@@ -385,11 +385,10 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
     model_base(cfg->model_path, mb, sizeof mb);
-    static const char *const stat_names[] = {"q", "k", "qk", "qkv", "mass"};
     snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, r %d, b %d, stat %s, labels %s, group %s, dense layers %s, "
              "min context %d, threads %d, date %s, commit %s", mb, info->name[0] ? info->name : info->arch, what,
              (unsigned long long)cfg->seed, cfg->budgets, r, o->label_bits,
-             o->stat >= 0 && o->stat < (int)(sizeof stat_names / sizeof *stat_names) ? stat_names[o->stat] : "qk",
+             o->stat >= 0 ? ds_sparse_stat_name(o->stat) : "qk",
              o->label_norm > 0 ? "normalised" : o->label_norm == 0 ? "raw" : "normalised if the calibration has moments",
              o->per_head ? "per-head" : "shared", dl, o->min_context > 0 ? o->min_context : 0,
              cfg->n_threads > 0 ? cfg->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
