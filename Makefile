@@ -110,13 +110,15 @@ $(BUILD)/read_bw: bench/gpu/read_bw.cu
 
 # The attention kernels alone as a shared library, for bench/gpu/op_bench.py (ctypes), which
 # times them beside torch SDPA and the paper's kernels in one process.
-$(BUILD)/libdsattn.so: src/cuda/attn.cu src/backend.h src/common.h
+ATTN_CU := src/cuda/attn.cu src/cuda/attn_fused.cu
+ATTN_DEPS := $(ATTN_CU) src/cuda/attn_impl.cuh src/cuda/label.cuh src/cuda/pdl.cuh src/backend.h src/common.h
+$(BUILD)/libdsattn.so: $(ATTN_DEPS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -shared -Xcompiler -fPIC $< -o $@
+	$(NVCC) $(NVFLAGS) -shared -Xcompiler -fPIC $(ATTN_CU) -o $@
 # The same with per-block phase timestamps (op_bench.py --trace).
-$(BUILD)/libdsattn-trace.so: src/cuda/attn.cu src/backend.h src/common.h
+$(BUILD)/libdsattn-trace.so: $(ATTN_DEPS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -DDS_TRACE -shared -Xcompiler -fPIC $< -o $@
+	$(NVCC) $(NVFLAGS) -DDS_TRACE -shared -Xcompiler -fPIC $(ATTN_CU) -o $@
 endif
 
 clean:

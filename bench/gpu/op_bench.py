@@ -193,12 +193,14 @@ def trace_timeline(a, H, Hkv, d):
     DS call per shape: when blocks start (the launch ramp), how long each phase takes, and
     when the kernel's last block ends, in microseconds from the first block's start."""
     SLOTS, REGION = 8, 1 << 16
-    buf = torch.zeros(4 * REGION * SLOTS, dtype=torch.int64, device="cuda")
+    buf = torch.zeros(5 * REGION * SLOTS, dtype=torch.int64, device="cuda")
     check(LIB.ds_gpu_attn_trace(ctypes.c_void_p(buf.data_ptr())), "trace")
     names = [("k_score", ["start", "q-label+hist ready", "labels scored", "hist flushed+ticket", "threshold (last)"]),
              ("k_collect", ["start", "keys read+counted", "positions written", "ticket", "refine (last)"]),
              ("k_attn", ["start", "q+first rows' index", "rows done", "partials+ticket", "merge (last)"]),
-             ("k_select", ["start", "rows scored", "threshold known", "positions emitted", "refined (leader)"])]
+             ("k_select", ["start", "rows scored", "threshold known", "positions emitted", "refined (leader)"]),
+             ("k_fused", ["start", "rows scored", "threshold bin known", "rows listed", "rows attended",
+                          "block partial", "merged (leader)"])]
     for B in map(int, a.batches.split(",")):
         for n in map(int, a.ctx.split(",")):
             s = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
@@ -208,11 +210,11 @@ def trace_timeline(a, H, Hkv, d):
             buf.zero_()
             s.ds()
             torch.cuda.synchronize()
-            t = buf.view(4, REGION, SLOTS).cpu()
-            valid = [t[r][t[r][:, 0] > 0] for r in range(4)]
+            t = buf.view(5, REGION, SLOTS).cpu()
+            valid = [t[r][t[r][:, 0] > 0] for r in range(5)]
             t0 = min(v[:, 0].min().item() for v in valid if len(v))
-            print(f"== B={B} n={n}: " + ", ".join(f"{len(valid[r])} {names[r][0]} blocks" for r in range(4)))
-            for r in range(4):
+            print(f"== B={B} n={n}: " + ", ".join(f"{len(valid[r])} {names[r][0]} blocks" for r in range(5)))
+            for r in range(5):
                 v = valid[r].double()
                 if not len(v):
                     continue

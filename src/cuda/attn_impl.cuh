@@ -1,0 +1,200 @@
+// attn_impl.cuh — what the two files of the decode attention share: attn.cu (dense split-KV,
+// the cluster selection and the attention over selected rows) and attn_fused.cu (the whole DS
+// call in one kernel for short caches). The workspace plan, tuning overrides, score keys, label
+// loads with L2 hints, the threshold search over a histogram, the query at the label channels,
+// and the per-block phase trace of benchmark builds.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cooperative_groups.h>
+#include <cub/block/block_scan.cuh>
+
+#include "label.cuh"
+#include "pdl.cuh"
+
+extern "C" {
+#include "backend.h"
+}
+
+namespace cg = cooperative_groups;
+
+#define HIST_BINS 2048   // top 11 bits of the 16-bit key
+#define LOW_BITS 5       // the rest, resolved on the candidates
+#define CL_MAX 8         // blocks per cluster at most (the portable size)
+
+// Phase timestamps per block for the benchmark library built with -DDS_TRACE (make
+// build-cuda/libdsattn-trace.so; bench/gpu/op_bench.py --trace): thread 0 of each block writes
+// %globaltimer at numbered points, TRACE_SLOTS per block, in one region of TRACE_REGION blocks
+// per kernel (0 scoring, 1 collecting, 2 attention, 3 the single-kernel selection, 4 the fused
+// kernel). Compiled out otherwise.
+#define TRACE_SLOTS 8
+#define TRACE_REGION (1 << 16)
+#ifdef DS_TRACE
+static __device__ unsigned long long *g_trace;   // one per file: ds_gpu_attn_trace sets both
+__device__ inline void trace_at(int kernel, int slot) {
+    if (threadIdx.x || !g_trace) return;
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    const long blk = (long)blockIdx.y * gridDim.x + blockIdx.x;
+    if (blk < TRACE_REGION) g_trace[((long)kernel * TRACE_REGION + blk) * TRACE_SLOTS + slot] = t;
+}
+#define TRACE(kernel, slot) trace_at(kernel, slot)
+#else
+#define TRACE(kernel, slot) ((void)0)
+#endif
+
+namespace dsattn {
+
+using dsgpu::f2h;
+using dsgpu::h2f;
+
+struct Plan {
+    int U, G, k_cap;            // units (sequence, KV head), group size, k at max_len
+    int chunk, n_chunks;        // positions per scoring block, blocks per unit
+    int collect_per;            // keys per thread in k_collect (256 threads a block): 8, 16 or 32
+    int kstride;                // key row stride: n_max rounded up to 8 (16-byte vector loads)
+    int slice_d, splits_d;      // dense: rows per attention block, blocks per unit
+    int slice_s, splits_s;      // sparse: the same over the selected rows
+    int splits_max;
+    size_t off_keys, off_cand, off_hist, off_cnt, off_rq, off_sel, off_pacc, off_pml, total;
+};
+
+inline int sm_count() {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    }
+    return n;
+}
+
+__host__ __device__ inline int k_for(int n, int tokens, float frac) {
+    int k = tokens > 0 ? tokens : (int)ceilf(frac * (float)n - 1e-6f);
+    return k < 1 ? 1 : k;
+}
+
+// Whether a sequence of n visible tokens decodes sparsely (else dense over all n).
+__device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { return n > k && n >= a.min_context; }
+
+// Tuning overrides for benchmarks (unset in normal use), e.g. DSINFER_GPU_TUNE="att=8,per=32":
+// att / satt = dense / sparse attention blocks per SM (satt unset: one full wave), cl = blocks
+// per cluster of k_select (1, 2, 4 or 8), split=1 = the two-kernel selection, and for that one
+// chunk = positions per scoring block, per = keys per thread in k_collect; aplain=1 = sparse
+// attention without software pipelining; norq=1 = k_attn waits for the whole k_select grid
+// instead of taking units from the ready queue as their selections finish; su=4|8 = label rows
+// per thread in flight in k_select's scan (launch_select); nofused=1, fcl=N, fspan=N = the
+// one-kernel path for short caches off, its cluster size forced, its span limit (run_fused).
+inline int tune(const char *key, int dflt) {
+    const char *e = getenv("DSINFER_GPU_TUNE");
+    if (!e) return dflt;
+    const size_t kl = strlen(key);
+    for (const char *p = e; (p = strstr(p, key)) != nullptr; p += kl) {
+        if ((p == e || p[-1] == ',') && p[kl] == '=') {   // a whole key: "att" is not "satt"
+            const int v = atoi(p + kl + 1);
+            return v > 0 ? v : dflt;
+        }
+    }
+    return dflt;
+}
+
+// Order-preserving 16-bit key of a score (fp16 rounding; -0 as +0, NaN lowest).
+__device__ inline uint32_t score_key(float s) {
+    uint32_t u = f2h(s);
+    if ((u & 0x7fff) > 0x7c00) return 0;
+    if (u == 0x8000) u = 0;
+    return (u & 0x8000) ? (~u & 0xffff) : (u | 0x8000);
+}
+
+// ---- L2 eviction hints (sm_80+) ----
+// The selection streams the label cache once, and the score keys it writes are read back by
+// the same call's emit pass. The label stream is loaded "evict first" and not allocated in L1,
+// the keys are stored "evict last" and read back "evict first" on their last use. Measured
+// on the H200 against a SEL_HINT=0 build in one call (bench/NOTES.md, 2026-12-03): 2-12%
+// faster in 9 of 12 op-bench cells, level at B=8/64K, 1-2 us slower at B=1 with 4K-16K.
+#ifndef SEL_HINT
+#define SEL_HINT 1
+#endif
+__device__ __forceinline__ uint64_t l2_evict_first() {
+    uint64_t p;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ uint64_t l2_evict_last() {
+    uint64_t p;
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+template <typename T>
+__device__ __forceinline__ T ld_stream(const T *ptr, uint64_t pol) {
+    if constexpr (!SEL_HINT) return __ldg(ptr);
+    T v;
+    if constexpr (sizeof(T) == 16) {
+        uint4 &w = reinterpret_cast<uint4 &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+            : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w) : "l"(ptr), "l"(pol));
+    } else if constexpr (sizeof(T) == 8) {
+        uint2 &w = reinterpret_cast<uint2 &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;" : "=r"(w.x), "=r"(w.y) : "l"(ptr), "l"(pol));
+    } else {
+        static_assert(sizeof(T) == 2, "label loads are 2, 8 or 16 bytes");
+        uint16_t &w = reinterpret_cast<uint16_t &>(v);
+        asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(w) : "l"(ptr), "l"(pol));
+    }
+    return v;
+}
+
+// Threshold bin of a histogram: the bin b where (count above b) < need <= (count above b) +
+// hist[b]. 256 threads, 8 bins each, scanning from the top. A global histogram (just written
+// through L2 atomics by other blocks) is read with __ldcg; a shared one plainly.
+template <bool SHARED>
+__device__ void find_threshold(const uint32_t *gh, int need, int *b_out, int *above_out) {
+    typedef cub::BlockScan<int, 256> Scan;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ int sb, sa;
+    const int t = threadIdx.x;
+    int h[8], local = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        h[i] = (int)(SHARED ? gh[HIST_BINS - 1 - (8 * t + i)] : __ldcg(gh + HIST_BINS - 1 - (8 * t + i)));
+        local += h[i];
+    }
+    int above;
+    Scan(tmp).ExclusiveSum(local, above);
+    if (t == 0) { sb = -1; sa = 0; }
+    __syncthreads();
+    if (need > 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            if (above < need && above + h[i] >= need) { sb = HIST_BINS - 1 - (8 * t + i); sa = above; }
+            above += h[i];
+        }
+    }
+    __syncthreads();
+    *b_out = sb;         // -1 when need <= 0: nothing is selected
+    *above_out = sa;
+}
+
+// The group's summed query at the unit's label channels, at logit scale: keys are fp16, and
+// normalised labels are scored with q * scale. R floats to ql (shared); the caller syncs.
+__device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, float *ql) {
+    const int b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
+    for (int j = threadIdx.x; j < R; j += blockDim.x) {
+        const int c = a.chan[kvh * a.r + j];
+        float s = 0;
+        for (int g = 0; g < G; g++) s += h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]);
+        ql[j] = s * a.scale * (a.lab_scale ? a.lab_scale[kvh * a.r + j] : 1.0f);
+    }
+}
+
+// The whole DS call in one kernel where it pays (attn_fused.cu): -1 where it does not apply,
+// else the launch's status.
+int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st);
+#ifdef DS_TRACE
+int fused_trace(unsigned long long *buf);   // where k_fused writes its phase timestamps
+#endif
+
+}  // namespace dsattn
