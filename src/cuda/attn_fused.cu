@@ -8,7 +8,7 @@ namespace {
 
 // ---- small caches: the whole call in one kernel ----
 // At short spans a DS call is a chain of latencies, not bytes: at B=1, n=4K the two-kernel path
-// above spends ~17 us selecting 256 of 4096 positions (launch, scan, cluster threshold, the key
+// (attn.cu) spends ~17 us selecting 256 of 4096 positions (launch, scan, cluster threshold, the key
 // re-reads from L2, the leader's refinement) and ~5 us attending, for ~4 MB. Here one cluster
 // of CL blocks per unit does everything in shared memory: each block scores its contiguous
 // span into 16-bit keys kept in shared memory, the cluster finds the exact threshold key in two
