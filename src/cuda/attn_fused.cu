@@ -11,16 +11,15 @@ namespace {
 // (attn.cu) spends ~17 us selecting 256 of 4096 positions (launch, scan, cluster threshold, the key
 // re-reads from L2, the leader's refinement) and ~5 us attending, for ~4 MB. Here one cluster
 // of CL blocks per unit does everything in shared memory: each block scores its contiguous
-// span into 16-bit keys kept in shared memory, copies the other blocks' keys through
-// distributed shared memory after one cluster barrier, finds the exact threshold key itself
-// (a histogram of the top 11 bits, then the threshold bin's low 5), attends the selected rows
-// of its own span (no list goes through global memory, no second kernel), and the leader
-// merges the CL partials (log-sum-exp). Ties at the threshold key are taken lowest position
-// first, as everywhere: each block sees the ties in the spans below its own. The selection is
-// also written to the workspace (ds_gpu_attn_selected).
+// span into 16-bit keys kept in shared memory, the cluster finds the exact threshold key in two
+// rounds of histograms exchanged through distributed shared memory (11 bits, then the
+// threshold bin's low 5), each block attends the selected rows of its own span (no list goes
+// through global memory, no second kernel), and the leader merges the CL partials
+// (log-sum-exp). Ties at the threshold key are taken lowest position first, as everywhere:
+// blocks hold ascending spans, so block r takes what the lower ranks left of the quota, in
+// position order. The selection is also written to the workspace (ds_gpu_attn_selected).
 #define FUSED_THREADS 256
-#define FUSED_MAX_SPAN 16384   // positions per block (row offsets in 16 bits)
-#define FUSED_MAX_SMEM (200 << 10)   // dynamic shared memory per block at most (the H100/H200 allow 227 KB)
+#define FUSED_MAX_SPAN 16384   // keys per block (16-bit, shared memory), as offsets in 16 bits
 #define FUSED_SU 4             // label rows per thread in flight
 
 // Score of one label row of WORDS 32-bit words (2, 4 or 8) against q (shared memory, at the
@@ -135,17 +134,17 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
 #pragma unroll
     for (int g = 0; g < G; g++) qraw[g] = *(const uint4 *)(a.q + ((size_t)b * a.H + kvh * G + g) * D + cc * 8);
 
-    // dynamic shared memory (fused_smem): the unit's keys (CL spans; this block's own at
-    // [p0, s1)), the selected rows' offsets in this span, then a region used first by the
-    // histogram and then by the attention's per-warp partials
+    // dynamic shared memory: keys and the selected rows' offsets (span_max each), then a region
+    // used first by the histograms and then by the attention's per-warp partials
     extern __shared__ __align__(16) unsigned char smem[];
-    uint16_t *allk = (uint16_t *)smem, *keys = allk + p0;
-    uint16_t *list = allk + (size_t)CL * span_max;
-    float *region = (float *)(list + span_max);   // 2 * (CL + 1) * span_max bytes above: 16-byte aligned
-    uint32_t *hist = (uint32_t *)region;
+    uint16_t *keys = (uint16_t *)smem;
+    uint16_t *list = keys + span_max;
+    float *region = (float *)(list + span_max);   // 4 * span_max bytes above: 16-byte aligned
+    uint32_t *hist = (uint32_t *)region, *tot = hist + HIST_BINS;
     __shared__ float ql[128];
-    __shared__ uint32_t xh[32];                             // the threshold bin's keys by their low bits
-    __shared__ int s_key, s_take, s_off;                    // threshold key; ties to take in all; this block's output offset
+    __shared__ uint32_t xh[33];                             // this block's low-bit histogram of the bin, count above it
+    __shared__ uint32_t allh[CL_MAX][33];
+    __shared__ int s_key, s_take, s_off;                    // threshold key; ties this block takes; its output offset
     __shared__ float fin_m[G], fin_l[G], fin_acc[G][D];     // this block's partial, read by the leader
 
     int cnt;   // rows this block attends
@@ -154,7 +153,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
         auto prep = [&]() {
             query_labels(a, u, R, ql);
             for (int i = threadIdx.x; i < HIST_BINS; i += FUSED_THREADS) hist[i] = 0;
-            if (threadIdx.x < 32) xh[threadIdx.x] = 0;
+            if (threadIdx.x < 33) xh[threadIdx.x] = 0;
             __syncthreads();
             float qs = 0;
             for (int j = 0; j < R; j++) qs += ql[j];
@@ -165,37 +164,59 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
         FS(16, 2) FS(16, 4) FS(16, 8) FS(8, 2) FS(8, 4) FS(8, 8) FS(4, 2) FS(4, 4) FS(4, 8) FS(2, 2) FS(2, 4) FS(2, 8)
 #undef FS
         TRACE(4, 1);
-        // Every block gathers the unit's other keys after one cluster barrier (each owner holds
-        // its span at the same offsets of allk) and selects locally: the whole histogram, the
-        // threshold key, and the rows and ties in the spans below its own. (Two rounds of
-        // histograms exchanged between the blocks cost three cluster barriers where this costs
-        // one; bench/NOTES.md.)
+        // round 1: the cluster's histogram of the top 11 bits (each block sums a slice of bins)
         cl.sync();
-        for (int v = threadIdx.x; v < (nc + 7) / 8; v += FUSED_THREADS) {
-            const int ps = 8 * v, r = ps / span;   // spans are multiples of 8: one owner per vector
-            if (r == rank) continue;
-            const uint4 w = *(const uint4 *)cl.map_shared_rank(allk + ps, r);
-            *(uint4 *)(allk + ps) = w;
-            const uint16_t *e = (const uint16_t *)&w;
+        const int slice = HIST_BINS / CL;
+        for (int i = threadIdx.x; i < slice; i += FUSED_THREADS) {
+            const int bin = rank * slice + i;
+            uint32_t v[CL_MAX];
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                if (ps + j < nc) atomicAdd(&hist[e[j] >> LOW_BITS], 1u);
+            for (int r = 0; r < CL_MAX; r++) v[r] = r < CL ? *cl.map_shared_rank(&hist[bin], r) : 0u;
+            uint32_t s = 0;
+#pragma unroll
+            for (int r = 0; r < CL_MAX; r++) s += v[r];
+            tot[i] = s;
+        }
+        cl.sync();
+        {
+            constexpr int PER = HIST_BINS / FUSED_THREADS;
+            uint32_t v[PER];
+#pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const int bin = threadIdx.x + FUSED_THREADS * j;
+                v[j] = *cl.map_shared_rank(&tot[bin % slice], bin / slice);
+            }
+#pragma unroll
+            for (int j = 0; j < PER; j++) hist[threadIdx.x + FUSED_THREADS * j] = v[j];
         }
         __syncthreads();
         int b1, above1;
         find_threshold<true>(hist, k - 1, &b1, &above1);   // -1: nothing but the current token
         TRACE(4, 2);
-        // the threshold bin's keys by their low bits
+        // round 2: this block's keys in the bin by their low bits, and its count above the bin;
+        // thread t holds a contiguous chunk of the span (position order, for the ties below)
+        const int len = s1 - p0, per = (len + FUSED_THREADS - 1) / FUSED_THREADS;
+        const int c0 = min(threadIdx.x * per, len), c1 = min(c0 + per, len);
+        int gt = 0;
         if (b1 >= 0)
-            for (int i = threadIdx.x; i < nc; i += FUSED_THREADS) {
-                const int key = allk[i];
-                if (key >> LOW_BITS == b1) atomicAdd(&xh[key & 31], 1u);
+            for (int i = c0; i < c1; i++) {
+                const int bin = keys[i] >> LOW_BITS;
+                gt += bin > b1;
+                if (bin == b1) atomicAdd(&xh[keys[i] & 31], 1u);
             }
+        gt = __reduce_add_sync(0xffffffffu, gt);
+        if ((threadIdx.x & 31) == 0 && gt) atomicAdd(&xh[32], (uint32_t)gt);
+        cl.sync();
+        for (int i = threadIdx.x; i < 33 * CL; i += FUSED_THREADS) allh[i / 33][i % 33] = *cl.map_shared_rank(&xh[i % 33], i / 33);
         __syncthreads();
-        if (threadIdx.x < 32) {   // warp 0, lane = low-bit bin: the threshold key, the ties to take
-            const int lane = threadIdx.x, need2 = (k - 1) - above1;
-            const uint32_t t2 = xh[lane];
-            uint32_t incl = t2;   // keys in this lane's bin and above: a suffix sum over lanes
+        if (threadIdx.x < 32) {
+            // warp 0: lane = low-bit bin; the threshold key, then each rank's share
+            const int lane = threadIdx.x;
+            const int need2 = (k - 1) - above1;
+            uint32_t t2 = 0;
+            for (int r = 0; r < CL; r++) t2 += allh[r][lane];
+            // count in bins above this lane's: suffix sum over lanes
+            uint32_t incl = t2;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
                 const uint32_t x = __shfl_down_sync(0xffffffffu, incl, o);
@@ -205,41 +226,45 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
             const unsigned hit = __ballot_sync(0xffffffffu, b1 >= 0 && (int)above < need2 && (int)incl >= need2);
             const int b2 = hit ? 31 - __clz(hit) : -1;   // exactly one lane when need2 > 0
             const int take = b2 >= 0 ? need2 - (int)__shfl_sync(0xffffffffu, above, b2) : 0;
-            if (lane == 0) {
+            // lane r < CL: rank r's rows above the threshold key, its ties, what it takes
+            int mine = 0, eq = 0;
+            if (lane < CL && b2 >= 0) {
+                mine = (int)allh[lane][32];
+                for (int bin = b2 + 1; bin < 32; bin++) mine += (int)allh[lane][bin];
+                eq = (int)allh[lane][b2];
+            }
+            int eq_before = eq, before = 0;
+#pragma unroll
+            for (int o = 1; o < 8; o <<= 1) {
+                const int x = __shfl_up_sync(0xffffffffu, eq_before, o);
+                if (lane >= o) eq_before += x;
+            }
+            eq_before -= eq;
+            const int t = max(0, min(eq, take - eq_before));
+            int all = mine + t;
+            before = all;
+#pragma unroll
+            for (int o = 1; o < 8; o <<= 1) {
+                const int x = __shfl_up_sync(0xffffffffu, before, o);
+                if (lane >= o) before += x;
+            }
+            before -= all;
+            if (lane == rank) {
                 s_key = b2 >= 0 ? (b1 << LOW_BITS) | b2 : 0x10000;   // above every key: none taken
-                s_take = take;
+                s_take = t;
+                s_off = before;
             }
         }
         __syncthreads();
-        typedef cub::BlockScan<unsigned long long, FUSED_THREADS> Scan;
-        __shared__ typename Scan::TempStorage tmp;
-        int take;
-        {
-            // the spans below: rows above the key, and ties (taken lowest position first)
-            const int T = s_key;
-            int gb = 0, eb = 0;
-            for (int i = threadIdx.x; i < p0; i += FUSED_THREADS) {
-                const int key = allk[i];
-                gb += key > T;
-                eb += key == T;
-            }
-            unsigned long long off, total;
-            Scan(tmp).ExclusiveSum((unsigned long long)gb | ((unsigned long long)eb << 32), off, total);
-            const int gt_below = (int)(uint32_t)total, eq_below = (int)(total >> 32);
-            take = max(0, s_take - eq_below);   // the ties left after those below this span
-            if (threadIdx.x == 0) s_off = gt_below + min(s_take, eq_below);
-            __syncthreads();   // tmp is reused below
-        }
-        // compaction in position order: rows above the key, then this span's quota of ties
+        // compaction in position order: rows above the key, then the first s_take ties
         const int T = s_key;
-        const int len = s1 - p0, per = (len + FUSED_THREADS - 1) / FUSED_THREADS;   // thread t: a contiguous chunk
-        const int c0 = min(threadIdx.x * per, len), c1 = min(c0 + per, len);
         int ngt = 0, neq = 0;
         for (int i = c0; i < c1; i++) { ngt += keys[i] > T; neq += keys[i] == T; }
+        typedef cub::BlockScan<unsigned long long, FUSED_THREADS> Scan;
+        __shared__ typename Scan::TempStorage tmp;
         unsigned long long off, total;
         Scan(tmp).ExclusiveSum((unsigned long long)ngt | ((unsigned long long)neq << 32), off, total);
-        const int tgt = (int)(uint32_t)total;
-        take = min(take, (int)(total >> 32));
+        const int tgt = (int)(uint32_t)total, take = s_take;
         int og = (int)(uint32_t)off, oe = (int)(off >> 32);
         for (int i = c0; i < c1; i++) {
             const int key = keys[i];
@@ -405,16 +430,16 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
     cl.sync();   // the leader has read every block's partial
 }
 
-// The fused kernel's dynamic shared memory: the unit's keys (CL spans) and this span's row
-// offsets (2 bytes a position), then the histogram (2048 bins), later the per-warp partials.
-size_t fused_smem(int span_max, int CL, int d, int G) {
-    const size_t part = (size_t)(FUSED_THREADS / 32) * G * (d + 2) * 4, hist = HIST_BINS * 4;
-    return (size_t)2 * (CL + 1) * span_max + (part > hist ? part : hist);
+// The fused kernel's shared memory: keys and row offsets (2 bytes each per span position), then
+// the histograms (2 x 2048 bins), later the per-warp attention partials.
+size_t fused_smem(int span_max, int d, int G) {
+    const size_t part = (size_t)(FUSED_THREADS / 32) * G * (d + 2) * 4, hist = 2 * HIST_BINS * 4;
+    return (size_t)4 * span_max + (part > hist ? part : hist);
 }
 
 template <int D, int G>
 int launch_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, int CL, int span_max, cudaStream_t st) {
-    const size_t smem = fused_smem(span_max, CL, D, G);
+    const size_t smem = fused_smem(span_max, D, G);
     static size_t allowed = 0;
     if (smem > allowed) {
         cudaError_t e = cudaFuncSetAttribute(k_fused<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -443,7 +468,7 @@ int launch_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, int CL, int
 template <int D, int G>
 int fused_resident() {
     static int n = 0;
-    if (!n && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_fused<D, G>, FUSED_THREADS, fused_smem(2048, 4, D, G)) !=
+    if (!n && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_fused<D, G>, FUSED_THREADS, fused_smem(2048, D, G)) !=
                    cudaSuccess || n < 1))
         n = 1;
     return n;
@@ -486,7 +511,7 @@ int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t s
     const int CL = t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
     const int span_max = ((a->max_len + CL - 1) / CL + 7) & ~7;
     if (!t && ((long)p.U * CL > wave || span_max > tune("fspan", FUSED_SPAN))) return -1;
-    if (span_max > FUSED_MAX_SPAN || fused_smem(span_max, CL, a->d, p.G) > FUSED_MAX_SMEM) return -1;
+    if (span_max > FUSED_MAX_SPAN) return -1;
     return a->d == 128 ? fused_by_group<128>(a, p, ws, CL, span_max, st) : fused_by_group<64>(a, p, ws, CL, span_max, st);
 }
 
