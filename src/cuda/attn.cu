@@ -820,47 +820,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(ds_gpu_attn_args a, const 
     };
     // scores and the online softmax over one iteration's rows
     auto consume = [&](const uint4 (&kv)[UNROLL], const uint4 (&vv)[UNROLL], const bool (&ok)[UNROLL]) {
-        float s[UNROLL][G];
-#pragma unroll
-        for (int j = 0; j < UNROLL; j++) {
-            float kf[8];
-            const __half2 *h = (const __half2 *)&kv[j];
-#pragma unroll
-            for (int i = 0; i < 4; i++) { float2 f = __half22float2(h[i]); kf[2 * i] = f.x; kf[2 * i + 1] = f.y; }
-#pragma unroll
-            for (int g = 0; g < G; g++) {
-                float d = 0;
-#pragma unroll
-                for (int i = 0; i < 8; i++) d = fmaf(q[g][i], kf[i], d);
-#pragma unroll
-                for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-                s[j][g] = ok[j] ? d : -INFINITY;
-            }
-        }
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float mx = m[g];
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++) mx = fmaxf(mx, s[j][g]);
-            if (mx == -INFINITY) continue;
-            float corr = exp2f(m[g] - mx);
-            l[g] *= corr;
-#pragma unroll
-            for (int i = 0; i < 8; i++) acc[g][i] *= corr;
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++) {
-                float p = exp2f(s[j][g] - mx);
-                l[g] += p;
-                const __half2 *h = (const __half2 *)&vv[j];
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float2 f = __half22float2(h[i]);
-                    acc[g][2 * i] = fmaf(p, f.x, acc[g][2 * i]);
-                    acc[g][2 * i + 1] = fmaf(p, f.y, acc[g][2 * i + 1]);
-                }
-            }
-            m[g] = mx;
-        }
+        attn_rows<D, G, UNROLL>(q, kv, vv, ok, m, l, acc);
     };
     if (PIPE) {
         // software-pipelined: the next iteration's rows are in flight while this one's are used

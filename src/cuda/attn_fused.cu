@@ -323,47 +323,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
                 vv[j] = kv[j];
             }
         }
-        float s[UNROLL][G];
-#pragma unroll
-        for (int j = 0; j < UNROLL; j++) {
-            float kf[8];
-            const __half2 *h = (const __half2 *)&kv[j];
-#pragma unroll
-            for (int i = 0; i < 4; i++) { float2 f = __half22float2(h[i]); kf[2 * i] = f.x; kf[2 * i + 1] = f.y; }
-#pragma unroll
-            for (int g = 0; g < G; g++) {
-                float d = 0;
-#pragma unroll
-                for (int i = 0; i < 8; i++) d = fmaf(q[g][i], kf[i], d);
-#pragma unroll
-                for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-                s[j][g] = ok[j] ? d : -INFINITY;
-            }
-        }
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float mx = m[g];
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++) mx = fmaxf(mx, s[j][g]);
-            if (mx == -INFINITY) continue;
-            const float corr = exp2f(m[g] - mx);
-            l[g] *= corr;
-#pragma unroll
-            for (int i = 0; i < 8; i++) acc[g][i] *= corr;
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++) {
-                const float p = exp2f(s[j][g] - mx);
-                l[g] += p;
-                const __half2 *h = (const __half2 *)&vv[j];
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float2 f = __half22float2(h[i]);
-                    acc[g][2 * i] = fmaf(p, f.x, acc[g][2 * i]);
-                    acc[g][2 * i + 1] = fmaf(p, f.y, acc[g][2 * i + 1]);
-                }
-            }
-            m[g] = mx;
-        }
+        attn_rows<D, G, UNROLL>(q, kv, vv, ok, m, l, acc);
     }
     TRACE(4, 4);
     // the RPW row streams of a warp by shuffles, then the warps through shared memory (the

@@ -190,6 +190,58 @@ __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, flo
     }
 }
 
+// One step of the decode attention over UNROLL rows: this lane holds 8 channels of each row's K
+// and V (kv, vv; D/8 lanes a row), the rows' scores against the group's G queries (q, at log2
+// scale) are summed over those lanes, and the online softmax state (running max m, sum l,
+// accumulators acc of this lane's channels) takes them in. Rows with ok false are skipped.
+// Shared by k_attn (attn.cu) and k_fused (attn_fused.cu).
+template <int D, int G, int UNROLL>
+__device__ __forceinline__ void attn_rows(const float (&q)[G][8], const uint4 (&kv)[UNROLL], const uint4 (&vv)[UNROLL],
+                                          const bool (&ok)[UNROLL], float (&m)[G], float (&l)[G], float (&acc)[G][8]) {
+    constexpr int LPR = D / 8;
+    float s[UNROLL][G];
+#pragma unroll
+    for (int j = 0; j < UNROLL; j++) {
+        float kf[8];
+        const __half2 *h = (const __half2 *)&kv[j];
+#pragma unroll
+        for (int i = 0; i < 4; i++) { float2 f = __half22float2(h[i]); kf[2 * i] = f.x; kf[2 * i + 1] = f.y; }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float d = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) d = fmaf(q[g][i], kf[i], d);
+#pragma unroll
+            for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            s[j][g] = ok[j] ? d : -INFINITY;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = m[g];
+#pragma unroll
+        for (int j = 0; j < UNROLL; j++) mx = fmaxf(mx, s[j][g]);
+        if (mx == -INFINITY) continue;
+        float corr = exp2f(m[g] - mx);
+        l[g] *= corr;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[g][i] *= corr;
+#pragma unroll
+        for (int j = 0; j < UNROLL; j++) {
+            float p = exp2f(s[j][g] - mx);
+            l[g] += p;
+            const __half2 *h = (const __half2 *)&vv[j];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 f = __half22float2(h[i]);
+                acc[g][2 * i] = fmaf(p, f.x, acc[g][2 * i]);
+                acc[g][2 * i + 1] = fmaf(p, f.y, acc[g][2 * i + 1]);
+            }
+        }
+        m[g] = mx;
+    }
+}
+
 // The whole DS call in one kernel where it pays (attn_fused.cu): -1 where it does not apply,
 // else the launch's status.
 int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st);
