@@ -34,7 +34,9 @@
 enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
 // The ready queue between k_select and k_attn (workspace, uint32): counters, then one slot per
 // unit in the order the units' selections finish (unit + 1; 0 = not yet).
-enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_SLOTS = 4 };
+// RQ_STG: the staggered start of k_select (stg), tickets in the low 16 bits, the first half's
+// progress signals in the high 16.
+enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_STG, RQ_SLOTS = 4 };
 
 namespace {
 
@@ -185,17 +187,50 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
 #define SCORE_HIST 0
 #endif
 #ifndef SCORE_DOT
-#define SCORE_DOT 1   // 4- and 2-bit codes as 0.5 + c/256 (score_rows); 0 = via 2^23, as 8 bits
+// 4- and 2-bit codes in score_rows: 2 = integer dot products (dp2a) with q quantised to int16;
+// 1 = as floats 0.5 + c/256 (one byte permute each); 0 = via 2^23, as 8 bits
+#define SCORE_DOT 2
 #endif
 
 // Scores of unit u's label rows [p0, p1) (256 threads): keys to kk, counts to the shared
 // histogram sh. WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits.
 template <int BITS, int WORDS, int SU = SCORE_SU>
 __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *q, float qsum,
-                                           uint16_t *kk, uint32_t *sh) {
+                                           uint16_t *kk, uint32_t *sh, uint32_t *rq = nullptr, int sig_base = -1) {
     const uint64_t pol_first = l2_evict_first(), pol_last = l2_evict_last();
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
+    // SCORE_DOT 2 (4- and 2-bit codes): q in int16 pairs for dp2a, which multiplies two of them
+    // by two code bytes of a plane word (.lo: bytes 0-1, .hi: bytes 2-3) and adds into an int32:
+    // 2 instructions per 4 codes instead of 4 permutes and 4 FMAs. q's quantisation step is
+    // max|q| / 32767; the score's error from it stays under ~1e-4 of max|q| * step * 15, far
+    // inside the fp16 rounding of the 16-bit keys (gpu_check holds the selection to that).
+    constexpr int PER = 32 / BITS, PLANES = BITS <= 8 ? 8 / BITS : 1;
+    // (not for 2-bit rows of 32 bytes: 64 pairs spill more than the floats they replace)
+    constexpr bool IDOT = SCORE_DOT == 2 && BITS <= 4 && WORDS * PLANES <= 16;
+    constexpr int NP = IDOT ? WORDS * PLANES * 2 : 1;
+    int qp[NP];
+    float qs = 0;
+    if constexpr (IDOT) {
+        float mx = 0;
+#pragma unroll
+        for (int j = 0; j < WORDS * PER; j++) mx = fmaxf(mx, fabsf(q[j]));
+        qs = mx > 0 ? mx / 32767.0f : 0.0f;
+        const float inv = mx > 0 ? 32767.0f / mx : 0.0f;
+#pragma unroll
+        for (int i = 0; i < WORDS; i++)
+#pragma unroll
+            for (int pl = 0; pl < PLANES; pl++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c0 = i * PER + 2 * h * PLANES + pl, c1 = c0 + PLANES;   // bytes 2h, 2h+1
+                    const int v0 = (int)rintf(fminf(fmaxf(q[c0] * inv, -32767.0f), 32767.0f));
+                    const int v1 = (int)rintf(fminf(fmaxf(q[c1] * inv, -32767.0f), 32767.0f));
+                    qp[(i * PLANES + pl) * 2 + h] = (int)(((uint32_t)v0 & 0xffffu) | ((uint32_t)v1 << 16));
+                }
+    } else {
+        qp[0] = 0;
+    }
     // SU rows per thread in flight: their loads are all issued before the first is used
     for (int base = p0; base < p1; base += SU * 256) {
         uint32_t w[SU][WORDS];
@@ -221,6 +256,8 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
             }
             else { lof[u4] = 0; stf[u4] = 0; }
         }
+        // k_select's staggered start: one progress signal at the iteration that starts at sig_base
+        if (base == sig_base && threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
 #pragma unroll
         for (int u4 = 0; u4 < SU; u4++) {
             const int p = base + u4 * 256 + threadIdx.x;
@@ -240,10 +277,21 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                 // as they are, so dot = sum q f = qsum/2 + (sum q c)/256 costs a permute and an
                 // FMA per code; the half-offset is removed once per row (fp32 keeps ~20 of its
                 // 24 bits through that subtraction; the keys hold 11).
-                constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
                 constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
-                constexpr bool HALF = SCORE_DOT && BITS <= 4;
+                constexpr bool HALF = SCORE_DOT >= 1 && BITS <= 4 && !IDOT;
                 float dot = 0;
+                if constexpr (IDOT) {
+                    int id0 = 0, id1 = 0;   // two chains: dp2a's latency, not its rate, would bind one
+#pragma unroll
+                    for (int i = 0; i < WORDS; i++)
+#pragma unroll
+                        for (int pl = 0; pl < PLANES; pl++) {
+                            const int bytes = (int)((w[u4][i] >> (pl * BITS)) & M);
+                            id0 = __dp2a_lo(qp[(i * PLANES + pl) * 2], bytes, id0);
+                            id1 = __dp2a_hi(qp[(i * PLANES + pl) * 2 + 1], bytes, id1);
+                        }
+                    dot = (float)(id0 + id1) * qs;
+                } else
 #pragma unroll
                 for (int i = 0; i < WORDS; i++)
 #pragma unroll
@@ -554,7 +602,8 @@ __device__ inline uint32_t ld_acquire(const uint32_t *p) {
 #define SEL_SU_DEEP 8
 template <int BITS, int WORDS, int SU = SCORE_SU>
 __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
-    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
+    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq,
+             int stg) {
     TRACE(3, 0);
     // Trigger only after the wait: k_attn takes work from the ready queue as soon as it starts,
     // and the queue is shared by every call on this workspace. Once this grid is past its wait,
@@ -568,7 +617,30 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     constexpr int R = WORDS * 32 / BITS;
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
+    // Staggered start (stg > 0, with the ready queue only, which resets the counter): every
+    // grid's clusters finish their scans at once, and DRAM then idles through their serial
+    // steps (threshold, emission, refinement). So the first half of the clusters to arrive (by
+    // ticket) start at once and signal when their blocks have scanned stg/8 of their spans, and
+    // the second half start then: their scans overlap the first half's serial steps, and their
+    // own steps the first half's attention. Waiting only on clusters that took a ticket before
+    // (hence are running) cannot deadlock.
+    const int nA = ((int)gridDim.y + 1) / 2;
+    bool first = true;
+    if (stg > 0) {
+        __shared__ uint32_t s_tick;
+        if (rank == 0 && threadIdx.x == 0) s_tick = atomicAdd(&rq[RQ_STG], 1u) & 0xffffu;
+        cl.sync();
+        first = (int)*cl.map_shared_rank(&s_tick, 0) < nA;
+        if (!first) {
+            if (threadIdx.x == 0) {
+                const uint32_t target = (uint32_t)nA * (uint32_t)CL;
+                while ((ld_acquire(rq + RQ_STG) >> 16) < target) __nanosleep(256);
+            }
+            __syncthreads();
+        }
+    }
     if (!unit_sparse(a, n, k)) {   // the whole cluster: one unit, attended densely
+        if (stg > 0 && first && threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
         if (rq && rank == 0 && threadIdx.x == 0) publish_unit(rq, u);
         return;
     }
@@ -588,7 +660,14 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
 #pragma unroll
     for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
     uint16_t *kk = keys + (size_t)u * kstride;
-    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh);
+    // the first half's blocks signal when their scan reaches stg/8 of the span (at the start
+    // when the span is empty): sig_base is the first row of that scan iteration
+    int sig_base = -1;
+    if (stg > 0 && first) {
+        if (p1 > p0) sig_base = p0 + (int)((long)(p1 - p0) * min(stg, 7) / 8) / (SU * 256) * (SU * 256);
+        else if (threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
+    }
+    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh, rq, sig_base);
     TRACE(3, 1);
     // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
     cl.sync();   // every block's histogram is complete
@@ -705,6 +784,7 @@ __device__ void attn_unit_done_rq(const ds_gpu_attn_args &a, int u, int ns, int 
             rq[RQ_HEAD] = 0;
             rq[RQ_GRAB] = 0;
             rq[RQ_DONE] = 0;
+            rq[RQ_STG] = 0;
             // this grid's completion then implies k_select's (no block waited for it), so
             // whatever waits for this grid also waits for that one
             dsgpu::pdl_wait();
@@ -991,8 +1071,10 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.numAttrs = dsgpu::pdl_enabled() ? 2 : 1;
+    // staggered start: DSINFER_GPU_TUNE stg=1..7 (eighths of the first half's scan), with the queue
+    const int stg = rq ? tune("stg", 0) : 0;
     return (int)cudaLaunchKernelEx(&cfg, kern, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
-                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq);
+                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq, stg);
 }
 
 
