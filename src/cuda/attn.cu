@@ -34,9 +34,7 @@
 enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
 // The ready queue between k_select and k_attn (workspace, uint32): counters, then one slot per
 // unit in the order the units' selections finish (unit + 1; 0 = not yet).
-// RQ_STG: the staggered start of k_select (stg), tickets in the low 16 bits, the first half's
-// progress signals in the high 16.
-enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_STG, RQ_SLOTS = 4 };
+enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_SLOTS = 4 };
 
 namespace {
 
@@ -196,15 +194,16 @@ __global__ void k_label_build(ds_gpu_attn_args a, int pos0, int pos1, int row_by
 // histogram sh. WORDS: 32-bit words per label row (row_bytes / 4); BITS: label bits.
 template <int BITS, int WORDS, int SU = SCORE_SU>
 __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *q, float qsum,
-                                           uint16_t *kk, uint32_t *sh, uint32_t *rq = nullptr, int sig_base = -1) {
+                                           uint16_t *kk, uint32_t *sh) {
     const uint64_t pol_first = l2_evict_first(), pol_last = l2_evict_last();
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     // SCORE_DOT 2 (4- and 2-bit codes): q in int16 pairs for dp2a, which multiplies two of them
     // by two code bytes of a plane word (.lo: bytes 0-1, .hi: bytes 2-3) and adds into an int32:
-    // 2 instructions per 4 codes instead of 4 permutes and 4 FMAs. q's quantisation step is
-    // max|q| / 32767; the score's error from it stays under ~1e-4 of max|q| * step * 15, far
-    // inside the fp16 rounding of the 16-bit keys (gpu_check holds the selection to that).
+    // 2 instructions per 4 codes instead of 4 permutes and 4 FMAs (the 4-bit scan was bound by
+    // issue, not bytes). q is rounded to steps of max|q| / 32767, so a score moves by at most
+    // r * L * step * max|q| / 65534 (L = 15 at 4 bits), and in practice by far less than the
+    // fp16 rounding of the 16-bit keys; gpu_check holds the selection to that rounding.
     constexpr int PER = 32 / BITS, PLANES = BITS <= 8 ? 8 / BITS : 1;
     // (not for 2-bit rows of 32 bytes: 64 pairs spill more than the floats they replace)
     constexpr bool IDOT = SCORE_DOT == 2 && BITS <= 4 && WORDS * PLANES <= 16;
@@ -256,8 +255,6 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
             }
             else { lof[u4] = 0; stf[u4] = 0; }
         }
-        // k_select's staggered start: one progress signal at the iteration that starts at sig_base
-        if (base == sig_base && threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
 #pragma unroll
         for (int u4 = 0; u4 < SU; u4++) {
             const int p = base + u4 * 256 + threadIdx.x;
@@ -602,8 +599,7 @@ __device__ inline uint32_t ld_acquire(const uint32_t *p) {
 #define SEL_SU_DEEP 8
 template <int BITS, int WORDS, int SU = SCORE_SU>
 __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
-    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq,
-             int stg) {
+    k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
     TRACE(3, 0);
     // Trigger only after the wait: k_attn takes work from the ready queue as soon as it starts,
     // and the queue is shared by every call on this workspace. Once this grid is past its wait,
@@ -617,30 +613,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     constexpr int R = WORDS * 32 / BITS;
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
-    // Staggered start (stg > 0, with the ready queue only, which resets the counter): every
-    // grid's clusters finish their scans at once, and DRAM then idles through their serial
-    // steps (threshold, emission, refinement). So the first half of the clusters to arrive (by
-    // ticket) start at once and signal when their blocks have scanned stg/8 of their spans, and
-    // the second half start then: their scans overlap the first half's serial steps, and their
-    // own steps the first half's attention. Waiting only on clusters that took a ticket before
-    // (hence are running) cannot deadlock.
-    const int nA = ((int)gridDim.y + 1) / 2;
-    bool first = true;
-    if (stg > 0) {
-        __shared__ uint32_t s_tick;
-        if (rank == 0 && threadIdx.x == 0) s_tick = atomicAdd(&rq[RQ_STG], 1u) & 0xffffu;
-        cl.sync();
-        first = (int)*cl.map_shared_rank(&s_tick, 0) < nA;
-        if (!first) {
-            if (threadIdx.x == 0) {
-                const uint32_t target = (uint32_t)nA * (uint32_t)CL;
-                while ((ld_acquire(rq + RQ_STG) >> 16) < target) __nanosleep(256);
-            }
-            __syncthreads();
-        }
-    }
     if (!unit_sparse(a, n, k)) {   // the whole cluster: one unit, attended densely
-        if (stg > 0 && first && threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
         if (rq && rank == 0 && threadIdx.x == 0) publish_unit(rq, u);
         return;
     }
@@ -660,14 +633,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
 #pragma unroll
     for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
     uint16_t *kk = keys + (size_t)u * kstride;
-    // the first half's blocks signal when their scan reaches stg/8 of the span (at the start
-    // when the span is empty): sig_base is the first row of that scan iteration
-    int sig_base = -1;
-    if (stg > 0 && first) {
-        if (p1 > p0) sig_base = p0 + (int)((long)(p1 - p0) * min(stg, 7) / 8) / (SU * 256) * (SU * 256);
-        else if (threadIdx.x == 0) atomicAdd(&rq[RQ_STG], 1u << 16);
-    }
-    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh, rq, sig_base);
+    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh);
     TRACE(3, 1);
     // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
     cl.sync();   // every block's histogram is complete
@@ -784,7 +750,6 @@ __device__ void attn_unit_done_rq(const ds_gpu_attn_args &a, int u, int ns, int 
             rq[RQ_HEAD] = 0;
             rq[RQ_GRAB] = 0;
             rq[RQ_DONE] = 0;
-            rq[RQ_STG] = 0;
             // this grid's completion then implies k_select's (no block waited for it), so
             // whatever waits for this grid also waits for that one
             dsgpu::pdl_wait();
@@ -1071,10 +1036,8 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.numAttrs = dsgpu::pdl_enabled() ? 2 : 1;
-    // staggered start: DSINFER_GPU_TUNE stg=1..7 (eighths of the first half's scan), with the queue
-    const int stg = rq ? tune("stg", 0) : 0;
     return (int)cudaLaunchKernelEx(&cfg, kern, *a, (uint16_t *)(ws + p.off_keys), p.kstride,
-                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq, stg);
+                                   (int32_t *)(ws + p.off_sel), p.k_cap, (uint32_t *)(ws + p.off_cand), rq);
 }
 
 
