@@ -198,38 +198,12 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
     const uint64_t pol_first = l2_evict_first(), pol_last = l2_evict_last();
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
-    // SCORE_DOT 2 (4- and 2-bit codes): q in int16 pairs for dp2a, which multiplies two of them
-    // by two code bytes of a plane word (.lo: bytes 0-1, .hi: bytes 2-3) and adds into an int32:
-    // 2 instructions per 4 codes instead of 4 permutes and 4 FMAs (the 4-bit scan was bound by
-    // issue, not bytes). q is rounded to steps of max|q| / 32767, so a score moves by at most
-    // r * L * step * max|q| / 65534 (L = 15 at 4 bits), and in practice by far less than the
-    // fp16 rounding of the 16-bit keys; gpu_check holds the selection to that rounding.
-    constexpr int PER = 32 / BITS, PLANES = BITS <= 8 ? 8 / BITS : 1;
-    // (not for 2-bit rows of 32 bytes: 64 pairs spill more than the floats they replace)
-    constexpr bool IDOT = SCORE_DOT == 2 && BITS <= 4 && WORDS * PLANES <= 16;
-    constexpr int NP = IDOT ? WORDS * PLANES * 2 : 1;
-    int qp[NP];
-    float qs = 0;
-    if constexpr (IDOT) {
-        float mx = 0;
-#pragma unroll
-        for (int j = 0; j < WORDS * PER; j++) mx = fmaxf(mx, fabsf(q[j]));
-        qs = mx > 0 ? mx / 32767.0f : 0.0f;
-        const float inv = mx > 0 ? 32767.0f / mx : 0.0f;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++)
-#pragma unroll
-            for (int pl = 0; pl < PLANES; pl++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int c0 = i * PER + 2 * h * PLANES + pl, c1 = c0 + PLANES;   // bytes 2h, 2h+1
-                    const int v0 = (int)rintf(fminf(fmaxf(q[c0] * inv, -32767.0f), 32767.0f));
-                    const int v1 = (int)rintf(fminf(fmaxf(q[c1] * inv, -32767.0f), 32767.0f));
-                    qp[(i * PLANES + pl) * 2 + h] = (int)(((uint32_t)v0 & 0xffffu) | ((uint32_t)v1 << 16));
-                }
-    } else {
-        qp[0] = 0;
-    }
+    // SCORE_DOT 2: 4- and 2-bit codes by dp2a against q in int16 pairs (CodeDot, attn_impl.cuh)
+    using CD = CodeDot<BITS, WORDS>;
+    constexpr bool IDOT = SCORE_DOT == 2 && CD::ON;
+    int qp[CD::NP];
+    float qstep = 0;
+    if constexpr (IDOT) qstep = CD::pack([&](int j) { return q[j]; }, qp);
     // SU rows per thread in flight: their loads are all issued before the first is used
     for (int base = p0; base < p1; base += SU * 256) {
         uint32_t w[SU][WORDS];
@@ -274,20 +248,12 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
                 // as they are, so dot = sum q f = qsum/2 + (sum q c)/256 costs a permute and an
                 // FMA per code; the half-offset is removed once per row (fp32 keeps ~20 of its
                 // 24 bits through that subtraction; the keys hold 11).
+                constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
                 constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
                 constexpr bool HALF = SCORE_DOT >= 1 && BITS <= 4 && !IDOT;
                 float dot = 0;
                 if constexpr (IDOT) {
-                    int id0 = 0, id1 = 0;   // two chains: dp2a's latency, not its rate, would bind one
-#pragma unroll
-                    for (int i = 0; i < WORDS; i++)
-#pragma unroll
-                        for (int pl = 0; pl < PLANES; pl++) {
-                            const int bytes = (int)((w[u4][i] >> (pl * BITS)) & M);
-                            id0 = __dp2a_lo(qp[(i * PLANES + pl) * 2], bytes, id0);
-                            id1 = __dp2a_hi(qp[(i * PLANES + pl) * 2 + 1], bytes, id1);
-                        }
-                    dot = (float)(id0 + id1) * qs;
+                    dot = CD::dot(w[u4], qp, qstep);
                 } else
 #pragma unroll
                 for (int i = 0; i < WORDS; i++)

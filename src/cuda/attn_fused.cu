@@ -71,6 +71,11 @@ __device__ void fused_score(const ds_gpu_attn_args &a, int u, int p0, int p1, co
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     float qsum = 0;
+    // 4- and 2-bit codes by dp2a (CodeDot) where q fits in registers (<= 32 channels)
+    using CD = CodeDot<BITS, WORDS>;
+    constexpr bool IDOT = CD::ON && BITS == 4 && WORDS == 4;
+    int qp[CD::NP];
+    float qstep = 0;
     for (int base = p0, first = 1; first || base < p1; base += FUSED_SU * FUSED_THREADS, first = 0) {
         uint32_t w[FUSED_SU][WORDS];
         float lof[FUSED_SU], stf[FUSED_SU];
@@ -97,13 +102,18 @@ __device__ void fused_score(const ds_gpu_attn_args &a, int u, int p0, int p1, co
                 } else { lof[s] = 0; stf[s] = 0; }
             }
         }
-        if (first) qsum = prep();
+        if (first) {
+            qsum = prep();
+            if constexpr (IDOT) qstep = CD::pack([&](int j) { return q[j]; }, qp);
+        }
         if (base >= p1) break;
 #pragma unroll
         for (int s = 0; s < FUSED_SU; s++) {
             const int p = base + s * FUSED_THREADS + threadIdx.x;
             if (p >= p1) continue;
-            const float dot = fused_dot<BITS, WORDS>(w[s], q);
+            float dot;
+            if constexpr (IDOT) dot = CD::dot(w[s], qp, qstep);
+            else dot = fused_dot<BITS, WORDS>(w[s], q);
             const uint32_t key = score_key(BITS == 16 ? dot : stf[s] * dot + lof[s] * qsum);
             keys[p - p0] = (uint16_t)key;
             atomicAdd(&hist[key >> LOW_BITS], 1u);

@@ -109,6 +109,56 @@ __device__ inline uint32_t score_key(float s) {
     return (u & 0x8000) ? (~u & 0xffff) : (u | 0x8000);
 }
 
+// ---- 4- and 2-bit label codes by integer dot products (k_select's scan, k_fused's) ----
+// q is rounded to int16 in pairs, and dp2a multiplies a pair by two code bytes of a masked
+// plane word (.lo: bytes 0-1, .hi: bytes 2-3) into an int32: 2 instructions per 4 codes where
+// the float path needs 4 byte permutes and 4 FMAs (the 4-bit scan was bound by issue, not
+// bytes). Byte j of plane pl of word i is channel i * PER + j * PLANES + pl. The rounding step
+// is max|q| / 32767, so a score moves by at most r * L * step * max|q| / 65534 (L = 15 at 4
+// bits), in practice by far less than the fp16 rounding of the 16-bit keys (gpu_check holds
+// the selection to that rounding). Not for 2-bit rows of 32 bytes: 64 pairs spill.
+template <int BITS, int WORDS>
+struct CodeDot {
+    static constexpr int PER = 32 / BITS, PLANES = BITS <= 8 ? 8 / BITS : 1;
+    static constexpr bool ON = BITS <= 4 && WORDS * PLANES <= 16;
+    static constexpr int NP = ON ? WORDS * PLANES * 2 : 1;   // int16 pairs
+    static constexpr uint32_t M = BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+
+    // q(j), j < WORDS * PER: the float query at label channel j; returns the rounding step
+    template <typename Q>
+    __device__ __forceinline__ static float pack(Q q, int (&qp)[NP]) {
+        float mx = 0;
+#pragma unroll
+        for (int j = 0; j < WORDS * PER; j++) mx = fmaxf(mx, fabsf(q(j)));
+        const float inv = mx > 0 ? 32767.0f / mx : 0.0f;
+#pragma unroll
+        for (int i = 0; i < WORDS; i++)
+#pragma unroll
+            for (int pl = 0; pl < PLANES; pl++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c0 = i * PER + 2 * h * PLANES + pl, c1 = c0 + PLANES;   // bytes 2h, 2h+1
+                    const int v0 = (int)rintf(fminf(fmaxf(q(c0) * inv, -32767.0f), 32767.0f));
+                    const int v1 = (int)rintf(fminf(fmaxf(q(c1) * inv, -32767.0f), 32767.0f));
+                    qp[(i * PLANES + pl) * 2 + h] = (int)(((uint32_t)v0 & 0xffffu) | ((uint32_t)v1 << 16));
+                }
+        return mx > 0 ? mx / 32767.0f : 0.0f;
+    }
+    // sum over the row's channels of q * code, from the packed pairs and their step
+    __device__ __forceinline__ static float dot(const uint32_t (&w)[WORDS], const int (&qp)[NP], float step) {
+        int d0 = 0, d1 = 0;   // two chains: dp2a's latency, not its rate, would bind one
+#pragma unroll
+        for (int i = 0; i < WORDS; i++)
+#pragma unroll
+            for (int pl = 0; pl < PLANES; pl++) {
+                const int bytes = (int)((w[i] >> (pl * BITS)) & M);
+                d0 = __dp2a_lo(qp[(i * PLANES + pl) * 2], bytes, d0);
+                d1 = __dp2a_hi(qp[(i * PLANES + pl) * 2 + 1], bytes, d1);
+            }
+        return (float)(d0 + d1) * step;
+    }
+};
+
 // ---- L2 eviction hints (sm_80+) ----
 // The selection streams the label cache once, and the score keys it writes are read back by
 // the same call's emit pass. The label stream is loaded "evict first" and not allocated in L1,
