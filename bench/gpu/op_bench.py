@@ -190,7 +190,7 @@ def paper_pipeline(mod, B, n, H, d, r, k, ours):
 
 def trace_timeline(a, H, Hkv, d):
     """Phase timestamps that every block's thread 0 wrote (src/cuda/attn.cu, TRACE), one plain
-    DS call per shape: when blocks start (the launch ramp), how long each phase takes, and
+    DS call per shape (labels as --trace-labels R@BITS): when blocks start (the launch ramp), how long each phase takes, and
     when the kernel's last block ends, in microseconds from the first block's start."""
     SLOTS, REGION = 8, 1 << 16
     buf = torch.zeros(5 * REGION * SLOTS, dtype=torch.int64, device="cuda")
@@ -203,7 +203,8 @@ def trace_timeline(a, H, Hkv, d):
                           "block partial", "merged (leader)"])]
     for B in map(int, a.batches.split(",")):
         for n in map(int, a.ctx.split(",")):
-            s = Ours(B, n, H, Hkv, d, 8, 16, 1 / 16)
+            r, bits = map(int, a.trace_labels.split("@"))
+            s = Ours(B, n, H, Hkv, d, r, bits, 1 / 16)
             for _ in range(3):
                 s.ds()
             torch.cuda.synchronize()
@@ -213,7 +214,7 @@ def trace_timeline(a, H, Hkv, d):
             t = buf.view(5, REGION, SLOTS).cpu()
             valid = [t[r][t[r][:, 0] > 0] for r in range(5)]
             t0 = min(v[:, 0].min().item() for v in valid if len(v))
-            print(f"== B={B} n={n}: " + ", ".join(f"{len(valid[r])} {names[r][0]} blocks" for r in range(5)))
+            print(f"== B={B} n={n} r{r}@{bits}: " + ", ".join(f"{len(valid[r])} {names[r][0]} blocks" for r in range(5)))
             for r in range(5):
                 v = valid[r].double()
                 if not len(v):
@@ -248,7 +249,8 @@ def main():
     ap.add_argument("--profile", action="store_true", help="per-kernel device times (torch.profiler) instead of the table")
     ap.add_argument("--variants", default="dense,ds16,ds4", help="--profile: which of dense, ds16 (r8@16), ds4 (r32@4)")
     ap.add_argument("--trace", action="store_true",
-                    help="per-block phase timeline of one DS r8@16 call (needs the -DDS_TRACE library, libdsattn-trace.so)")
+                    help="per-block phase timeline of one DS call (needs the -DDS_TRACE library, libdsattn-trace.so)")
+    ap.add_argument("--trace-labels", default="8@16", help="--trace: label channels @ bits (default 8@16)")
     a = ap.parse_args()
     global LIB
     LIB = ctypes.CDLL(os.path.abspath(a.lib))
