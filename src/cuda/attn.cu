@@ -977,9 +977,9 @@ int select_cluster(int max_len, int units, int resident, const int *clusters) {
 // SMs overstates it: a cluster's blocks must share a GPC, and with 4-bit labels (64 registers,
 // 4 blocks per SM) 128 clusters of 4 did not all start at once at B=4/16K (bench/NOTES.md,
 // 2026-12-04).
-// The first call may come while a decode step is being captured into a graph, where the default
-// (global) capture mode refuses this query (the fallback bound then stayed in force for the
-// whole run: measured end to end, 2026-12-04), so the thread's mode is relaxed around it.
+// The first call usually comes while a decode step is being captured into a graph; in the
+// global capture mode calls that are not capture-safe fail, so the thread's mode is relaxed
+// around the query (a failed query would leave the per-SM bound in force for the whole run).
 template <typename Kern>
 void cluster_capacity(Kern kern, int *clusters) {
     cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
