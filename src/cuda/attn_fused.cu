@@ -71,7 +71,8 @@ __device__ void fused_score(const ds_gpu_attn_args &a, int u, int p0, int p1, co
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
     float qsum = 0;
-    // 4- and 2-bit codes by dp2a (CodeDot) where q fits in registers (<= 32 channels)
+    // 4-bit rows of 16 bytes (r32@4) by dp2a (CodeDot); the other code formats keep the float
+    // dot: with dp2a for all of them this kernel, which serves every format, spilled
     using CD = CodeDot<BITS, WORDS>;
     constexpr bool IDOT = CD::ON && BITS == 4 && WORDS == 4;
     int qp[CD::NP];
