@@ -29,8 +29,17 @@ NVFLAGS ?= -O3 -std=c++17 -Iinclude -Isrc -gencode arch=compute_90,code=sm_90 \
            -gencode arch=compute_90,code=compute_90
 endif
 
-.PHONY: all test asan fuzz clean demo bench gpu-check gpu-build
+.PHONY: all test asan fuzz clean demo bench gpu-check gpu-build FORCE
 all: $(BIN)
+
+# The commit this build comes from ("+changes" when src/include/tools differ from it), for
+# `dsinfer --version` and the result files eval writes. Rewritten only when it changes, so a
+# new commit recompiles the few files that include it and nothing else.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@v="$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src include tools 2>/dev/null || echo +changes)"; \
+	printf '#define DS_BUILD_COMMIT "%s"\n' "$$v" > $@.tmp; cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+FORCE:
 
 $(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)
@@ -44,13 +53,13 @@ $(LIB): $(OBJ) $(CUOBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/dsinfer.h
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/dsinfer.h $(BUILD)/version.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -I$(BUILD) -c $< -o $@
 
-$(BIN): tools/dsinfer.c $(TOOLOBJ) $(LIB)
+$(BIN): tools/dsinfer.c $(TOOLOBJ) $(LIB) $(BUILD)/version.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itools $< $(TOOLOBJ) $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itools -I$(BUILD) $< $(TOOLOBJ) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%.o: tests/%.c tests/test.h $(wildcard src/*.h tools/*.h) include/dsinfer.h
 	@mkdir -p $(dir $@)

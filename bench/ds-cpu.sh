@@ -32,7 +32,7 @@ for d in ${DEPTHS//,/ }; do
     ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --dense >> "$raw"
     ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --ds --ds-tokens 1/16 "${CH[@]}" >> "$raw"
 done
-python3 - "$raw" "$MODEL" "$THREADS" "$(git rev-parse --short HEAD)" "${out%.md}.svg" "${ARGS[@]}" > "$out" <<'PY'
+python3 - "$raw" "$MODEL" "$THREADS" "$(./dsinfer --version | cut -d" " -f2)" "${out%.md}.svg" "${ARGS[@]}" > "$out" <<'PY'
 import re, sys, datetime, os
 raw, model, threads, commit, svg = sys.argv[1:6]
 rows, method, bw = {}, None, None

@@ -59,5 +59,5 @@ for r in $(seq 1 "$ROUNDS"); do
     ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 512 --tg 128 --depths "$DEPTHS" -r 3 | tee "$outdir/.ds$r.txt" >> "$raw"
 done
 python3 bench/vs_llamacpp_table.py --rounds "$ROUNDS" --dir "$outdir" --model "$MODEL" --threads "$THREADS" \
-    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" > "$outdir/cpu-vs-llamacpp-$host.md"
+    --commit "$(./dsinfer --version | cut -d" " -f2)" > "$outdir/cpu-vs-llamacpp-$host.md"
 cat "$outdir/cpu-vs-llamacpp-$host.md"

@@ -68,7 +68,7 @@ dense=$(awk -F, '$1 == "dense" {print $3}' "$csv")
 {
     echo "# Where Double Sparsity loses perplexity: $(basename "$MODEL")"
     echo
-    echo "- date $(date -u +%Y-%m-%d), binary built at commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); Jane Austen, paper protocol, one window of $WINDOW tokens, k = $TOKENS tokens per step, shared GQA selection, no dense layers; calibration: the model's sidecar (see its text identity with \`dsinfer inspect\`)"
+    echo "- date $(date -u +%Y-%m-%d), binary built at commit $("$BIN" --version | cut -d" " -f2); Jane Austen, paper protocol, one window of $WINDOW tokens, k = $TOKENS tokens per step, shared GQA selection, no dense layers; calibration: the model's sidecar (see its text identity with \`dsinfer inspect\`)"
     echo "- command: \`eval/ds-diagnose.sh -m MODEL --window $WINDOW --tokens $TOKENS --stats $STATS -t $THREADS\`; raw rows in $NAME.csv"
     echo
     echo "| selection | perplexity | vs dense |"

@@ -54,7 +54,7 @@ for meth in ${METHODS//,/ }; do
         [ "$meth" = dense ] && break
     done
 done
-python3 - "$csv" "$MODEL" "$WINDOW" "$CHUNKS" "$EXTRA" "$(git rev-parse --short HEAD)" > "$md" <<'PY'
+python3 - "$csv" "$MODEL" "$WINDOW" "$CHUNKS" "$EXTRA" "$("$BIN" --version | cut -d" " -f2)" > "$md" <<'PY'
 import csv, sys, os, datetime
 path, model, window, chunks, extra, commit = sys.argv[1:7]
 rows = list(csv.DictReader(open(path)))

@@ -90,7 +90,7 @@ for b in ${BUDGETS//,/ }; do
     done
 done
 
-python3 - "$csv" "$MODEL" "$WINDOW" "$CHUNKS" "$(git rev-parse --short HEAD)" "eval/results/$NAME" <<'PY'
+python3 - "$csv" "$MODEL" "$WINDOW" "$CHUNKS" "$("$BIN" --version | cut -d" " -f2)" "eval/results/$NAME" <<'PY'
 import csv, sys, os, datetime
 path, model, window, chunks, commit, out = sys.argv[1:7]
 rows = list(csv.DictReader(open(path)))

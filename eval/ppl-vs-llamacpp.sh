@@ -41,7 +41,7 @@ paper=$(echo "$paper_line" | awk '{print $2}')
 {
     echo "# Dense perplexity, Jane Austen (r-cran-janeaustenr), $(basename "$MODEL")"
     echo
-    echo "- date $(date -u +%F), dsinfer commit $(git rev-parse --short HEAD), $(nproc) cores, $THREADS threads"
+    echo "- date $(date -u +%F), dsinfer commit $(./dsinfer --version | cut -d" " -f2), $(nproc) cores, $THREADS threads"
     echo "- text sha256 $(cut -d' ' -f1 "$TEXT.sha256" 2>/dev/null || sha256sum "$TEXT" | cut -d' ' -f1)"
     echo "- command: eval/ppl-vs-llamacpp.sh --chunks $CHUNKS --paper-windows $PAPER_WIN (raw output beside this file)"
     echo

@@ -12,6 +12,7 @@
 #include "dsinfer.h"
 #include "eval.h"
 #include "gen_model.h"
+#include "version.h"   /* DS_BUILD_COMMIT, written by the Makefile */
 
 #include <errno.h>
 #include <limits.h>
@@ -96,6 +97,7 @@ static void usage(FILE *f) {
         "  eval        retrieval accuracy (passkey, lines, RULER-like) per attention method x budget\n"
         "  fidelity    KL(dense||sparse), top-1 agreement and perplexity per method x budget (-f TEXT)\n"
         "  gen-model   write a GGUF of random weights at real model shapes (-o FILE; gen-model --help)\n"
+        "  --version   the commit this binary was built from, and its backends\n"
         "common options:\n"
         "  -m, --model PATH      GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)\n"
         "  -t, --threads N       CPU threads (default: every CPU this process may use)\n"
@@ -942,6 +944,14 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 1; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+#ifdef DS_CUDA
+        printf("dsinfer %s (CPU and CUDA backends)\n", DS_BUILD_COMMIT);
+#else
+        printf("dsinfer %s (CPU backend)\n", DS_BUILD_COMMIT);
+#endif
+        return 0;
+    }
     if (!strcmp(cmd, "gen-model")) return ds_cmd_gen_model(argc - 1, argv + 1);  /* own flags: before parse() */
     opts o;
     parse(argc, argv, 2, &o);

@@ -9,6 +9,7 @@
  * from bit-identical caches and only differ in what their decode steps attend to. */
 #include "eval.h"
 #include "plot.h"
+#include "version.h"   /* DS_BUILD_COMMIT, written by the Makefile */
 
 #include <errno.h>
 #include <math.h>
@@ -351,16 +352,6 @@ static void model_base(const char *path, char *out, size_t cap) {
     if (n > 5 && !strcmp(out + n - 5, ".gguf")) out[n - 5] = 0;
 }
 
-/* The short commit of the working directory's repository, "" if there is none. */
-static void git_commit(char *out, size_t cap) {
-    out[0] = 0;
-    FILE *p = popen("git rev-parse --short HEAD 2>/dev/null", "r");
-    if (!p) return;
-    if (fgets(out, (int)cap, p)) out[strcspn(out, "\r\n")] = 0;
-    else out[0] = 0;
-    pclose(p);
-}
-
 /* This process's command line, to record how a result file was made. */
 static void command_line(char *out, size_t cap) {
     out[0] = 0;
@@ -378,21 +369,20 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
     const ds_model_info *info = ds_model_get_info(m);
     const ds_sparse_opts *o = &cfg->sp;
     int r = o->channels ? o->channels : ds_sparse_default_channels(info->head_dim, o->label_bits ? o->label_bits : 4);
-    char dl[256] = "none", commit[64], date[64], mb[256];
+    char dl[256] = "none", date[64], mb[256];
     for (int i = 0, n = 0; i < o->n_dense_layers; i++)
         n += snprintf(dl + n, sizeof dl - (size_t)n, "%s%d", i ? "," : "", o->dense_layers[i]);
-    git_commit(commit, sizeof commit);
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
     model_base(cfg->model_path, mb, sizeof mb);
     snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, r %d, b %d, stat %s, labels %s, group %s, dense layers %s, "
-             "min context %d, threads %d, date %s, commit %s", mb, info->name[0] ? info->name : info->arch, what,
+             "min context %d, threads %d, date %s, binary built at commit %s", mb, info->name[0] ? info->name : info->arch, what,
              (unsigned long long)cfg->seed, cfg->budgets, r, o->label_bits,
              o->stat >= 0 ? ds_sparse_stat_name(o->stat) : "qk",
              o->label_norm > 0 ? "normalised" : o->label_norm == 0 ? "raw" : "normalised if the calibration has moments",
              o->per_head ? "per-head" : "shared", dl, o->min_context > 0 ? o->min_context : 0,
              cfg->n_threads > 0 ? cfg->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
-             date, commit[0] ? commit : "unknown");
+             date, DS_BUILD_COMMIT);
 }
 
 static FILE *open_out(const ds_eval_config *cfg, const char *name, const char *ext, char *path, size_t cap) {

@@ -29,6 +29,7 @@ Prints one line per check and ends with "N passed, N failed[, N skipped]".
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,20 @@ def check_generated(dsinfer):
                    f"(<= {bound:.2e}); logit sd {float(ref.std(axis=1).mean()):.2f}")
 
 
+def check_version(dsinfer):
+    """`dsinfer --version` names the commit the binary was built from (result files cite it)."""
+    r = subprocess.run([dsinfer, "--version"], capture_output=True, text=True)
+    m = re.match(r"dsinfer ([0-9a-f]{7,})(\+changes)? \(CPU", r.stdout)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if r.returncode != 0 or not m:
+        report(False, "cli --version", f"exit {r.returncode}, output {r.stdout.strip()!r}")
+    elif head.returncode == 0 and head.stdout.strip():
+        report(m.group(1) == head.stdout.strip(), "cli --version",
+               f"{r.stdout.strip()!r}, checkout at {head.stdout.strip()}")
+    else:
+        report(True, "cli --version", f"{r.stdout.strip()!r} (no git here to compare with)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsinfer", default="./dsinfer")
@@ -158,6 +173,7 @@ def main():
         print("  skip qwen2.5: set DSINFER_TEST_QWEN=1 to run (needs scripts/fetch-model qwen2.5-coder-1.5b)")
         skipped += 1
     check_generated(args.dsinfer)
+    check_version(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
     return 0 if all(results) else 1
 
