@@ -190,8 +190,9 @@ def paper_pipeline(mod, B, n, H, d, r, k, ours):
 
 def trace_timeline(a, H, Hkv, d):
     """Phase timestamps that every block's thread 0 wrote (src/cuda/attn.cu, TRACE), one plain
-    DS call per shape (labels as --trace-labels R@BITS): when blocks start (the launch ramp), how long each phase takes, and
-    when the kernel's last block ends, in microseconds from the first block's start."""
+    DS call per shape (labels as --trace-labels R@BITS): when blocks start (the launch ramp),
+    how long each phase takes, and when the kernel's last block ends, in microseconds from the
+    first block's start."""
     SLOTS, REGION = 8, 1 << 16
     buf = torch.zeros(5 * REGION * SLOTS, dtype=torch.int64, device="cuda")
     check(LIB.ds_gpu_attn_trace(ctypes.c_void_p(buf.data_ptr())), "trace")
