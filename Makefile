@@ -32,12 +32,16 @@ endif
 .PHONY: all test asan fuzz clean demo bench gpu-check gpu-build FORCE
 all: $(BIN)
 
+# $(call build_commit,PATHS): the short HEAD, plus "+changes" when PATHS differ from it (shell
+# text for a recipe; version.h and gpu-build's COMMIT both use it)
+build_commit = $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- $(1) 2>/dev/null || echo +changes)
+
 # The commit this build comes from ("+changes" when src/include/tools differ from it), for
 # `dsinfer --version` and the result files eval writes. Rewritten only when it changes, so a
 # new commit recompiles the few files that include it and nothing else.
 $(BUILD)/version.h: FORCE
 	@mkdir -p $(dir $@)
-	@v="$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src include tools 2>/dev/null || echo +changes)"; \
+	@v="$(call build_commit,src include tools)"; \
 	printf '#define DS_BUILD_COMMIT "%s"\n' "$$v" > $@.tmp; cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 FORCE:
 
@@ -103,7 +107,7 @@ gpu-build:
 	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
 	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
 	@# the commit the build came from (the GPU machine's copy of the tree has no current history)
-	@echo "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src include tools tests bench 2>/dev/null || echo +changes)" > build-cuda/COMMIT
+	@echo "$(call build_commit,src include tools tests bench)" > build-cuda/COMMIT
 gpu-check: gpu-build
 	build-cuda/gpu_check
 

@@ -960,12 +960,12 @@ int launch_score(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_
 // least 2048 positions. DSINFER_GPU_TUNE cl=N overrides. (Clusters of 16, a non-portable
 // size, were tried for few units, B=1 at 64K leaving 2 blocks per SM at CL=8, and measured
 // 1.7-2 us slower there: bench/NOTES.md, 2026-12-03.)
-// clusters[i]: how many clusters of 2^i blocks can be resident at once (cudaOccupancyMax-
-// ActiveClusters; 0 = unknown, then blocks per SM times SMs is the bound).
+// clusters[i]: how many clusters of 2^i blocks (i = 1..3) can be resident at once
+// (cudaOccupancyMaxActiveClusters; 0 = unknown, then blocks per SM times SMs is the bound).
 int select_cluster(int max_len, int units, int resident, const int *clusters) {
-    auto fits = [&](int c) {
-        const int i = c == 8 ? 3 : c == 4 ? 2 : c == 2 ? 1 : 0;
-        return clusters[i] > 0 ? units <= clusters[i] : (long)units * c <= (long)resident * sm_count();
+    auto fits = [&](int c) {   // c = 2, 4 or 8
+        const int n = clusters[__builtin_ctz(c)];
+        return n > 0 ? units <= n : (long)units * c <= (long)resident * sm_count();
     };
     int c = CL_MAX;
     while (c > 1 && (!fits(c) || (long)c * 2048 > max_len)) c /= 2;
@@ -973,7 +973,7 @@ int select_cluster(int max_len, int units, int resident, const int *clusters) {
     return t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
 }
 
-// Resident clusters of 1, 2, 4 and 8 blocks of 256 threads for kernel kern. Blocks per SM times
+// Resident clusters of 2, 4 and 8 blocks of 256 threads for kernel kern (clusters[1..3]). Blocks per SM times
 // SMs overstates it: a cluster's blocks must share a GPC, and with 4-bit labels (64 registers,
 // 4 blocks per SM) 128 clusters of 4 did not all start at once at B=4/16K (bench/NOTES.md,
 // 2026-12-04).
@@ -984,7 +984,7 @@ template <typename Kern>
 void cluster_capacity(Kern kern, int *clusters) {
     cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
     cudaThreadExchangeStreamCaptureMode(&mode);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 1; i < 4; i++) {
         cudaLaunchConfig_t cfg;
         memset(&cfg, 0, sizeof cfg);
         cudaLaunchAttribute at;
@@ -1020,8 +1020,8 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     cfg.blockDim = dim3(256);
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    static int clusters[4] = {-1};
-    if (clusters[0] < 0) cluster_capacity(k_select<BITS, WORDS>, clusters);
+    static int clusters[4] = {0}, queried = 0;
+    if (!queried) { cluster_capacity(k_select<BITS, WORDS>, clusters); queried = 1; }
     const int CL = select_cluster(a->max_len, p.U, occ, clusters);
     // Twice the label rows in flight per thread where each block scans >= 32K positions and the
     // grid still fits in one wave with the deeper kernel's registers (label rows of up to 16

@@ -74,7 +74,7 @@ __device__ void fused_score(const ds_gpu_attn_args &a, int u, int p0, int p1, co
     // 4-bit rows of 16 bytes (r32@4) by dp2a (CodeDot); the other code formats keep the float
     // dot: with dp2a for all of them this kernel, which serves every format, spilled
     using CD = CodeDot<BITS, WORDS>;
-    constexpr bool IDOT = CD::ON && BITS == 4 && WORDS == 4;
+    constexpr bool IDOT = BITS == 4 && WORDS == 4;
     int qp[CD::NP];
     float qstep = 0;
     for (int base = p0, first = 1; first || base < p1; base += FUSED_SU * FUSED_THREADS, first = 0) {
