@@ -1100,8 +1100,8 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
         // queue compiled in (the pipelined kernel); DSINFER_GPU_TUNE norq=1 turns it off. Only
         // for long caches: measured 1-4% faster at 64K (B=1 and 8), level or up to 2 us slower
         // at 4K-16K, where the queue's atomics and polling cost more than the overlap returns
-        // (bench/NOTES.md, 2026-12-03)
-        uint32_t *rq = (parts & 3) && (parts & 4) && attn_pipe() && a->max_len >= 32768 && !tune("norq", 0)
+        // (bench/NOTES.md, 2026-12-03; rq=1 forces it at any length: level at B=4/16K, 2026-12-04)
+        uint32_t *rq = (parts & 3) && (parts & 4) && attn_pipe() && (a->max_len >= 32768 || tune("rq", 0)) && !tune("norq", 0)
                            ? (uint32_t *)(ws + p.off_rq)
                            : nullptr;
         if (parts == 7 && (e = run_fused(a, p, ws, st)) >= 0) return e;   // short caches: one kernel

@@ -286,6 +286,15 @@ __global__ void k_fill_float(float *p, size_t n, float v) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) p[i] = v;
 }
 
+// PIPE GEMVs load their first iteration's weights into registers before the PDL wait (1), or
+// after it (0; k_gemv_mma then prefetches them into L2 before the wait). Weights never depend on
+// the previous kernel, so a block that is resident early has its first loads back by the time x
+// is ready. Measured on the H200 (bench/NOTES.md, 2026-12-04), Llama-2-7B shape at 16K, 0 -> 1:
+// DS step B=1 4.80 -> 4.60 ms, B=4 5.40 -> 5.28, B=8 6.31 -> 6.16; dense B=4 11.89 -> 11.75.
+#ifndef GEMV_EARLY
+#define GEMV_EARLY 1
+#endif
+
 // Decode GEMV for up to 8 rows: the weights are read once, 16 bytes per lane per load, each
 // warp owning RPW output rows with UN loads in flight per row; x (a few KB) is read through L1.
 // cuBLAS reached 67-84% of the weight bytes' floor for these shapes (bench/NOTES.md).
@@ -293,6 +302,20 @@ template <int NB, int RPW, int UN, bool PIPE = false>
 __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int out, int in, const __half *__restrict__ x,
                                               float *__restrict__ y) {
     const int row0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * RPW, lane = threadIdx.x & 31;   // warp-uniform
+    const int n8 = in / 8;   // 16-byte chunks per row (in % 8 == 0 checked by the caller)
+    // PIPE: the next iteration's weights are loaded before this one's are used (as k_gemv_mma);
+    // the first iteration's before the PDL wait (weights do not depend on the predecessor)
+    uint4 wn[RPW][UN];
+    auto first = [&]() {
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int u = 0; u < UN; u++) {
+                const int c = lane + u * 32;
+                wn[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
+            }
+    };
+    if (PIPE && GEMV_EARLY) first();
     pdl_trigger();
     pdl_wait();
     if (row0 >= out) return;
@@ -301,17 +324,7 @@ __global__ void __launch_bounds__(256) k_gemv(const __half *__restrict__ W, int 
     for (int r = 0; r < RPW; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++) acc[r][b] = 0;
-    const int n8 = in / 8;   // 16-byte chunks per row (in % 8 == 0 checked by the caller)
-    // PIPE: the next iteration's weights are loaded before this one's are used (as k_gemv_mma)
-    uint4 wn[RPW][UN];
-    if (PIPE)
-#pragma unroll
-        for (int r = 0; r < RPW; r++)
-#pragma unroll
-            for (int u = 0; u < UN; u++) {
-                const int c = lane + u * 32;
-                wn[r][u] = (row0 + r < out && c < n8) ? __ldcs((const uint4 *)(W + (size_t)(row0 + r) * in) + c) : make_uint4(0, 0, 0, 0);
-            }
+    if (PIPE && !GEMV_EARLY) first();
     for (int c0 = lane; c0 < n8; c0 += 32 * UN) {
         uint4 w[RPW][UN];
 #pragma unroll
@@ -384,7 +397,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 // WARPS is chosen per matrix so the grid runs in one wave (mma_warps()): with a fixed 8 warps
 // the 4096-row projections left most warp slots empty and the wide ones ran ~2 waves with a
 // half-empty tail.
-// With PDL the block prefetches its first weight chunks into L2 before waiting for x.
+// With PDL the block loads its first weight chunks before waiting for x (GEMV_EARLY).
 // SWIGLU: W is the interleaved gate/up matrix (out = 2F); the block writes act[nb][F] (fp16)
 // = silu(gate) * up for its 8 features instead of y.
 template <int UN, int WARPS, bool SWIGLU, bool PIPE = false>
@@ -398,29 +411,41 @@ __global__ void __launch_bounds__(32 * WARPS) k_gemv_mma(const __half *__restric
     const uint4 *wb = (const uint4 *)(W + (size_t)(vb ? row0 + g + 8 : 0) * in);
     const uint4 *xg = (const uint4 *)(x + (size_t)(vx ? g : 0) * in);
     constexpr int STEP = WARPS * 4 * UN;   // chunks a block covers per iteration
-#pragma unroll
-    for (int u = 0; u < UN; u++) {
-        const int c = warp * 4 * UN + 4 * u + t;
-        if (c < n8) {
-            if (va) prefetch_l2(wa + c);
-            if (vb) prefetch_l2(wb + c);
-        }
-    }
-    pdl_trigger();
-    pdl_wait();
-    float acc[4] = {0, 0, 0, 0};
     const uint4 z = make_uint4(0, 0, 0, 0);
-    if constexpr (PIPE) {
-        // software-pipelined: the next iteration's loads are issued before this one's MMAs, so
-        // a warp always has loads in flight
-        uint4 A[UN], Bw[UN], X[UN];
-        const int c00 = warp * 4 * UN;
+    const int c00 = warp * 4 * UN;
+    uint4 A[UN], Bw[UN];   // PIPE: the first iteration's weights
+    auto first_weights = [&]() {
 #pragma unroll
         for (int u = 0; u < UN; u++) {
             const int c = c00 + 4 * u + t;
             const bool ok = c00 + 4 * u < n8;
             A[u] = ok && va ? __ldcs(wa + c) : z;
             Bw[u] = ok && vb ? __ldcs(wb + c) : z;
+        }
+    };
+    if (PIPE && GEMV_EARLY)
+        first_weights();   // into registers while the predecessor finishes
+    else
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            const int c = c00 + 4 * u + t;
+            if (c < n8) {
+                if (va) prefetch_l2(wa + c);
+                if (vb) prefetch_l2(wb + c);
+            }
+        }
+    pdl_trigger();
+    pdl_wait();
+    float acc[4] = {0, 0, 0, 0};
+    if constexpr (PIPE) {
+        // software-pipelined: the next iteration's loads are issued before this one's MMAs, so
+        // a warp always has loads in flight
+        uint4 X[UN];
+        if (!GEMV_EARLY) first_weights();
+#pragma unroll
+        for (int u = 0; u < UN; u++) {
+            const int c = c00 + 4 * u + t;
+            const bool ok = c00 + 4 * u < n8;
             X[u] = ok && vx ? __ldg(xg + c) : z;
         }
         for (int c0 = c00; c0 < n8; c0 += STEP) {
