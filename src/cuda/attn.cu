@@ -1027,14 +1027,19 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     // grid still fits in one wave with the deeper kernel's registers (label rows of up to 16
     // bytes; DSINFER_GPU_TUNE su=4|8 forces). Measured on the H200 (bench/NOTES.md, 2026-12-03):
     // B=8/64K 238 -> 235 us with fp16 labels, 294 -> 282 us with 4-bit ones; slower with spans
-    // of 8K (B=8/16K 73.6 -> 74.8 us; 4-bit B=1/64K 55.6 -> 63.3 us).
+    // of 8K (B=8/16K 73.6 -> 74.8 us; 4-bit B=1/64K 55.6 -> 63.3 us). With 4- and 2-bit labels
+    // (dp2a scoring) also from spans of 8K in clusters of at most 2: end to end, Llama-2-7B
+    // shape, the 4-bit step at B=4/16K 5.64 -> 5.37 ms and B=4/32K 6.65 -> 6.36 (op bench level
+    // and 82.5 -> 79.7 us); clusters of 8 (B=1) and two waves (B=8/16K) measured slower
+    // (bench/NOTES.md, 2026-12-04).
     auto kern = k_select<BITS, WORDS>;
     if constexpr (WORDS <= 4) {
         static int occ8 = 0;
         if (!occ8 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ8, k_select<BITS, WORDS, SEL_SU_DEEP>, 256, 0) != cudaSuccess || occ8 < 1))
             occ8 = 1;
         const int span = ((a->max_len - 1 + CL - 1) / CL + 7) & ~7;
-        const bool deep = span >= 32768 && (long)p.U * CL <= (long)occ8 * sm_count();
+        const bool wave = (long)p.U * CL <= (long)occ8 * sm_count();
+        const bool deep = wave && (span >= 32768 || (BITS <= 4 && CL <= 2 && span >= 8192));
         if (tune("su", deep ? SEL_SU_DEEP : SCORE_SU) == SEL_SU_DEEP) kern = k_select<BITS, WORDS, SEL_SU_DEEP>;
     }
     cfg.gridDim = dim3(CL, p.U);
