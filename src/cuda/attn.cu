@@ -584,7 +584,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
         return;
     }
     const int nc = n - 1;
-    const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors
+    const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors (cluster_span)
     const int p0 = min(rank * span, nc), p1 = min(p0 + span, nc);
     __shared__ float ql[R];
     __shared__ uint32_t sh[HIST_BINS];    // this block's histogram, then the cluster's
@@ -1037,7 +1037,7 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
         static int occ8 = 0;
         if (!occ8 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ8, k_select<BITS, WORDS, SEL_SU_DEEP>, 256, 0) != cudaSuccess || occ8 < 1))
             occ8 = 1;
-        const int span = ((a->max_len - 1 + CL - 1) / CL + 7) & ~7;
+        const int span = cluster_span(a->max_len - 1, CL);   // k_select's, at the longest sequence
         const bool wave = (long)p.U * CL <= (long)occ8 * sm_count();
         const bool deep = wave && (span >= 32768 || (BITS <= 4 && CL <= 2 && span >= 8192));
         if (tune("su", deep ? SEL_SU_DEEP : SCORE_SU) == SEL_SU_DEEP) kern = k_select<BITS, WORDS, SEL_SU_DEEP>;

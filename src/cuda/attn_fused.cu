@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     const bool sparse = unit_sparse(a, n, k);
     const int nc = n - 1;
-    const int span = ((n + CL - 1) / CL + 7) & ~7;
+    const int span = cluster_span(n, CL);
     const int p0 = min(rank * span, n), p1 = min(p0 + span, n);
     const int s1 = sparse ? max(p0, min(p1, nc)) : p1;   // scored rows [p0, s1); the current token is not scored
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -298,18 +298,9 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
     }
 
     // attention over this block's rows, as k_attn (a KV row read once for the group's heads)
-    const float LOG2E = 1.4426950408889634f;
     float q[G][8];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const __half2 *h = (const __half2 *)&qraw[g];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 f = __half22float2(h[i]);
-            q[g][2 * i] = f.x * a.scale * LOG2E;
-            q[g][2 * i + 1] = f.y * a.scale * LOG2E;
-        }
-    }
+    for (int g = 0; g < G; g++) query_log2(qraw[g], a.scale, q[g]);
     float m[G], l[G], acc[G][8];
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -480,7 +471,7 @@ int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t s
     while (c > 1 && (long)p.U * c > wave) c /= 2;
     const int t = tune("fcl", 0);
     const int CL = t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
-    const int span_max = ((a->max_len + CL - 1) / CL + 7) & ~7;
+    const int span_max = cluster_span(a->max_len, CL);   // k_fused's span at the longest sequence
     if (!t && ((long)p.U * CL > wave || span_max > tune("fspan", FUSED_SPAN))) return -1;
     if (span_max > FUSED_MAX_SPAN) return -1;
     return a->d == 128 ? fused_by_group<128>(a, p, ws, CL, span_max, st) : fused_by_group<64>(a, p, ws, CL, span_max, st);

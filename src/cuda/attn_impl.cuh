@@ -159,6 +159,26 @@ struct CodeDot {
     }
 };
 
+// A cluster's CL blocks split n positions into spans of this many (a multiple of 8: the score
+// keys are read as 16-byte vectors). The kernels and the host code that sizes them must agree.
+__host__ __device__ inline int cluster_span(int n, int CL) { return ((n + CL - 1) / CL + 7) & ~7; }
+
+// One query head's 8 channels (16 bytes of fp16) as the attention uses them: q * scale * log2(e),
+// so the softmax runs on exp2. k_fused uses it; k_attn and k_select keep their own copies of
+// this and of cluster_span's expression, because routing them through these helpers changed
+// their SASS (same registers, up to ~4000 of their instructions rescheduled; the build is
+// deterministic) and k_attn's speed has moved with such changes before (bench/NOTES.md).
+__device__ __forceinline__ void query_log2(uint4 raw, float scale, float (&q)[8]) {
+    const float LOG2E = 1.4426950408889634f;
+    const __half2 *h = (const __half2 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __half22float2(h[i]);
+        q[2 * i] = f.x * scale * LOG2E;
+        q[2 * i + 1] = f.y * scale * LOG2E;
+    }
+}
+
 // ---- L2 eviction hints (sm_80+) ----
 // The selection streams the label cache once, and the score keys it writes are read back by
 // the same call's emit pass. The label stream is loaded "evict first" and not allocated in L1,
