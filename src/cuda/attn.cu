@@ -125,7 +125,8 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     p.kstride = (a->n_max + 7) / 8 * 8;
     p.off_keys = o; o = align_up(o + (size_t)Ucap * p.kstride * 2);
     p.off_cand = o; o = align_up(o + (size_t)Ucap * a->n_max * 4);
-    p.off_hist = o; o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
+    p.off_hist = o;   // the global histograms of the two-kernel selection (split=1) only
+    if (tune("split", 0)) o = align_up(o + (size_t)Ucap * HIST_BINS * 4);
     p.off_cnt = o;  o = align_up(o + (size_t)Ucap * C_N * 4);
     p.off_rq = o;   o = align_up(o + (size_t)(RQ_SLOTS + Ucap) * 4);
     p.off_sel = o;  o = align_up(o + (size_t)Ucap * p.k_cap * 4);
