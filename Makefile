@@ -123,7 +123,7 @@ $(BUILD)/read_bw: bench/gpu/read_bw.cu
 
 # The attention kernels alone as a shared library, for bench/gpu/op_bench.py (ctypes), which
 # times them beside torch SDPA and the paper's kernels in one process.
-ATTN_CU := src/cuda/attn.cu src/cuda/attn_fused.cu
+ATTN_CU := src/cuda/attn.cu src/cuda/attn_fused.cu src/cuda/attn_mma.cu
 ATTN_DEPS := $(ATTN_CU) src/cuda/attn_impl.cuh src/cuda/label.cuh src/cuda/pdl.cuh src/backend.h src/common.h
 $(BUILD)/libdsattn.so: $(ATTN_DEPS)
 	@mkdir -p $(dir $@)

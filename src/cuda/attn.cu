@@ -26,15 +26,7 @@
 // instead (run_fused).
 #include "attn_impl.cuh"
 
-#define ATT_THREADS 128  // 4 warps per attention block
-#define ATT_MAX_RESIDENT 16   // k_attn blocks per SM at most (2048 threads / ATT_THREADS)
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
-// Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
-// "last block" tickets of the three kernels, and the threshold bin found by k_score.
-enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
-// The ready queue between k_select and k_attn (workspace, uint32): counters, then one slot per
-// unit in the order the units' selections finish (unit + 1; 0 = not yet).
-enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_SLOTS = 4 };
 
 namespace {
 
@@ -75,11 +67,13 @@ bool attn_pipe() {
     return on;
 }
 
-// Blocks of k_attn<d, G> resident per SM (occupancy API, cached).
+// Blocks of step 4's kernel for (d, G) resident per SM (occupancy API, cached): k_attn, or
+// k_attn_mma where grouped queries take the tensor cores.
 int attn_resident(int d, int G) {
     static int cache[2][9];
     const int di = d == 128 ? 0 : 1;
     if (G < 1 || G > 8) return 4;
+    if (attn_mma_applies(d, G)) return attn_mma_resident(d, G);
     if (!cache[di][G]) {
         int n = 0;
         const void *fn = nullptr;
@@ -118,7 +112,15 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     if (p.collect_per != 32 && p.collect_per != 16 && p.collect_per != 8) p.collect_per = 32;
     while (p.collect_per > 8 && (long)p.U * ((a->max_len + 256 * p.collect_per - 1) / (256 * p.collect_per)) < 2L * sm_count())
         p.collect_per /= 2;
-    split_per_sm(a->max_len, p.U, tune("att", 4), &p.slice_d, &p.splits_d);
+    if (attn_mma_applies(a->d, p.G) && !tune("att", 0)) {
+        // the tensor-core kernel (2 blocks per SM at d = 128): whole waves of it, one unless
+        // DSINFER_GPU_TUNE mw=N, with slices of at least 128 rows (a partial second wave, or
+        // slices so short that the merge dominates, measured up to 1.4x slower: bench/NOTES.md)
+        const int per_unit = attn_mma_resident(a->d, p.G) * sm_count() * tune("mw", 1) / p.U;
+        const int most = (a->max_len + 127) / 128;
+        split_rows(a->max_len, per_unit < most ? per_unit : most, &p.slice_d, &p.splits_d);
+    } else
+        split_per_sm(a->max_len, p.U, tune("att", 4), &p.slice_d, &p.splits_d);
     split_sparse(p.k_cap, p.U, a->d, p.G, &p.slice_s, &p.splits_s);
     p.splits_max = p.splits_d > p.splits_s ? p.splits_d : p.splits_s;
     size_t o = 0;
@@ -134,6 +136,7 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     // B up to Ucap (the layout above must not depend on B)
     int most = tune("att", 4);
     if (tune("satt", 0) > most) most = tune("satt", 0);
+    if (ATT_MAX_RESIDENT * tune("mw", 1) > most) most = ATT_MAX_RESIDENT * tune("mw", 1);
     if (ATT_MAX_RESIDENT > most) most = ATT_MAX_RESIDENT;
     const size_t slices = (size_t)most * sm_count() + Ucap;
     p.off_pacc = o; o = align_up(o + slices * p.G * a->d * 4);
@@ -532,16 +535,6 @@ __device__ inline void publish_unit(uint32_t *rq, int u) {
     const uint32_t slot = atomicAdd(&rq[RQ_HEAD], 1u);
     asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(rq + RQ_SLOTS + slot), "r"((uint32_t)u + 1) : "memory");
 }
-// A selected position: from L2 when k_select may have written it while this grid ran (RQ),
-// else through the read-only path.
-template <bool RQ>
-__device__ __forceinline__ int ld_index(const int32_t *p) { return RQ ? __ldcg(p) : __ldg(p); }
-__device__ inline uint32_t ld_acquire(const uint32_t *p) {
-    uint32_t v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-
 // ---- 1-3 in one kernel: a thread-block cluster per unit ----
 // The CL blocks of a cluster (CL <= 8, one unit) each score a contiguous 1/CL of the unit's
 // positions into a shared-memory histogram; the cluster then sums its histograms through
@@ -937,6 +930,8 @@ int attn_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool spars
 
 // rq: the ready queue, when k_select was launched just before with the same one (sparse only)
 int run_attn(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, uint32_t *rq, cudaStream_t st) {
+    const int e = run_attn_mma(a, p, ws, sparse, rq, st);   // grouped queries: tensor cores
+    if (e >= 0) return e;
     if (a->d == 128) return attn_by_group<128>(a, p, ws, sparse, rq, st);
     if (a->d == 64) return attn_by_group<64>(a, p, ws, sparse, rq, st);
     return (int)cudaErrorInvalidValue;

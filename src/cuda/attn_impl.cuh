@@ -87,7 +87,9 @@ __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { re
 // attention without software pipelining; norq=1 = k_attn waits for the whole k_select grid
 // instead of taking units from the ready queue as their selections finish; su=4|8 = label rows
 // per thread in flight in k_select's scan (launch_select); nofused=1, fcl=N, fspan=N = the
-// one-kernel path for short caches off, its cluster size forced, its span limit (run_fused).
+// one-kernel path for short caches off, its cluster size forced, its span limit (run_fused);
+// nomma=1 = grouped queries on k_attn's CUDA cores instead of k_attn_mma's tensor cores, mw=N =
+// waves of k_attn_mma in the dense split (att=N sets the dense split per SM for both kernels).
 inline int tune(const char *key, int dflt) {
     const char *e = getenv("DSINFER_GPU_TUNE");
     if (!e) return dflt;
@@ -312,9 +314,34 @@ __device__ __forceinline__ void attn_rows(const float (&q)[G][8], const uint4 (&
     }
 }
 
+// ---- what k_attn (attn.cu) and k_attn_mma (attn_mma.cu) share ----
+#define ATT_THREADS 128  // 4 warps per attention block
+#define ATT_MAX_RESIDENT 16   // k_attn blocks per SM at most (2048 threads / ATT_THREADS)
+// Per-unit counters in the workspace (uint32 each): selected so far, candidates so far, the
+// "last block" tickets of the three kernels, and the threshold bin found by k_score.
+enum { C_SEL, C_CAND, C_T_SCORE, C_T_COLLECT, C_T_ATTN, C_B1, C_N = 8 };
+// The ready queue between k_select and k_attn (workspace, uint32): counters, then one slot per
+// unit in the order the units' selections finish (unit + 1; 0 = not yet).
+enum { RQ_HEAD, RQ_GRAB, RQ_DONE, RQ_SLOTS = 4 };
+
+// A selected position: from L2 when k_select may have written it while this grid ran (RQ),
+// else through the read-only path.
+template <bool RQ>
+__device__ __forceinline__ int ld_index(const int32_t *p) { return RQ ? __ldcg(p) : __ldg(p); }
+__device__ inline uint32_t ld_acquire(const uint32_t *p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 // The whole DS call in one kernel where it pays (attn_fused.cu): -1 where it does not apply,
 // else the launch's status.
 int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st);
+// Step 4 on the tensor cores for grouped queries (attn_mma.cu): whether it takes (d, G) (not
+// with DSINFER_GPU_TUNE nomma=1), its blocks resident per SM, and its launch (-1: not taken).
+bool attn_mma_applies(int d, int G);
+int attn_mma_resident(int d, int G);
+int run_attn_mma(const ds_gpu_attn_args *a, const Plan &p, char *ws, bool sparse, uint32_t *rq, cudaStream_t st);
 #ifdef DS_TRACE
 int fused_trace(unsigned long long *buf);   // where k_fused writes its phase timestamps
 #endif

@@ -430,6 +430,9 @@ int main(int argc, char **argv) {
         {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0},
         /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
         {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0},
+        /* 8 and 2 query heads per KV head (the tensor-core attention's widest and narrowest group) */
+        {"GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0},
+        {"GQA2 d64 r8@16", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 0, 0, 0},
         /* k = 1: only the current token */
         {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
