@@ -19,6 +19,7 @@ namespace {
 // blocks hold ascending spans, so block r takes what the lower ranks left of the quota, in
 // position order. The selection is also written to the workspace (ds_gpu_attn_selected).
 #define FUSED_THREADS 256
+#define FUSED_SPAN 4096   // positions per block at most where the rule picks k_fused (run_fused)
 #define FUSED_MAX_SPAN 16384   // keys per block (16-bit, shared memory), as offsets in 16 bits
 #define FUSED_SU 4             // label rows per thread in flight
 
@@ -436,29 +437,76 @@ int fused_resident() {
     return n;
 }
 
-// launch (CL > 0) or only report the blocks resident per SM (CL == 0)
+// Clusters of CL (2 or 4) blocks of k_fused<D, G> resident at once, at the shared memory of the
+// longest span the rule allows (cudaOccupancyMaxActiveClusters; 0 = unknown), cached. Blocks per
+// SM times SMs overstates it: a cluster's blocks share a GPC (the same bound as k_select's,
+// attn.cu). The first call may come during a graph capture: the capture mode is relaxed around it.
+template <int D, int G>
+int fused_clusters(int CL) {
+    static int n[3] = {-1, -1, -1};
+    const int i = CL == 2 ? 1 : CL == 4 ? 2 : 0;
+    if (!i) return 0;
+    if (n[i] < 0) {
+        const size_t smem = fused_smem(FUSED_SPAN, D, G);
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        int c = 0;
+        if (cudaFuncSetAttribute(k_fused<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess) {
+            cudaLaunchConfig_t cfg;
+            memset(&cfg, 0, sizeof cfg);
+            cudaLaunchAttribute at;
+            at.id = cudaLaunchAttributeClusterDimension;
+            at.val.clusterDim.x = CL;
+            at.val.clusterDim.y = 1;
+            at.val.clusterDim.z = 1;
+            cfg.gridDim = dim3(CL);
+            cfg.blockDim = dim3(FUSED_THREADS);
+            cfg.dynamicSmemBytes = smem;
+            cfg.attrs = &at;
+            cfg.numAttrs = 1;
+            if (cudaOccupancyMaxActiveClusters(&c, k_fused<D, G>, &cfg) != cudaSuccess) c = 0;
+        }
+        cudaGetLastError();   // a failed query leaves the per-SM bound in force, not an error
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        n[i] = c;
+    }
+    return n[i];
+}
+
+// launch (CL > 0), report the blocks resident per SM (CL == 0), or the clusters of -CL blocks
+// resident at once (CL < 0)
 template <int D>
 int fused_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, int CL, int span_max, cudaStream_t st) {
-#define FG(G_) \
-    case G_: return CL ? launch_fused<D, G_>(a, p, ws, CL, span_max, st) : fused_resident<D, G_>();
+#define FG(G_)                                                                                              \
+    case G_:                                                                                                \
+        return CL > 0 ? launch_fused<D, G_>(a, p, ws, CL, span_max, st)                                     \
+                      : CL == 0 ? fused_resident<D, G_>() : fused_clusters<D, G_>(-CL);
     switch (p.G) {
         FG(1) FG(2) FG(3) FG(4) FG(5) FG(6) FG(7) FG(8)
-    default: return CL ? (int)cudaErrorInvalidValue : 1;
+    default: return CL > 0 ? (int)cudaErrorInvalidValue : CL == 0 ? 1 : 0;
     }
 #undef FG
 }
 
 // The whole DS call in one kernel (k_fused) where it is a chain of latencies: clusters of CL
 // blocks, CL the largest of 4, 2, 1 that keeps the grid within one wave, and used only where
-// that leaves each block at most FUSED_SPAN positions and the grid fits in one wave at all.
+// that leaves each block at most fused_span(G) positions and the grid fits in one wave at all.
 // Measured on the H200 (bench/NOTES.md, 2026-12-03, r8@16, us, two-kernel path -> fused):
 // B=1 4K 21.9 -> 15.7, 8K 24.2 -> 18.5, 16K 26.2 -> 24.8 (CL 4; CL 8 was slower than the
 // two-kernel path: 23.7, 26.9, 32.3); B=8 4K 29.8 -> 25.5 (CL 1), but 8K 47.1 -> 50.0 and 16K
 // 72.2 -> 111 (a block per unit scanning 8K-16K rows), and B=32 (grids of several waves) slower.
-// Label rows of 8, 16 or 32 bytes. DSINFER_GPU_TUNE: nofused=1 off, fcl=N forces CL (up to 8),
-// fspan=N the span limit. Returns -1 where the fused kernel does not apply.
-#define FUSED_SPAN 4096
+// "Fits in one wave" counts blocks per SM and, for clusters of 2 and 4, the clusters that can be
+// resident at once (fused_clusters). Label rows of 8, 16 or 32 bytes. DSINFER_GPU_TUNE:
+// nofused=1 off, fcl=N forces CL (up to 8), fspan=N the span limit, fcap=0 the blocks-per-SM
+// bound alone. Returns -1 where the fused kernel does not apply.
 }  // namespace
+
+// Span limit by group size. k_fused attends on CUDA cores, G FMAs per channel and row, where the
+// two-kernel path's k_attn_mma uses the tensor cores for G >= 2 (attn_mma.cu); measured on the
+// H200 (bench/NOTES.md, 2026-12-04, op bench r8@16): at G = 4 spans of 4096 lost (B=4, 16K:
+// 33.1 us fused, 29.2 two kernels) and spans of 2048 won or tied; at G = 8 (one block per SM,
+// as for G >= 5) the fused kernel was never faster (B=1, 16K: 36.1 against 23.9 us).
+int fused_span(int G) { return G <= 2 ? FUSED_SPAN : G <= 4 ? FUSED_SPAN / 2 : 0; }
 
 int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
@@ -467,12 +515,19 @@ int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t s
     if (a->d != 64 && a->d != 128) return (int)cudaErrorInvalidValue;
     const long wave = (long)sm_count() *
                       (a->d == 128 ? fused_by_group<128>(a, p, ws, 0, 0, st) : fused_by_group<64>(a, p, ws, 0, 0, st));
+    // the largest cluster whose grid fits at once: by blocks per SM, and by resident clusters
+    auto fits = [&](int c) {
+        if ((long)p.U * c > wave) return false;
+        if (c == 1 || tune("fcap", 1) == 0) return true;
+        const int n = a->d == 128 ? fused_by_group<128>(a, p, ws, -c, 0, st) : fused_by_group<64>(a, p, ws, -c, 0, st);
+        return n <= 0 || p.U <= n;
+    };
     int c = 4;
-    while (c > 1 && (long)p.U * c > wave) c /= 2;
+    while (c > 1 && !fits(c)) c /= 2;
     const int t = tune("fcl", 0);
     const int CL = t == 1 || t == 2 || t == 4 || t == 8 ? t : c;
     const int span_max = cluster_span(a->max_len, CL);   // k_fused's span at the longest sequence
-    if (!t && ((long)p.U * CL > wave || span_max > tune("fspan", FUSED_SPAN))) return -1;
+    if (!t && ((long)p.U * CL > wave || span_max > tune("fspan", fused_span(p.G)))) return -1;
     if (span_max > FUSED_MAX_SPAN) return -1;
     return a->d == 128 ? fused_by_group<128>(a, p, ws, CL, span_max, st) : fused_by_group<64>(a, p, ws, CL, span_max, st);
 }

@@ -87,7 +87,8 @@ __device__ inline bool unit_sparse(const ds_gpu_attn_args &a, int n, int k) { re
 // attention without software pipelining; norq=1 = k_attn waits for the whole k_select grid
 // instead of taking units from the ready queue as their selections finish; su=4|8 = label rows
 // per thread in flight in k_select's scan (launch_select); nofused=1, fcl=N, fspan=N = the
-// one-kernel path for short caches off, its cluster size forced, its span limit (run_fused);
+// one-kernel path for short caches off, its cluster size forced, its span limit, fcap=0 its
+// cluster size by blocks per SM alone (run_fused);
 // nomma=1 = grouped queries on k_attn's CUDA cores instead of k_attn_mma's tensor cores, mw=N =
 // waves of k_attn_mma in the dense split (att=N sets the dense split per SM for both kernels).
 inline int tune(const char *key, int dflt) {
