@@ -23,7 +23,8 @@
 // Two launches in all. The two-kernel selection it replaced (k_score with a global histogram
 // and a "last block" ticket, then k_collect) stays for comparison (DSINFER_GPU_TUNE split=1).
 // The dense path is step 4 over the contiguous range. Short caches take attn_fused.cu's one kernel
-// instead (run_fused).
+// instead (run_fused). With grouped queries (G >= 2) step 4 runs on the tensor cores instead
+// (k_attn_mma, attn_mma.cu: same workspace and contract).
 #include "attn_impl.cuh"
 
 #define EQ_CAP 1024      // tied keys at the threshold ranked in shared memory up to this many
