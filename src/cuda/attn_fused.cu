@@ -451,7 +451,10 @@ int fused_clusters(int CL) {
         cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
         cudaThreadExchangeStreamCaptureMode(&mode);
         int c = 0;
-        if (cudaFuncSetAttribute(k_fused<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess) {
+        // the opt-in at the largest span any launch may use, so that launch_fused, which raises
+        // it as it needs, never finds it lowered behind its back
+        if (cudaFuncSetAttribute(k_fused<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)fused_smem(FUSED_MAX_SPAN, D, G)) == cudaSuccess) {
             cudaLaunchConfig_t cfg;
             memset(&cfg, 0, sizeof cfg);
             cudaLaunchAttribute at;
@@ -499,7 +502,6 @@ int fused_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, int CL, i
 // resident at once (fused_clusters). Label rows of 8, 16 or 32 bytes. DSINFER_GPU_TUNE:
 // nofused=1 off, fcl=N forces CL (up to 8), fspan=N the span limit, fcap=0 the blocks-per-SM
 // bound alone. Returns -1 where the fused kernel does not apply.
-}  // namespace
 
 // Span limit by group size. k_fused attends on CUDA cores, G FMAs per channel and row, where the
 // two-kernel path's k_attn_mma uses the tensor cores for G >= 2 (attn_mma.cu); measured on the
@@ -507,6 +509,7 @@ int fused_by_group(const ds_gpu_attn_args *a, const Plan &p, char *ws, int CL, i
 // 33.1 us fused, 29.2 two kernels) and spans of 2048 won or tied; at G = 8 (one block per SM,
 // as for G >= 5) the fused kernel was never faster (B=1, 16K: 36.1 against 23.9 us).
 int fused_span(int G) { return G <= 2 ? FUSED_SPAN : G <= 4 ? FUSED_SPAN / 2 : 0; }
+}  // namespace
 
 int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
