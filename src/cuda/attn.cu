@@ -137,8 +137,7 @@ Plan make_plan(const ds_gpu_attn_args *a) {
     // B up to Ucap (the layout above must not depend on B)
     int most = tune("att", 4);
     if (tune("satt", 0) > most) most = tune("satt", 0);
-    if (ATT_MAX_RESIDENT * tune("mw", 1) > most) most = ATT_MAX_RESIDENT * tune("mw", 1);
-    if (ATT_MAX_RESIDENT > most) most = ATT_MAX_RESIDENT;
+    if (ATT_MAX_RESIDENT * tune("mw", 1) > most) most = ATT_MAX_RESIDENT * tune("mw", 1);   // mw >= 1
     const size_t slices = (size_t)most * sm_count() + Ucap;
     p.off_pacc = o; o = align_up(o + slices * p.G * a->d * 4);
     p.off_pml = o;  o = align_up(o + slices * p.G * 2 * 4);
