@@ -106,6 +106,21 @@ static void mm_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* The widest activation row quantize_for writes for model m: each matrix's input quantised to
+ * its type's dot type (8-bit blocks for the quantised types, 1.06-1.25 bytes per element; f32
+ * for f32/f16/bf16 weights, 4 bytes per element). */
+static size_t xq_row_bytes(const ds_model *m) {
+    size_t best = 0;
+    for (int l = 0; l < m->info.n_layer; l++) {
+        const ds_layer_weights *L = &m->layers[l];
+        const ds_matrix *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            best = DS_MAX(best, ds_row_bytes(ds_type_info_get(w[i]->type)->dot_type, w[i]->cols));
+    }
+    best = DS_MAX(best, ds_row_bytes(ds_type_info_get(m->output.type)->dot_type, m->output.cols));
+    return best + 64;
+}
+
 /* Quantise x [T][cols] into the dot type of W (cached per type within one call). */
 static const uint8_t *quantize_for(ds_session *s, const ds_matrix *W, const float *x, int T,
                                    size_t *stride) {
@@ -421,8 +436,8 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
         {(void **)&s->att, B * H * hd * 4},            /* [B][H][hd] attention output */
         {(void **)&s->gate, B * F * 4},                /* [B][F] */
         {(void **)&s->up, B * F * 4},                  /* [B][F] */
-        {(void **)&s->xq[0], B * (maxcols / 16 + 1) * 20 + 1024}, /* [B] quantised rows (<= 1.25 B/elem) */
-        {(void **)&s->xq[1], B * (maxcols / 16 + 1) * 20 + 1024},
+        {(void **)&s->xq[0], B * xq_row_bytes(m)},    /* [B] activation rows in the weights' dot types */
+        {(void **)&s->xq[1], B * xq_row_bytes(m)},
         {(void **)&s->logits, V * 4},                  /* [V] last token */
         {(void **)&s->rope_cos, B * hd / 2 * 4},       /* [B][hd/2] */
         {(void **)&s->rope_sin, B * hd / 2 * 4},

@@ -253,6 +253,56 @@ TEST(gen_model_tiny_loads_and_runs) {
     }
 }
 
+/* Weights in f32/f16 have an f32 dot type: the activation rows a prefill chunk quantises for
+ * them are 4 bytes per element, not the ~1.1 of the 8-bit blocks (the session once sized those
+ * buffers for the latter, and a 256-token chunk of an f16 model overran them). A full chunk of
+ * n_batch tokens must give the logits of the same tokens fed one at a time. */
+TEST(gen_model_float_weights_full_prefill_chunk) {
+    static const char *types[] = { "f16", "f32" };
+    enum { N = 96 };
+    int32_t toks[N];
+    for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 37 + 11) % 256);
+    for (size_t c = 0; c < sizeof types / sizeof types[0]; c++) {
+        char name[64];
+        snprintf(name, sizeof name, "chunk-%s.gguf", types[c]);
+        const char *path = tmp_path(name);
+        CHECK(path);
+        CHECK(gen("-o", path, "--type", types[c], "--embd", "256", "--ffn", "512", NULL) == 0);
+        ds_model *m;
+        CHECK_MSG(ds_model_load(path, &m) == DS_OK, "%s", ds_last_error());
+        const int V = ds_model_get_info(m)->n_vocab;
+        float *ref = malloc(sizeof(float) * (size_t)V);
+        CHECK(ref);
+        for (int pass = 0; pass < 2; pass++) {
+            ds_session_opts so = ds_session_default_opts();
+            so.n_ctx = 128;
+            so.n_batch = N;
+            so.n_threads = 2;
+            ds_session *s;
+            CHECK_MSG(ds_session_new(m, &so, &s) == DS_OK, "%s", ds_last_error());
+            if (pass == 0)   /* one chunk of N tokens */
+                CHECK(ds_session_eval(s, toks, N, NULL) == DS_OK);
+            else             /* N single-token steps */
+                for (int i = 0; i < N; i++) CHECK(ds_session_eval(s, toks + i, 1, NULL) == DS_OK);
+            const float *lg = ds_session_logits(s);
+            if (pass == 0) memcpy(ref, lg, sizeof(float) * (size_t)V);
+            else {
+                double num = 0, den = 0;
+                for (int i = 0; i < V; i++) {
+                    CHECK(isfinite(lg[i]));
+                    num += (double)(lg[i] - ref[i]) * (lg[i] - ref[i]);
+                    den += (double)ref[i] * ref[i];
+                }
+                CHECK_MSG(den > 0 && sqrt(num / den) < 1e-3, "%s: chunk vs steps rel err %g", types[c],
+                          sqrt(num / (den > 0 ? den : 1)));
+            }
+            ds_session_free(s);
+        }
+        free(ref);
+        ds_model_free(m);
+    }
+}
+
 /* q4_k_m mixes types like the real Q4_K_M files: Q6_K attn_v / ffn_down in even layers, Q6_K
  * output, Q4_K elsewhere (so fused GPU matrices meet two types); the model loads and runs. */
 TEST(gen_model_q4_k_m_mix) {
