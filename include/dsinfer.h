@@ -142,7 +142,9 @@ typedef struct {
                             * by ds_session_new */
     int n_dense_layers;    /* layers kept dense */
     int dense_layers[DS_MAX_DENSE_LAYERS];
-    int min_context;       /* dense decode while the context is shorter than this */
+    int min_context;       /* dense decode while the context is shorter than this; DS_MIN_CONTEXT_AUTO:
+                            * 2048 on the CPU; on the GPU the context from which the sparse step is
+                            * faster than the dense one (ds_sparse_auto_min_context) */
     int sparse_prefill;    /* apply the method at every prefill position too (the paper's accuracy simulation) */
     uint64_t seed;         /* random channels */
     int track_h2o;         /* dense sessions: also accumulate H2O's per-token attention sums (column sums
@@ -151,7 +153,16 @@ typedef struct {
                             * more q.K pass per attention. Ignored by sparse methods. */
 } ds_sparse_opts;
 
+#define DS_MIN_CONTEXT_AUTO (-1)
 ds_sparse_opts ds_sparse_default_opts(void);
+/* What DS_MIN_CONTEXT_AUTO resolves to for a model (its KV heads and head_dim) and backend. On
+ * the GPU a DS call has a fixed cost of ~10 us per layer (selection and attention kernels, each a
+ * chain of dependent round trips) that it saves on the dense kernel only once a step reads enough
+ * K+V per layer. Measured at batch 1 on the H200 (bench/results/gpu-cli-crossover-h200.md), DS
+ * and dense are level at 12-64 MiB of K+V per layer and step depending on the shape (SmolLM2 12,
+ * Qwen2.5-1.5B ~30, Llama-2-7B 32, Llama-3-8B 64), so the GPU's DS starts at 64 MiB, where it was
+ * never the slower, and never below 2048 (the CPU's value). */
+int ds_sparse_auto_min_context(const ds_model_info *info, int gpu);
 /* The label channels used when ds_sparse_opts.channels is 0 (see there). */
 int ds_sparse_default_channels(int head_dim, int label_bits);
 const char *ds_attn_method_name(ds_attn_method m);
@@ -198,6 +209,10 @@ ds_status ds_session_truncate(ds_session *s, int pos);
 double ds_session_attn_seconds(const ds_session *s);
 /* Bytes of the session's memory plan, for `inspect`. */
 size_t ds_session_bytes(const ds_session *s);
+/* Weight bytes one decode step reads: the GGUF's on the CPU; with --gpu what the GPU holds (the
+ * quantised blocks where it keeps them, else fp16), the token embedding only when the output
+ * projection shares it. */
+size_t ds_session_step_weight_bytes(const ds_session *s);
 /* Bytes one decode step at context n (n visible positions, the current token included) reads in
  * one layer that runs the session's method (double-sparsity.md §9): K/V rows (fp16) plus what
  * the selector scans (labels, K columns, Quest page bounds, H2O accumulators). Layers kept dense

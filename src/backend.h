@@ -118,7 +118,8 @@ int ds_gpu_forward_set_pos(ds_gpu_forward *f, int slot, int pos);   /* truncate 
 /* Seconds of the last decode step (CUDA events around the graph replay). */
 double ds_gpu_forward_last_step_seconds(const ds_gpu_forward *f);
 /* Switch decode between DS and dense attention (a forward created with sparse keeps its labels
- * either way, so benchmarks compare both on the same weights and cache). */
+ * either way, so benchmarks compare both on the same weights and cache, and a session can run
+ * dense until DS pays). Each mode keeps its captured graphs, so switching costs nothing. */
 int ds_gpu_forward_set_sparse(ds_gpu_forward *f, int on);
 
 #endif

@@ -414,6 +414,8 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
     ds_session *s = calloc(1, sizeof *s);
     if (!s) return ds_error(DS_ERR_OOM, "out of memory");
     s->m = m;
+    if (o.sparse.min_context == DS_MIN_CONTEXT_AUTO)
+        o.sparse.min_context = ds_sparse_auto_min_context(c, o.gpu);
     s->opts = o;
     s->n_ctx = o.n_ctx;
     s->n_batch = o.n_batch;
@@ -484,6 +486,7 @@ const float *ds_session_logits(const ds_session *s) { return s->logits; }
 int ds_session_pos(const ds_session *s) { return s->pos; }
 int ds_session_ctx(const ds_session *s) { return s->n_ctx; }
 size_t ds_session_bytes(const ds_session *s) { return s->bytes; }
+size_t ds_session_step_weight_bytes(const ds_session *s) { return s->opts.gpu ? s->gpu_wbytes : s->m->info.weight_bytes; }
 double ds_session_attn_seconds(const ds_session *s) { return s->t_attn; }
 
 ds_status ds_session_truncate(ds_session *s, int pos) {

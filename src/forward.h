@@ -13,6 +13,7 @@ struct ds_session {
     int n_ctx, n_batch, pos;
     int precise;                 /* DSINFER_PRECISE=1: fp32 activations in matmuls (reference checks) */
     size_t bytes;                /* the memory plan's total */
+    size_t gpu_wbytes;           /* --gpu: weight bytes a decode step reads, as uploaded (quantised or fp16) */
     double t_attn;               /* seconds in attention(), cumulative */
     uint16_t *k_cache, *v_cache; /* [n_layer][n_head_kv][n_ctx][head_dim] fp16 */
     float *x, *xn, *tmp;         /* [n_batch][n_embd] */

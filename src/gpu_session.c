@@ -86,12 +86,14 @@ static bool all_quant(const ds_matrix *const *ms, int n, bool enabled) {
 
 /* Matrices ms[0..n) as consecutive row ranges of weight `which` (ms[i] starts after the rows of
  * ms[0..i)): quantised when all of them can be, else fp16. */
-static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n, bool enabled) {
+static ds_status upload_rows(ds_gpu_forward *f, int which, int layer, const ds_matrix *const *ms, int n, bool enabled,
+                             size_t *held) {
     const bool q = all_quant(ms, n, enabled);
     size_t row = 0;
     for (int i = 0; i < n; i++) {
         const ds_matrix *m = ms[i];
         ds_status st = DS_OK;
+        *held += q ? m->row_bytes * (size_t)m->rows : (size_t)2 * m->cols * (size_t)m->rows;
         if (q) {
             int e = ds_gpu_forward_upload_q(f, which, layer, (int)row, (int)m->rows, (int)m->type, m->data, m->row_bytes);
             if (e) st = gpu_err(e, "quantised weight upload");
@@ -150,10 +152,10 @@ ds_status ds_gpu_session_init(ds_session *s) {
         const ds_layer_weights *L = &m->layers[l];
         const ds_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
         const ds_matrix *wo[1] = {&L->wo}, *down[1] = {&L->w_down};
-        if (!st) st = upload_rows(s->gpu, DS_GW_WQKV, l, qkv, 3, quant);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WO, l, wo, 1, quant);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WGU, l, gu, 2, quant);
-        if (!st) st = upload_rows(s->gpu, DS_GW_WDOWN, l, down, 1, quant);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WQKV, l, qkv, 3, quant, &s->gpu_wbytes);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WO, l, wo, 1, quant, &s->gpu_wbytes);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WGU, l, gu, 2, quant, &s->gpu_wbytes);
+        if (!st) st = upload_rows(s->gpu, DS_GW_WDOWN, l, down, 1, quant, &s->gpu_wbytes);
         if (!st) st = upload_vec(s->gpu, DS_GW_ATTN_NORM, l, 0, L->attn_norm, E);
         if (!st) st = upload_vec(s->gpu, DS_GW_FFN_NORM, l, 0, L->ffn_norm, E);
         if (!st && L->bq) {
@@ -163,8 +165,10 @@ ds_status ds_gpu_session_init(ds_session *s) {
         }
     }
     const ds_matrix *embd[1] = {&m->tok_embd}, *out[1] = {&m->output};
-    if (!st) st = upload_rows(s->gpu, DS_GW_TOK_EMBD, 0, embd, 1, quant);
-    if (!st && !c->tied_embeddings) st = upload_rows(s->gpu, DS_GW_OUTPUT, 0, out, 1, quant);
+    size_t embd_bytes = 0;   /* a step reads one row of it, unless the output projection is the same matrix */
+    if (!st) st = upload_rows(s->gpu, DS_GW_TOK_EMBD, 0, embd, 1, quant, &embd_bytes);
+    if (!st && !c->tied_embeddings) st = upload_rows(s->gpu, DS_GW_OUTPUT, 0, out, 1, quant, &s->gpu_wbytes);
+    if (c->tied_embeddings) s->gpu_wbytes += embd_bytes;
     if (!st) st = upload_vec(s->gpu, DS_GW_OUTPUT_NORM, 0, 0, m->output_norm, E);
     if (st) { ds_gpu_forward_free(s->gpu); s->gpu = NULL; return st; }
     s->bytes += ds_gpu_forward_bytes(s->gpu);
@@ -181,6 +185,13 @@ ds_status ds_gpu_session_eval(ds_session *s, const int32_t *tokens, int n, float
     int e = ds_gpu_forward_set_pos(s->gpu, 0, s->pos);   /* follows ds_session_truncate */
     if (e) return gpu_err(e, "truncate");
     if (n == 1 && !all_logits && s->pos > 0) {
+        /* dense steps below --ds-min-context run the dense graph (the DS graph would fall back per
+         * unit, but still launch the selection); the labels are written either way */
+        const ds_attn_method me = s->opts.sparse.method;
+        if (me == DS_ATTN_DS || me == DS_ATTN_RANDOM) {
+            e = ds_gpu_forward_set_sparse(s->gpu, s->pos + 1 >= s->opts.sparse.min_context);
+            if (e) return gpu_err(e, "decode mode");
+        }
         e = ds_gpu_forward_decode(s->gpu, 1, tokens, s->logits);
         if (e) return gpu_err(e, "decode");
         s->pos++;

@@ -23,6 +23,15 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     return o;
 }
 
+int ds_sparse_auto_min_context(const ds_model_info *info, int gpu) {
+    const long cpu = 2048;   /* the CPU's: DS pays from ~1K there (README), 2048 keeps short chats exact */
+    if (!gpu) return (int)cpu;
+    const long per_pos = (long)info->n_head_kv * info->head_dim * 2 * 2;   /* K+V bytes per position, fp16 */
+    const long gpu_kv = 64L << 20;                                          /* K+V per layer where DS pays */
+    const long n = per_pos > 0 ? (gpu_kv + per_pos - 1) / per_pos : cpu;
+    return (int)(n > cpu ? n : cpu);
+}
+
 static const char *const g_method_names[DS_ATTN_COUNT] = {
     "dense", "ds", "oracle", "random", "streaming", "sparq", "quest", "h2o"};
 
@@ -81,7 +90,7 @@ ds_status ds_sparse_init(ds_session *s) {
         return ds_error(DS_ERR_ARG, "--ds-tokens must be a positive count or a fraction in (0, 1]");
     if (o->stat < -1 || o->stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "--ds-stat must be q, k, qk, qkv or mass");
     if (o->stat < 0) o->stat = DS_STAT_QK;
-    if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");
+    if (o->min_context < 0) return ds_error(DS_ERR_ARG, "--ds-min-context must be >= 0");   /* AUTO: resolved by ds_session_new */
     if (o->label_norm > 0 && o->method != DS_ATTN_DS)
         return ds_error(DS_ERR_ARG, "--ds-label-norm applies to --method ds only (it needs the calibration's key moments)");
     if (o->label_norm < 0)   /* default: normalise when the calibration carries the key moments */

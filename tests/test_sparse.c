@@ -691,6 +691,38 @@ TEST(sparse_default_channels) {
     CHECK(ds_sparse_default_channels(0, 4) == 1);
 }
 
+/* --ds-min-context's automatic value: 2048 on the CPU; on the GPU the context where a step's K+V
+ * per layer reaches 64 MiB (the measured crossover), never below 2048; ds_session_new resolves it. */
+TEST(sparse_auto_min_context) {
+    ds_model_info info;
+    memset(&info, 0, sizeof info);
+    info.n_head_kv = 2; info.head_dim = 128;                 /* Qwen2.5-1.5B */
+    CHECK(ds_sparse_auto_min_context(&info, 0) == 2048);
+    CHECK(ds_sparse_auto_min_context(&info, 1) == 65536);
+    info.n_head_kv = 8;                                      /* Llama-3-8B */
+    CHECK(ds_sparse_auto_min_context(&info, 1) == 16384);
+    info.n_head_kv = 32;                                     /* Llama-2-7B: 16 KB per position */
+    CHECK(ds_sparse_auto_min_context(&info, 1) == 4096);
+    info.n_head_kv = 64;                                     /* 32 KB per position: the floor */
+    CHECK(ds_sparse_auto_min_context(&info, 1) == 2048);
+    info.n_head_kv = 3; info.head_dim = 64;                  /* SmolLM2-135M: 768 B per position */
+    CHECK(ds_sparse_auto_min_context(&info, 1) == 87382);
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = 256;
+    so.n_threads = 1;
+    so.sparse.method = DS_ATTN_RANDOM;
+    so.sparse.min_context = DS_MIN_CONTEXT_AUTO;
+    ds_session *s;
+    CHECK_MSG(ds_session_new(m, &so, &s) == DS_OK, "%s", ds_last_error());
+    CHECK(s->opts.sparse.min_context == 2048);
+    ds_session_free(s);
+    so.sparse.min_context = -5;                              /* anything else below 0: a clear error */
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "--ds-min-context"));
+    ds_model_free(m);
+}
+
 /* Bytes per decode step and layer (double-sparsity.md §9) on a few hand-computed cases. */
 TEST(sparse_step_bytes_formulas) {
     ds_model *m = load();

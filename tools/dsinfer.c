@@ -26,6 +26,9 @@
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+/* --ds-min-context not given (the library's DS_MIN_CONTEXT_AUTO is -1) */
+#define MINCTX_UNSET (-2)
+
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -144,7 +147,9 @@ static void usage(FILE *f) {
         "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
-        "      --ds-min-context N  dense while the context is shorter (run/chat default 2048, else 0)\n"
+        "      --ds-min-context N  dense while the context is shorter (other commands: 0); run/chat\n"
+        "                        default: 2048 on the CPU; with --gpu from 64 MiB of K+V per layer, where\n"
+        "                        DS is the faster (Llama-2-7B 4096, Llama-3-8B 16384, Qwen2.5-1.5B 65536)\n"
         "      --ds-seed N       seed of --method random\n"
         "      --ds-calib FILE   calibration sidecar (default: MODEL.gguf.dscal.json, then calib/ beside or above the binary)\n"
         "      --ds-calib-paper FILE  import the paper's JSON channel file (HF layout)\n"
@@ -202,7 +207,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
     o->window = -1; o->chunks = -1;
     o->depth = -1;
     o->sp = ds_sparse_default_opts();
-    o->sp.min_context = -1;   /* per command default below */
+    o->sp.min_context = MINCTX_UNSET;   /* per command default below */
     o->calib_block = 512;
     o->calib_mass_blocks = -1;
     for (int i = first; i < argc; i++) {
@@ -399,12 +404,25 @@ static void ensure_calibration(ds_model *m, const opts *o, bool required) {
 /* Resolve the attention method of a command: explicit flags win; `run`/`chat` use Double
  * Sparsity by default when a calibration is available (dense below 2048 tokens of context). */
 static void setup_sparse(ds_model *m, opts *o, bool ds_by_default) {
-    if (o->sp.min_context < 0) o->sp.min_context = o->method_set ? 0 : 2048;
+    if (o->sp.min_context == MINCTX_UNSET) o->sp.min_context = o->method_set ? 0 : DS_MIN_CONTEXT_AUTO;
     if (!o->method_set && ds_by_default) {
         ensure_calibration(m, o, false);
         o->sp.method = ds_model_has_calibration(m) ? DS_ATTN_DS : DS_ATTN_DENSE;
-        if (o->verbose) fprintf(stderr, "attention: %s\n", ds_model_has_calibration(m) ?
-                "Double Sparsity (shipped/sidecar calibration; --dense to compare)" : "dense (no calibration found)");
+        const ds_model_info *info = ds_model_get_info(m);
+        const int from = o->sp.min_context == DS_MIN_CONTEXT_AUTO ? ds_sparse_auto_min_context(info, o->gpu)
+                                                                  : o->sp.min_context;
+        const int ctx = o->n_ctx ? o->n_ctx : info->n_ctx_train < 8192 ? info->n_ctx_train : 8192;
+        if (!o->verbose) {
+        } else if (!ds_model_has_calibration(m)) {
+            fprintf(stderr, "attention: dense (no calibration found)\n");
+        } else if (from > ctx) {
+            fprintf(stderr, "attention: dense throughout: Double Sparsity would start at %d tokens of context%s, "
+                    "beyond this session's %d (--ds-min-context to move)\n", from,
+                    o->gpu ? " (where it becomes the faster on the GPU)" : "", ctx);
+        } else {
+            fprintf(stderr, "attention: Double Sparsity from %d tokens of context (shipped/sidecar calibration; "
+                    "--dense to compare, --ds-min-context to move)\n", from);
+        }
     } else if (o->sp.method == DS_ATTN_DS) {
         ensure_calibration(m, o, true);
     }
@@ -416,7 +434,7 @@ static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
     so.n_threads = o->n_threads;
     so.n_batch = o->n_batch;
     so.sparse = o->sp;
-    if (so.sparse.min_context < 0) so.sparse.min_context = 0;
+    if (so.sparse.min_context == MINCTX_UNSET) so.sparse.min_context = 0;
     so.gpu = o->gpu;
     ds_session *s;
     ds_status st = ds_session_new(m, &so, &s);
@@ -808,8 +826,8 @@ static int cmd_bench(opts *o) {
         qsort(attn, (size_t)o->reps, sizeof(double), cmp_d);
         double tps = o->tg / times[o->reps / 2];
         /* bytes per decoded token: every weight once + what attention reads at the average depth */
-        /* (the GPU holds fp16 weights: ~2 bytes per parameter instead of the GGUF's) */
-        double bpt = (o->gpu ? 2.0 * info->n_params : info->weight_bytes) + attn_bytes(s, info, &o->sp, depth + o->tg / 2.0);
+        /* (the GPU's weights as it holds them: quantised blocks or fp16) */
+        double bpt = (double)ds_session_step_weight_bytes(s) + attn_bytes(s, info, &o->sp, depth + o->tg / 2.0);
         if (o->gpu)   /* the bandwidth measured here is the CPU's; the GPU keeps no attention timer */
             printf("| tg%d | %d | %.1f | %.1f | %.2f | - | - |\n", o->tg, depth, tps, bpt / 1e6, bpt * tps / 1e9);
         else

@@ -69,7 +69,7 @@ struct ds_gpu_forward {
     cublasHandle_t blas;
     cudaStream_t st;
     cudaEvent_t ev0, ev1;
-    cudaGraphExec_t graph[65];            // decode graph per batch size
+    cudaGraphExec_t graph[2][65];         // decode graph per mode (dense, DS) and batch size
     float last_ms;
     int use_sparse;                       // DS attention in decode (labels are kept whenever c.sparse)
     int use_cublas_gemv;                  // DSINFER_GPU_CUBLAS=1: cuBLAS for decode GEMVs too (comparison)
@@ -900,7 +900,8 @@ int ds_gpu_forward_new(const ds_gpu_forward_cfg *cfg, ds_gpu_forward **out) {
 void ds_gpu_forward_free(ds_gpu_forward *f) {
     if (!f) return;
     if (f->st) cudaStreamSynchronize(f->st);
-    for (int b = 0; b <= 64; b++) if (f->graph[b]) cudaGraphExecDestroy(f->graph[b]);
+    for (int m = 0; m < 2; m++)
+        for (int b = 0; b <= 64; b++) if (f->graph[m][b]) cudaGraphExecDestroy(f->graph[m][b]);
     if (f->L) {
         for (int l = 0; l < f->c.n_layer; l++) {
             Layer &W = f->L[l];
@@ -1089,7 +1090,8 @@ int ds_gpu_forward_decode(ds_gpu_forward *f, int B, const int32_t *tokens, float
         f->h_tok[b] = tokens[b];
         f->h_pos[b] = f->pos[b];
     }
-    if (!f->graph[B]) {
+    cudaGraphExec_t &ge = f->graph[f->use_sparse][B];
+    if (!ge) {
         cudaGraph_t g;
         TRY(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal));
         int e = run_layers(f, B, false, 0);
@@ -1097,13 +1099,13 @@ int ds_gpu_forward_decode(ds_gpu_forward *f, int B, const int32_t *tokens, float
         cudaError_t ec = cudaStreamEndCapture(f->st, &g);
         if (e) return e;
         TRY(ec);
-        TRY(cudaGraphInstantiate(&f->graph[B], g, 0));
+        TRY(cudaGraphInstantiate(&ge, g, 0));
         cudaGraphDestroy(g);
     }
     TRY(cudaMemcpyAsync(f->d_tok, f->h_tok, sizeof(int) * B, cudaMemcpyHostToDevice, f->st));
     TRY(cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int) * B, cudaMemcpyHostToDevice, f->st));
     TRY(cudaEventRecord(f->ev0, f->st));
-    TRY(cudaGraphLaunch(f->graph[B], f->st));
+    TRY(cudaGraphLaunch(ge, f->st));
     TRY(cudaEventRecord(f->ev1, f->st));
     if (logits) TRY(cudaMemcpyAsync(logits, f->logits, sizeof(float) * B * c.n_vocab, cudaMemcpyDeviceToHost, f->st));
     TRY(cudaStreamSynchronize(f->st));
@@ -1126,11 +1128,7 @@ double ds_gpu_forward_last_step_seconds(const ds_gpu_forward *f) { return f->las
 
 int ds_gpu_forward_set_sparse(ds_gpu_forward *f, int on) {
     if (on && !f->c.sparse) return (int)cudaErrorInvalidValue;
-    if (!!on != f->use_sparse) {
-        for (int b = 0; b <= 64; b++)
-            if (f->graph[b]) { cudaGraphExecDestroy(f->graph[b]); f->graph[b] = nullptr; }
-        f->use_sparse = !!on;
-    }
+    f->use_sparse = !!on;   // each mode keeps its own graphs: switching back and forth is free
     return 0;
 }
 
