@@ -55,6 +55,7 @@ typedef struct {
     const char *model, *prompt, *file, *out, *tokens, *system, *depths, *protocol;
     int n_predict, n_ctx, n_threads, n_batch, window, chunks, pp, tg, reps;
     int tensors, verbose, no_display_prompt, chat_mode;
+    int announce_ds;   /* -v and run/chat chose DS by default: new_session says from which context */
     ds_sampler_opts samp;
     /* sparse attention */
     ds_sparse_opts sp;
@@ -408,21 +409,8 @@ static void setup_sparse(ds_model *m, opts *o, bool ds_by_default) {
     if (!o->method_set && ds_by_default) {
         ensure_calibration(m, o, false);
         o->sp.method = ds_model_has_calibration(m) ? DS_ATTN_DS : DS_ATTN_DENSE;
-        const ds_model_info *info = ds_model_get_info(m);
-        const int from = o->sp.min_context == DS_MIN_CONTEXT_AUTO ? ds_sparse_auto_min_context(info, o->gpu)
-                                                                  : o->sp.min_context;
-        const int ctx = o->n_ctx ? o->n_ctx : info->n_ctx_train < 8192 ? info->n_ctx_train : 8192;
-        if (!o->verbose) {
-        } else if (!ds_model_has_calibration(m)) {
-            fprintf(stderr, "attention: dense (no calibration found)\n");
-        } else if (from > ctx) {
-            fprintf(stderr, "attention: dense throughout: Double Sparsity would start at %d tokens of context%s, "
-                    "beyond this session's %d (--ds-min-context to move)\n", from,
-                    o->gpu ? " (where it becomes the faster on the GPU)" : "", ctx);
-        } else {
-            fprintf(stderr, "attention: Double Sparsity from %d tokens of context (shipped/sidecar calibration; "
-                    "--dense to compare, --ds-min-context to move)\n", from);
-        }
+        if (o->verbose && !ds_model_has_calibration(m)) fprintf(stderr, "attention: dense (no calibration found)\n");
+        o->announce_ds = o->verbose && ds_model_has_calibration(m);   /* by new_session, which knows the context */
     } else if (o->sp.method == DS_ATTN_DS) {
         ensure_calibration(m, o, true);
     }
@@ -439,6 +427,21 @@ static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
     ds_session *s;
     ds_status st = ds_session_new(m, &so, &s);
     if (st) die_status(st, "creating the session");
+    if (o->announce_ds) {   /* run/chat chose DS: say from where */
+        const int ctx = ds_session_ctx(s), from = so.sparse.min_context == DS_MIN_CONTEXT_AUTO
+                                                      ? ds_sparse_auto_min_context(ds_model_get_info(m), o->gpu)
+                                                      : so.sparse.min_context;
+        if (from > ctx)
+            fprintf(stderr, "attention: dense throughout: Double Sparsity would start at %d tokens of context%s, "
+                    "beyond this session's %d (--ds-min-context to move)\n", from,
+                    o->gpu ? " (where it becomes the faster on the GPU)" : "", ctx);
+        else {
+            char when[64] = "throughout";
+            if (from > 1) snprintf(when, sizeof when, "from %d tokens of context", from);
+            fprintf(stderr, "attention: Double Sparsity %s (shipped/sidecar calibration; --dense to compare, "
+                    "--ds-min-context to move)\n", when);
+        }
+    }
     return s;
 }
 

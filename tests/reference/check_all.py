@@ -162,6 +162,25 @@ def check_version(dsinfer):
         report(True, "cli --version", f"{r.stdout.strip()!r} (no git here to compare with)")
 
 
+def check_run_attention(dsinfer):
+    """`run -v` says which attention the default chose and from which context (the shipped
+    calibration: DS from 2048 tokens on the CPU; dense throughout when the context is shorter)."""
+    if not os.path.exists(SMOL):
+        return 1
+    cases = [([], "attention: Double Sparsity from 2048 tokens of context"),
+             (["-c", "1024"], "attention: dense throughout: Double Sparsity would start at 2048 tokens of context, "
+                              "beyond this session's 1024"),
+             (["--ds-min-context", "0"], "attention: Double Sparsity throughout"),
+             (["--dense"], None)]
+    for extra, want in cases:
+        r = subprocess.run([dsinfer, "run", "-m", SMOL, "-p", "Hello", "-n", "1", "--temp", "0", "-t", "1", "-v"] + extra,
+                           capture_output=True, text=True)
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("attention:")]
+        ok = r.returncode == 0 and (lines == [] if want is None else len(lines) == 1 and lines[0].startswith(want))
+        report(ok, f"cli run -v {' '.join(extra) or '(defaults)'}", f"exit {r.returncode}, {lines or 'no attention line'}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsinfer", default="./dsinfer")
@@ -174,6 +193,7 @@ def main():
         skipped += 1
     check_generated(args.dsinfer)
     check_version(args.dsinfer)
+    skipped += check_run_attention(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
     return 0 if all(results) else 1
 
