@@ -256,6 +256,82 @@ __global__ void __launch_bounds__(256) k_qgemv(const uint8_t *__restrict__ q, co
     }
 }
 
+// ---- decode GEMV for one activation row of Q4_K weights (the bulk of a Q4_K_M model at batch 1).
+// k_qgemv decodes a chunk of 16 weights with its own scale loads, activation loads and the nibble
+// half it needs, so each 16-byte word of quants is loaded twice (low and high nibbles) and the
+// kernel is issue-bound (~70 instructions per 16 weights; ncu 69% issue active). Here a lane's
+// unit is one 16-byte word of quants = 32 weights, the low nibbles 16 weights of sub-block 2p and
+// the high nibbles the same 16 positions of sub-block 2p + 1 (unit g of a row: super-block g / 8,
+// pair p = (g / 2) % 4, half h = g % 2); the unit's activations (two 16-byte int8 runs and their
+// block scales) are loaded once and reused for R rows, and a warp's 32 lanes read 512
+// consecutive bytes of each row. Steps of QSTEP units per lane keep QSTEP * R word loads in flight.
+template <int R, int QSTEP>
+__global__ void __launch_bounds__(256) k_q4k_gemv1(const uint8_t *__restrict__ q, const uint8_t *__restrict__ s,
+                                                   size_t qrow, size_t srow, int rows, int in,
+                                                   const int8_t *__restrict__ xq, const float4 *__restrict__ xs,
+                                                   float *__restrict__ y) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r0 = (blockIdx.x * 8 + warp) * R;
+    const int units = in / 32;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0;
+    uint4 w[QSTEP][R];
+    uint32_t dm[QSTEP][R], scw[QSTEP][R], mnw[QSTEP][R];
+    auto load_w = [&](int t0) {   // the weights and scales of units t0 + 32 i + lane, i < QSTEP
+#pragma unroll
+        for (int i = 0; i < QSTEP; i++) {
+            const int g = t0 + 32 * i + lane, p = (g >> 1) & 3;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const bool ok = g < units && r0 + r < rows;
+                const size_t row = (size_t)(ok ? r0 + r : 0);
+                const uint32_t *rec = (const uint32_t *)(s + row * srow + 20 * (size_t)(g >> 3));
+                w[i][r] = ok ? __ldcs((const uint4 *)(q + row * qrow) + g) : make_uint4(0, 0, 0, 0);
+                dm[i][r] = ok ? __ldg(rec) : 0u;
+                scw[i][r] = ok ? __ldg(rec + 1 + (p >> 1)) : 0u;
+                mnw[i][r] = ok ? __ldg(rec + 3 + (p >> 1)) : 0u;
+            }
+        }
+    };
+    load_w(0);   // weights never depend on the previous kernel: in flight before the wait
+    pdl_trigger();
+    pdl_wait();
+    for (int t0 = 0; t0 < units; t0 += 32 * QSTEP) {
+#pragma unroll
+        for (int i = 0; i < QSTEP; i++) {
+            const int g = t0 + 32 * i + lane;
+            if (g >= units) break;
+            const int sb = g >> 3, p = (g >> 1) & 3, h = g & 1, bs = 16 * (p & 1);
+            // activations of sub-blocks 2p and 2p + 1, positions 16h .. 16h + 15
+            const uint4 *xv = (const uint4 *)xq + 16 * (size_t)sb + 4 * p + h;
+            const uint4 x0 = __ldg(xv), x1 = __ldg(xv + 2);
+            const float4 m0 = __ldg(xs + 8 * (size_t)sb + 2 * p), m1 = __ldg(xs + 8 * (size_t)sb + 2 * p + 1);
+            const float sx0 = h ? m0.z : m0.y, sx1 = h ? m1.z : m1.y;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint4 v = w[i][r];
+                const int d0 = dp4a_us(v.w & 0x0f0f0f0fu, x0.w, dp4a_us(v.z & 0x0f0f0f0fu, x0.z,
+                               dp4a_us(v.y & 0x0f0f0f0fu, x0.y, dp4a_us(v.x & 0x0f0f0f0fu, x0.x, 0))));
+                const int d1 = dp4a_us((v.w >> 4) & 0x0f0f0f0fu, x1.w, dp4a_us((v.z >> 4) & 0x0f0f0f0fu, x1.z,
+                               dp4a_us((v.y >> 4) & 0x0f0f0f0fu, x1.y, dp4a_us((v.x >> 4) & 0x0f0f0f0fu, x1.x, 0))));
+                const float sc0 = (float)((scw[i][r] >> bs) & 63), sc1 = (float)((scw[i][r] >> (bs + 8)) & 63);
+                const float mn0 = (float)((mnw[i][r] >> bs) & 63), mn1 = (float)((mnw[i][r] >> (bs + 8)) & 63);
+                const float dot = sc0 * m0.x * (float)d0 + sc1 * m1.x * (float)d1;
+                acc[r] = fmaf(hlo(dm[i][r]), dot, fmaf(-hhi(dm[i][r]), mn0 * sx0 + mn1 * sx1, acc[r]));
+            }
+        }
+        if (t0 + 32 * QSTEP < units) load_w(t0 + 32 * QSTEP);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == r && r0 + r < rows) y[r0 + r] = v;
+    }
+}
+
 // activation rows x [rows][in] (fp16) -> int8 blocks of 32, one thread per block (quant_row32)
 __global__ void k_quant_x(const __half *__restrict__ x, int rows, int in, int8_t *__restrict__ xq, float4 *__restrict__ xs) {
     pdl_trigger();
@@ -304,8 +380,22 @@ __global__ void k_qembed(const uint8_t *__restrict__ q, const uint8_t *__restric
     if (threadIdx.x == 0) len[r] = pos[r] + 1;
 }
 
+// DSINFER_GPU_QGEMV=0: Q4_K rows at batch 1 through k_qgemv, as before k_q4k_gemv1 (comparisons)
+int q4k_one() {
+    static int v = -1;
+    if (v < 0) v = getenv("DSINFER_GPU_QGEMV") ? atoi(getenv("DSINFER_GPU_QGEMV")) : 1;
+    return v;
+}
+
 template <int T>
 int gemv_t(const QPart &p, const int8_t *xq, const float4 *xs, int nb, float *y, int ystride, bool pdl, cudaStream_t st) {
+    if (T == T_Q4_K && nb == 1 && q4k_one()) {
+        // 2 rows per warp, 4 units per lane and step: of (R, QSTEP) = (1, 2), (2, 2), (1, 4), (4, 2),
+        // (2, 4) the fastest on the H200 (bench/NOTES.md, 2026-12-04): Llama-2-7B Q4_K_M 430-432 tok/s
+        constexpr int R = 2, QSTEP = 4;
+        return (int)pdl_launch(pdl, st, k_q4k_gemv1<R, QSTEP>, dim3((p.rows + 8 * R - 1) / (8 * R)), dim3(256), p.q, p.s,
+                               p.qrow, p.srow, p.rows, p.in, xq, xs, y + p.row0);
+    }
     constexpr int CPS = 4;
     const int chunks = p.in / 16;
     const int lpr = chunks >= 24 * CPS ? 32 : chunks >= 12 * CPS ? 16 : 8;
