@@ -18,6 +18,7 @@
  *     and over decode steps: dense with the weights kept quantised on the GPU (where it has
  *     kernels for their types) and with fp16 weights, and with sparse attention (random label
  *     channels, k = 16, so the CPU and GPU use the same channels without a calibration file).
+ * `gpu_check --models-only M.gguf...` runs the model checks alone.
  * Prints one line per check with the relative error; exits non-zero on any failure. */
 #include "attention.h"
 #include "backend.h"
@@ -450,8 +451,13 @@ int main(int argc, char **argv) {
         {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1},
         {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(&shapes[i]);
-    for (int i = 1; i < argc; i++) check_model(argv[i]);
+    /* --models-only: skip the kernel shapes (~80 s), e.g. to check one weight-kernel variant */
+    int first = 1;
+    const int models_only = argc > 1 && !strcmp(argv[1], "--models-only");
+    if (models_only) first = 2;
+    else
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(&shapes[i]);
+    for (int i = first; i < argc; i++) check_model(argv[i]);
     printf("%d checks, %d failed\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
 }
