@@ -19,6 +19,7 @@
 #define SPLIT_ROWS 128    /* selected rows per work unit in split sparse decode */
 #define SPLIT_MAX_KVH 64  /* KV heads a split sparse decode tracks (more: one unit per head) */
 #define MM_CHUNK_ROWS 16  /* weight rows per work unit */
+#define AMX_MIN_T 16      /* prefill chunks of at least this many tokens use the AMX tiles (Q4_K) */
 
 ds_session_opts ds_session_default_opts(void) {
     ds_session_opts o;
@@ -67,6 +68,7 @@ typedef struct {
     float *out[3];          /* [T][rows] */
     const uint8_t *xq[3];   /* input quantised to each matrix's dot type: [T][xq_stride] */
     size_t xq_stride[3];
+    const void *amx[3];     /* Q4_K matrices with T >= 16 on AMX: the packed activations, else NULL */
     const float *xf;        /* fp32 input [T][cols] (precise mode) */
     float *scratch;         /* precise mode: [n_threads][cols] dequantised row */
     int T;
@@ -85,6 +87,11 @@ static void mm_worker(void *arg, int ith, int nth) {
         const ds_matrix *W = t->W[m];
         int r0 = c * MM_CHUNK_ROWS, r1 = DS_MIN(r0 + MM_CHUNK_ROWS, (int)W->rows);
         float *out = t->out[m];
+        if (t->amx[m]) {   /* the chunk's rows times all T tokens on the tiles */
+            ds_amx_rows_q4_K(W->cols, W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->amx[m], t->T,
+                             out + r0, (size_t)W->rows);
+            continue;
+        }
         if (t->xf) {
             float *row = t->scratch + (size_t)ith * W->cols;
             for (int r = r0; r < r1; r++) {
@@ -149,6 +156,14 @@ static void matmul(ds_session *s, int n, const ds_matrix **W, float **out, const
         t.W[i] = W[i];
         t.out[i] = out[i];
         if (!s->precise) t.xq[i] = quantize_for(s, W[i], x, T, &t.xq_stride[i]);
+        if (!s->precise && s->amx_x && T >= AMX_MIN_T && W[i]->type == DS_TYPE_Q4_K) {
+            /* the inputs of one call share x: pack its Q8_K rows once */
+            for (int j = 0; j < i && !t.amx[i]; j++) if (t.amx[j] && t.xq[j] == t.xq[i]) t.amx[i] = t.amx[j];
+            if (!t.amx[i]) {
+                ds_amx_pack_q8K(t.xq[i], t.xq_stride[i], T, W[i]->cols, s->amx_x);
+                t.amx[i] = s->amx_x;
+            }
+        }
         t.chunks[i] = (int)((W[i]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS);
         t.total += t.chunks[i];
     }
@@ -456,6 +471,26 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
                             (double)s->bytes / (1 << 20), o.n_ctx);
         }
     }
+    /* AMX prefill (quant_amx.c): one chunk's activations in the tiles' layout, sized for the
+     * widest Q4_K input */
+    int64_t amx_cols = 0;
+    if (!s->precise && ds_amx_available())
+        for (int l = 0; l < c->n_layer; l++) {
+            const ds_layer_weights *Lw = &m->layers[l];
+            const ds_matrix *w[] = {&Lw->wq, &Lw->wk, &Lw->wv, &Lw->wo, &Lw->w_gate, &Lw->w_up, &Lw->w_down};
+            for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+                if (w[i]->type == DS_TYPE_Q4_K) amx_cols = DS_MAX(amx_cols, w[i]->cols);
+        }
+    if (amx_cols) {
+        const size_t ab = ds_amx_pack_bytes((int)B, amx_cols);
+        s->amx_x = ds_alloc(ab);
+        s->bytes += ab;
+        if (!s->amx_x) {
+            ds_session_free(s);
+            return ds_error(DS_ERR_OOM, "out of memory: session needs %.1f MiB (context %d)",
+                            (double)s->bytes / (1 << 20), o.n_ctx);
+        }
+    }
     s->pool = ds_pool_new(o.n_threads);
     if (!s->pool) { ds_session_free(s); return ds_error(DS_ERR_OOM, "cannot start threads"); }
     if (o.sparse.method != DS_ATTN_DENSE || o.sparse.track_h2o) {
@@ -477,7 +512,7 @@ void ds_session_free(ds_session *s) {
     ds_gpu_session_free(s);
     void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xn, s->tmp, s->q, s->k, s->v, s->att, s->gate,
                     s->up, s->xq[0], s->xq[1], s->logits, s->rope_cos, s->rope_sin, s->part_acc,
-                    s->part_st, s->precise_row};
+                    s->part_st, s->precise_row, s->amx_x};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ds_free(bufs[i]);
     free(s);
 }

@@ -14,6 +14,7 @@ struct ds_session {
     int precise;                 /* DSINFER_PRECISE=1: fp32 activations in matmuls (reference checks) */
     size_t bytes;                /* the memory plan's total */
     size_t gpu_wbytes;           /* --gpu: weight bytes a decode step reads, as uploaded (quantised or fp16) */
+    void *amx_x;                 /* AMX prefill: one chunk's Q8_K activations in tile layout, or NULL */
     double t_attn;               /* seconds in attention(), cumulative */
     uint16_t *k_cache, *v_cache; /* [n_layer][n_head_kv][n_ctx][head_dim] fp16 */
     float *x, *xn, *tmp;         /* [n_batch][n_embd] */

@@ -253,12 +253,13 @@ TEST(gen_model_tiny_loads_and_runs) {
     }
 }
 
-/* Weights in f32/f16 have an f32 dot type: the activation rows a prefill chunk quantises for
- * them are 4 bytes per element, not the ~1.1 of the 8-bit blocks (the session once sized those
- * buffers for the latter, and a 256-token chunk of an f16 model overran them). A full chunk of
- * n_batch tokens must give the logits of the same tokens fed one at a time. */
-TEST(gen_model_float_weights_full_prefill_chunk) {
-    static const char *types[] = { "f16", "f32" };
+/* A full prefill chunk of n_batch tokens must give the logits of the same tokens fed one at a
+ * time. f32/f16: their activation rows are 4 bytes per element, not the ~1.1 of the 8-bit blocks
+ * (the session once sized those buffers for the latter, and a 256-token chunk of an f16 model
+ * overran them). q4_k: chunks of >= 16 tokens run on the AMX tiles where the CPU has them,
+ * single tokens on the AVX-512 path. */
+TEST(gen_model_full_prefill_chunk_equals_steps) {
+    static const char *types[] = { "f16", "f32", "q4_k" };
     enum { N = 96 };
     int32_t toks[N];
     for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 37 + 11) % 256);
@@ -271,34 +272,43 @@ TEST(gen_model_float_weights_full_prefill_chunk) {
         ds_model *m;
         CHECK_MSG(ds_model_load(path, &m) == DS_OK, "%s", ds_last_error());
         const int V = ds_model_get_info(m)->n_vocab;
-        float *ref = malloc(sizeof(float) * (size_t)V);
-        CHECK(ref);
-        for (int pass = 0; pass < 2; pass++) {
+        float *lg[3];   /* one chunk, single steps, one chunk in precise mode (fp32 activations) */
+        for (int pass = 0; pass < 3; pass++) {
             ds_session_opts so = ds_session_default_opts();
             so.n_ctx = 128;
             so.n_batch = N;
             so.n_threads = 2;
+            if (pass == 2) setenv("DSINFER_PRECISE", "1", 1);
             ds_session *s;
             CHECK_MSG(ds_session_new(m, &so, &s) == DS_OK, "%s", ds_last_error());
-            if (pass == 0)   /* one chunk of N tokens */
-                CHECK(ds_session_eval(s, toks, N, NULL) == DS_OK);
-            else             /* N single-token steps */
+            unsetenv("DSINFER_PRECISE");
+            if (pass == 1)
                 for (int i = 0; i < N; i++) CHECK(ds_session_eval(s, toks + i, 1, NULL) == DS_OK);
-            const float *lg = ds_session_logits(s);
-            if (pass == 0) memcpy(ref, lg, sizeof(float) * (size_t)V);
-            else {
-                double num = 0, den = 0;
-                for (int i = 0; i < V; i++) {
-                    CHECK(isfinite(lg[i]));
-                    num += (double)(lg[i] - ref[i]) * (lg[i] - ref[i]);
-                    den += (double)ref[i] * ref[i];
-                }
-                CHECK_MSG(den > 0 && sqrt(num / den) < 1e-3, "%s: chunk vs steps rel err %g", types[c],
-                          sqrt(num / (den > 0 ? den : 1)));
-            }
+            else
+                CHECK(ds_session_eval(s, toks, N, NULL) == DS_OK);
+            lg[pass] = malloc(sizeof(float) * (size_t)V);
+            CHECK(lg[pass]);
+            memcpy(lg[pass], ds_session_logits(s), sizeof(float) * (size_t)V);
+            for (int i = 0; i < V; i++) CHECK(isfinite(lg[pass][i]));
             ds_session_free(s);
         }
-        free(ref);
+        double e[3] = {0, 0, 0}, den = 0;   /* chunk-steps, steps-precise, chunk-precise */
+        for (int i = 0; i < V; i++) {
+            e[0] += (double)(lg[0][i] - lg[1][i]) * (lg[0][i] - lg[1][i]);
+            e[1] += (double)(lg[1][i] - lg[2][i]) * (lg[1][i] - lg[2][i]);
+            e[2] += (double)(lg[0][i] - lg[2][i]) * (lg[0][i] - lg[2][i]);
+            den += (double)lg[2][i] * lg[2][i];
+        }
+        CHECK(den > 0);
+        for (int k = 0; k < 3; k++) e[k] = sqrt(e[k] / den);
+        /* f32/f16 weights: the same kernels either way. q4_k: 8-bit activations, whose rounding a
+         * tiny change upstream can flip (AMX and AVX-512 sum in different orders): held to twice
+         * the distance of the single-step path from precise mode */
+        const double tol = types[c][0] == 'q' ? 2 * e[1] + 1e-3 : 1e-3;
+        printf("    %s: chunk vs steps %.2e (tolerance %.2e); steps vs precise %.2e, chunk vs precise %.2e\n",
+               types[c], e[0], tol, e[1], e[2]);
+        CHECK_MSG(e[0] < tol, "%s: chunk vs steps rel err %g", types[c], e[0]);
+        for (int k = 0; k < 3; k++) free(lg[k]);
         ds_model_free(m);
     }
 }

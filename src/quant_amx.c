@@ -1,0 +1,163 @@
+/* quant_amx.c — prefill GEMMs of Q4_K matrices on AMX int8 tiles (x86 CPUs with AMX-INT8,
+ * Linux >= 5.16; selected at run time, DSINFER_AMX=0 turns it off).
+ *
+ * Why: a prefill chunk multiplies T activation rows by every weight row; the AVX-512 VNNI path
+ * (quant_avx512.c) does it one token at a time at ~70 GFLOPS per core, where one tdpbusd does
+ * 16 x 16 x 32 multiply-adds (bench/amx-gemm-proto.c: ~380 GOPS per core with per-32 scales).
+ *
+ * Layout. The weights are the tiles' A operand, so a Q4_K row needs no transposition: for one
+ * super-block the nibbles of 16 rows are unpacked to bytes, sub-block j (32 values) as a 16 x 32
+ * tile. The activations (Q8_K rows, quantised once per matmul call) are the B operand, which
+ * tdpbusd wants as 8 rows of 16 tokens x 4 consecutive k: ds_amx_pack_q8K builds that once per
+ * call for every 16 tokens and super-block, with each token's scale d and d * (sum of the
+ * sub-block's 32 values) beside it. Per sub-block the int32 tile C[row][token] is stored and
+ * folded into fp32 accumulators: += C * d_x * (d * sc_j) - (d_x * sum_j) * (dmin * mn_j), the
+ * Q4_K value being d * sc_j * q - dmin * mn_j. */
+#include "quant.h"
+#include "quant_impl.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define HAVE_AMX_BUILD 1
+#else
+#define HAVE_AMX_BUILD 0
+#endif
+
+/* One packed unit: 16 tokens x one super-block (256 columns). */
+typedef struct {
+    int8_t b[8][512];   /* sub-block j: [k / 4][token * 4 + k % 4], k < 32 */
+    float dx[16];       /* the token's Q8_K scale */
+    int32_t aj[8][16];  /* sum of the token's 32 values of sub-block j */
+} amx_unit;
+
+size_t ds_amx_pack_bytes(int T, int64_t cols) {
+    return (size_t)((T + 15) / 16) * (size_t)(cols / 256) * sizeof(amx_unit);
+}
+
+void ds_amx_pack_q8K(const void *xq, size_t xs, int T, int64_t cols, void *dst) {
+    const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
+    amx_unit *u = dst;
+    for (int mt = 0; mt < mts; mt++)
+        for (int sb = 0; sb < nsb; sb++, u++) {
+            memset(u, 0, sizeof *u);
+            for (int m = 0; m < 16 && 16 * mt + m < T; m++) {
+                const blk_q8_K *x = (const blk_q8_K *)((const uint8_t *)xq + (size_t)(16 * mt + m) * xs) + sb;
+                u->dx[m] = x->d;
+                for (int j = 0; j < 8; j++) {
+                    for (int i = 0; i < 8; i++) memcpy(&u->b[j][i * 64 + m * 4], x->qs + 32 * j + 4 * i, 4);
+                    u->aj[j][m] = x->bsums[2 * j] + x->bsums[2 * j + 1];
+                }
+            }
+        }
+}
+
+#if HAVE_AMX_BUILD
+#define TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx2,f16c")))
+
+int ds_amx_available(void) {
+    static _Atomic int ok = -1;
+    int v = atomic_load_explicit(&ok, memory_order_relaxed);
+    if (v >= 0) return v;
+    v = 0;
+    const char *e = getenv("DSINFER_AMX");
+    unsigned a, b, c, d;
+    if (!(e && atoi(e) == 0) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 25)) &&
+        __builtin_cpu_supports("avx512bw"))
+        v = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    atomic_store_explicit(&ok, v, memory_order_relaxed);
+    return v;
+}
+
+typedef struct { uint8_t palette, start; uint8_t rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; } tile_cfg;
+static __thread int t_configured;
+
+TAMX static void configure(void) {
+    tile_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    c.rows[0] = 16; c.colsb[0] = 64;   /* C: 16 weight rows x 16 tokens, int32 */
+    c.rows[1] = 16; c.colsb[1] = 32;   /* A: 16 weight rows x 32 k, u8 */
+    c.rows[2] = 8;  c.colsb[2] = 64;   /* B: 8 x (16 tokens x 4 k), s8 */
+    _tile_loadconfig(&c);
+    t_configured = 1;
+}
+
+TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
+                           size_t os) {
+    if (!t_configured) configure();
+    const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
+    const amx_unit *pk = packed;
+    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);   /* [mt][row][token] */
+    if (!acc) abort();
+    memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
+    uint8_t a[8][16][32] __attribute__((aligned(64)));   /* sub-block j of 16 rows, one byte per value */
+    int32_t cb[8][16][16] __attribute__((aligned(64)));  /* sub-block j: [row][token] */
+    int32_t sc[16][8], mn[16][8];
+    float dw[16], dmw[16];
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    for (int sb = 0; sb < nsb; sb++) {
+        for (int n = 0; n < 16; n++) {
+            if (n >= nr) {
+                for (int j = 0; j < 8; j++) { memset(a[j][n], 0, 32); sc[n][j] = 0; mn[n][j] = 0; }
+                dw[n] = dmw[n] = 0;
+                continue;
+            }
+            const blk_q4_K *x = (const blk_q4_K *)((const uint8_t *)w + (size_t)n * ws) + sb;
+            uint8_t s8[8], m8[8];
+            ds_kq_scale_min(x->scales, s8, m8);
+            for (int j = 0; j < 8; j++) { sc[n][j] = s8[j]; mn[n][j] = m8[j]; }
+            dw[n] = _cvtsh_ss(x->d);
+            dmw[n] = _cvtsh_ss(x->dmin);
+            for (int p = 0; p < 4; p++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * p));
+                _mm256_store_si256((__m256i *)a[2 * p][n], _mm256_and_si256(v, lo4));
+                _mm256_store_si256((__m256i *)a[2 * p + 1][n], _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
+            }
+        }
+        for (int mt = 0; mt < mts; mt++) {
+            const amx_unit *u = pk + (size_t)mt * nsb + sb;
+            for (int j = 0; j < 8; j++) {
+                _tile_zero(0);
+                _tile_loadd(1, a[j], 32);
+                _tile_loadd(2, u->b[j], 64);
+                _tile_dpbusd(0, 1, 2);
+                _tile_stored(0, cb[j], 64);
+            }
+            /* in int32 until the super-block's float scales, as the AVX-512 dot does: sumi =
+             * sum_j sc_j * dot_j, summ = sum_j mn_j * sum_j(x); then d_x * (d * sumi - dmin * summ) */
+            __m512i aj[8];
+            for (int j = 0; j < 8; j++) aj[j] = _mm512_loadu_si512(u->aj[j]);
+            const __m512 dx = _mm512_loadu_ps(u->dx);
+            float *ac = acc + (size_t)mt * 256;
+            for (int n = 0; n < 16; n++) {
+                __m512i si = _mm512_setzero_si512(), sm = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j++) {
+                    si = _mm512_add_epi32(si, _mm512_mullo_epi32(_mm512_load_si512(cb[j][n]), _mm512_set1_epi32(sc[n][j])));
+                    sm = _mm512_add_epi32(sm, _mm512_mullo_epi32(aj[j], _mm512_set1_epi32(mn[n][j])));
+                }
+                const __m512 v = _mm512_fmsub_ps(_mm512_set1_ps(dw[n]), _mm512_cvtepi32_ps(si),
+                                                 _mm512_mul_ps(_mm512_set1_ps(dmw[n]), _mm512_cvtepi32_ps(sm)));
+                _mm512_store_ps(ac + 16 * n, _mm512_fmadd_ps(dx, v, _mm512_load_ps(ac + 16 * n)));
+            }
+        }
+    }
+    for (int mt = 0; mt < mts; mt++)
+        for (int n = 0; n < nr; n++)
+            for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
+    free(acc);
+}
+#else
+int ds_amx_available(void) { return 0; }
+void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
+                      size_t os) {
+    (void)cols; (void)w; (void)ws; (void)nr; (void)packed; (void)T; (void)out; (void)os;
+    abort();   /* callers check ds_amx_available() */
+}
+#endif
