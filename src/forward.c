@@ -19,7 +19,7 @@
 #define SPLIT_ROWS 128    /* selected rows per work unit in split sparse decode */
 #define SPLIT_MAX_KVH 64  /* KV heads a split sparse decode tracks (more: one unit per head) */
 #define MM_CHUNK_ROWS 16  /* weight rows per work unit */
-#define AMX_MIN_T 16      /* prefill chunks of at least this many tokens use the AMX tiles (Q4_K) */
+#define AMX_MIN_T 16      /* prefill chunks of at least this many tokens use the AMX tiles (Q4_K, Q6_K) */
 
 ds_session_opts ds_session_default_opts(void) {
     ds_session_opts o;
@@ -68,7 +68,7 @@ typedef struct {
     float *out[3];          /* [T][rows] */
     const uint8_t *xq[3];   /* input quantised to each matrix's dot type: [T][xq_stride] */
     size_t xq_stride[3];
-    const void *amx[3];     /* Q4_K matrices with T >= 16 on AMX: the packed activations, else NULL */
+    const void *amx[3];     /* Q4_K / Q6_K matrices with T >= 16 on AMX: the packed activations, else NULL */
     const float *xf;        /* fp32 input [T][cols] (precise mode) */
     float *scratch;         /* precise mode: [n_threads][cols] dequantised row */
     int T;
@@ -88,8 +88,9 @@ static void mm_worker(void *arg, int ith, int nth) {
         int r0 = c * MM_CHUNK_ROWS, r1 = DS_MIN(r0 + MM_CHUNK_ROWS, (int)W->rows);
         float *out = t->out[m];
         if (t->amx[m]) {   /* the chunk's rows times all T tokens on the tiles */
-            ds_amx_rows_q4_K(W->cols, W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->amx[m], t->T,
-                             out + r0, (size_t)W->rows);
+            (W->type == DS_TYPE_Q4_K ? ds_amx_rows_q4_K : ds_amx_rows_q6_K)(
+                W->cols, W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->amx[m], t->T, out + r0,
+                (size_t)W->rows);
             continue;
         }
         if (t->xf) {
@@ -156,7 +157,7 @@ static void matmul(ds_session *s, int n, const ds_matrix **W, float **out, const
         t.W[i] = W[i];
         t.out[i] = out[i];
         if (!s->precise) t.xq[i] = quantize_for(s, W[i], x, T, &t.xq_stride[i]);
-        if (!s->precise && s->amx_x && T >= AMX_MIN_T && W[i]->type == DS_TYPE_Q4_K) {
+        if (!s->precise && s->amx_x && T >= AMX_MIN_T && (W[i]->type == DS_TYPE_Q4_K || W[i]->type == DS_TYPE_Q6_K)) {
             /* the inputs of one call share x: pack its Q8_K rows once */
             for (int j = 0; j < i && !t.amx[i]; j++) if (t.amx[j] && t.xq[j] == t.xq[i]) t.amx[i] = t.amx[j];
             if (!t.amx[i]) {
@@ -479,7 +480,7 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
             const ds_layer_weights *Lw = &m->layers[l];
             const ds_matrix *w[] = {&Lw->wq, &Lw->wk, &Lw->wv, &Lw->wo, &Lw->w_gate, &Lw->w_up, &Lw->w_down};
             for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-                if (w[i]->type == DS_TYPE_Q4_K) amx_cols = DS_MAX(amx_cols, w[i]->cols);
+                if (w[i]->type == DS_TYPE_Q4_K || w[i]->type == DS_TYPE_Q6_K) amx_cols = DS_MAX(amx_cols, w[i]->cols);
         }
     if (amx_cols) {
         const size_t ab = ds_amx_pack_bytes((int)B, amx_cols);

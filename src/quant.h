@@ -70,5 +70,7 @@ size_t ds_amx_pack_bytes(int T, int64_t cols);
 void ds_amx_pack_q8K(const void *xq, size_t xs, int T, int64_t cols, void *dst);
 void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
                       size_t os);
+void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
+                      size_t os);   /* the same for Q6_K rows */
 
 #endif

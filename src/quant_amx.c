@@ -34,7 +34,7 @@
 typedef struct {
     int8_t b[8][512];   /* sub-block j: [k / 4][token * 4 + k % 4], k < 32 */
     float dx[16];       /* the token's Q8_K scale */
-    int32_t aj[8][16];  /* sum of the token's 32 values of sub-block j */
+    int32_t bs[16][16]; /* sum of the token's 16 values of group g (the Q8_K bsums) */
 } amx_unit;
 
 size_t ds_amx_pack_bytes(int T, int64_t cols) {
@@ -52,7 +52,8 @@ void ds_amx_pack_q8K(const void *xq, size_t xs, int T, int64_t cols, void *dst) 
                 u->dx[m] = x->d;
                 for (int j = 0; j < 8; j++) {
                     for (int i = 0; i < 8; i++) memcpy(&u->b[j][i * 64 + m * 4], x->qs + 32 * j + 4 * i, 4);
-                    u->aj[j][m] = x->bsums[2 * j] + x->bsums[2 * j + 1];
+                    u->bs[2 * j][m] = x->bsums[2 * j];
+                    u->bs[2 * j + 1][m] = x->bsums[2 * j + 1];
                 }
             }
         }
@@ -85,7 +86,11 @@ TAMX static void configure(void) {
     c.rows[0] = 16; c.colsb[0] = 64;   /* C: 16 weight rows x 16 tokens, int32 */
     c.rows[1] = 16; c.colsb[1] = 32;   /* A: 16 weight rows x 32 k, u8 */
     c.rows[2] = 8;  c.colsb[2] = 64;   /* B: 8 x (16 tokens x 4 k), s8 */
-    _tile_loadconfig(&c);
+    c.rows[3] = 16; c.colsb[3] = 16;   /* Q6_K's A: 16 weight rows x 16 k (groups of 16), u8 */
+    c.rows[4] = 4;  c.colsb[4] = 64;   /* Q6_K's B: 4 x (16 tokens x 4 k) */
+    /* an asm with c as its memory operand: GCC 12 does not see _tile_loadconfig read c and
+     * dropped the stores of rows and colsb (ldtilecfg then faulted on an all-zero layout) */
+    __asm__ volatile("ldtilecfg %0" ::"m"(c));
     t_configured = 1;
 }
 
@@ -133,7 +138,8 @@ TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const
             /* in int32 until the super-block's float scales, as the AVX-512 dot does: sumi =
              * sum_j sc_j * dot_j, summ = sum_j mn_j * sum_j(x); then d_x * (d * sumi - dmin * summ) */
             __m512i aj[8];
-            for (int j = 0; j < 8; j++) aj[j] = _mm512_loadu_si512(u->aj[j]);
+            for (int j = 0; j < 8; j++)
+                aj[j] = _mm512_add_epi32(_mm512_loadu_si512(u->bs[2 * j]), _mm512_loadu_si512(u->bs[2 * j + 1]));
             const __m512 dx = _mm512_loadu_ps(u->dx);
             float *ac = acc + (size_t)mt * 256;
             for (int n = 0; n < 16; n++) {
@@ -153,11 +159,83 @@ TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const
             for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
     free(acc);
 }
+
+/* Q6_K: groups of 16 values with signed 8-bit scales, value = d * sc_g * (q - 32), q in [0, 64).
+ * q goes on the tiles unsigned and the 32 comes off with the group's activation sum: per group
+ * C_g - 32 * bsum_g, then sum_g sc_g * (...) in int32 and d_x * d * sumi, as the scalar dot. The
+ * K = 16 tiles are rows 4 (g % 2) .. +3 of the packed 32-blocks' B tiles. */
+TAMX void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
+                           size_t os) {
+    if (!t_configured) configure();
+    const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
+    const amx_unit *pk = packed;
+    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);   /* [mt][row][token] */
+    if (!acc) abort();
+    memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
+    uint8_t a[16][16][16] __attribute__((aligned(64)));  /* group g of 16 rows: q in [0, 64) */
+    int32_t cb[16][16][16] __attribute__((aligned(64))); /* group g: [row][token] */
+    int32_t sc[16][16];
+    float dw[16];
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), hi2 = _mm256_set1_epi8(0x30);
+    for (int sb = 0; sb < nsb; sb++) {
+        for (int n = 0; n < 16; n++) {
+            if (n >= nr) {
+                for (int g = 0; g < 16; g++) { memset(a[g][n], 0, 16); sc[n][g] = 0; }
+                dw[n] = 0;
+                continue;
+            }
+            const blk_q6_K *x = (const blk_q6_K *)((const uint8_t *)w + (size_t)n * ws) + sb;
+            for (int g = 0; g < 16; g++) sc[n][g] = x->scales[g];
+            dw[n] = _cvtsh_ss(x->d);
+            for (int h = 0; h < 2; h++) {
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+                for (int k = 0; k < 4; k++) {   /* values 128 h + 32 k + l, l < 32: groups 8 h + 2 k, + 1 */
+                    const __m256i ql = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32 * (k & 1)));
+                    const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k >> 1)), lo4);
+                    const __m256i hi = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(qh, 2 * k), 4), hi2);
+                    const __m256i q = _mm256_or_si256(lo, hi);
+                    _mm_store_si128((__m128i *)a[8 * h + 2 * k][n], _mm256_castsi256_si128(q));
+                    _mm_store_si128((__m128i *)a[8 * h + 2 * k + 1][n], _mm256_extracti128_si256(q, 1));
+                }
+            }
+        }
+        for (int mt = 0; mt < mts; mt++) {
+            const amx_unit *u = pk + (size_t)mt * nsb + sb;
+            for (int g = 0; g < 16; g++) {
+                _tile_zero(0);
+                _tile_loadd(3, a[g], 16);
+                _tile_loadd(4, u->b[g >> 1] + 256 * (g & 1), 64);
+                _tile_dpbusd(0, 3, 4);
+                _tile_stored(0, cb[g], 64);
+            }
+            const __m512 dx = _mm512_loadu_ps(u->dx);
+            float *ac = acc + (size_t)mt * 256;
+            for (int n = 0; n < 16; n++) {
+                __m512i si = _mm512_setzero_si512();
+                for (int g = 0; g < 16; g++) {
+                    const __m512i dg = _mm512_sub_epi32(_mm512_load_si512(cb[g][n]),
+                                                        _mm512_slli_epi32(_mm512_loadu_si512(u->bs[g]), 5));
+                    si = _mm512_add_epi32(si, _mm512_mullo_epi32(dg, _mm512_set1_epi32(sc[n][g])));
+                }
+                const __m512 v = _mm512_mul_ps(_mm512_set1_ps(dw[n]), _mm512_cvtepi32_ps(si));
+                _mm512_store_ps(ac + 16 * n, _mm512_fmadd_ps(dx, v, _mm512_load_ps(ac + 16 * n)));
+            }
+        }
+    }
+    for (int mt = 0; mt < mts; mt++)
+        for (int n = 0; n < nr; n++)
+            for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
+    free(acc);
+}
 #else
 int ds_amx_available(void) { return 0; }
 void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
                       size_t os) {
     (void)cols; (void)w; (void)ws; (void)nr; (void)packed; (void)T; (void)out; (void)os;
     abort();   /* callers check ds_amx_available() */
+}
+void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
+                      size_t os) {
+    ds_amx_rows_q4_K(cols, w, ws, nr, packed, T, out, os);
 }
 #endif

@@ -256,10 +256,10 @@ TEST(gen_model_tiny_loads_and_runs) {
 /* A full prefill chunk of n_batch tokens must give the logits of the same tokens fed one at a
  * time. f32/f16: their activation rows are 4 bytes per element, not the ~1.1 of the 8-bit blocks
  * (the session once sized those buffers for the latter, and a 256-token chunk of an f16 model
- * overran them). q4_k: chunks of >= 16 tokens run on the AMX tiles where the CPU has them,
+ * overran them). q4_k / q6_k: chunks of >= 16 tokens run on the AMX tiles where the CPU has them,
  * single tokens on the AVX-512 path. */
 TEST(gen_model_full_prefill_chunk_equals_steps) {
-    static const char *types[] = { "f16", "f32", "q4_k" };
+    static const char *types[] = { "f16", "f32", "q4_k", "q6_k" };
     enum { N = 96 };
     int32_t toks[N];
     for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 37 + 11) % 256);

@@ -435,28 +435,27 @@ TEST(quant_dispatch_uses_best_level) {
 #endif
 }
 
-/* AMX tiles (where the CPU and kernel allow them): a Q4_K chunk of nr <= 16 rows times T
+/* AMX tiles (where the CPU and kernel allow them): a Q4_K or Q6_K chunk of nr <= 16 rows times T
  * activation rows equals ds_vec_dot_rows per token, up to float summation order; tails of both
  * (13 rows, 37 tokens) are padded inside. */
-TEST(quant_amx_q4_K_matches_vec_dot_rows) {
-    if (!ds_amx_available()) SKIP("no AMX-INT8 (or DSINFER_AMX=0)");
+static void check_amx(ds_type ty) {
     rng_seed(77);
     const int64_t n = 256 * 6;
     const int T = 37;
     const int nrs[] = { 16, 13, 1 };
-    const size_t wb = ds_row_bytes(DS_TYPE_Q4_K, n), xb = ds_row_bytes(DS_TYPE_Q8_K, n);
+    const size_t wb = ds_row_bytes(ty, n), xb = ds_row_bytes(DS_TYPE_Q8_K, n);
     uint8_t *w = malloc(wb * 16), *xq = malloc(xb * T);
     float *src = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * 16 * T), *got = malloc(sizeof(float) * 16 * T);
     void *pk = malloc(ds_amx_pack_bytes(T, n));
     CHECK(w && xq && src && ref && got && pk);
-    for (int r = 0; r < 16; r++) fill_weights(DS_TYPE_Q4_K, w + r * wb, n, 0);
+    for (int r = 0; r < 16; r++) fill_weights(ty, w + r * wb, n, 0);
     for (int t = 0; t < T; t++) make_act(DS_TYPE_Q8_K, n, xq + t * xb, src, 0);
     ds_amx_pack_q8K(xq, xb, T, n, pk);
     for (size_t c = 0; c < sizeof nrs / sizeof nrs[0]; c++) {
         const int nr = nrs[c];
-        for (int t = 0; t < T; t++) ds_vec_dot_rows(DS_TYPE_Q4_K, n, w, wb, nr, xq + t * xb, ref + t * nr);
+        for (int t = 0; t < T; t++) ds_vec_dot_rows(ty, n, w, wb, nr, xq + t * xb, ref + t * nr);
         for (int i = 0; i < 16 * T; i++) got[i] = NAN;
-        ds_amx_rows_q4_K(n, w, wb, nr, pk, T, got, (size_t)nr);
+        (ty == DS_TYPE_Q4_K ? ds_amx_rows_q4_K : ds_amx_rows_q6_K)(n, w, wb, nr, pk, T, got, (size_t)nr);
         double worst = 0;
         for (int i = 0; i < nr * T; i++) {
             CHECK_MSG(isfinite(got[i]), "nr %d: element %d not written", nr, i);
@@ -468,13 +467,23 @@ TEST(quant_amx_q4_K_matches_vec_dot_rows) {
         double we_amx = 0, we_vnni = 0;
         for (int t = 0; t < T; t++)
             for (int r = 0; r < nr; r++) {
-                const double e = ds_vec_dot_ref(DS_TYPE_Q4_K, n, w + r * wb, xq + t * xb);
+                const double e = ds_vec_dot_ref(ty, n, w + r * wb, xq + t * xb);
                 const double s = fabs(e) + 1e-3;
                 if (fabs(got[t * nr + r] - e) / s > we_amx) we_amx = fabs(got[t * nr + r] - e) / s;
                 if (fabs(ref[t * nr + r] - e) / s > we_vnni) we_vnni = fabs(ref[t * nr + r] - e) / s;
             }
-        if (nr == 16) printf("    vs the reference dot: AMX %.2e, ds_vec_dot_rows %.2e\n", we_amx, we_vnni);
+        if (nr == 16) printf("    %s vs the reference dot: AMX %.2e, ds_vec_dot_rows %.2e\n", ds_type_info_get(ty)->name, we_amx, we_vnni);
         CHECK_MSG(we_amx < 1e-4, "nr %d: AMX vs the reference dot %g", nr, we_amx);
     }
     free(w); free(xq); free(src); free(ref); free(got); free(pk);
+}
+
+TEST(quant_amx_q4_K_matches_vec_dot_rows) {
+    if (!ds_amx_available()) SKIP("no AMX-INT8 (or DSINFER_AMX=0)");
+    check_amx(DS_TYPE_Q4_K);
+}
+
+TEST(quant_amx_q6_K_matches_vec_dot_rows) {
+    if (!ds_amx_available()) SKIP("no AMX-INT8 (or DSINFER_AMX=0)");
+    check_amx(DS_TYPE_Q6_K);
 }
