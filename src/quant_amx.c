@@ -1,18 +1,18 @@
-/* quant_amx.c — prefill GEMMs of Q4_K matrices on AMX int8 tiles (x86 CPUs with AMX-INT8,
- * Linux >= 5.16; selected at run time, DSINFER_AMX=0 turns it off).
+/* quant_amx.c — prefill GEMMs of Q4_K and Q6_K matrices on AMX int8 tiles (x86 CPUs with
+ * AMX-INT8, Linux >= 5.16; selected at run time, DSINFER_AMX=0 turns it off).
  *
  * Why: a prefill chunk multiplies T activation rows by every weight row; the AVX-512 VNNI path
  * (quant_avx512.c) does it one token at a time at ~70 GFLOPS per core, where one tdpbusd does
  * 16 x 16 x 32 multiply-adds (bench/amx-gemm-proto.c: ~380 GOPS per core with per-32 scales).
  *
- * Layout. The weights are the tiles' A operand, so a Q4_K row needs no transposition: for one
- * super-block the nibbles of 16 rows are unpacked to bytes, sub-block j (32 values) as a 16 x 32
- * tile. The activations (Q8_K rows, quantised once per matmul call) are the B operand, which
- * tdpbusd wants as 8 rows of 16 tokens x 4 consecutive k: ds_amx_pack_q8K builds that once per
- * call for every 16 tokens and super-block, with each token's scale d and d * (sum of the
- * sub-block's 32 values) beside it. Per sub-block the int32 tile C[row][token] is stored and
- * folded into fp32 accumulators: += C * d_x * (d * sc_j) - (d_x * sum_j) * (dmin * mn_j), the
- * Q4_K value being d * sc_j * q - dmin * mn_j. */
+ * Layout. The weights are the tiles' A operand, so a row needs no transposition: for one
+ * super-block the quants of 16 rows are unpacked to bytes, one sub-block (Q4_K: 32 values, Q6_K:
+ * 16) of the 16 rows as one tile. The activations (Q8_K rows, quantised once per matmul call) are
+ * the B operand, which tdpbusd wants as rows of 16 tokens x 4 consecutive k: ds_amx_pack_q8K
+ * builds that once per call for every 16 tokens and super-block, with each token's scale d and
+ * its per-16 sums beside it. Per sub-block the int32 tile C[row][token] is stored and combined
+ * with the sub-block scales in int32 (Q4_K: sum_j sc_j C_j and sum_j mn_j sum_j(x); Q6_K:
+ * sum_g sc_g (C_g - 32 sum_g(x))) until the super-block's float scales, as the AVX-512 dots do. */
 #include "quant.h"
 #include "quant_impl.h"
 
