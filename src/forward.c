@@ -473,9 +473,9 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
         }
     }
     /* AMX prefill (quant_amx.c): one chunk's activations in the tiles' layout, sized for the
-     * widest Q4_K input */
+     * widest Q4_K / Q6_K input (CPU sessions: a GPU session's forward pass runs on the GPU) */
     int64_t amx_cols = 0;
-    if (!s->precise && ds_amx_available())
+    if (!s->precise && !o.gpu && ds_amx_available())
         for (int l = 0; l < c->n_layer; l++) {
             const ds_layer_weights *Lw = &m->layers[l];
             const ds_matrix *w[] = {&Lw->wq, &Lw->wk, &Lw->wv, &Lw->wo, &Lw->w_gate, &Lw->w_up, &Lw->w_down};
