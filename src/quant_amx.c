@@ -94,14 +94,28 @@ TAMX static void configure(void) {
     t_configured = 1;
 }
 
+/* The fp32 accumulators of one call, [mt][row][token] for every 16 tokens, zeroed; and their
+ * rows [0, nr) of tokens [0, T) written to out[t * os + r] (then freed). Shared by both types. */
+static float *acc_new(int mts) {
+    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);
+    if (!acc) abort();   /* <= 512 KB (n_batch <= 8192) */
+    memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
+    return acc;
+}
+
+static void acc_store(float *acc, int nr, int T, float *out, size_t os) {
+    for (int mt = 0; mt < (T + 15) / 16; mt++)
+        for (int n = 0; n < nr; n++)
+            for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
+    free(acc);
+}
+
 TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
                            size_t os) {
     if (!t_configured) configure();
     const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
     const amx_unit *pk = packed;
-    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);   /* [mt][row][token] */
-    if (!acc) abort();
-    memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
+    float *acc = acc_new(mts);   /* [mt][row][token] */
     uint8_t a[8][16][32] __attribute__((aligned(64)));   /* sub-block j of 16 rows, one byte per value */
     int32_t cb[8][16][16] __attribute__((aligned(64)));  /* sub-block j: [row][token] */
     int32_t sc[16][8], mn[16][8];
@@ -154,10 +168,7 @@ TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const
             }
         }
     }
-    for (int mt = 0; mt < mts; mt++)
-        for (int n = 0; n < nr; n++)
-            for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
-    free(acc);
+    acc_store(acc, nr, T, out, os);
 }
 
 /* Q6_K: groups of 16 values with signed 8-bit scales, value = d * sc_g * (q - 32), q in [0, 64).
@@ -169,9 +180,7 @@ TAMX void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const
     if (!t_configured) configure();
     const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
     const amx_unit *pk = packed;
-    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);   /* [mt][row][token] */
-    if (!acc) abort();
-    memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
+    float *acc = acc_new(mts);   /* [mt][row][token] */
     uint8_t a[16][16][16] __attribute__((aligned(64)));  /* group g of 16 rows: q in [0, 64) */
     int32_t cb[16][16][16] __attribute__((aligned(64))); /* group g: [row][token] */
     int32_t sc[16][16];
@@ -222,10 +231,7 @@ TAMX void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const
             }
         }
     }
-    for (int mt = 0; mt < mts; mt++)
-        for (int n = 0; n < nr; n++)
-            for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
-    free(acc);
+    acc_store(acc, nr, T, out, os);
 }
 #else
 int ds_amx_available(void) { return 0; }
