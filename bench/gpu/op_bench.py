@@ -35,19 +35,23 @@ def check(rc, what):
         raise RuntimeError(f"{what}: {LIB.ds_gpu_error_string(rc).decode()}")
 
 
-def time_graph(fns, iters):
-    """Median microseconds of one replay; fns: one callable per input set (rotated so repeated
-    runs do not just re-read L2)."""
+def time_graph(fns, iters, calls=1):
+    """Median microseconds of one call; fns: one callable per input set (rotated so repeated
+    runs do not just re-read L2). calls > 1: each graph holds that many calls back to back
+    (input sets rotating within it, as the layers of a decode step follow each other) and the
+    time is one replay's over calls, so the fixed cost of launching a graph and timing it
+    (~10 us on the H200 for a graph of one trivial kernel) is spread over the calls."""
     s = torch.cuda.Stream()
     graphs = []
     with torch.cuda.stream(s):
         for f in fns:
             f()  # warm-up outside capture (Triton compiles here)
     torch.cuda.synchronize()
-    for f in fns:
+    for j in range(len(fns)):
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, stream=s):
-            f()
+            for c in range(calls):
+                fns[(j + c) % len(fns)]()
         graphs.append(g)
     for g in graphs:
         g.replay()
@@ -60,7 +64,7 @@ def time_graph(fns, iters):
         graphs[i % len(graphs)].replay()
         b.record()
     torch.cuda.synchronize()
-    times = [a.elapsed_time(b) * 1000 for a, b in ev]
+    times = [a.elapsed_time(b) * 1000 / calls for a, b in ev]
     return statistics.median(times)
 
 
@@ -243,6 +247,8 @@ def main():
     ap.add_argument("--peer", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--calls", type=int, default=1,
+                    help="calls per graph replay (e.g. 32, a 32-layer step's attention calls); times are per call")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--ctx", default="4096,16384,65536")
     ap.add_argument("--heads", type=int, default=32)
@@ -272,6 +278,8 @@ def main():
     H, Hkv, d = a.heads, a.kv_heads, 128
     lines = []
     lines.append(f"device: {dev}; torch {torch.__version__}; measured copy bandwidth {bw:.0f} GB/s (read+write)")
+    lines.append(f"times: per call, median of {a.iters} graph replays, " +
+                 ("one call per graph" if a.calls == 1 else f"{a.calls} calls per graph (input sets rotating), replay time / {a.calls}"))
     hdr = ("| B | n | k | SDPA us | our dense us | dense %floor | DS r8@16 us | %floor | vs SDPA | DS r32@4 us | %floor | vs SDPA "
            "| paper DS us | ours vs paper | checks |")
     lines.append("")
@@ -342,12 +350,12 @@ def main():
                 ok = ok and e < 2e-3 and overlap > 0.99 and cur and not torch.isnan(s.out).any().item()
             # ---- timing ----
             t_sdpa = time_graph([lambda s=s: F.scaled_dot_product_attention(s.q.view(B, H, 1, d), s.k, s.v, enable_gqa=G > 1)
-                                 for s in sets16], a.iters)
-            t_dense = time_graph([s.dense for s in sets16], a.iters)
-            t16 = time_graph([s.ds for s in sets16], a.iters)
-            t4 = time_graph([s.ds for s in sets4], a.iters)
+                                 for s in sets16], a.iters, a.calls)
+            t_dense = time_graph([s.dense for s in sets16], a.iters, a.calls)
+            t16 = time_graph([s.ds for s in sets16], a.iters, a.calls)
+            t4 = time_graph([s.ds for s in sets4], a.iters, a.calls)
             # stage breakdown (score, +select, full), then restore the workspaces
-            st = [time_graph([lambda s=s, p=p: s.ds(p) for s in sets16], a.iters) for p in (1, 3)]
+            st = [time_graph([lambda s=s, p=p: s.ds(p) for s in sets16], a.iters, a.calls) for p in (1, 3)]
             for s in sets16 + sets4:
                 s.reinit()
             stages.append((B, n, st[0], st[1] - st[0], t16 - st[1]))
@@ -360,7 +368,7 @@ def main():
                 try:
                     run, keep, pout = paper_pipeline(peer, B, n, H, d, 8, k, s0)
                     run(); torch.cuda.synchronize()
-                    t_paper = time_graph([run], a.iters)
+                    t_paper = time_graph([run], a.iters, a.calls)
                     del keep
                 except Exception as ex:  # OOM or a kernel that does not build at this shape
                     notes.append(f"paper: {type(ex).__name__}")

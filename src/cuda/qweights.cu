@@ -332,6 +332,100 @@ __global__ void __launch_bounds__(256) k_q4k_gemv1(const uint8_t *__restrict__ q
     }
 }
 
+// ---- decode GEMV for one activation row of Q6_K weights (attn_v, and ffn_down in half the
+// layers, and the output matrix of a Q4_K_M model). k_qgemv decodes each 16-weight chunk with
+// its own loads of the qh word (which holds the high bits of 4 chunks) and of the ql word (2
+// chunks). Here a lane's unit is the 64 weights one 16-byte qh word covers: positions l0 .. l0 + 15
+// (l0 = 0 or 16) of the four 32-weight runs k = 0..3 of one half h of a super-block. Run k's low
+// nibbles are in ql word 64 h + 32 (k % 2) + l0 (low nibble for k < 2, high for k >= 2), its high
+// bits in the qh word >> 2 k, its scale in byte 8 h + l0 / 16 + 2 k of the 16 (one 8-byte load):
+// every quant byte is loaded once. Unit g of a row: super-block g / 4, h = (g / 2) % 2,
+// l0 = 16 (g % 2); a warp's 32 lanes read 8 whole super-blocks. Activations and R / QSTEP as in
+// k_q4k_gemv1.
+template <int R, int QSTEP>
+__global__ void __launch_bounds__(256) k_q6k_gemv1(const uint8_t *__restrict__ q, const uint8_t *__restrict__ s,
+                                                   size_t qrow, size_t srow, int rows, int in,
+                                                   const int8_t *__restrict__ xq, const float4 *__restrict__ xs,
+                                                   float *__restrict__ y) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r0 = (blockIdx.x * 8 + warp) * R;
+    const int units = in / 64;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0;
+    uint4 lo0[QSTEP][R], lo1[QSTEP][R], hi[QSTEP][R];
+    uint2 scw[QSTEP][R];
+    float dd[QSTEP][R];
+    auto load_w = [&](int t0) {   // the quants and scales of units t0 + 32 i + lane, i < QSTEP
+#pragma unroll
+        for (int i = 0; i < QSTEP; i++) {
+            const int g = t0 + 32 * i + lane, h = (g >> 1) & 1, l0 = 16 * (g & 1);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const bool ok = g < units && r0 + r < rows;
+                const size_t row = (size_t)(ok ? r0 + r : 0);
+                const uint8_t *base = q + row * qrow + 192 * (size_t)(g >> 2);
+                const uint8_t *rec = s + row * srow + 32 * (size_t)(g >> 2);
+                const uint4 z = make_uint4(0, 0, 0, 0);
+                lo0[i][r] = ok ? __ldcs((const uint4 *)(base + 64 * h + l0)) : z;
+                lo1[i][r] = ok ? __ldcs((const uint4 *)(base + 64 * h + 32 + l0)) : z;
+                hi[i][r] = ok ? __ldcs((const uint4 *)(base + 128 + 32 * h + l0)) : z;
+                scw[i][r] = ok ? __ldg((const uint2 *)(rec + 8 * h)) : make_uint2(0, 0);
+                dd[i][r] = ok ? __half2float(__ushort_as_half(__ldg((const unsigned short *)(rec + 16)))) : 0.0f;
+            }
+        }
+    };
+    load_w(0);   // weights never depend on the previous kernel: in flight before the wait
+    pdl_trigger();
+    pdl_wait();
+    for (int t0 = 0; t0 < units; t0 += 32 * QSTEP) {
+#pragma unroll
+        for (int i = 0; i < QSTEP; i++) {
+            const int g = t0 + 32 * i + lane;
+            if (g >= units) break;
+            const int sb = g >> 2, h = (g >> 1) & 1, hf = g & 1;
+            // run k: positions 256 sb + 128 h + 32 k + 16 hf .. + 15, i.e. int8 vector 16 sb + 8 h + 2 k + hf
+            // and block of 32 number 8 sb + 4 h + k
+            uint4 x[4];
+            float4 m[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                x[k] = __ldg((const uint4 *)xq + 16 * (size_t)sb + 8 * h + 2 * k + hf);
+                m[k] = __ldg(xs + 8 * (size_t)sb + 4 * h + k);
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float part = 0;
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const uint4 L = (k & 1) ? lo1[i][r] : lo0[i][r], Hb = hi[i][r];
+                    const int sl = 4 * (k >> 1), sh = 2 * k;
+                    const uint32_t w0 = ((L.x >> sl) & 0x0f0f0f0fu) | (((Hb.x >> sh) & 0x03030303u) << 4);
+                    const uint32_t w1 = ((L.y >> sl) & 0x0f0f0f0fu) | (((Hb.y >> sh) & 0x03030303u) << 4);
+                    const uint32_t w2 = ((L.z >> sl) & 0x0f0f0f0fu) | (((Hb.z >> sh) & 0x03030303u) << 4);
+                    const uint32_t w3 = ((L.w >> sl) & 0x0f0f0f0fu) | (((Hb.w >> sh) & 0x03030303u) << 4);
+                    const int dt = dp4a_us(w3, x[k].w, dp4a_us(w2, x[k].z, dp4a_us(w1, x[k].y, dp4a_us(w0, x[k].x, 0))));
+                    // scale byte hf + 2 k of the half's 8: word k / 2, byte hf + 2 (k % 2)
+                    const uint32_t sw = (k >> 1) ? scw[i][r].y : scw[i][r].x;
+                    const int bs = 8 * (hf + 2 * (k & 1));
+                    const float sc = (float)((int)(sw << (24 - bs)) >> 24);
+                    // q in [0, 64): value = d sc (q - 32), the -32 through the run's activation sum
+                    part = fmaf(sc, fmaf(m[k].x, (float)dt, -32.0f * (hf ? m[k].z : m[k].y)), part);
+                }
+                acc[r] = fmaf(dd[i][r], part, acc[r]);
+            }
+        }
+        if (t0 + 32 * QSTEP < units) load_w(t0 + 32 * QSTEP);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == r && r0 + r < rows) y[r0 + r] = v;
+    }
+}
+
 // activation rows x [rows][in] (fp16) -> int8 blocks of 32, one thread per block (quant_row32)
 __global__ void k_quant_x(const __half *__restrict__ x, int rows, int in, int8_t *__restrict__ xq, float4 *__restrict__ xs) {
     pdl_trigger();
@@ -380,8 +474,10 @@ __global__ void k_qembed(const uint8_t *__restrict__ q, const uint8_t *__restric
     if (threadIdx.x == 0) len[r] = pos[r] + 1;
 }
 
-// DSINFER_GPU_QGEMV=0: Q4_K rows at batch 1 through k_qgemv, as before k_q4k_gemv1 (comparisons)
-int q4k_one() {
+// DSINFER_GPU_QGEMV (comparisons): 0 = Q4_K and Q6_K rows at batch 1 through k_qgemv, as before
+// k_q4k_gemv1; 1 = k_q4k_gemv1 for Q4_K only; 2, 3, 4 = also k_q6k_gemv1 for Q6_K with
+// (R, QSTEP) = (2, 2), (1, 4), (2, 4)
+int qgemv_mode() {
     static int v = -1;
     if (v < 0) v = getenv("DSINFER_GPU_QGEMV") ? atoi(getenv("DSINFER_GPU_QGEMV")) : 1;
     return v;
@@ -389,7 +485,17 @@ int q4k_one() {
 
 template <int T>
 int gemv_t(const QPart &p, const int8_t *xq, const float4 *xs, int nb, float *y, int ystride, bool pdl, cudaStream_t st) {
-    if (T == T_Q4_K && nb == 1 && q4k_one()) {
+    if (T == T_Q6_K && nb == 1 && qgemv_mode() >= 2 && p.in % 256 == 0) {
+        const int v = qgemv_mode();
+        const dim3 block(256);
+        if (v == 3) return (int)pdl_launch(pdl, st, k_q6k_gemv1<1, 4>, dim3((p.rows + 7) / 8), block, p.q, p.s,
+                                           p.qrow, p.srow, p.rows, p.in, xq, xs, y + p.row0);
+        if (v == 4) return (int)pdl_launch(pdl, st, k_q6k_gemv1<2, 4>, dim3((p.rows + 15) / 16), block, p.q, p.s,
+                                           p.qrow, p.srow, p.rows, p.in, xq, xs, y + p.row0);
+        return (int)pdl_launch(pdl, st, k_q6k_gemv1<2, 2>, dim3((p.rows + 15) / 16), block, p.q, p.s, p.qrow, p.srow,
+                               p.rows, p.in, xq, xs, y + p.row0);
+    }
+    if (T == T_Q4_K && nb == 1 && qgemv_mode()) {
         // 2 rows per warp, 4 units per lane and step: of (R, QSTEP) = (1, 2), (2, 2), (1, 4), (4, 2),
         // (2, 4) the fastest on the H200 (bench/NOTES.md, 2026-12-04): Llama-2-7B Q4_K_M 430-432 tok/s
         constexpr int R = 2, QSTEP = 4;
