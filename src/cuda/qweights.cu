@@ -475,11 +475,12 @@ __global__ void k_qembed(const uint8_t *__restrict__ q, const uint8_t *__restric
 }
 
 // DSINFER_GPU_QGEMV (comparisons): 0 = Q4_K and Q6_K rows at batch 1 through k_qgemv, as before
-// k_q4k_gemv1; 1 = k_q4k_gemv1 for Q4_K only; 2, 3, 4 = also k_q6k_gemv1 for Q6_K with
-// (R, QSTEP) = (2, 2), (1, 4), (2, 4)
+// k_q4k_gemv1; 1 = k_q4k_gemv1 for Q4_K only; 2 (default), 3, 4 = also k_q6k_gemv1 for Q6_K with
+// (R, QSTEP) = (2, 2), (1, 4), (2, 4). Measured on the H200 (bench/NOTES.md, 2026-12-04, session
+// 19): Llama-2-7B Q4_K_M 430-433 tok/s at 1, 484-495 at 2, 465 at 3, 460 at 4.
 int qgemv_mode() {
     static int v = -1;
-    if (v < 0) v = getenv("DSINFER_GPU_QGEMV") ? atoi(getenv("DSINFER_GPU_QGEMV")) : 1;
+    if (v < 0) v = getenv("DSINFER_GPU_QGEMV") ? atoi(getenv("DSINFER_GPU_QGEMV")) : 2;
     return v;
 }
 
