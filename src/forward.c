@@ -120,9 +120,9 @@ static void mm_worker(void *arg, int ith, int nth) {
 static size_t xq_row_bytes(const ds_model *m) {
     size_t best = 0;
     for (int l = 0; l < m->info.n_layer; l++) {
-        const ds_layer_weights *L = &m->layers[l];
-        const ds_matrix *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        const ds_matrix *w[DS_LAYER_MATRICES];
+        ds_layer_matrices(&m->layers[l], w);
+        for (int i = 0; i < DS_LAYER_MATRICES; i++)
             best = DS_MAX(best, ds_row_bytes(ds_type_info_get(w[i]->type)->dot_type, w[i]->cols));
     }
     best = DS_MAX(best, ds_row_bytes(ds_type_info_get(m->output.type)->dot_type, m->output.cols));
@@ -477,9 +477,9 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
     int64_t amx_cols = 0;
     if (!s->precise && !o.gpu && ds_amx_available())
         for (int l = 0; l < c->n_layer; l++) {
-            const ds_layer_weights *Lw = &m->layers[l];
-            const ds_matrix *w[] = {&Lw->wq, &Lw->wk, &Lw->wv, &Lw->wo, &Lw->w_gate, &Lw->w_up, &Lw->w_down};
-            for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            const ds_matrix *w[DS_LAYER_MATRICES];
+            ds_layer_matrices(&m->layers[l], w);
+            for (int i = 0; i < DS_LAYER_MATRICES; i++)
                 if (w[i]->type == DS_TYPE_Q4_K || w[i]->type == DS_TYPE_Q6_K) amx_cols = DS_MAX(amx_cols, w[i]->cols);
         }
     if (amx_cols) {

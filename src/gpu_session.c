@@ -69,9 +69,9 @@ static bool want_quant(const ds_model *m) {
     double elems = (double)m->tok_embd.rows * (double)m->tok_embd.cols;
     if (!c->tied_embeddings) elems += (double)m->output.rows * (double)m->output.cols;
     for (int l = 0; l < c->n_layer; l++) {
-        const ds_layer_weights *L = &m->layers[l];
-        const ds_matrix *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) elems += (double)ms[i]->rows * (double)ms[i]->cols;
+        const ds_matrix *ms[DS_LAYER_MATRICES];
+        ds_layer_matrices(&m->layers[l], ms);
+        for (int i = 0; i < DS_LAYER_MATRICES; i++) elems += (double)ms[i]->rows * (double)ms[i]->cols;
     }
     return 2.0 * elems >= 1073741824.0;
 }

@@ -27,6 +27,14 @@ typedef struct {
     ds_matrix w_gate, w_up, w_down;   /* [n_ff][n_embd] x2, [n_embd][n_ff] */
 } ds_layer_weights;
 
+/* A layer's seven matrices in one order (wq, wk, wv, wo, w_gate, w_up, w_down), for the code that
+ * treats them alike: buffer sizes, upload decisions. */
+enum { DS_LAYER_MATRICES = 7 };
+static inline void ds_layer_matrices(const ds_layer_weights *L, const ds_matrix *out[DS_LAYER_MATRICES]) {
+    out[0] = &L->wq; out[1] = &L->wk; out[2] = &L->wv; out[3] = &L->wo;
+    out[4] = &L->w_gate; out[5] = &L->w_up; out[6] = &L->w_down;
+}
+
 struct ds_model {
     gguf_file *gguf;
     ds_model_info info;
