@@ -69,6 +69,8 @@ typedef struct {
     const uint8_t *xq[3];   /* input quantised to each matrix's dot type: [T][xq_stride] */
     size_t xq_stride[3];
     const void *amx[3];     /* Q4_K / Q6_K matrices with T >= 16 on AMX: the packed activations, else NULL */
+    float *amx_acc;         /* AMX: [n_threads][amx_acc_stride] accumulators */
+    size_t amx_acc_stride;
     const float *xf;        /* fp32 input [T][cols] (precise mode) */
     float *scratch;         /* precise mode: [n_threads][cols] dequantised row */
     int T;
@@ -90,7 +92,7 @@ static void mm_worker(void *arg, int ith, int nth) {
         if (t->amx[m]) {   /* the chunk's rows times all T tokens on the tiles */
             (W->type == DS_TYPE_Q4_K ? ds_amx_rows_q4_K : ds_amx_rows_q6_K)(
                 W->cols, W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->amx[m], t->T, out + r0,
-                (size_t)W->rows);
+                (size_t)W->rows, t->amx_acc + (size_t)ith * t->amx_acc_stride);
             continue;
         }
         if (t->xf) {
@@ -169,6 +171,8 @@ static void matmul(ds_session *s, int n, const ds_matrix **W, float **out, const
         t.total += t.chunks[i];
     }
     if (s->precise) { t.xf = x; t.scratch = s->precise_row; }
+    t.amx_acc = s->amx_acc;
+    t.amx_acc_stride = s->amx_acc_stride;
     atomic_init(&t.next, 0);
     ds_pool_run(s->pool, mm_worker, &t);
 }
@@ -484,9 +488,12 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
         }
     if (amx_cols) {
         const size_t ab = ds_amx_pack_bytes((int)B, amx_cols);
+        s->amx_acc_stride = ds_amx_acc_floats((int)B);   /* a multiple of 256 floats: 64-byte aligned */
+        const size_t accb = (size_t)o.n_threads * s->amx_acc_stride * sizeof(float);
         s->amx_x = ds_alloc(ab);
-        s->bytes += ab;
-        if (!s->amx_x) {
+        s->amx_acc = ds_alloc(accb);
+        s->bytes += ab + accb;
+        if (!s->amx_x || !s->amx_acc) {
             ds_session_free(s);
             return ds_error(DS_ERR_OOM, "out of memory: session needs %.1f MiB (context %d)",
                             (double)s->bytes / (1 << 20), o.n_ctx);
@@ -513,7 +520,7 @@ void ds_session_free(ds_session *s) {
     ds_gpu_session_free(s);
     void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xn, s->tmp, s->q, s->k, s->v, s->att, s->gate,
                     s->up, s->xq[0], s->xq[1], s->logits, s->rope_cos, s->rope_sin, s->part_acc,
-                    s->part_st, s->precise_row, s->amx_x};
+                    s->part_st, s->precise_row, s->amx_x, s->amx_acc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ds_free(bufs[i]);
     free(s);
 }

@@ -15,6 +15,8 @@ struct ds_session {
     size_t bytes;                /* the memory plan's total */
     size_t gpu_wbytes;           /* --gpu: weight bytes a decode step reads, as uploaded (quantised or fp16) */
     void *amx_x;                 /* AMX prefill: one chunk's Q8_K activations in tile layout, or NULL */
+    float *amx_acc;              /* AMX prefill: [n_threads][amx_acc_stride] fp32 accumulators */
+    size_t amx_acc_stride;
     double t_attn;               /* seconds in attention(), cumulative */
     uint16_t *k_cache, *v_cache; /* [n_layer][n_head_kv][n_ctx][head_dim] fp16 */
     float *x, *xn, *tmp;         /* [n_batch][n_embd] */

@@ -64,13 +64,16 @@ void ds_vec_dot_rows(ds_type t, int64_t n, const void *w, size_t w_stride, int n
  * activation rows in Q8_K (row stride xs bytes, cols a multiple of 256) into the tiles' layout,
  * ds_amx_pack_bytes(T, cols) bytes at dst, once per matmul call. ds_amx_rows_q4_K: rows [0, nr),
  * nr <= 16, of a Q4_K matrix (row stride ws) times the packed rows: out[t * os + r], the same as
- * ds_vec_dot_rows per token up to float summation order. */
+ * ds_vec_dot_rows per token up to float summation order; scratch: the calling thread's
+ * accumulators, ds_amx_acc_floats(T) floats (in the session's memory plan: no allocation in a
+ * worker). */
 int ds_amx_available(void);
 size_t ds_amx_pack_bytes(int T, int64_t cols);
 void ds_amx_pack_q8K(const void *xq, size_t xs, int T, int64_t cols, void *dst);
 void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                      size_t os);
+                      size_t os, float *scratch);
 void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                      size_t os);   /* the same for Q6_K rows */
+                      size_t os, float *scratch);   /* the same for Q6_K rows */
+size_t ds_amx_acc_floats(int T);   /* the scratch both need: 64-byte aligned floats, one thread's */
 
 #endif

@@ -37,6 +37,8 @@ typedef struct {
     int32_t bs[16][16]; /* sum of the token's 16 values of group g (the Q8_K bsums) */
 } amx_unit;
 
+size_t ds_amx_acc_floats(int T) { return 256 * (size_t)((T + 15) / 16); }
+
 size_t ds_amx_pack_bytes(int T, int64_t cols) {
     return (size_t)((T + 15) / 16) * (size_t)(cols / 256) * sizeof(amx_unit);
 }
@@ -94,28 +96,26 @@ TAMX static void configure(void) {
     t_configured = 1;
 }
 
-/* The fp32 accumulators of one call, [mt][row][token] for every 16 tokens, zeroed; and their
- * rows [0, nr) of tokens [0, T) written to out[t * os + r] (then freed). Shared by both types. */
-static float *acc_new(int mts) {
-    float *acc = aligned_alloc(64, sizeof(float) * 256 * (size_t)mts);
-    if (!acc) abort();   /* <= 512 KB (n_batch <= 8192) */
+/* The fp32 accumulators of one call, [mt][row][token] for every 16 tokens (the caller's scratch
+ * of ds_amx_acc_floats(T) floats, 64-byte aligned), zeroed; and their rows [0, nr) of tokens
+ * [0, T) written to out[t * os + r]. Shared by both types. */
+static float *acc_zero(float *acc, int mts) {
     memset(acc, 0, sizeof(float) * 256 * (size_t)mts);
     return acc;
 }
 
-static void acc_store(float *acc, int nr, int T, float *out, size_t os) {
+static void acc_store(const float *acc, int nr, int T, float *out, size_t os) {
     for (int mt = 0; mt < (T + 15) / 16; mt++)
         for (int n = 0; n < nr; n++)
             for (int m = 0; m < 16 && 16 * mt + m < T; m++) out[(size_t)(16 * mt + m) * os + n] = acc[(size_t)mt * 256 + 16 * n + m];
-    free(acc);
 }
 
 TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                           size_t os) {
+                           size_t os, float *scratch) {
     if (!t_configured) configure();
     const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
     const amx_unit *pk = packed;
-    float *acc = acc_new(mts);   /* [mt][row][token] */
+    float *acc = acc_zero(scratch, mts);   /* [mt][row][token] */
     uint8_t a[8][16][32] __attribute__((aligned(64)));   /* sub-block j of 16 rows, one byte per value */
     int32_t cb[8][16][16] __attribute__((aligned(64)));  /* sub-block j: [row][token] */
     int32_t sc[16][8], mn[16][8];
@@ -176,11 +176,11 @@ TAMX void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const
  * C_g - 32 * bsum_g, then sum_g sc_g * (...) in int32 and d_x * d * sumi, as the scalar dot. The
  * K = 16 tiles are rows 4 (g % 2) .. +3 of the packed 32-blocks' B tiles. */
 TAMX void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                           size_t os) {
+                           size_t os, float *scratch) {
     if (!t_configured) configure();
     const int nsb = (int)(cols / 256), mts = (T + 15) / 16;
     const amx_unit *pk = packed;
-    float *acc = acc_new(mts);   /* [mt][row][token] */
+    float *acc = acc_zero(scratch, mts);   /* [mt][row][token] */
     uint8_t a[16][16][16] __attribute__((aligned(64)));  /* group g of 16 rows: q in [0, 64) */
     int32_t cb[16][16][16] __attribute__((aligned(64))); /* group g: [row][token] */
     int32_t sc[16][16];
@@ -236,12 +236,12 @@ TAMX void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const
 #else
 int ds_amx_available(void) { return 0; }
 void ds_amx_rows_q4_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                      size_t os) {
-    (void)cols; (void)w; (void)ws; (void)nr; (void)packed; (void)T; (void)out; (void)os;
+                      size_t os, float *scratch) {
+    (void)cols; (void)w; (void)ws; (void)nr; (void)packed; (void)T; (void)out; (void)os; (void)scratch;
     abort();   /* callers check ds_amx_available() */
 }
 void ds_amx_rows_q6_K(int64_t cols, const void *w, size_t ws, int nr, const void *packed, int T, float *out,
-                      size_t os) {
-    ds_amx_rows_q4_K(cols, w, ws, nr, packed, T, out, os);
+                      size_t os, float *scratch) {
+    ds_amx_rows_q4_K(cols, w, ws, nr, packed, T, out, os, scratch);
 }
 #endif

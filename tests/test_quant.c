@@ -447,7 +447,8 @@ static void check_amx(ds_type ty) {
     uint8_t *w = malloc(wb * 16), *xq = malloc(xb * T);
     float *src = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * 16 * T), *got = malloc(sizeof(float) * 16 * T);
     void *pk = malloc(ds_amx_pack_bytes(T, n));
-    CHECK(w && xq && src && ref && got && pk);
+    float *acc = aligned_alloc(64, sizeof(float) * ds_amx_acc_floats(T));
+    CHECK(w && xq && src && ref && got && pk && acc);
     for (int r = 0; r < 16; r++) fill_weights(ty, w + r * wb, n, 0);
     for (int t = 0; t < T; t++) make_act(DS_TYPE_Q8_K, n, xq + t * xb, src, 0);
     ds_amx_pack_q8K(xq, xb, T, n, pk);
@@ -455,7 +456,8 @@ static void check_amx(ds_type ty) {
         const int nr = nrs[c];
         for (int t = 0; t < T; t++) ds_vec_dot_rows(ty, n, w, wb, nr, xq + t * xb, ref + t * nr);
         for (int i = 0; i < 16 * T; i++) got[i] = NAN;
-        (ty == DS_TYPE_Q4_K ? ds_amx_rows_q4_K : ds_amx_rows_q6_K)(n, w, wb, nr, pk, T, got, (size_t)nr);
+        for (size_t i = 0; i < ds_amx_acc_floats(T); i++) acc[i] = NAN;   /* the kernels must zero it */
+        (ty == DS_TYPE_Q4_K ? ds_amx_rows_q4_K : ds_amx_rows_q6_K)(n, w, wb, nr, pk, T, got, (size_t)nr, acc);
         double worst = 0;
         for (int i = 0; i < nr * T; i++) {
             CHECK_MSG(isfinite(got[i]), "nr %d: element %d not written", nr, i);
@@ -475,7 +477,7 @@ static void check_amx(ds_type ty) {
         if (nr == 16) printf("    %s vs the reference dot: AMX %.2e, ds_vec_dot_rows %.2e\n", ds_type_info_get(ty)->name, we_amx, we_vnni);
         CHECK_MSG(we_amx < 1e-4, "nr %d: AMX vs the reference dot %g", nr, we_amx);
     }
-    free(w); free(xq); free(src); free(ref); free(got); free(pk);
+    free(w); free(xq); free(src); free(ref); free(got); free(pk); free(acc);
 }
 
 TEST(quant_amx_q4_K_matches_vec_dot_rows) {
