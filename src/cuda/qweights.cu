@@ -256,6 +256,18 @@ __global__ void __launch_bounds__(256) k_qgemv(const uint8_t *__restrict__ q, co
     }
 }
 
+// The one-row GEMVs' end: row r0 + r's dot is acc[r] summed over the warp's lanes; lane r writes it.
+template <int R>
+__device__ __forceinline__ void store_rows(const float (&acc)[R], int lane, int r0, int rows, float *__restrict__ y) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == r && r0 + r < rows) y[r0 + r] = v;
+    }
+}
+
 // ---- decode GEMV for one activation row of Q4_K weights (the bulk of a Q4_K_M model at batch 1).
 // k_qgemv decodes a chunk of 16 weights with its own scale loads, activation loads and the nibble
 // half it needs, so each 16-byte word of quants is loaded twice (low and high nibbles) and the
@@ -323,13 +335,7 @@ __global__ void __launch_bounds__(256) k_q4k_gemv1(const uint8_t *__restrict__ q
         }
         if (t0 + 32 * QSTEP < units) load_w(t0 + 32 * QSTEP);
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == r && r0 + r < rows) y[r0 + r] = v;
-    }
+    store_rows<R>(acc, lane, r0, rows, y);
 }
 
 // ---- decode GEMV for one activation row of Q6_K weights (attn_v, and ffn_down in half the
@@ -417,13 +423,7 @@ __global__ void __launch_bounds__(256) k_q6k_gemv1(const uint8_t *__restrict__ q
         }
         if (t0 + 32 * QSTEP < units) load_w(t0 + 32 * QSTEP);
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == r && r0 + r < rows) y[r0 + r] = v;
-    }
+    store_rows<R>(acc, lane, r0, rows, y);
 }
 
 // activation rows x [rows][in] (fp16) -> int8 blocks of 32, one thread per block (quant_row32)
