@@ -103,7 +103,8 @@ bench: dsinfer
 # gpu-check: every GPU kernel against the CPU path on random inputs (needs a GPU).
 gpu-build:
 	$(MAKE) CUDA=1 BUILD=build-cuda BIN=build-cuda/dsinfer build-cuda/dsinfer build-cuda/gpu_check build-cuda/e2e_bench \
-	        build-cuda/libdsattn.so build-cuda/libdsattn-trace.so build-cuda/read_bw
+	        build-cuda/libdsattn.so build-cuda/libdsattn-trace.so build-cuda/read_bw \
+	        build-cuda/gather_bw
 	@# the GPU machine has no libcjson: carry the library beside the binaries (LD_LIBRARY_PATH)
 	@mkdir -p build-cuda/lib && cp -L $$(ldconfig -p | awk '/libcjson.so.1 /{print $$NF; exit}') build-cuda/lib/
 	@# the commit the build came from (the GPU machine's copy of the tree has no current history)
@@ -118,6 +119,9 @@ $(BUILD)/e2e_bench: bench/gpu/e2e_bench.c $(LIB) $(wildcard src/*.h)
 	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/read_bw: bench/gpu/read_bw.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $< -o $@
+$(BUILD)/gather_bw: bench/gpu/gather_bw.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) $< -o $@
 

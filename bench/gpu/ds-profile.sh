@@ -2,8 +2,9 @@
 # Where the time of one Double Sparsity decode-attention call goes, kernel by kernel, on the GPU
 # machine: torch.profiler device times per kernel over several shapes, then Nsight Compute
 # (duration, DRAM traffic, occupancy, waves, warp stall reasons) for k_select (or k_score and
-# k_collect under DSINFER_GPU_TUNE=split=1) and k_attn at three shapes. Shape: 32 heads = 32 KV
-# heads, d 128, r = 8 fp16 labels, k = n/16.
+# k_collect under DSINFER_GPU_TUNE=split=1), k_fused (short caches) and k_attn at three shapes.
+# Shape: 32 heads = 32 KV heads, d 128, k = n/16; labels r = 8 fp16 (ds16) or, with
+# VARIANTS=ds16,ds4, also r = 32 4-bit.
 #   bench/gpu/ds-profile.sh [OUTDIR] [SHAPES]   (after `make gpu-build`, carrying build-cuda/)
 #   SHAPES: B/n pairs for ncu, default "1/65536 4/16384 8/65536"
 set -euo pipefail
@@ -12,11 +13,12 @@ OUT=${1:-/tmp/dsinfer-ds-profile}
 LIB=${LIB:-build-cuda/libdsattn.so}   # another build of the kernels to compare
 TAG=${TAG:-}                           # suffix of the output files
 SHAPES=${2:-"1/65536 4/16384 8/65536"}
+VARIANTS=${VARIANTS:-ds16}             # op_bench --variants: ds16 (r8@16), ds4 (r32@4)
 mkdir -p "$OUT"
 # plain launches: with programmatic launches a kernel starts early and its time includes the wait
 export DSINFER_GPU_PDL=${DSINFER_GPU_PDL:-0}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-python3 bench/gpu/op_bench.py --lib "$LIB" --profile --variants ds16 \
+python3 bench/gpu/op_bench.py --lib "$LIB" --profile --variants "$VARIANTS" \
     --batches 1,4,8 --ctx 16384,65536 2>&1 | tee "$OUT/ds-profile-torch$TAG.txt"
 metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum
 metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed
@@ -30,11 +32,12 @@ metrics+=,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio
 metrics+=,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio
 metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active
 for s in $SHAPES; do
+  for v in ${VARIANTS//,/ }; do
     B=${s%/*}; n=${s#*/}
-    echo "=== ncu B=$B n=$n (second and third DS call of the process)"
-    "$NCU" --clock-control none -k 'regex:k_score|k_collect|k_attn|k_select' --launch-skip 3 --launch-count 6 \
+    echo "=== ncu B=$B n=$n $v (second and third DS call of the process)"
+    "$NCU" --clock-control none -k 'regex:k_score|k_collect|k_attn|k_select|k_fused' --launch-skip 3 --launch-count 6 \
         --metrics "$metrics" --csv --page raw \
-        python3 bench/gpu/op_bench.py --lib "$LIB" --profile --variants ds16 --batches "$B" --ctx "$n" \
+        python3 bench/gpu/op_bench.py --lib "$LIB" --profile --variants "$v" --batches "$B" --ctx "$n" \
         2>/dev/null | grep -E '^"(ID|[0-9])' | python3 -c '
 import csv, re, sys
 rows = list(csv.reader(sys.stdin))
@@ -48,4 +51,5 @@ for r in rows[1:]:
     vals = ["%s=%s" % (k.split("__")[-1], d[k]) for k in hdr if "__" in k]
     print(name, " ".join(vals))
 '
+  done
 done 2>&1 | tee "$OUT/ds-profile-ncu$TAG.txt"
