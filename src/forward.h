@@ -3,6 +3,7 @@
 #define DS_FORWARD_H
 
 #include "attention.h"
+#include <stdio.h>
 #include "model.h"
 #include "threads.h"
 
@@ -48,6 +49,7 @@ struct ds_session {
     size_t sp_topk_bytes;
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
     int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
+    FILE *sp_diag;               /* DSINFER_SEL_DIAG: one line per selection (sparse_diag.c), else NULL */
 
     /* Quest (sparse_baselines.c): per (layer, KV head, page of 16 tokens) the per-channel min and
      * max of the cached (fp16) post-RoPE keys, stored fp16 (exact: extrema of fp16 values) */

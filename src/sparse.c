@@ -97,6 +97,8 @@ ds_status ds_sparse_init(ds_session *s) {
         o->label_norm = o->method == DS_ATTN_DS && s->m->calib && ds_calib_kmean(s->m->calib, 0, 0) ? 1 : 0;
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
+    ds_status st = ds_sparse_diag_open(s);
+    if (st != DS_OK) return st;
 
     s->sp_dense_layer = calloc((size_t)L, 1);
     if (!s->sp_dense_layer) return ds_error(DS_ERR_OOM, "out of memory");
@@ -195,6 +197,7 @@ ds_status ds_sparse_init(ds_session *s) {
 
 void ds_sparse_free(ds_session *s) {
     free(s->sp_dense_layer);
+    if (s->sp_diag) fclose(s->sp_diag);
     free(s->sp_chan);
     free(s->sp_lmean);
     free(s->sp_lscale);
@@ -307,7 +310,11 @@ static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G,
     const int hd = s->m->info.head_dim;
     const ds_sparse_opts *o = &s->opts.sparse;
     int m = 0;
-    if (o->method == DS_ATTN_QUEST) return ds_quest_select_unit(s, layer, kvh, q, G, n, k, ith, idx);
+    if (o->method == DS_ATTN_QUEST) {
+        m = ds_quest_select_unit(s, layer, kvh, q, G, n, k, ith, idx);
+        if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
+        return m;
+    }
     if (o->method == DS_ATTN_STREAMING) {
         int sinks = DS_MIN(4, k - 1), recent = k - 1 - sinks;
         for (int t = 0; t < sinks; t++) idx[m++] = t;
@@ -322,6 +329,7 @@ static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G,
         m = ds_topk(scores, n - 1, k - 1, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
     }
     idx[m++] = n - 1;
+    if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
     return m;
 }
 

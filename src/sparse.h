@@ -84,4 +84,9 @@ bool ds_h2o_tracks(const ds_session *s, int layer, int T);
 void ds_h2o_track(ds_session *s, int layer, int T);
 ds_status ds_h2o_fork(ds_session *d, const ds_session *src);
 
+/* Selection diagnostics (sparse_diag.c): open DSINFER_SEL_DIAG's file if the variable is set;
+ * append one line about the selection idx[0, m) of unit (layer, kvh) for queries q [G][hd]. */
+ds_status ds_sparse_diag_open(ds_session *s);
+void ds_sparse_diag(ds_session *s, int layer, int kvh, const float *q, int G, int n, const int32_t *idx, int m);
+
 #endif

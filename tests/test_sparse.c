@@ -680,6 +680,62 @@ TEST(sparse_fork_quest_h2o_equals_fresh_session) {
 }
 
 /* Default label channels: 1/16 of the key bits, at least 128 bits per label row, at most head_dim. */
+/* DSINFER_SEL_DIAG (sparse_diag.c): one line per selection of a decode step. For the oracle the
+ * line compares the selection with itself (recall 1, equal masses); for StreamingLLM the masses
+ * are shares of a softmax (in [0, 1]) and the oracle's is at least as large on average. */
+TEST(sparse_selection_diagnostics) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const ds_model_info *info = ds_model_get_info(m);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/dsinfer-seldiag-%d.txt", (int)getpid());
+    const ds_attn_method methods[2] = {DS_ATTN_ORACLE, DS_ATTN_STREAMING};
+    for (int mi = 0; mi < 2; mi++) {
+        unlink(path);
+        setenv("DSINFER_SEL_DIAG", path, 1);
+        ds_sparse_opts sp = ds_sparse_default_opts();
+        sp.method = methods[mi];
+        sp.tokens = 24;
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 2;
+        so.sparse = sp;
+        ds_session *s;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        unsetenv("DSINFER_SEL_DIAG");
+        const int np = n - 8;
+        CHECK(ds_session_eval(s, tk, np, NULL) == DS_OK);   /* dense prefill: no selections */
+        for (int i = np; i < n; i++) CHECK(ds_session_eval(s, tk + i, 1, NULL) == DS_OK);
+        ds_session_free(s);   /* closes the file */
+        FILE *f = fopen(path, "r");
+        CHECK(f != NULL);
+        if (!f) break;
+        char name[16];
+        int layer, kvh, nn, mm, top1, G, lines = 0, bad = 0;
+        float ms, msmin, mo, momin, rec;
+        double sum_ms = 0, sum_mo = 0;
+        while (fscanf(f, "%15s %d %d %d %d %f %f %f %f %f %d %d", name, &layer, &kvh, &nn, &mm, &ms, &msmin, &mo,
+                      &momin, &rec, &top1, &G) == 12) {
+            lines++;
+            bad += strcmp(name, ds_attn_method_name(methods[mi])) != 0 || mm != 24 || nn <= np || nn > n ||
+                   G != info->n_head / info->n_head_kv || top1 < 0 || top1 > G;
+            bad += !(ms >= 0 && ms <= 1.0001f && msmin <= ms + 1e-4f && mo >= 0 && mo <= 1.0001f && momin <= mo + 1e-4f);
+            if (mi == 0) bad += rec != 1.0f || ms != mo || msmin != momin;
+            sum_ms += ms; sum_mo += mo;
+        }
+        fclose(f);
+        unlink(path);
+        CHECK_MSG(lines == (n - np) * info->n_layer * info->n_head_kv, "%s: %d lines, expected %d",
+                  ds_attn_method_name(methods[mi]), lines, (n - np) * info->n_layer * info->n_head_kv);
+        CHECK_MSG(bad == 0, "%s: %d inconsistent diagnostic fields", ds_attn_method_name(methods[mi]), bad);
+        if (mi == 1) CHECK_MSG(sum_mo >= sum_ms, "oracle mass %.3f below streaming's %.3f", sum_mo, sum_ms);
+    }
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
 TEST(sparse_default_channels) {
     CHECK(ds_sparse_default_channels(128, 4) == 32);   /* the paper's 1/16 */
     CHECK(ds_sparse_default_channels(128, 16) == 8);
