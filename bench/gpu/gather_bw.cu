@@ -7,8 +7,8 @@
 //           memory first, as k_attn does; four position sets rotate so that L2 holds little of
 //           the next pass
 //   stream  every row of every unit (positions 0..n-1): the dense read
-// Both: a half-warp reads one row (16 lanes x 16 bytes), U = 4 or 8 rows in flight per half-warp, 8 blocks
-// of 256 threads per SM, evict-first loads. Times: events around P back-to-back launches, best
+// Both: a half-warp reads one row (16 lanes x 16 bytes), U = 4 or 8 rows in flight per
+// half-warp, 8 blocks of 256 threads per SM, evict-first loads. Times: events around P back-to-back launches, best
 // of 3, divided by P (so a launch's ramp and tail count, as they do for a real call).
 //   build-cuda/gather_bw [UNITS:N ...]     (default: 256:65536 32:65536, B=8 and B=1 x 32 heads)
 #include <cuda_runtime.h>
