@@ -305,16 +305,12 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
 }
 
 /* Select for one unit: the k-1 best of positions [0, n-1) plus the current token n-1. */
-static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
-                       int32_t *idx) {
+static int select_positions(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
+                            int32_t *idx) {
     const int hd = s->m->info.head_dim;
     const ds_sparse_opts *o = &s->opts.sparse;
     int m = 0;
-    if (o->method == DS_ATTN_QUEST) {
-        m = ds_quest_select_unit(s, layer, kvh, q, G, n, k, ith, idx);
-        if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
-        return m;
-    }
+    if (o->method == DS_ATTN_QUEST) return ds_quest_select_unit(s, layer, kvh, q, G, n, k, ith, idx);
     if (o->method == DS_ATTN_STREAMING) {
         int sinks = DS_MIN(4, k - 1), recent = k - 1 - sinks;
         for (int t = 0; t < sinks; t++) idx[m++] = t;
@@ -329,6 +325,13 @@ static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G,
         m = ds_topk(scores, n - 1, k - 1, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
     }
     idx[m++] = n - 1;
+    return m;
+}
+
+/* select_positions, and with DSINFER_SEL_DIAG set a line about what the selection keeps. */
+static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
+                       int32_t *idx) {
+    const int m = select_positions(s, layer, kvh, q, G, n, k, ith, idx);
     if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
     return m;
 }

@@ -679,7 +679,6 @@ TEST(sparse_fork_quest_h2o_equals_fresh_session) {
     ds_model_free(m);
 }
 
-/* Default label channels: 1/16 of the key bits, at least 128 bits per label row, at most head_dim. */
 /* DSINFER_SEL_DIAG (sparse_diag.c): one line per selection of a decode step. For the oracle the
  * line compares the selection with itself (recall 1, equal masses); for StreamingLLM the masses
  * are shares of a softmax (in [0, 1]) and the oracle's is at least as large on average. */
@@ -736,6 +735,7 @@ TEST(sparse_selection_diagnostics) {
     ds_model_free(m);
 }
 
+/* Default label channels: 1/16 of the key bits, at least 128 bits per label row, at most head_dim. */
 TEST(sparse_default_channels) {
     CHECK(ds_sparse_default_channels(128, 4) == 32);   /* the paper's 1/16 */
     CHECK(ds_sparse_default_channels(128, 16) == 8);
