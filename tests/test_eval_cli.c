@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static ds_model *load_smol_calibrated(void) {
     const char *path = test_model_path();
@@ -86,6 +87,53 @@ TEST(eval_cli_quest_h2o_case) {
         free(answers[i]);
     }
     ds_eval_case_free(&c);
+    ds_model_free(m);
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = calloc(1, 1 << 16);
+    if (b) fread(b, 1, (1 << 16) - 1, f);
+    fclose(f);
+    return b;
+}
+
+/* The eval command writes its tables after every case: here the first task (passkey) fits the
+ * context and the second (cwe) cannot, so the run fails after one case and must leave a table
+ * of that case marked partial, next to its row in .cases.csv. */
+TEST(eval_cli_tables_after_each_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    const char *tmp = getenv("TMPDIR");
+    char dir[256], md[320], csv[320], cases[320];
+    snprintf(dir, sizeof dir, "%s/dsinfer_evt_%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+    snprintf(md, sizeof md, "%s/t.md", dir);
+    snprintf(csv, sizeof csv, "%s/t.csv", dir);
+    snprintf(cases, sizeof cases, "%s/t.cases.csv", dir);
+    ds_eval_config cfg = {0};
+    cfg.model_path = test_model_path();
+    cfg.tasks = "passkey,cwe";
+    cfg.methods = "dense";
+    cfg.out_dir = dir;
+    cfg.name = "t";
+    cfg.n_ctx = 320;
+    cfg.cases = 1;
+    cfg.depth = 50;
+    cfg.n_threads = 2;
+    cfg.seed = 1;
+    cfg.sp = ds_sparse_default_opts();
+    CHECK(cmd_eval(m, &cfg) != 0);   /* cwe cannot make a case of ~180 tokens */
+    char *a = read_all(md), *b = read_all(csv), *c = read_all(cases);
+    CHECK_MSG(a && strstr(a, "partial: 1 of 2 task cases") && strstr(a, "| dense |"), "md: %s", a ? a : "(none)");
+    CHECK_MSG(b && strstr(b, "dense,dense,,passkey,1,") && strstr(b, "dense,dense,,cwe,0,"), "csv: %s", b ? b : "(none)");
+    CHECK_MSG(c && strstr(c, "passkey,0,") && !strstr(c, "cwe,"), "cases: %s", c ? c : "(none)");
+    free(a); free(b); free(c);
+    remove(md); remove(csv); remove(cases);
+    char svg[320];
+    snprintf(svg, sizeof svg, "%s/t.svg", dir);
+    remove(svg);
+    remove(dir);
     ds_model_free(m);
 }
 

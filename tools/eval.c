@@ -442,6 +442,60 @@ static void eval_table(FILE *f, const ds_eval_setting *set, int n_set, const ds_
     }
 }
 
+/* The run's .md, .csv and .svg from the sums so far: written after every case, so a run that is
+ * stopped (or cut by a time limit) keeps tables of the cases it finished; `done` of `total`
+ * (task, case) pairs are in them. */
+static void eval_write_tables(const ds_model *m, const ds_eval_config *cfg, const char *name, const char *mb,
+                              const ds_eval_setting *set, int n_set, const ds_task *tasks, int n_task,
+                              const double *sum, const int *cnt, int done, int total, double t_start, int final) {
+    char depth[32], what[256], header[2048], cmdline[2048], path[1200];
+    if (cfg->depth >= 0) snprintf(depth, sizeof depth, "%d%%", cfg->depth); else snprintf(depth, sizeof depth, "random");
+    snprintf(what, sizeof what, "ctx %d, cases %d, depth %s, answer tokens %s", cfg->n_ctx, cfg->cases, depth,
+             cfg->n_predict > 0 ? "fixed" : "per task");
+    describe(m, cfg, what, header, sizeof header);
+    command_line(cmdline, sizeof cmdline);
+    if (final) {
+        printf("%s\n\n", header);
+        eval_table(stdout, set, n_set, tasks, n_task, sum, cnt);
+    }
+    FILE *f = open_out(cfg, name, "md", path, sizeof path);
+    if (f) {
+        fprintf(f, "# Retrieval accuracy: %s\n\n- %s\n- command: `%s`\n- cells: mean score (0..1), (cases); "
+                "per-case answers in %s.cases.csv; ", name, header, cmdline, name);
+        if (done < total) fprintf(f, "partial: %d of %d task cases done after %.0f s\n\n", done, total, now_s() - t_start);
+        else fprintf(f, "took %.0f s\n\n", now_s() - t_start);
+        eval_table(f, set, n_set, tasks, n_task, sum, cnt);
+        fclose(f);
+    }
+    if ((f = open_out(cfg, name, "csv", path, sizeof path))) {
+        fprintf(f, "# %s\nsetting,method,budget,task,cases,accuracy\n", header);
+        for (int i = 0; i < n_set; i++)
+            for (int t = 0; t < n_task; t++) {
+                int n = cnt[i * n_task + t];
+                fprintf(f, "%s,%s,%s,%s,%d,%.4f\n", set[i].label, ds_attn_method_name(set[i].method), set[i].budget,
+                        ds_task_name(tasks[t]), n, n ? sum[i * n_task + t] / n / DS_EVAL_SCORE_MAX : NAN);
+            }
+        fclose(f);
+    }
+    /* bars: categories = tasks, series = settings */
+    double *y = malloc(sizeof(double) * (size_t)n_set * n_task);
+    const char *tn[DS_TASK_COUNT], *sn[DS_EVAL_MAX_SETTINGS];
+    for (int t = 0; t < n_task; t++) tn[t] = ds_task_name(tasks[t]);
+    for (int i = 0; i < n_set; i++) sn[i] = set[i].label;
+    if (y) {
+        for (int i = 0; i < n_set * n_task; i++) y[i] = cnt[i] ? sum[i] / cnt[i] / DS_EVAL_SCORE_MAX : NAN;
+        char title[512];
+        if (done < total) snprintf(title, sizeof title, "Retrieval accuracy, %s, ctx %d, %d of %d cases (partial)", mb,
+                                   cfg->n_ctx, done, total);
+        else snprintf(title, sizeof title, "Retrieval accuracy, %s, ctx %d, %d cases", mb, cfg->n_ctx, cfg->cases);
+        snprintf(path, sizeof path, "%s/%s.svg", cfg->out_dir, name);
+        ds_status st = ds_plot_bars(path, title, "task", "accuracy", n_task, tn, n_set, sn, y);
+        if (st) fprintf(stderr, "dsinfer: plot %s: %s\n", path, ds_status_name(st));
+        free(y);
+    }
+    if (final) fprintf(stderr, "wrote %s/%s.{md,csv,svg,cases.csv}\n", cfg->out_dir, name);
+}
+
 int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     ds_eval_config cfg = *cfg0;
     if (!cfg.tasks) cfg.tasks = "lines,passkey,niah,niah-multikey,vt,cwe";
@@ -468,7 +522,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
         if (!dup) tasks[n_task++] = t;
     }
     if (!n_task) { fprintf(stderr, "dsinfer: --task: empty list\n"); return 1; }
-    char mb[256], name[512], path[1200], what[256], header[2048], cmdline[2048];
+    char mb[256], name[512], path[1200];
     model_base(cfg.model_path, mb, sizeof mb);
     if (cfg.name) snprintf(name, sizeof name, "%s", cfg.name);
     else {   /* a subset of the tasks is named in the file, so runs of other tasks do not overwrite it */
@@ -486,7 +540,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     char **answers = calloc((size_t)n_set, sizeof *answers);
     if (!sum || !cnt || !scores || !answers) { fprintf(stderr, "dsinfer: out of memory\n"); return 1; }
     double t_start = now_s();
-    int rc = 0;
+    int rc = 0, done = 0;
     for (int ti = 0; ti < n_task && !rc; ti++) {
         const ds_task task = tasks[ti];
         const int n_gen = cfg.n_predict > 0 ? cfg.n_predict : k_default_gen[task];
@@ -532,51 +586,14 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
                 fprintf(stderr, " %s %.2f", set[i].label, sum[i * n_task + ti] / cnt[i * n_task + ti] / DS_EVAL_SCORE_MAX);
             fprintf(stderr, "\n");
             ds_eval_case_free(&c);
+            if (++done < n_task * cfg.cases)
+                eval_write_tables(m, &cfg, name, mb, set, n_set, tasks, n_task, sum, cnt, done, n_task * cfg.cases,
+                                  t_start, 0);
         }
     }
     fclose(fc);
-    if (!rc) {
-        char depth[32];
-        if (cfg.depth >= 0) snprintf(depth, sizeof depth, "%d%%", cfg.depth); else snprintf(depth, sizeof depth, "random");
-        snprintf(what, sizeof what, "ctx %d, cases %d, depth %s, answer tokens %s", cfg.n_ctx, cfg.cases, depth,
-                 cfg.n_predict > 0 ? "fixed" : "per task");
-        describe(m, &cfg, what, header, sizeof header);
-        command_line(cmdline, sizeof cmdline);
-        printf("%s\n\n", header);
-        eval_table(stdout, set, n_set, tasks, n_task, sum, cnt);
-        FILE *f = open_out(&cfg, name, "md", path, sizeof path);
-        if (f) {
-            fprintf(f, "# Retrieval accuracy: %s\n\n- %s\n- command: `%s`\n- cells: mean score (0..1), (cases); "
-                    "per-case answers in %s.cases.csv; took %.0f s\n\n", name, header, cmdline, name, now_s() - t_start);
-            eval_table(f, set, n_set, tasks, n_task, sum, cnt);
-            fclose(f);
-        }
-        if ((f = open_out(&cfg, name, "csv", path, sizeof path))) {
-            fprintf(f, "# %s\nsetting,method,budget,task,cases,accuracy\n", header);
-            for (int i = 0; i < n_set; i++)
-                for (int t = 0; t < n_task; t++) {
-                    int n = cnt[i * n_task + t];
-                    fprintf(f, "%s,%s,%s,%s,%d,%.4f\n", set[i].label, ds_attn_method_name(set[i].method), set[i].budget,
-                            ds_task_name(tasks[t]), n, n ? sum[i * n_task + t] / n / DS_EVAL_SCORE_MAX : NAN);
-                }
-            fclose(f);
-        }
-        /* bars: categories = tasks, series = settings */
-        double *y = malloc(sizeof(double) * (size_t)n_set * n_task);
-        const char *tn[DS_TASK_COUNT], *sn[DS_EVAL_MAX_SETTINGS];
-        for (int t = 0; t < n_task; t++) tn[t] = ds_task_name(tasks[t]);
-        for (int i = 0; i < n_set; i++) sn[i] = set[i].label;
-        if (y) {
-            for (int i = 0; i < n_set * n_task; i++) y[i] = cnt[i] ? sum[i] / cnt[i] / DS_EVAL_SCORE_MAX : NAN;
-            char title[512];
-            snprintf(title, sizeof title, "Retrieval accuracy, %s, ctx %d, %d cases", mb, cfg.n_ctx, cfg.cases);
-            snprintf(path, sizeof path, "%s/%s.svg", cfg.out_dir, name);
-            ds_status st = ds_plot_bars(path, title, "task", "accuracy", n_task, tn, n_set, sn, y);
-            if (st) fprintf(stderr, "dsinfer: plot %s: %s\n", path, ds_status_name(st));
-            free(y);
-        }
-        fprintf(stderr, "wrote %s/%s.{md,csv,svg,cases.csv}\n", cfg.out_dir, name);
-    }
+    if (!rc) eval_write_tables(m, &cfg, name, mb, set, n_set, tasks, n_task, sum, cnt, n_task * cfg.cases,
+                               n_task * cfg.cases, t_start, 1);
     free(sum); free(cnt); free(scores); free(answers);
     return rc;
 }
