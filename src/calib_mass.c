@@ -13,7 +13,11 @@
  * sampled queries in the last quarter of each block, averaged. The search starts from qk and
  * only accepts gains, so on the calibration samples the set is never worse than qk's.
  *
- * Channels past r keep their qk order; the ranking is a full permutation like the others. */
+ * Where the default label width is wider than head_dim / 4 (head_dim 64: 32 channels, see
+ * ds_sparse_default_channels), a second stage extends the set to that width the same way with
+ * the first set fixed, so the ranking's prefixes of both widths are searched sets and the
+ * narrower one is exactly what a one-stage search gives. Channels past the last set keep their
+ * qk order; the ranking is a full permutation like the others. */
 #include "calibrate.h"
 #include "common.h"
 #include "threads.h"
@@ -132,6 +136,7 @@ typedef struct {
     const ds_calibration *c;
     int16_t *out;            /* [n_layer][n_head_kv][head_dim] */
     double *gain;            /* [n_layer][n_head_kv][2]: objective of qk's set, of the result */
+    float *curve;            /* [n_layer][n_head_kv][DS_CALIB_CURVE_N]: the result's prefix objectives */
     int oom;                 /* set (atomically) when a unit could not get its buffers */
 } search_job;
 
@@ -167,7 +172,7 @@ static double objective(const unit_data *U, int out_c, int in_c) {
 }
 
 /* One (layer, KV head): the objective's data, then the swaps. */
-static void search_unit(search_job *J, int layer, int g, int r) {
+static void search_unit(search_job *J, int layer, int g, const int r[2]) {
     const ds_calib_mass *m = J->m;
     const int d = m->head_dim, W = m->window, NB = m->n_blocks, NQ = MASS_QUERIES;
     const int G = m->n_head / m->n_head_kv;
@@ -214,59 +219,84 @@ static void search_unit(search_job *J, int layer, int g, int r) {
                 for (int t = 0; t < n; t++) w[t] += (float)(lg[t] / sum / G);
             }
         }
-    memset(A, 0, (size_t)nqt * W * sizeof(float));
-    for (int i = 0; i < r; i++) {
-        const int c = dst[i];
-        for (int qi = 0; qi < nqt; qi++) {
-            const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
-            float *a = A + (size_t)qi * W;
-            for (int t = 0; t < W; t++) a[t] += s * kc[t];
-        }
-    }
-    const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
-    double base = objective(&U, -1, -1);
-    J->gain[((size_t)layer * m->n_head_kv + g) * 2] = base;
     unsigned char member[4096] = {0};
-    for (int i = 0; i < r; i++) member[dst[i]] = 1;
-    for (int sweep = 0; sweep < MASS_SWEEPS; sweep++) {
-        int swapped = 0;
-        for (int i = 0; i < r; i++) {
-            const int out_c = dst[i];
-            double best = base + 1e-5;   /* a swap must gain more than rounding noise */
-            int best_c = -1;
-            for (int c = 0; c < d; c++) {
-                if (member[c]) continue;
-                const double v = objective(&U, out_c, c);
-                if (v > best) { best = v; best_c = c; }
-            }
-            if (best_c < 0) continue;
+    /* stage st searches members [r0, r1) with [0, r0) fixed: the first stage's set stays the
+     * ranking's prefix, so a calibration serves both widths */
+    for (int st = 0, r0 = 0; st < 2 && r[st] > r0; r0 = r[st], st++) {
+        const int r1 = r[st];
+        memset(A, 0, (size_t)nqt * W * sizeof(float));
+        for (int i = 0; i < r1; i++) {
+            const int c = dst[i];
+            member[c] = 1;
             for (int qi = 0; qi < nqt; qi++) {
-                const float so = qs[(size_t)qi * d + out_c], si = qs[(size_t)qi * d + best_c];
-                const float *ko = kt + ((size_t)(qi / NQ) * d + out_c) * W, *ki = kt + ((size_t)(qi / NQ) * d + best_c) * W;
+                const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
                 float *a = A + (size_t)qi * W;
-                for (int t = 0; t < W; t++) a[t] = a[t] - so * ko[t] + si * ki[t];
+                for (int t = 0; t < W; t++) a[t] += s * kc[t];
             }
-            base = objective(&U, -1, -1);   /* recomputed from the updated scores (the same up to rounding) */
-            member[out_c] = 0;
-            member[best_c] = 1;
-            dst[i] = (int16_t)best_c;
-            swapped = 1;
         }
-        if (!swapped) break;
+        const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
+        double base = objective(&U, -1, -1);
+        if (st == 0) J->gain[((size_t)layer * m->n_head_kv + g) * 2] = base;
+        for (int sweep = 0; sweep < MASS_SWEEPS; sweep++) {
+            int swapped = 0;
+            for (int i = r0; i < r1; i++) {
+                const int out_c = dst[i];
+                double best = base + 1e-5;   /* a swap must gain more than rounding noise */
+                int best_c = -1;
+                for (int c = 0; c < d; c++) {
+                    if (member[c]) continue;
+                    const double v = objective(&U, out_c, c);
+                    if (v > best) { best = v; best_c = c; }
+                }
+                if (best_c < 0) continue;
+                for (int qi = 0; qi < nqt; qi++) {
+                    const float so = qs[(size_t)qi * d + out_c], si = qs[(size_t)qi * d + best_c];
+                    const float *ko = kt + ((size_t)(qi / NQ) * d + out_c) * W, *ki = kt + ((size_t)(qi / NQ) * d + best_c) * W;
+                    float *a = A + (size_t)qi * W;
+                    for (int t = 0; t < W; t++) a[t] = a[t] - so * ko[t] + si * ki[t];
+                }
+                base = objective(&U, -1, -1);   /* recomputed from the updated scores (the same up to rounding) */
+                member[out_c] = 0;
+                member[best_c] = 1;
+                dst[i] = (int16_t)best_c;
+                swapped = 1;
+            }
+            if (!swapped) break;
+        }
+        if (st == 0) J->gain[((size_t)layer * m->n_head_kv + g) * 2 + 1] = base;
+        /* the rest: qk order of the channels not in the set (the next stage starts from it) */
+        int at = r1;
+        for (int i = 0; i < d; i++)
+            if (!member[qk[i]]) dst[at++] = qk[i];
+        DS_ASSERT(at == d);
     }
-    J->gain[((size_t)layer * m->n_head_kv + g) * 2 + 1] = base;
-    /* the rest: qk order of the channels not in the set */
-    int at = r;
-    for (int i = 0; i < d; i++)
-        if (!member[qk[i]]) dst[at++] = qk[i];
-    DS_ASSERT(at == d);
+    /* the curve: the objective of the ranking's first w channels, w = d/16, 2d/16, ..., d (all
+     * channels: the group's exact shared scores), for ds_calib_alloc */
+    {
+        float *cv = J->curve + ((size_t)layer * m->n_head_kv + g) * DS_CALIB_CURVE_N;
+        const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
+        memset(A, 0, (size_t)nqt * W * sizeof(float));
+        for (int i = 0, p = 0; i < d; i++) {
+            const int c = dst[i];
+            for (int qi = 0; qi < nqt; qi++) {
+                const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
+                float *a = A + (size_t)qi * W;
+                for (int t = 0; t < W; t++) a[t] += s * kc[t];
+            }
+            if (p < DS_CALIB_CURVE_N && i + 1 == ds_calib_curve_width(d, p)) {
+                const float v = (float)objective(&U, -1, -1);
+                while (p < DS_CALIB_CURVE_N && i + 1 == ds_calib_curve_width(d, p)) cv[p++] = v;   /* d < 16 repeats widths */
+            }
+        }
+    }
 done:
     ds_free(qs); ds_free(pw); ds_free(A); ds_free(kt); ds_free(tmp); ds_free(lg);
 }
 
 typedef struct {
     search_job *job;
-    int r, n_units;
+    int r[2];   /* the two stages' set sizes (ds_calib_mass_rank) */
+    int n_units;
     void (*progress)(int done, int total, void *user);
     void *user;
     int done;   /* units finished (atomic) */
@@ -293,13 +323,20 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
     const size_t units = (size_t)m->n_layer * m->n_head_kv;
     int16_t *out = ds_alloc(units * m->head_dim * sizeof *out);
     double *gain = ds_alloc(units * 2 * sizeof *gain);
-    if (!out || !gain) { ds_free(out); ds_free(gain); return ds_error(DS_ERR_OOM, "calibration: out of memory"); }
-    search_job job = {m, c, out, gain, 0};
-    search_ctx x = {&job, m->head_dim / 4, (int)units, progress, user, 0};
+    float *curve = ds_alloc(units * DS_CALIB_CURVE_N * sizeof *curve);
+    if (!out || !gain || !curve) {
+        ds_free(out); ds_free(gain); ds_free(curve);
+        return ds_error(DS_ERR_OOM, "calibration: out of memory");
+    }
+    search_job job = {m, c, out, gain, curve, 0};
+    /* stage 1: head_dim / 4 channels (1/16 of the key bits at 4-bit labels); stage 2, where the
+     * default label width is larger (head_dim < 128: SmolLM2's 32 of 64), that many, at most half */
+    const int d = m->head_dim, wide = DS_MIN(ds_sparse_default_channels(d, 4), d / 2);
+    search_ctx x = {&job, {d / 4, wide > d / 4 ? wide : d / 4}, (int)units, progress, user, 0};
     if (pool) ds_pool_run(pool, search_task, &x);
     else search_task(&x, 0, 1);
     if (job.oom) {
-        ds_free(out); ds_free(gain);
+        ds_free(out); ds_free(gain); ds_free(curve);
         return ds_error(DS_ERR_OOM, "calibration: out of memory in the mass search");
     }
     double a = 0, b = 0;
@@ -307,7 +344,9 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
     if (qk_obj) *qk_obj = a / units;
     if (mass_obj) *mass_obj = b / units;
     ds_status st = ds_calib_set_ranking(c, DS_STAT_MASS, out);
+    if (!st) st = ds_calib_set_curve(c, curve);
     ds_free(out);
     ds_free(gain);
+    ds_free(curve);
     return st;
 }

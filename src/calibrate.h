@@ -28,8 +28,10 @@
  *        high, qkv ranks them by how much they move the scores from token to token.
  *   mass not a per-channel statistic: the qk ranking's first head_dim / 4 channels improved as a
  *        set by a local search that maximises the attention mass the set's approximate top-k
- *        finds on sampled long blocks of the calibration text (calib_mass.c); the rest in qk
- *        order. Computed after the others (ds_calib_mass_*), never fed through ds_calib_acc.
+ *        finds on sampled long blocks of the calibration text (calib_mass.c), then, where the
+ *        default label width is wider (head_dim 64), extended to that width the same way with
+ *        the first set fixed; the rest in qk order. Computed after the others
+ *        (ds_calib_mass_*), never fed through ds_calib_acc.
  * The values are fixed (files and ds_sparse_opts.stat store them); new statistics go at the end. */
 typedef enum { DS_STAT_Q = 0, DS_STAT_K = 1, DS_STAT_QK = 2, DS_STAT_QKV = 3, DS_STAT_MASS = 4, DS_STAT_COUNT } ds_stat;
 
@@ -116,11 +118,36 @@ void ds_calib_mass_block(ds_calib_mass *m, int blk);
 void ds_calib_mass_add(ds_calib_mass *m, int layer, const float *q, const float *k, int T);
 /* The search (calib_mass.c) for every (layer, KV head), on pool's threads if not NULL, from c's
  * qk ranking (required); sets c's mass ranking. qk_obj / mass_obj (if not NULL): the objective
- * (mean captured attention mass) of qk's first head_dim / 4 channels and of the result. */
+ * (mean captured attention mass) of qk's first head_dim / 4 channels and of the first stage's
+ * set of as many. */
 struct ds_pool;
 ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct ds_pool *pool,
                              void (*progress)(int done, int total, void *user), void *user, double *qk_obj,
                              double *mass_obj);
+
+/* ---------------------------------------------------------------- per-layer label widths */
+
+/* The mass search also records, per (layer, KV head), a curve: the objective it maximises (the
+ * attention mass the top n/16 approximate scores capture on the calibration samples) for the
+ * mass ranking's first w channels, at the DS_CALIB_CURVE_N widths ds_calib_curve_width gives
+ * (head_dim/16, 2 head_dim/16, ..., head_dim; the last uses every channel, the exact scores). */
+#define DS_CALIB_CURVE_N 16
+int ds_calib_curve_width(int head_dim, int p);   /* max(1, (p + 1) * head_dim / 16) */
+/* [DS_CALIB_CURVE_N] for (layer, kv_head); NULL if c has no curves (made before they existed, or
+ * without mass blocks) or an index is out of range. */
+const float *ds_calib_curve(const ds_calibration *c, int layer, int kv_head);
+/* Sets the curves from curve [n_layer][n_head_kv][DS_CALIB_CURVE_N] (finite, in [0, 1.001]:
+ * DS_ERR_ARG otherwise). */
+ds_status ds_calib_set_curve(ds_calibration *c, const float *curve);
+
+/* Per-layer label widths with the total of r channels in every sparse layer (dense_layer[l]
+ * != 0: kept dense, left at r and out of the exchange; dense_layer may be NULL), moved between
+ * layers by the curves: starting from r everywhere, one step of head_dim/16 channels at a time
+ * goes from the layer that loses the least captured mass (summed over its KV heads) to the layer
+ * that gains the most, while the gain exceeds the loss. Widths stay on the curve's grid, within
+ * [r/2, min(2r, cap)]. r must be a multiple of head_dim/16 (DS_ERR_ARG otherwise, and when c
+ * has no curves: the message says to recalibrate). widths: [n_layer] out. */
+ds_status ds_calib_alloc(const ds_calibration *c, int r, int cap, const uint8_t *dense_layer, int *widths);
 
 /* DS_OK if c has statistic `stat`; else DS_ERR_ARG with a message for the user that says which
  * statistics c has and how to get the missing one (files written before qkv existed, and paper

@@ -408,6 +408,8 @@ TEST(calib_load_rejects_malformed) {
     static const file_edit edits[] = {
         {"[[[3,1,0,2]]]", "[[[3,1,0,2]]],\"qkv\":[[[0,1,2]]]", "qkv layer 0 kv head 0: 3 channel ids"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,0]]]", "channel 0 appears twice"},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"mass_curve\":{\"widths\":[1],\"objective\":[]},", "mass_curve.widths"},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"mass_curve\":[],", "\"mass_curve\": expected an object"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,4]]]", "qk layer 0 kv head 0 entry 3"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,-1]]]", "expected an integer in [0, 3]"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,1e999]]]", "got inf"},
@@ -696,11 +698,14 @@ TEST(calib_key_moments) {
 
 /* ---------------------------------------------------------------- the mass ranking */
 
-/* One layer, 2 query heads on 1 KV head, head_dim 8, one block of W tokens. Channels 0-5 have
+/* One layer, 2 query heads on 1 KV head, head_dim 8, one block of W tokens. Channels 0-3 have
  * large, nearly constant keys (10 +- 0.01) under queries of 1: each |q k| is ~20 over the group,
  * so qk ranks them first, yet they shift every token's score alike. Channels 6 and 7 carry +-1
- * keys under queries of 2: they decide the attention. r = head_dim / 4 = 2, so qk's set holds
- * two constant channels and finds nothing; the search must end on {6, 7}. */
+ * keys under queries of 2, channels 4 and 5 +-1 keys under queries of 0.5: they decide the
+ * attention, 6 and 7 the most. The first stage's set (head_dim / 4 = 2) holds two constant
+ * channels under qk and finds nothing; the search must end on {6, 7}. The second stage (4
+ * channels: the default width, capped at head_dim / 2) keeps {6, 7} and must add {4, 5}, which
+ * break the ties that {6, 7}'s three score levels leave. */
 #define MW 256
 static ds_calibration *mass_fixture(ds_calib_mass **out_m) {
     enum { H2 = 2, D8 = 8 };
@@ -708,9 +713,9 @@ static ds_calibration *mass_fixture(ds_calib_mass **out_m) {
     g_rng = 7;
     for (int t = 0; t < MW; t++) {
         for (int h = 0; h < H2; h++)
-            for (int c = 0; c < D8; c++) q[((size_t)t * H2 + h) * D8 + c] = c < 6 ? 1.0f : 2.0f;
+            for (int c = 0; c < D8; c++) q[((size_t)t * H2 + h) * D8 + c] = c < 4 ? 1.0f : c < 6 ? 0.5f : 2.0f;
         for (int c = 0; c < D8; c++)
-            k[(size_t)t * D8 + c] = c < 6 ? 10.0f + noise() * 0.01f : (noise() > 0 ? 1.0f : -1.0f);
+            k[(size_t)t * D8 + c] = c < 4 ? 10.0f + noise() * 0.01f : (noise() > 0 ? 1.0f : -1.0f);
     }
     ds_calib_acc *a = ds_calib_acc_new(1, H2, 1, D8);
     ds_calib_acc_add_pre_rope(a, 0, q, k, MW);
@@ -736,7 +741,7 @@ TEST(calib_mass_finds_the_channels_that_carry_attention) {
     ds_calibration *c = mass_fixture(&m);
     CHECK(c && m);
     const int16_t *qk = ds_calib_ranking(c, DS_STAT_QK, 0, 0);
-    CHECK_MSG(qk[0] < 6 && qk[1] < 6, "qk should rank the constant channels first: %d %d", qk[0], qk[1]);
+    CHECK_MSG(qk[0] < 4 && qk[1] < 4, "qk should rank the constant channels first: %d %d", qk[0], qk[1]);
     CHECK(ds_calib_require(c, DS_STAT_MASS) == DS_ERR_ARG && strstr(ds_last_error(), "no 'mass' statistic") &&
           strstr(ds_last_error(), "--mass-blocks 0"));
     double before = 0, after = 0;
@@ -744,12 +749,21 @@ TEST(calib_mass_finds_the_channels_that_carry_attention) {
     const int16_t *ms = ds_calib_ranking(c, DS_STAT_MASS, 0, 0);
     CHECK(ms != NULL);
     CHECK_MSG((ms[0] == 6 && ms[1] == 7) || (ms[0] == 7 && ms[1] == 6), "mass set %d %d, expected {6, 7}", ms[0], ms[1]);
+    CHECK_MSG((ms[2] == 4 && ms[3] == 5) || (ms[2] == 5 && ms[3] == 4), "second stage %d %d, expected {4, 5}", ms[2],
+              ms[3]);
     /* the rest keeps qk's order */
-    for (int i = 2, j = 0; i < 8; i++, j++) {
-        while (qk[j] == ms[0] || qk[j] == ms[1]) j++;
+    for (int i = 4, j = 0; i < 8; i++, j++) {
+        while (qk[j] >= 4) j++;
         CHECK_MSG(ms[i] == qk[j], "position %d: %d, qk order gives %d", i, ms[i], qk[j]);
     }
     CHECK_MSG(after > before + 0.1 && after <= 1.0 + 1e-6, "objective %.4f -> %.4f", before, after);
+    /* the curve: at width 2 (index 3 at head_dim 8) the first stage's set, so its objective, up to
+     * ties: the +-1 keys give many equal scores, and the curve's scores (summed afresh) and the
+     * search's (updated swap by swap) differ in the last bit, which reorders those ties */
+    const float *cv = ds_calib_curve(c, 0, 0);
+    CHECK(cv != NULL && ds_calib_curve_width(8, 3) == 2);
+    CHECK_MSG(cv && fabs(cv[3] - after) < 0.01 && cv[7] >= cv[3], "curve %.4f %.4f, search %.4f", cv ? cv[3] : -1,
+              cv ? cv[7] : -1, after);
     ds_calib_mass_free(m);
     ds_calibration_free(c);
 }
@@ -781,6 +795,40 @@ TEST(calib_mass_deterministic_and_saved) {
 }
 
 /* The public names of ds_sparse_opts.stat are the calibration's own (one table). */
+/* Per-layer widths from the mass curves (ds_calib_alloc): layer 0's curve climbs 0.1 per channel
+ * and head, layer 1's is flat, so channels move from 1 to 0 until layer 1 is at r/2; the total
+ * stays; a layer kept dense takes no part; the curves survive save and load. */
+TEST(calib_alloc_follows_the_curves) {
+    ds_calibration *c = calibrate_synthetic(11, NULL);
+    CHECK(c != NULL);
+    int w[L];
+    CHECK(ds_calib_alloc(c, 4, 64, NULL, w) == DS_ERR_ARG && strstr(ds_last_error(), "recalibrate"));
+    float cv[L * G * DS_CALIB_CURVE_N];
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++)
+            for (int p = 0; p < DS_CALIB_CURVE_N; p++)
+                cv[(l * G + g) * DS_CALIB_CURVE_N + p] = l == 0 ? fminf(1.0f, 0.1f * (p + 1)) : 0.9f + 0.001f * p;
+    CHECK(ds_calib_curve_width(D, 0) == 1 && ds_calib_curve_width(D, DS_CALIB_CURVE_N - 1) == D);
+    CHECK(ds_calib_set_curve(c, cv) == DS_OK);
+    CHECK(ds_calib_alloc(c, 4, 64, NULL, w) == DS_OK);
+    CHECK_MSG(w[0] == 6 && w[1] == 2, "widths %d %d, expected 6 2", w[0], w[1]);
+    uint8_t dense[L] = {0, 1};
+    CHECK(ds_calib_alloc(c, 4, 64, dense, w) == DS_OK && w[0] == 4 && w[1] == 4);
+    CHECK(ds_calib_alloc(c, 4, 5, NULL, w) == DS_OK && w[0] == 5 && w[1] == 3);   /* capped at 5 */
+    const char *p = tmp_path("curve");
+    ds_calibration *c2 = NULL;
+    CHECK(ds_calib_save(c, NULL, p) == DS_OK && ds_calib_load(p, NULL, &c2) == DS_OK);
+    CHECK(c2 && ds_calib_curve(c2, 1, 1) && !memcmp(ds_calib_curve(c2, 0, 0), cv, sizeof cv));
+    char *t = read_text(p);
+    CHECK(t && strstr(t, "\"mass_curve\": {\n    \"widths\": [1, 2, 3,"));
+    free(t);
+    remove(p);
+    cv[5] = NAN;
+    CHECK(ds_calib_set_curve(c, cv) == DS_ERR_ARG && strstr(ds_last_error(), "not in [0, 1]"));
+    ds_calibration_free(c);
+    ds_calibration_free(c2);
+}
+
 TEST(sparse_stat_names_round_trip) {
     for (int s = 0; s < DS_STAT_COUNT; s++) {
         int back = -1;
