@@ -125,6 +125,7 @@ typedef enum {
 } ds_attn_method;
 
 #define DS_MAX_DENSE_LAYERS 64
+#define DS_MAX_LAYER_CHANNELS 256
 
 typedef struct {
     ds_attn_method method;
@@ -132,6 +133,11 @@ typedef struct {
     float tokens_frac;     /* k = ceil(tokens_frac * context) when tokens == 0 (default 1/16) */
     int channels;          /* r, label channels per KV head; 0: max(head_dim, 128) / label_bits, at most head_dim
                               (1/16 of the key bits, but >= 128 bits per label row: 1/8 at head_dim 64) */
+    int layer_channels[DS_MAX_LAYER_CHANNELS];  /* r of layer l where > 0 (else `channels`): per-layer
+                            * label widths (CPU only) */
+    int channel_alloc;     /* 1: per-layer widths from the calibration's mass curves, with the total of
+                            * `channels` in every layer moved to where it captures the most attention
+                            * on the calibration text (calibrate.h, ds_calib_alloc); 0 (default): none */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv,
                             * 4 mass; -1: the default */

@@ -38,10 +38,13 @@ struct ds_session {
 
     /* sparse attention (sparse.c); all NULL for dense sessions */
     uint8_t *sp_dense_layer;     /* [n_layer] 1 = this layer stays dense */
-    int16_t *sp_chan;            /* [n_layer][n_head_kv][r] label channels (DS / random) */
-    float *sp_lmean, *sp_lscale; /* [n_layer][n_head_kv][r] label normalisation (label_norm), else NULL */
-    size_t sp_row_bytes;         /* packed label codes per (token, KV head) */
-    uint8_t *sp_codes;           /* [n_layer][n_head_kv][n_ctx][sp_row_bytes] */
+    int *sp_r;                   /* [n_layer] label channels of each layer (DS / random) */
+    int sp_rmax;                 /* the largest: the stride of sp_chan, sp_lmean, sp_lscale */
+    int16_t *sp_chan;            /* [n_layer][n_head_kv][sp_rmax] label channels, the first sp_r[l] used */
+    float *sp_lmean, *sp_lscale; /* [n_layer][n_head_kv][sp_rmax] label normalisation (label_norm), else NULL */
+    size_t *sp_row_bytes;        /* [n_layer] packed label codes per (token, KV head) */
+    size_t *sp_code_off;         /* [n_layer] where the layer's codes start in sp_codes */
+    uint8_t *sp_codes;           /* per layer l at sp_code_off[l]: [n_head_kv][n_ctx][sp_row_bytes[l]] */
     uint16_t *sp_lo, *sp_step;   /* [n_layer][n_head_kv][n_ctx] fp16 (labels below 16 bits) */
     float *sp_scores;            /* [n_threads][n_ctx] approximate scores */
     int32_t *sp_idx;             /* [max(n_threads, KVH)][n_ctx] selected positions (per thread; per KV head in split decode) */

@@ -133,6 +133,10 @@ ds_status ds_gpu_session_init(ds_session *s) {
                         "sparse method) runs on the CPU only");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
+    for (int l = 0; ds && s->sp_r && l < c->n_layer; l++)
+        if (s->sp_r[l] != o->channels)
+            return ds_error(DS_ERR_UNSUPPORTED, "--gpu: per-layer label widths (--ds-layer-channels, --ds-channel-alloc) "
+                            "run on the CPU only");
     if (c->n_head / c->n_head_kv > 8 || (c->head_dim != 64 && c->head_dim != 128))
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: attention shape (group %d, head_dim %d) not supported (group <= 8, "
                         "head_dim 64 or 128)", c->n_head / c->n_head_kv, c->head_dim);

@@ -110,10 +110,34 @@ ds_status ds_sparse_init(ds_session *s) {
         s->sp_dense_layer[o->dense_layers[i]] = 1;
     }
 
-    const int r = o->channels;
     if (uses_labels(o->method)) {
+        /* per-layer widths: `channels`, overridden per layer by layer_channels or by the
+         * calibration's allocation (channel_alloc) */
+        s->sp_r = malloc(sizeof(int) * (size_t)L);
+        s->sp_row_bytes = malloc(sizeof(size_t) * (size_t)L);
+        s->sp_code_off = malloc(sizeof(size_t) * (size_t)L);
+        if (!s->sp_r || !s->sp_row_bytes || !s->sp_code_off) return ds_error(DS_ERR_OOM, "out of memory");
+        for (int l = 0; l < L; l++) s->sp_r[l] = o->channels;
+        for (int l = L; l < DS_MAX_LAYER_CHANNELS; l++)
+            if (o->layer_channels[l])
+                return ds_error(DS_ERR_ARG, "--ds-layer-channels: layer %d does not exist (model has %d)", l, L);
+        if (o->channel_alloc) {
+            if (o->method != DS_ATTN_DS) return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
+            if (!s->m->calib) return ds_error(DS_ERR_ARG, "--ds-channel-alloc needs a calibration");
+            ds_status as = ds_calib_alloc(s->m->calib, o->channels, DS_MIN(hd, DS_LABEL_MAX_R), s->sp_dense_layer, s->sp_r);
+            if (as) return as;
+        }
+        for (int l = 0; l < L; l++) {
+            if (o->layer_channels[l] > 0) s->sp_r[l] = o->layer_channels[l];
+            if (o->layer_channels[l] < 0 || s->sp_r[l] > hd || s->sp_r[l] > DS_LABEL_MAX_R)
+                return ds_error(DS_ERR_ARG, "--ds-layer-channels: layer %d: channels must be in [1, %d] for head_dim %d "
+                                "(got %d)", l, DS_MIN(hd, DS_LABEL_MAX_R), hd, o->layer_channels[l]);
+        }
+        int rmax = 1;
+        for (int l = 0; l < L; l++) rmax = DS_MAX(rmax, s->sp_r[l]);
+        s->sp_rmax = rmax;
         /* channel sets: calibrated ranking (DS) or a seeded random choice */
-        s->sp_chan = calloc((size_t)L * KVH * r, sizeof(int16_t));
+        s->sp_chan = calloc((size_t)L * KVH * rmax, sizeof(int16_t));
         if (!s->sp_chan) return ds_error(DS_ERR_OOM, "out of memory");
         if (o->method == DS_ATTN_DS) {
             if (!s->m->calib)
@@ -123,13 +147,13 @@ ds_status ds_sparse_init(ds_session *s) {
                 for (int h = 0; h < KVH; h++) {
                     const int16_t *rank = ds_calib_ranking(s->m->calib, (ds_stat)o->stat, l, h);
                     if (!rank) return ds_calib_require(s->m->calib, (ds_stat)o->stat);   /* says which it has, how to get it */
-                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, rank, sizeof(int16_t) * (size_t)r);
+                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * rmax, rank, sizeof(int16_t) * (size_t)s->sp_r[l]);
                 }
             if (o->label_norm) {
                 /* per label channel: subtract the calibrated mean, divide by the std, and score
                  * with q * std (calibrate.h) */
-                s->sp_lmean = malloc(sizeof(float) * (size_t)L * KVH * r);
-                s->sp_lscale = malloc(sizeof(float) * (size_t)L * KVH * r);
+                s->sp_lmean = calloc((size_t)L * KVH * rmax, sizeof(float));
+                s->sp_lscale = calloc((size_t)L * KVH * rmax, sizeof(float));
                 if (!s->sp_lmean || !s->sp_lscale) return ds_error(DS_ERR_OOM, "out of memory");
                 for (int l = 0; l < L; l++)
                     for (int h = 0; h < KVH; h++) {
@@ -141,11 +165,11 @@ ds_status ds_sparse_init(ds_session *s) {
                         /* a channel nearly constant in calibration would get a huge scale-up
                          * (and overflow fp16 labels on a token where it does move): scales are
                          * floored at 1/64 of the head's largest selected std */
-                        const size_t at = ((size_t)l * KVH + h) * r;
+                        const size_t at = ((size_t)l * KVH + h) * rmax;
                         float top = 0;
-                        for (int j = 0; j < r; j++) top = fmaxf(top, sd[s->sp_chan[at + j]]);
+                        for (int j = 0; j < s->sp_r[l]; j++) top = fmaxf(top, sd[s->sp_chan[at + j]]);
                         const float floor_sd = fmaxf(top / 64, 1e-6f);
-                        for (int j = 0; j < r; j++) {
+                        for (int j = 0; j < s->sp_r[l]; j++) {
                             const int ch = s->sp_chan[at + j];
                             s->sp_lmean[at + j] = mu[ch];
                             s->sp_lscale[at + j] = fmaxf(sd[ch], floor_sd);
@@ -166,16 +190,26 @@ ds_status ds_sparse_init(ds_session *s) {
                         int j = (int)(z % (uint64_t)(i + 1));
                         int16_t tmp = perm[i]; perm[i] = perm[j]; perm[j] = tmp;
                     }
-                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * r, perm, sizeof(int16_t) * (size_t)r);
+                    memcpy(s->sp_chan + ((size_t)l * KVH + h) * rmax, perm, sizeof(int16_t) * (size_t)s->sp_r[l]);
                 }
         }
-        s->sp_row_bytes = ds_label_row_bytes(r, o->label_bits);
+        size_t code_bytes = 0;
+        for (int l = 0; l < L; l++) {
+            s->sp_row_bytes[l] = ds_label_row_bytes(s->sp_r[l], o->label_bits);
+            s->sp_code_off[l] = code_bytes;
+            code_bytes += (size_t)KVH * s->n_ctx * s->sp_row_bytes[l];
+        }
         size_t rows = (size_t)L * KVH * s->n_ctx;
-        s->sp_codes = ds_alloc(rows * s->sp_row_bytes);   /* [L][KVH][n_ctx][row_bytes] */
+        s->sp_codes = ds_alloc(code_bytes);               /* per layer [KVH][n_ctx][row_bytes[l]] */
         s->sp_lo = ds_alloc(rows * 2);                    /* [L][KVH][n_ctx] fp16 */
         s->sp_step = ds_alloc(rows * 2);                  /* [L][KVH][n_ctx] fp16 */
         if (!s->sp_codes || !s->sp_lo || !s->sp_step) return ds_error(DS_ERR_OOM, "out of memory for the label cache");
-        s->bytes += rows * (s->sp_row_bytes + (o->label_bits < 16 ? 4 : 0));
+        s->bytes += code_bytes + (o->label_bits < 16 ? rows * 4 : 0);
+    } else {
+        for (int l = 0; l < DS_MAX_LAYER_CHANNELS; l++)
+            if (o->layer_channels[l])
+                return ds_error(DS_ERR_ARG, "--ds-layer-channels applies to the methods with labels (ds, random)");
+        if (o->channel_alloc) return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
     }
     /* per-thread scratch: scores [n_ctx], selected indices [n_ctx] (two lists), top-k scratch,
      * attention accumulator */
@@ -199,6 +233,7 @@ void ds_sparse_free(ds_session *s) {
     free(s->sp_dense_layer);
     if (s->sp_diag) fclose(s->sp_diag);
     free(s->sp_chan);
+    free(s->sp_r); free(s->sp_row_bytes); free(s->sp_code_off);
     free(s->sp_lmean);
     free(s->sp_lscale);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
@@ -209,20 +244,22 @@ void ds_sparse_free(ds_session *s) {
 
 static void labels_append(ds_session *s, int layer, int pos, const float *k) {
     const ds_model_info *c = &s->m->info;
-    const int hd = c->head_dim, KVH = c->n_head_kv, r = s->opts.sparse.channels;
+    const int hd = c->head_dim, KVH = c->n_head_kv, r = s->sp_r[layer], rs = s->sp_rmax;
+    const size_t rb = s->sp_row_bytes[layer];
+    uint8_t *codes = s->sp_codes + s->sp_code_off[layer];
     float x[DS_LABEL_MAX_R];
     for (int h = 0; h < KVH; h++) {
-        const int16_t *ch = s->sp_chan + ((size_t)layer * KVH + h) * r;
+        const int16_t *ch = s->sp_chan + ((size_t)layer * KVH + h) * rs;
         /* from the fp16-rounded key, i.e. exactly the row the cache holds, so labels rebuilt
          * from the cache (ds_session_fork) equal those written here */
         for (int j = 0; j < r; j++) x[j] = ds_fp16_to_fp32(ds_fp32_to_fp16(k[h * hd + ch[j]]));
         if (s->sp_lmean) {
-            const float *mu = s->sp_lmean + ((size_t)layer * KVH + h) * r, *sc = s->sp_lscale + ((size_t)layer * KVH + h) * r;
+            const float *mu = s->sp_lmean + ((size_t)layer * KVH + h) * rs, *sc = s->sp_lscale + ((size_t)layer * KVH + h) * rs;
             for (int j = 0; j < r; j++) x[j] = (x[j] - mu[j]) / sc[j];
         }
         size_t row = ((size_t)layer * KVH + h) * s->n_ctx + pos;
-        ds_label_encode(x, r, s->opts.sparse.label_bits, s->sp_codes + row * s->sp_row_bytes,
-                        s->sp_lo + row, s->sp_step + row);
+        ds_label_encode(x, r, s->opts.sparse.label_bits, codes + ((size_t)h * s->n_ctx + pos) * rb, s->sp_lo + row,
+                        s->sp_step + row);
     }
 }
 
@@ -269,13 +306,15 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     case DS_ATTN_DS:
     case DS_ATTN_RANDOM: {
         float ql[DS_LABEL_MAX_R];
-        const int16_t *ch = s->sp_chan + head * r;
-        for (int j = 0; j < r; j++) ql[j] = qsum[ch[j]];
+        const int rl = s->sp_r[layer], rs = s->sp_rmax;
+        const int16_t *ch = s->sp_chan + head * rs;
+        for (int j = 0; j < rl; j++) ql[j] = qsum[ch[j]];
         if (s->sp_lscale)   /* normalised labels: (k - mean) / std, so q * std scores them */
-            for (int j = 0; j < r; j++) ql[j] *= s->sp_lscale[head * r + j];
+            for (int j = 0; j < rl; j++) ql[j] *= s->sp_lscale[head * rs + j];
         size_t row = head * s->n_ctx;
-        ds_label_score(ql, r, o->label_bits, s->sp_codes + row * s->sp_row_bytes, s->sp_lo + row,
-                       s->sp_step + row, n, scores);
+        ds_label_score(ql, rl, o->label_bits,
+                       s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer],
+                       s->sp_lo + row, s->sp_step + row, n, scores);
         break;
     }
     case DS_ATTN_ORACLE:
@@ -402,6 +441,7 @@ int ds_sparse_default_channels(int head_dim, int label_bits) {
  * (1 shared, G per-head), each of which gathers its own K and V rows. Per KV head:
  *   dense / fallback   2*n rows (all K and V)
  *   ds, random         label scan n*(code bytes + 4 for fp16 lo/step below 16 bits) + units*2k rows
+ *                      (with per-layer label widths, the code bytes are the mean over the layers)
  *   oracle             n K rows (exact scores, once for the group) + units*k V rows
  *   streaming          units*2k rows
  *   sparq              units*n*r*2 (r K columns per selection) + units*2k rows
@@ -430,7 +470,12 @@ size_t ds_sparse_step_bytes(const ds_session *s, int n) {
     case DS_ATTN_DS:
     case DS_ATTN_RANDOM:
         if (fallback) return dense;
-        scan = N * (ds_label_row_bytes(o->channels, o->label_bits) + (o->label_bits < 16 ? 4 : 0));
+        if (s->sp_row_bytes) {   /* per-layer widths: the mean over the layers */
+            size_t sum = 0;
+            for (int l = 0; l < c->n_layer; l++) sum += s->sp_row_bytes[l] + (o->label_bits < 16 ? 4 : 0);
+            scan = N * sum / (size_t)c->n_layer;
+        } else
+            scan = N * (ds_label_row_bytes(o->channels, o->label_bits) + (o->label_bits < 16 ? 4 : 0));
         rows = units * 2 * K * row;
         break;
     case DS_ATTN_ORACLE:

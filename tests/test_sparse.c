@@ -817,3 +817,86 @@ TEST(sparse_step_bytes_formulas) {
     }
     ds_model_free(m);
 }
+
+/* Per-layer label widths: each layer's label cache holds exactly what a session with that width
+ * everywhere writes for the layer (codes, lo, step: bit for bit), the per-layer widths override
+ * --ds-channels all the way to the scores (every layer at head_dim with fp16 raw labels is the
+ * exact top-k again, with channels left at 16), and the step bytes are the layers' mean. */
+TEST(sparse_layer_channels) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    ensure_calib(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    const int L = c->n_layer, KVH = c->n_head_kv, hd = c->head_dim;
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    static const int widths[3] = {8, 16, 24};
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = n + 4;
+    so.n_threads = 2;
+    so.sparse.method = DS_ATTN_DS;
+    so.sparse.channels = 16;
+    ds_session *mix = NULL, *uni[3] = {NULL, NULL, NULL};
+    for (int l = 0; l < L; l++) so.sparse.layer_channels[l] = widths[l % 3];
+    CHECK(ds_session_new(m, &so, &mix) == DS_OK && ds_session_eval(mix, tk, n, NULL) == DS_OK);
+    memset(so.sparse.layer_channels, 0, sizeof so.sparse.layer_channels);
+    for (int w = 0; w < 3; w++) {
+        so.sparse.channels = widths[w];
+        CHECK(ds_session_new(m, &so, &uni[w]) == DS_OK && ds_session_eval(uni[w], tk, n, NULL) == DS_OK);
+    }
+    int same = 1;
+    size_t rb_sum = 0;
+    for (int l = 0; l < L && same; l++) {
+        const ds_session *u = uni[l % 3];
+        const size_t rb = mix->sp_row_bytes[l], rows = (size_t)KVH * mix->n_ctx;
+        rb_sum += rb + 4;
+        same &= mix->sp_r[l] == widths[l % 3] && rb == u->sp_row_bytes[l] && u->sp_code_off[l] == (size_t)l * rows * rb;
+        same &= !memcmp(mix->sp_codes + mix->sp_code_off[l], u->sp_codes + u->sp_code_off[l], rows * rb);
+        same &= !memcmp(mix->sp_lo + (size_t)l * rows, u->sp_lo + (size_t)l * rows, rows * 2);
+        same &= !memcmp(mix->sp_step + (size_t)l * rows, u->sp_step + (size_t)l * rows, rows * 2);
+        CHECK_MSG(same, "layer %d (width %d): labels differ from the uniform session's", l, widths[l % 3]);
+    }
+    const int k = ds_sparse_k(mix, 1000);
+    const size_t want_b = (size_t)KVH * (1000 * rb_sum / L + 2 * (size_t)k * 2 * hd), got_b = ds_sparse_step_bytes(mix, 1000);
+    CHECK_MSG(got_b == want_b, "step bytes %zu, expected %zu", got_b, want_b);
+    /* a decode step through the mixed cache (scores from each layer's own rows) */
+    CHECK(ds_session_eval(mix, tk, 1, NULL) == DS_OK);
+    for (int w = 0; w < 3; w++) ds_session_free(uni[w]);
+    ds_session_free(mix);
+
+    ds_sparse_opts sp = ds_sparse_default_opts();
+    sp.method = DS_ATTN_ORACLE;
+    sp.tokens = 24;
+    sp.sparse_prefill = 1;
+    ds_status st;
+    float *b = run(m, &sp, tk, n, 0, &st);
+    CHECK(st == DS_OK);
+    sp.method = DS_ATTN_DS;
+    sp.channels = 16;
+    for (int l = 0; l < L; l++) sp.layer_channels[l] = hd;
+    sp.label_bits = 16;
+    sp.label_norm = 0;
+    float *a = run(m, &sp, tk, n, 0, &st);
+    CHECK(st == DS_OK);
+    const double worst = a && b ? max_abs_diff(a, b, (size_t)n * c->n_vocab) : 1e9;
+    CHECK_MSG(worst < 1e-2, "DS(every layer r=d, fp16) vs oracle max abs logit diff %g", worst);
+    free(a); free(b);
+
+    /* errors: a layer that does not exist, a width over head_dim, a method without labels */
+    so.sparse = ds_sparse_default_opts();
+    so.sparse.method = DS_ATTN_DS;
+    ds_session *s = NULL;
+    so.sparse.layer_channels[L] = 16;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "does not exist"));
+    so.sparse.layer_channels[L] = 0;
+    so.sparse.layer_channels[1] = hd + 1;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "layer 1"));
+    so.sparse.method = DS_ATTN_SPARQ;
+    so.sparse.layer_channels[1] = 16;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "methods with labels"));
+    so.sparse.layer_channels[1] = 0;
+    so.sparse.channel_alloc = 1;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "--method ds only"));
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}

@@ -144,10 +144,15 @@ static void usage(FILE *f) {
         "                        scored with q * std (default: on when the calibration has the moments)\n"
         "      --no-ds-label-norm  raw key values as labels (the paper's labels)\n"
         "      --ds-stat S       qk (the paper's, default), qkv (q-weighted key variance), q, k, or\n"
-        "                        mass (head_dim/4 channels chosen as a set for the attention they find):\n"
+        "                        mass (channels chosen as sets for the attention they find: head_dim/4,\n"
+        "                        then up to the default width with those fixed):\n"
         "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
+        "      --ds-channel-alloc  per-layer label widths from the calibration's mass curves: the same\n"
+        "                        total as --ds-channels in every layer, moved to the layers where it\n"
+        "                        captures the most attention (widths r/2..2r; CPU only)\n"
+        "      --ds-layer-channels L:R,...  label channels R for layer L (overrides; CPU only)\n"
         "      --ds-min-context N  dense while the context is shorter (other commands: 0); run/chat\n"
         "                        default: 2048 on the CPU; with --gpu from 64 MiB of K+V per layer, where\n"
         "                        DS is the faster (Llama-2-7B 4096, Llama-3-8B 16384, Qwen2.5-1.5B 65536)\n"
@@ -283,6 +288,20 @@ static void parse(int argc, char **argv, int first, opts *o) {
                 p = *end ? end + 1 : end;
             }
         }
+        else if (IS("--ds-layer-channels", NULL)) {
+            NEEDV();
+            memset(o->sp.layer_channels, 0, sizeof o->sp.layer_channels);
+            for (const char *p = v; *p;) {
+                char *end, *end2;
+                long l = strtol(p, &end, 10), r = *end == ':' ? strtol(end + 1, &end2, 10) : -1;
+                if (end == p || *end != ':' || end2 == end + 1 || l < 0 || l >= DS_MAX_LAYER_CHANNELS || r < 1 || r > 512 ||
+                    (*end2 && *end2 != ','))
+                    die("--ds-layer-channels: bad list '%s' (LAYER:CHANNELS pairs, e.g. 0:64,6:64)", v);
+                o->sp.layer_channels[l] = (int)r;
+                p = *end2 ? end2 + 1 : end2;
+            }
+        }
+        else if (IS("--ds-channel-alloc", NULL)) o->sp.channel_alloc = 1;
         else if (IS("--ds-min-context", NULL)) { o->sp.min_context = (int)parse_int(a, v, 0, 1 << 22); i++; }
         else if (IS("--ds-seed", NULL)) { o->sp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
         else if (IS("--ds-calib", NULL)) { NEEDV(); o->calib = v; }

@@ -369,15 +369,21 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
     const ds_model_info *info = ds_model_get_info(m);
     const ds_sparse_opts *o = &cfg->sp;
     int r = o->channels ? o->channels : ds_sparse_default_channels(info->head_dim, o->label_bits ? o->label_bits : 4);
-    char dl[256] = "none", date[64], mb[256];
+    char dl[256] = "none", date[64], mb[256], rs[1200];
+    int rn = snprintf(rs, sizeof rs, "%d%s", r, o->channel_alloc ? " (per-layer widths by the calibration's mass curves)" : "");
+    for (int l = 0, first = 1; l < DS_MAX_LAYER_CHANNELS && rn > 0 && rn < (int)sizeof rs - 16; l++)
+        if (o->layer_channels[l] > 0) {
+            rn += snprintf(rs + rn, sizeof rs - (size_t)rn, "%s%d:%d", first ? ", layers " : ",", l, o->layer_channels[l]);
+            first = 0;
+        }
     for (int i = 0, n = 0; i < o->n_dense_layers; i++)
         n += snprintf(dl + n, sizeof dl - (size_t)n, "%s%d", i ? "," : "", o->dense_layers[i]);
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
     model_base(cfg->model_path, mb, sizeof mb);
-    snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, r %d, b %d, stat %s, labels %s, group %s, dense layers %s, "
+    snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, r %s, b %d, stat %s, labels %s, group %s, dense layers %s, "
              "min context %d, threads %d, date %s, binary built at commit %s", mb, info->name[0] ? info->name : info->arch, what,
-             (unsigned long long)cfg->seed, cfg->budgets, r, o->label_bits,
+             (unsigned long long)cfg->seed, cfg->budgets, rs, o->label_bits,
              o->stat >= 0 ? ds_sparse_stat_name(o->stat) : "qk",
              o->label_norm > 0 ? "normalised" : o->label_norm == 0 ? "raw" : "normalised if the calibration has moments",
              o->per_head ? "per-head" : "shared", dl, o->min_context > 0 ? o->min_context : 0,
