@@ -136,7 +136,8 @@ typedef struct {
     const ds_calibration *c;
     int16_t *out;            /* [n_layer][n_head_kv][head_dim] */
     double *gain;            /* [n_layer][n_head_kv][2]: objective of qk's set, of the result */
-    float *curve;            /* [n_layer][n_head_kv][DS_CALIB_CURVE_N]: the result's prefix objectives */
+    float *curve;            /* [DS_STAT_COUNT][n_layer][n_head_kv][DS_CALIB_CURVE_N]: each ranking's prefix
+                              * objectives (a statistic the calibration lacks stays 0 and is not set) */
     int oom;                 /* set (atomically) when a unit could not get its buffers */
 } search_job;
 
@@ -270,14 +271,18 @@ static void search_unit(search_job *J, int layer, int g, const int r[2]) {
             if (!member[qk[i]]) dst[at++] = qk[i];
         DS_ASSERT(at == d);
     }
-    /* the curve: the objective of the ranking's first w channels, w = d/16, 2d/16, ..., d (all
-     * channels: the group's exact shared scores), for ds_calib_alloc */
-    {
-        float *cv = J->curve + ((size_t)layer * m->n_head_kv + g) * DS_CALIB_CURVE_N;
+    /* the curves: per ranking (every statistic c has, and the result), the objective of its
+     * first w channels, w = d/16, 2d/16, ..., d (all channels: the group's exact shared scores),
+     * for ds_calib_alloc */
+    for (int st = 0; st < DS_STAT_COUNT; st++) {
+        const int16_t *rank = st == DS_STAT_MASS ? dst : ds_calib_ranking(J->c, (ds_stat)st, layer, g);
+        if (!rank) continue;
+        const size_t units = (size_t)m->n_layer * m->n_head_kv;
+        float *cv = J->curve + ((size_t)st * units + (size_t)layer * m->n_head_kv + g) * DS_CALIB_CURVE_N;
         const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
         memset(A, 0, (size_t)nqt * W * sizeof(float));
         for (int i = 0, p = 0; i < d; i++) {
-            const int c = dst[i];
+            const int c = rank[i];
             for (int qi = 0; qi < nqt; qi++) {
                 const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
                 float *a = A + (size_t)qi * W;
@@ -323,7 +328,7 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
     const size_t units = (size_t)m->n_layer * m->n_head_kv;
     int16_t *out = ds_alloc(units * m->head_dim * sizeof *out);
     double *gain = ds_alloc(units * 2 * sizeof *gain);
-    float *curve = ds_alloc(units * DS_CALIB_CURVE_N * sizeof *curve);
+    float *curve = ds_alloc(DS_STAT_COUNT * units * DS_CALIB_CURVE_N * sizeof *curve);
     if (!out || !gain || !curve) {
         ds_free(out); ds_free(gain); ds_free(curve);
         return ds_error(DS_ERR_OOM, "calibration: out of memory");
@@ -344,7 +349,9 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
     if (qk_obj) *qk_obj = a / units;
     if (mass_obj) *mass_obj = b / units;
     ds_status st = ds_calib_set_ranking(c, DS_STAT_MASS, out);
-    if (!st) st = ds_calib_set_curve(c, curve);
+    for (int s = 0; s < DS_STAT_COUNT && !st; s++)
+        if (ds_calib_ranking(c, (ds_stat)s, 0, 0))
+            st = ds_calib_set_curve(c, (ds_stat)s, curve + (size_t)s * units * DS_CALIB_CURVE_N);
     ds_free(out);
     ds_free(gain);
     ds_free(curve);

@@ -173,7 +173,7 @@ struct ds_calibration {
     ds_calib_info info;
     int16_t *rank[DS_STAT_COUNT];   /* [n_layer][n_head_kv][head_dim] or NULL (absent) */
     float *kmean, *kstd;            /* [n_layer][n_head_kv][head_dim] post-RoPE key moments, or NULL */
-    float *curve;                   /* [n_layer][n_head_kv][DS_CALIB_CURVE_N] mass curves, or NULL */
+    float *curve[DS_STAT_COUNT];    /* [n_layer][n_head_kv][DS_CALIB_CURVE_N] per statistic, or NULL */
 };
 
 static ds_calibration *calib_new(int n_layer, int n_head, int n_head_kv, int head_dim) {
@@ -199,7 +199,7 @@ void ds_calibration_free(ds_calibration *c) {
     for (int s = 0; s < DS_STAT_COUNT; s++) ds_free(c->rank[s]);
     ds_free(c->kmean);
     ds_free(c->kstd);
-    ds_free(c->curve);
+    for (int s = 0; s < DS_STAT_COUNT; s++) ds_free(c->curve[s]);
     ds_free(c);
 }
 
@@ -234,36 +234,40 @@ const float *ds_calib_kstd(const ds_calibration *c, int layer, int kv_head) {
 
 int ds_calib_curve_width(int head_dim, int p) { return DS_MAX(1, (p + 1) * head_dim / 16); }
 
-const float *ds_calib_curve(const ds_calibration *c, int layer, int kv_head) {
-    if (!c || !c->curve || layer < 0 || layer >= c->info.n_layer || kv_head < 0 || kv_head >= c->info.n_head_kv)
+const float *ds_calib_curve(const ds_calibration *c, ds_stat stat, int layer, int kv_head) {
+    if (!c || (unsigned)stat >= DS_STAT_COUNT || !c->curve[stat] || layer < 0 || layer >= c->info.n_layer ||
+        kv_head < 0 || kv_head >= c->info.n_head_kv)
         return NULL;
-    return c->curve + ((size_t)layer * c->info.n_head_kv + kv_head) * DS_CALIB_CURVE_N;
+    return c->curve[stat] + ((size_t)layer * c->info.n_head_kv + kv_head) * DS_CALIB_CURVE_N;
 }
 
-ds_status ds_calib_set_curve(ds_calibration *c, const float *curve) {
+ds_status ds_calib_set_curve(ds_calibration *c, ds_stat stat, const float *curve) {
+    if ((unsigned)stat >= DS_STAT_COUNT) return ds_error(DS_ERR_ARG, "calibration: unknown statistic %d", (int)stat);
     const size_t n = (size_t)c->info.n_layer * c->info.n_head_kv * DS_CALIB_CURVE_N;
     for (size_t i = 0; i < n; i++)
         if (!(curve[i] >= 0.0f && curve[i] <= 1.001f))   /* also refuses NaN */
-            return ds_error(DS_ERR_ARG, "calibration: mass curve value %g is not in [0, 1]", (double)curve[i]);
-    if (!c->curve && !(c->curve = ds_alloc(n * sizeof(float)))) return ds_error(DS_ERR_OOM, "calibration: out of memory");
-    memcpy(c->curve, curve, n * sizeof(float));
+            return ds_error(DS_ERR_ARG, "calibration: curve value %g is not in [0, 1]", (double)curve[i]);
+    if (!c->curve[stat] && !(c->curve[stat] = ds_alloc(n * sizeof(float))))
+        return ds_error(DS_ERR_OOM, "calibration: out of memory");
+    memcpy(c->curve[stat], curve, n * sizeof(float));
     return DS_OK;
 }
 
 /* A layer's captured mass at curve index p, summed over its KV heads. */
-static double layer_mass(const ds_calibration *c, int layer, int p) {
+static double layer_mass(const ds_calibration *c, ds_stat stat, int layer, int p) {
     double v = 0;
-    for (int g = 0; g < c->info.n_head_kv; g++) v += ds_calib_curve(c, layer, g)[p];
+    for (int g = 0; g < c->info.n_head_kv; g++) v += ds_calib_curve(c, stat, layer, g)[p];
     return v;
 }
 
-ds_status ds_calib_alloc(const ds_calibration *c, int r, int cap, const uint8_t *dense_layer, int *widths) {
+ds_status ds_calib_alloc(const ds_calibration *c, ds_stat stat, int r, int cap, const uint8_t *dense_layer,
+                         int *widths) {
     const ds_calib_info *in = &c->info;
     const int d = in->head_dim, step = d / 16, L = in->n_layer;
-    if (!c->curve)
-        return ds_error(DS_ERR_ARG, "--ds-channel-alloc needs the mass curves in the calibration, and this one has "
+    if (!ds_calib_curve(c, stat, 0, 0))
+        return ds_error(DS_ERR_ARG, "--ds-channel-alloc needs the '%s' curves in the calibration, and this one has "
                         "none (written before dsinfer stored them, made with --mass-blocks 0, or a paper import): "
-                        "recalibrate with `dsinfer calibrate -m MODEL -f TEXT -o FILE`");
+                        "recalibrate with `dsinfer calibrate -m MODEL -f TEXT -o FILE`", ds_calib_stat_name(stat));
     if (step < 1 || r % step || r < step)
         return ds_error(DS_ERR_ARG, "--ds-channel-alloc: the label width (%d channels) must be a multiple of head_dim/16 "
                         "= %d", r, step);
@@ -274,22 +278,27 @@ ds_status ds_calib_alloc(const ds_calibration *c, int r, int cap, const uint8_t 
     for (int l = 0; l < L; l++) p[l] = p0;
     /* every move raises the summed mass by more than 1e-6, and the sum is bounded: ends */
     for (int it = 0; it < L * DS_CALIB_CURVE_N; it++) {
-        int a = -1, b = -1;
-        double gain = 0, loss = 0;
-        for (int l = 0; l < L; l++) {
-            if (dense_layer && dense_layer[l]) continue;
-            if (p[l] < hi) {
-                const double gl = layer_mass(c, l, p[l] + 1) - layer_mass(c, l, p[l]);
-                if (a < 0 || gl > gain) { a = l; gain = gl; }
+        int a = -1, b = -1, ns = 0;
+        double best = 1e-6;
+        for (int n = 1; n <= hi - lo; n++) {
+            int ga = -1, lb = -1;
+            double gain = 0, loss = 0;
+            for (int l = 0; l < L; l++) {
+                if (dense_layer && dense_layer[l]) continue;
+                if (p[l] + n <= hi) {
+                    const double v = layer_mass(c, stat, l, p[l] + n) - layer_mass(c, stat, l, p[l]);
+                    if (ga < 0 || v > gain) { ga = l; gain = v; }
+                }
+                if (p[l] - n >= lo) {
+                    const double v = layer_mass(c, stat, l, p[l]) - layer_mass(c, stat, l, p[l] - n);
+                    if (lb < 0 || v < loss) { lb = l; loss = v; }
+                }
             }
-            if (p[l] > lo) {
-                const double ll = layer_mass(c, l, p[l]) - layer_mass(c, l, p[l] - 1);
-                if (b < 0 || ll < loss) { b = l; loss = ll; }
-            }
+            if (ga >= 0 && lb >= 0 && ga != lb && gain - loss > best) { best = gain - loss; a = ga; b = lb; ns = n; }
         }
-        if (a < 0 || b < 0 || a == b || gain <= loss + 1e-6) break;
-        p[a]++;
-        p[b]--;
+        if (a < 0) break;
+        p[a] += ns;
+        p[b] -= ns;
     }
     for (int l = 0; l < L; l++) widths[l] = (p[l] + 1) * step;
     return DS_OK;
@@ -650,21 +659,29 @@ ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, cons
         }
         fputs("\n  }", f);
     }
-    if (c->curve) {
-        fputs(",\n  \"mass_curve\": {\n    \"widths\": [", f);
+    int any_curve = 0;
+    for (int s = 0; s < DS_STAT_COUNT; s++) any_curve |= c->curve[s] != NULL;
+    if (any_curve) {
+        fputs(",\n  \"curves\": {\n    \"widths\": [", f);
         for (int p = 0; p < DS_CALIB_CURVE_N; p++) fprintf(f, "%s%d", p ? ", " : "", ds_calib_curve_width(in->head_dim, p));
-        fputs("],\n    \"objective\": [", f);
-        for (int l = 0; l < in->n_layer; l++) {
-            fprintf(f, "%s\n      [", l ? "," : "");
-            for (int g = 0; g < in->n_head_kv; g++) {
-                fputs(g ? ",\n       [" : "[", f);
-                const float *row = ds_calib_curve(c, l, g);
-                for (int p = 0; p < DS_CALIB_CURVE_N; p++) fprintf(f, "%s%.9g", p ? ", " : "", (double)row[p]);
+        fputc(']', f);
+        for (int i = 0; i < DS_STAT_COUNT; i++) {
+            const int s = SAVE_ORDER[i];
+            if (!c->curve[s]) continue;
+            fprintf(f, ",\n    \"%s\": [", STAT_NAMES[s]);
+            for (int l = 0; l < in->n_layer; l++) {
+                fprintf(f, "%s\n      [", l ? "," : "");
+                for (int g = 0; g < in->n_head_kv; g++) {
+                    fputs(g ? ",\n       [" : "[", f);
+                    const float *row = ds_calib_curve(c, (ds_stat)s, l, g);
+                    for (int p = 0; p < DS_CALIB_CURVE_N; p++) fprintf(f, "%s%.9g", p ? ", " : "", (double)row[p]);
+                    fputc(']', f);
+                }
                 fputc(']', f);
             }
-            fputc(']', f);
+            fputs("\n    ]", f);
         }
-        fputs("\n    ]\n  }", f);
+        fputs("\n  }", f);
     }
     fputs("\n}\n", f);
     return close_tmp(f, tmp, path);
@@ -756,55 +773,66 @@ static ds_status load_moments(const char *path, const cJSON *mj, ds_calibration 
     return DS_OK;
 }
 
-/* The optional "mass_curve" object: {"widths": the DS_CALIB_CURVE_N widths of the grid,
- * "objective": L x KVH x DS_CALIB_CURVE_N numbers in [0, 1]}. */
-static ds_status load_curve(const char *path, const cJSON *cj, ds_calibration *c) {
+/* The optional "curves" object: {"widths": the DS_CALIB_CURVE_N widths of the grid, then per
+ * statistic name: L x KVH x DS_CALIB_CURVE_N numbers in [0, 1]}. */
+static ds_status load_curves(const char *path, const cJSON *cj, ds_calibration *c) {
     if (!cj) return DS_OK;
     ds_status st;
     if (!cJSON_IsObject(cj))
-        return ds_error(DS_ERR_FORMAT, "%s: \"mass_curve\": expected an object, got %s", path, json_kind(cj));
-    if ((st = json_unique_keys(path, cj, "mass_curve"))) return st;
+        return ds_error(DS_ERR_FORMAT, "%s: \"curves\": expected an object, got %s", path, json_kind(cj));
+    if ((st = json_unique_keys(path, cj, "curves"))) return st;
     const ds_calib_info *in = &c->info;
-    const cJSON *wj = member(cj, "widths"), *oj = member(cj, "objective");
+    const cJSON *wj = member(cj, "widths");
     int ok = cJSON_IsArray(wj) && cJSON_GetArraySize(wj) == DS_CALIB_CURVE_N;
     int p = 0;
     for (const cJSON *x = ok ? wj->child : NULL; x; x = x->next, p++)
         ok &= cJSON_IsNumber(x) && x->valuedouble == ds_calib_curve_width(in->head_dim, p);
     if (!ok)
-        return ds_error(DS_ERR_FORMAT, "%s: mass_curve.widths: expected the %d widths (p + 1) * head_dim / 16", path,
+        return ds_error(DS_ERR_FORMAT, "%s: curves.widths: expected the %d widths (p + 1) * head_dim / 16", path,
                         DS_CALIB_CURVE_N);
-    if (!cJSON_IsArray(oj) || cJSON_GetArraySize(oj) != in->n_layer)
-        return ds_error(DS_ERR_FORMAT, "%s: mass_curve.objective: expected a list of %d layers, got %s", path,
-                        in->n_layer, json_kind(oj));
     float *v = ds_alloc((size_t)in->n_layer * in->n_head_kv * DS_CALIB_CURVE_N * sizeof(float));
     if (!v) return ds_error(DS_ERR_OOM, "calibration: out of memory");
-    int l = 0;
-    for (const cJSON *lj = oj->child; lj; lj = lj->next, l++) {
-        if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != in->n_head_kv) {
-            ds_free(v);
-            return ds_error(DS_ERR_FORMAT, "%s: mass_curve.objective layer %d: expected a list of %d KV heads", path, l,
-                            in->n_head_kv);
+    st = DS_OK;
+    for (const cJSON *oj = cj->child; oj && !st; oj = oj->next) {
+        if (!strcmp(oj->string, "widths")) continue;
+        ds_stat s;
+        if (ds_calib_stat_parse(oj->string, &s)) {
+            st = ds_error(DS_ERR_FORMAT, "%s: curves: unknown statistic \"%s\"", path, oj->string);
+            break;
         }
-        int g = 0;
-        for (const cJSON *hj = lj->child; hj; hj = hj->next, g++) {
-            if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != DS_CALIB_CURVE_N) {
-                ds_free(v);
-                return ds_error(DS_ERR_FORMAT, "%s: mass_curve.objective layer %d kv head %d: expected %d numbers", path,
-                                l, g, DS_CALIB_CURVE_N);
+        if (!cJSON_IsArray(oj) || cJSON_GetArraySize(oj) != in->n_layer) {
+            st = ds_error(DS_ERR_FORMAT, "%s: curves.%s: expected a list of %d layers, got %s", path, oj->string,
+                          in->n_layer, json_kind(oj));
+            break;
+        }
+        int l = 0;
+        for (const cJSON *lj = oj->child; lj && !st; lj = lj->next, l++) {
+            if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != in->n_head_kv) {
+                st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d: expected a list of %d KV heads", path, oj->string,
+                              l, in->n_head_kv);
+                break;
             }
-            int q = 0;
-            for (const cJSON *xj = hj->child; xj; xj = xj->next, q++) {
-                const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
-                if (!(x >= 0 && x <= 1.001)) {
-                    ds_free(v);
-                    return ds_error(DS_ERR_FORMAT, "%s: mass_curve.objective layer %d kv head %d value %d: expected a "
-                                    "number in [0, 1]", path, l, g, q);
+            int g = 0;
+            for (const cJSON *hj = lj->child; hj && !st; hj = hj->next, g++) {
+                if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != DS_CALIB_CURVE_N) {
+                    st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d kv head %d: expected %d numbers", path,
+                                  oj->string, l, g, DS_CALIB_CURVE_N);
+                    break;
                 }
-                v[((size_t)l * in->n_head_kv + g) * DS_CALIB_CURVE_N + q] = (float)x;
+                int q = 0;
+                for (const cJSON *xj = hj->child; xj; xj = xj->next, q++) {
+                    const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
+                    if (!(x >= 0 && x <= 1.001)) {
+                        st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d kv head %d value %d: expected a number "
+                                      "in [0, 1]", path, oj->string, l, g, q);
+                        break;
+                    }
+                    v[((size_t)l * in->n_head_kv + g) * DS_CALIB_CURVE_N + q] = (float)x;
+                }
             }
         }
+        if (!st) st = ds_calib_set_curve(c, s, v);
     }
-    st = ds_calib_set_curve(c, v);
     ds_free(v);
     return st;
 }
@@ -897,7 +925,7 @@ static ds_status load_tree(const char *path, const cJSON *root, const ds_calib_m
     }
     if (!any) { st = ds_error(DS_ERR_FORMAT, "%s: \"stats\" holds no statistic", path); goto fail; }
     if ((st = load_moments(path, member(root, "k_moments"), c))) goto fail;
-    if ((st = load_curve(path, member(root, "mass_curve"), c))) goto fail;
+    if ((st = load_curves(path, member(root, "curves"), c))) goto fail;
     *out = c;
     return DS_OK;
 fail:

@@ -127,27 +127,32 @@ ds_status ds_calib_mass_rank(const ds_calib_mass *m, ds_calibration *c, struct d
 
 /* ---------------------------------------------------------------- per-layer label widths */
 
-/* The mass search also records, per (layer, KV head), a curve: the objective it maximises (the
- * attention mass the top n/16 approximate scores capture on the calibration samples) for the
- * mass ranking's first w channels, at the DS_CALIB_CURVE_N widths ds_calib_curve_width gives
- * (head_dim/16, 2 head_dim/16, ..., head_dim; the last uses every channel, the exact scores). */
+/* The mass search also records, per statistic and (layer, KV head), a curve: the objective it
+ * maximises (the attention mass the top n/16 approximate scores capture on the calibration
+ * samples) for the ranking's first w channels, at the DS_CALIB_CURVE_N widths
+ * ds_calib_curve_width gives (head_dim/16, 2 head_dim/16, ..., head_dim; the last uses every
+ * channel, the exact scores). */
 #define DS_CALIB_CURVE_N 16
 int ds_calib_curve_width(int head_dim, int p);   /* max(1, (p + 1) * head_dim / 16) */
-/* [DS_CALIB_CURVE_N] for (layer, kv_head); NULL if c has no curves (made before they existed, or
- * without mass blocks) or an index is out of range. */
-const float *ds_calib_curve(const ds_calibration *c, int layer, int kv_head);
-/* Sets the curves from curve [n_layer][n_head_kv][DS_CALIB_CURVE_N] (finite, in [0, 1.001]:
+/* [DS_CALIB_CURVE_N] for (stat, layer, kv_head); NULL if c has no curve for stat (made before
+ * curves existed, or without mass blocks) or an index is out of range. */
+const float *ds_calib_curve(const ds_calibration *c, ds_stat stat, int layer, int kv_head);
+/* Sets stat's curves from curve [n_layer][n_head_kv][DS_CALIB_CURVE_N] (finite, in [0, 1.001]:
  * DS_ERR_ARG otherwise). */
-ds_status ds_calib_set_curve(ds_calibration *c, const float *curve);
+ds_status ds_calib_set_curve(ds_calibration *c, ds_stat stat, const float *curve);
 
-/* Per-layer label widths with the total of r channels in every sparse layer (dense_layer[l]
- * != 0: kept dense, left at r and out of the exchange; dense_layer may be NULL), moved between
- * layers by the curves: starting from r everywhere, one step of head_dim/16 channels at a time
- * goes from the layer that loses the least captured mass (summed over its KV heads) to the layer
- * that gains the most, while the gain exceeds the loss. Widths stay on the curve's grid, within
- * [r/2, min(2r, cap)]. r must be a multiple of head_dim/16 (DS_ERR_ARG otherwise, and when c
- * has no curves: the message says to recalibrate). widths: [n_layer] out. */
-ds_status ds_calib_alloc(const ds_calibration *c, int r, int cap, const uint8_t *dense_layer, int *widths);
+/* Per-layer label widths for the ranking of `stat`, with the total of r channels in every sparse
+ * layer (dense_layer[l] != 0: kept dense, left at r and out of the exchange; dense_layer may be
+ * NULL), moved between layers by stat's curves: starting from r everywhere, a move takes s steps
+ * of head_dim/16 channels from one layer to another, choosing s and the two layers for the
+ * largest gain in captured mass (summed over each layer's KV heads) net of the loss, while that
+ * is positive. Several steps at once, because a curve need not be concave: the mass set is
+ * searched for one width, and the channels after it add little until several do. Widths stay on
+ * the curve's grid, within [r/2, min(2r, cap)]. r must be a multiple of head_dim/16 (DS_ERR_ARG
+ * otherwise, and when c has no curves for stat: the message says to recalibrate). widths:
+ * [n_layer] out. */
+ds_status ds_calib_alloc(const ds_calibration *c, ds_stat stat, int r, int cap, const uint8_t *dense_layer,
+                         int *widths);
 
 /* DS_OK if c has statistic `stat`; else DS_ERR_ARG with a message for the user that says which
  * statistics c has and how to get the missing one (files written before qkv existed, and paper

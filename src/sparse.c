@@ -124,7 +124,8 @@ ds_status ds_sparse_init(ds_session *s) {
         if (o->channel_alloc) {
             if (o->method != DS_ATTN_DS) return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
             if (!s->m->calib) return ds_error(DS_ERR_ARG, "--ds-channel-alloc needs a calibration");
-            ds_status as = ds_calib_alloc(s->m->calib, o->channels, DS_MIN(hd, DS_LABEL_MAX_R), s->sp_dense_layer, s->sp_r);
+            ds_status as = ds_calib_alloc(s->m->calib, (ds_stat)o->stat, o->channels, DS_MIN(hd, DS_LABEL_MAX_R),
+                                          s->sp_dense_layer, s->sp_r);
             if (as) return as;
         }
         for (int l = 0; l < L; l++) {
@@ -429,6 +430,10 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
         ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
         ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
     }
+}
+
+int ds_session_label_channels(const ds_session *s, int layer) {
+    return s && s->sp_r && layer >= 0 && layer < s->m->info.n_layer ? s->sp_r[layer] : 0;
 }
 
 int ds_sparse_default_channels(int head_dim, int label_bits) {

@@ -408,8 +408,12 @@ TEST(calib_load_rejects_malformed) {
     static const file_edit edits[] = {
         {"[[[3,1,0,2]]]", "[[[3,1,0,2]]],\"qkv\":[[[0,1,2]]]", "qkv layer 0 kv head 0: 3 channel ids"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,0]]]", "channel 0 appears twice"},
-        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"mass_curve\":{\"widths\":[1],\"objective\":[]},", "mass_curve.widths"},
-        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"mass_curve\":[],", "\"mass_curve\": expected an object"},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"curves\":{\"widths\":[1],\"qk\":[]},", "curves.widths"},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"curves\":[],", "\"curves\": expected an object"},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"curves\":{\"widths\":[1,1,1,1,1,1,1,2,2,2,2,3,3,3,3,4],"
+         "\"qq\":[]},", "unknown statistic \"qq\""},
+        {"\"layout\":\"gguf\",", "\"layout\":\"gguf\",\"curves\":{\"widths\":[1,1,1,1,1,1,1,2,2,2,2,3,3,3,3,4],"
+         "\"qk\":[[[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,2]]]},", "qk layer 0 kv head 0 value 15"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,4]]]", "qk layer 0 kv head 0 entry 3"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,-1]]]", "expected an integer in [0, 3]"},
         {"[[[3,1,0,2]]]", "[[[3,1,0,1e999]]]", "got inf"},
@@ -760,7 +764,7 @@ TEST(calib_mass_finds_the_channels_that_carry_attention) {
     /* the curve: at width 2 (index 3 at head_dim 8) the first stage's set, so its objective, up to
      * ties: the +-1 keys give many equal scores, and the curve's scores (summed afresh) and the
      * search's (updated swap by swap) differ in the last bit, which reorders those ties */
-    const float *cv = ds_calib_curve(c, 0, 0);
+    const float *cv = ds_calib_curve(c, DS_STAT_MASS, 0, 0);
     CHECK(cv != NULL && ds_calib_curve_width(8, 3) == 2);
     CHECK_MSG(cv && fabs(cv[3] - after) < 0.01 && cv[7] >= cv[3], "curve %.4f %.4f, search %.4f", cv ? cv[3] : -1,
               cv ? cv[7] : -1, after);
@@ -795,36 +799,46 @@ TEST(calib_mass_deterministic_and_saved) {
 }
 
 /* The public names of ds_sparse_opts.stat are the calibration's own (one table). */
-/* Per-layer widths from the mass curves (ds_calib_alloc): layer 0's curve climbs 0.1 per channel
+/* Per-layer widths from the curves (ds_calib_alloc): layer 0's qk curve climbs 0.1 per channel
  * and head, layer 1's is flat, so channels move from 1 to 0 until layer 1 is at r/2; the total
- * stays; a layer kept dense takes no part; the curves survive save and load. */
+ * stays; a layer kept dense takes no part; the cap holds. A curve flat for a step and then
+ * steep (a mass set searched for one width) still draws channels: moves may take several steps.
+ * The curves survive save and load. */
 TEST(calib_alloc_follows_the_curves) {
     ds_calibration *c = calibrate_synthetic(11, NULL);
     CHECK(c != NULL);
     int w[L];
-    CHECK(ds_calib_alloc(c, 4, 64, NULL, w) == DS_ERR_ARG && strstr(ds_last_error(), "recalibrate"));
-    float cv[L * G * DS_CALIB_CURVE_N];
+    CHECK(ds_calib_alloc(c, DS_STAT_QK, 4, 64, NULL, w) == DS_ERR_ARG && strstr(ds_last_error(), "recalibrate"));
+    float cv[L * G * DS_CALIB_CURVE_N], cm[L * G * DS_CALIB_CURVE_N];
     for (int l = 0; l < L; l++)
         for (int g = 0; g < G; g++)
-            for (int p = 0; p < DS_CALIB_CURVE_N; p++)
-                cv[(l * G + g) * DS_CALIB_CURVE_N + p] = l == 0 ? fminf(1.0f, 0.1f * (p + 1)) : 0.9f + 0.001f * p;
+            for (int p = 0; p < DS_CALIB_CURVE_N; p++) {
+                const int i = (l * G + g) * DS_CALIB_CURVE_N + p;
+                cv[i] = l == 0 ? fminf(1.0f, 0.1f * (p + 1)) : 0.9f + 0.001f * p;
+                cm[i] = l == 0 ? (p <= 4 ? 0.5f : 0.9f) : 0.2f + 0.05f * p;
+            }
     CHECK(ds_calib_curve_width(D, 0) == 1 && ds_calib_curve_width(D, DS_CALIB_CURVE_N - 1) == D);
-    CHECK(ds_calib_set_curve(c, cv) == DS_OK);
-    CHECK(ds_calib_alloc(c, 4, 64, NULL, w) == DS_OK);
+    CHECK(ds_calib_set_curve(c, DS_STAT_QK, cv) == DS_OK && ds_calib_set_curve(c, DS_STAT_MASS, cm) == DS_OK);
+    CHECK(ds_calib_alloc(c, DS_STAT_QK, 4, 64, NULL, w) == DS_OK);
     CHECK_MSG(w[0] == 6 && w[1] == 2, "widths %d %d, expected 6 2", w[0], w[1]);
     uint8_t dense[L] = {0, 1};
-    CHECK(ds_calib_alloc(c, 4, 64, dense, w) == DS_OK && w[0] == 4 && w[1] == 4);
-    CHECK(ds_calib_alloc(c, 4, 5, NULL, w) == DS_OK && w[0] == 5 && w[1] == 3);   /* capped at 5 */
+    CHECK(ds_calib_alloc(c, DS_STAT_QK, 4, 64, dense, w) == DS_OK && w[0] == 4 && w[1] == 4);
+    CHECK(ds_calib_alloc(c, DS_STAT_QK, 4, 5, NULL, w) == DS_OK && w[0] == 5 && w[1] == 3);   /* capped at 5 */
+    /* mass: index 3 -> 4 gains nothing, 3 -> 5 gains 0.4 per head against a loss of 0.1 */
+    CHECK(ds_calib_alloc(c, DS_STAT_MASS, 4, 64, NULL, w) == DS_OK);
+    CHECK_MSG(w[0] == 6 && w[1] == 2, "mass widths %d %d, expected 6 2", w[0], w[1]);
+    CHECK(ds_calib_alloc(c, DS_STAT_QKV, 4, 64, NULL, w) == DS_ERR_ARG && strstr(ds_last_error(), "'qkv' curves"));
     const char *p = tmp_path("curve");
     ds_calibration *c2 = NULL;
     CHECK(ds_calib_save(c, NULL, p) == DS_OK && ds_calib_load(p, NULL, &c2) == DS_OK);
-    CHECK(c2 && ds_calib_curve(c2, 1, 1) && !memcmp(ds_calib_curve(c2, 0, 0), cv, sizeof cv));
+    CHECK(c2 && ds_calib_curve(c2, DS_STAT_QK, 1, 1) && !memcmp(ds_calib_curve(c2, DS_STAT_QK, 0, 0), cv, sizeof cv));
+    CHECK(c2 && !memcmp(ds_calib_curve(c2, DS_STAT_MASS, 0, 0), cm, sizeof cm) && !ds_calib_curve(c2, DS_STAT_Q, 0, 0));
     char *t = read_text(p);
-    CHECK(t && strstr(t, "\"mass_curve\": {\n    \"widths\": [1, 2, 3,"));
+    CHECK(t && strstr(t, "\"curves\": {\n    \"widths\": [1, 2, 3,"));
     free(t);
     remove(p);
     cv[5] = NAN;
-    CHECK(ds_calib_set_curve(c, cv) == DS_ERR_ARG && strstr(ds_last_error(), "not in [0, 1]"));
+    CHECK(ds_calib_set_curve(c, DS_STAT_QK, cv) == DS_ERR_ARG && strstr(ds_last_error(), "not in [0, 1]"));
     ds_calibration_free(c);
     ds_calibration_free(c2);
 }
