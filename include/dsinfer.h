@@ -225,6 +225,9 @@ size_t ds_session_step_weight_bytes(const ds_session *s);
  * (--ds-dense-layers) and dense fallbacks read the dense amount, 2 * n * n_head_kv * head_dim * 2.
  * The per-thread index lists are not counted (they stay in cache). Formulas in sparse.c. */
 size_t ds_sparse_step_bytes(const ds_session *s, int n);
+/* The label channels layer `layer` of the session keeps (per-layer widths differ only with
+ * layer_channels or channel_alloc); 0 if the method keeps no labels or layer is out of range. */
+int ds_session_label_channels(const ds_session *s, int layer);
 
 /* ---------------------------------------------------------------- sampling */
 

@@ -905,8 +905,15 @@ static int cmd_inspect(opts *o) {
     printf("memory plan at ctx %d: KV cache %.1f MB (fp16)", n_ctx, kv / 1e6);
     opts o2 = *o;
     o2.n_ctx = n_ctx;
+    if (o2.sp.method != DS_ATTN_DENSE) setup_sparse(m, &o2, false);
+    fflush(stdout);   /* a session error (stderr) comes after what is printed so far */
     ds_session *s = new_session(m, &o2, n_ctx);
     printf(", session total %.1f MB\n", ds_session_bytes(s) / 1e6);
+    if (ds_session_label_channels(s, 0)) {   /* a method with labels: each layer's width */
+        printf("label channels per layer:");
+        for (int l = 0; l < c->n_layer; l++) printf("%s%d", l ? "," : " ", ds_session_label_channels(s, l));
+        printf("\n");
+    }
     ds_session_free(s);
     if (o->tensors) {
         char line[512];

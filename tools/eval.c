@@ -365,17 +365,36 @@ static void command_line(char *out, size_t cap) {
 }
 
 /* The metadata line shared by both reports: everything needed to reproduce the numbers. */
+/* With per-layer label widths: the list DS's sessions use ("L0,L1,..."), for the report. */
+static char g_widths[1024];
+
+static void label_widths(const ds_model *m, const ds_eval_config *cfg) {
+    g_widths[0] = 0;
+    int any = cfg->sp.channel_alloc;
+    for (int l = 0; l < DS_MAX_LAYER_CHANNELS; l++) any |= cfg->sp.layer_channels[l] > 0;
+    if (!any) return;
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = 64;
+    so.n_threads = 1;
+    so.sparse = cfg->sp;
+    so.sparse.method = DS_ATTN_DS;
+    ds_session *s = NULL;
+    if (ds_session_new(m, &so, &s) != DS_OK) return;   /* the run itself reports the error */
+    for (int l = 0, n = 0; l < ds_model_get_info(m)->n_layer && n >= 0 && n < (int)sizeof g_widths - 8; l++)
+        n += snprintf(g_widths + n, sizeof g_widths - (size_t)n, "%s%d", l ? "," : "", ds_session_label_channels(s, l));
+    ds_session_free(s);
+}
+
 static void describe(const ds_model *m, const ds_eval_config *cfg, const char *what, char *out, size_t cap) {
     const ds_model_info *info = ds_model_get_info(m);
     const ds_sparse_opts *o = &cfg->sp;
     int r = o->channels ? o->channels : ds_sparse_default_channels(info->head_dim, o->label_bits ? o->label_bits : 4);
     char dl[256] = "none", date[64], mb[256], rs[1200];
-    int rn = snprintf(rs, sizeof rs, "%d%s", r, o->channel_alloc ? " (per-layer widths by the calibration's mass curves)" : "");
-    for (int l = 0, first = 1; l < DS_MAX_LAYER_CHANNELS && rn > 0 && rn < (int)sizeof rs - 16; l++)
-        if (o->layer_channels[l] > 0) {
-            rn += snprintf(rs + rn, sizeof rs - (size_t)rn, "%s%d:%d", first ? ", layers " : ",", l, o->layer_channels[l]);
-            first = 0;
-        }
+    if (g_widths[0])
+        snprintf(rs, sizeof rs, "%d, per layer %s%s", r, g_widths,
+                 o->channel_alloc ? " (--ds-channel-alloc: by the calibration's mass curves)" : "");
+    else
+        snprintf(rs, sizeof rs, "%d", r);
     for (int i = 0, n = 0; i < o->n_dense_layers; i++)
         n += snprintf(dl + n, sizeof dl - (size_t)n, "%s%d", i ? "," : "", o->dense_layers[i]);
     time_t t = time(NULL);
@@ -454,7 +473,7 @@ static void eval_table(FILE *f, const ds_eval_setting *set, int n_set, const ds_
 static void eval_write_tables(const ds_model *m, const ds_eval_config *cfg, const char *name, const char *mb,
                               const ds_eval_setting *set, int n_set, const ds_task *tasks, int n_task,
                               const double *sum, const int *cnt, int done, int total, double t_start, int final) {
-    char depth[32], what[256], header[2048], cmdline[2048], path[1200];
+    char depth[32], what[256], header[4096], cmdline[2048], path[1200];
     if (cfg->depth >= 0) snprintf(depth, sizeof depth, "%d%%", cfg->depth); else snprintf(depth, sizeof depth, "random");
     snprintf(what, sizeof what, "ctx %d, cases %d, depth %s, answer tokens %s", cfg->n_ctx, cfg->cases, depth,
              cfg->n_predict > 0 ? "fixed" : "per task");
@@ -513,6 +532,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     ds_eval_setting set[DS_EVAL_MAX_SETTINGS];
     char err[256];
     int n_set = ds_eval_parse_settings(cfg.methods, cfg.budgets, set, DS_EVAL_MAX_SETTINGS, err, sizeof err);
+    label_widths(m, &cfg);
     if (n_set < 0) { fprintf(stderr, "dsinfer: %s\n", err); return 1; }
     ds_task tasks[DS_TASK_COUNT];
     int n_task = 0;
@@ -639,6 +659,7 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     ds_eval_setting set[DS_EVAL_MAX_SETTINGS];
     char err[256];
     int n_set = ds_eval_parse_settings(cfg.methods, cfg.budgets, set, DS_EVAL_MAX_SETTINGS, err, sizeof err);
+    label_widths(m, &cfg);
     if (n_set < 0) { fprintf(stderr, "dsinfer: %s\n", err); return 1; }
     size_t len;
     char *text = slurp(cfg.text_path, &len);
@@ -680,7 +701,7 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     }
     ds_free_tokens(toks);
 
-    char mb[256], name[512], path[1200], what[512], header[2048], cmdline[2048];
+    char mb[256], name[512], path[1200], what[512], header[4096], cmdline[2048];
     model_base(cfg.model_path, mb, sizeof mb);
     if (cfg.name) snprintf(name, sizeof name, "%s", cfg.name);
     else snprintf(name, sizeof name, "fidelity-%s-%d", mb, W);
