@@ -176,6 +176,21 @@ TEST(sparse_simulation_equals_decode_steps) {
  * DS must behave like the oracle selector. Label normalisation ((k - mean) / std per channel,
  * scored with q * std) shifts every score by the same sum_c q_c mean_c, so it must select the
  * oracle's top-k up to rounding; and it is refused where there are no moments to normalise with. */
+/* The options and logits of the reference both full-width tests compare with: the exact top-k
+ * of 24 tokens at every position; then sp is set to DS with fp16 raw labels (the exact keys),
+ * for the caller to give its widths. */
+static float *oracle_then_fp16_ds(ds_model *m, const int32_t *tk, int n, ds_sparse_opts *sp, ds_status *st) {
+    *sp = ds_sparse_default_opts();
+    sp->method = DS_ATTN_ORACLE;
+    sp->tokens = 24;
+    sp->sparse_prefill = 1;
+    float *b = run(m, sp, tk, n, 0, st);
+    sp->method = DS_ATTN_DS;
+    sp->label_bits = 16;
+    sp->label_norm = 0;   /* raw labels: the exact fp16 keys */
+    return b;
+}
+
 TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     ds_model *m = load();
     if (!m) SKIP("SmolLM2 not fetched");
@@ -183,17 +198,11 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     int V = ds_model_get_info(m)->n_vocab;
-    ds_sparse_opts sp = ds_sparse_default_opts();
-    sp.method = DS_ATTN_ORACLE;
-    sp.tokens = 24;
-    sp.sparse_prefill = 1;
+    ds_sparse_opts sp;
     ds_status st;
-    float *b = run(m, &sp, tk, n, 0, &st);
+    float *b = oracle_then_fp16_ds(m, tk, n, &sp, &st);
     CHECK(st == DS_OK);
-    sp.method = DS_ATTN_DS;
     sp.channels = ds_model_get_info(m)->head_dim;
-    sp.label_bits = 16;
-    sp.label_norm = 0;   /* raw labels: the exact fp16 keys */
     float *a = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
     double worst = max_abs_diff(a, b, (size_t)n * V);
@@ -864,18 +873,12 @@ TEST(sparse_layer_channels) {
     for (int w = 0; w < 3; w++) ds_session_free(uni[w]);
     ds_session_free(mix);
 
-    ds_sparse_opts sp = ds_sparse_default_opts();
-    sp.method = DS_ATTN_ORACLE;
-    sp.tokens = 24;
-    sp.sparse_prefill = 1;
+    ds_sparse_opts sp;
     ds_status st;
-    float *b = run(m, &sp, tk, n, 0, &st);
+    float *b = oracle_then_fp16_ds(m, tk, n, &sp, &st);
     CHECK(st == DS_OK);
-    sp.method = DS_ATTN_DS;
     sp.channels = 16;
     for (int l = 0; l < L; l++) sp.layer_channels[l] = hd;
-    sp.label_bits = 16;
-    sp.label_norm = 0;
     float *a = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
     const double worst = a && b ? max_abs_diff(a, b, (size_t)n * c->n_vocab) : 1e9;
