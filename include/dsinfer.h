@@ -135,8 +135,8 @@ typedef struct {
                               (1/16 of the key bits, but >= 128 bits per label row: 1/8 at head_dim 64) */
     int layer_channels[DS_MAX_LAYER_CHANNELS];  /* r of layer l where > 0 (else `channels`): per-layer
                             * label widths (CPU only) */
-    int channel_alloc;     /* 1: per-layer widths from the calibration's mass curves, with the total of
-                            * `channels` in every layer moved to where it captures the most attention
+    int channel_alloc;     /* 1: per-layer widths from the calibration's curves for `stat`, with the total
+                            * of `channels` in every layer moved to where it captures the most attention
                             * on the calibration text (calibrate.h, ds_calib_alloc); 0 (default): none */
     int label_bits;        /* 16, 8, 4 or 2 (default 4) */
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv,

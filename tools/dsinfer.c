@@ -149,7 +149,7 @@ static void usage(FILE *f) {
         "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
-        "      --ds-channel-alloc  per-layer label widths from the calibration's mass curves: the same\n"
+        "      --ds-channel-alloc  per-layer label widths from the calibration's curves: the same\n"
         "                        total as --ds-channels in every layer, moved to the layers where it\n"
         "                        captures the most attention (widths r/2..2r; CPU only)\n"
         "      --ds-layer-channels L:R,...  label channels R for layer L (overrides; CPU only)\n"

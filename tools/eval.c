@@ -392,7 +392,7 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
     char dl[256] = "none", date[64], mb[256], rs[1200];
     if (g_widths[0])
         snprintf(rs, sizeof rs, "%d, per layer %s%s", r, g_widths,
-                 o->channel_alloc ? " (--ds-channel-alloc: by the calibration's mass curves)" : "");
+                 o->channel_alloc ? " (--ds-channel-alloc: by the calibration's curves)" : "");
     else
         snprintf(rs, sizeof rs, "%d", r);
     for (int i = 0, n = 0; i < o->n_dense_layers; i++)
