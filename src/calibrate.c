@@ -577,6 +577,23 @@ static void add_str(cJSON *obj, const char *key, const char *s) {
 
 /* ---------------------------------------------------------------- our sidecar */
 
+/* v [L][KVH][n] as nested JSON lists, one KV head per line, each float with 9 significant
+ * digits (exact round trip): the layout of "k_moments" and "curves". */
+static void write_grid(FILE *f, const float *v, int L, int KVH, int n) {
+    fputc('[', f);
+    for (int l = 0; l < L; l++) {
+        fprintf(f, "%s\n      [", l ? "," : "");
+        for (int g = 0; g < KVH; g++) {
+            fputs(g ? ",\n       [" : "[", f);
+            const float *row = v + ((size_t)l * KVH + g) * n;
+            for (int i = 0; i < n; i++) fprintf(f, "%s%.9g", i ? ", " : "", (double)row[i]);
+            fputc(']', f);
+        }
+        fputc(']', f);
+    }
+    fputs("\n    ]", f);
+}
+
 ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, const char *path) {
     const ds_calib_info *in = &c->info;
     /* Without meta, re-save what the calibration knows (a load -> save round trip keeps it). */
@@ -644,18 +661,8 @@ ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, cons
         fputs(",\n  \"k_moments\": {", f);
         for (int m = 0; m < 2; m++) {
             const float *v = m ? c->kstd : c->kmean;
-            fprintf(f, "%s\n    \"%s\": [", m ? "," : "", m ? "std" : "mean");
-            for (int l = 0; l < in->n_layer; l++) {
-                fprintf(f, "%s\n      [", l ? "," : "");
-                for (int g = 0; g < in->n_head_kv; g++) {
-                    fputs(g ? ",\n       [" : "[", f);
-                    const float *row = v + ((size_t)l * in->n_head_kv + g) * in->head_dim;
-                    for (int ch = 0; ch < in->head_dim; ch++) fprintf(f, "%s%.9g", ch ? ", " : "", (double)row[ch]);
-                    fputc(']', f);
-                }
-                fputc(']', f);
-            }
-            fputs("\n    ]", f);
+            fprintf(f, "%s\n    \"%s\": ", m ? "," : "", m ? "std" : "mean");
+            write_grid(f, v, in->n_layer, in->n_head_kv, in->head_dim);
         }
         fputs("\n  }", f);
     }
@@ -668,18 +675,8 @@ ds_status ds_calib_save(const ds_calibration *c, const ds_calib_meta *meta, cons
         for (int i = 0; i < DS_STAT_COUNT; i++) {
             const int s = SAVE_ORDER[i];
             if (!c->curve[s]) continue;
-            fprintf(f, ",\n    \"%s\": [", STAT_NAMES[s]);
-            for (int l = 0; l < in->n_layer; l++) {
-                fprintf(f, "%s\n      [", l ? "," : "");
-                for (int g = 0; g < in->n_head_kv; g++) {
-                    fputs(g ? ",\n       [" : "[", f);
-                    const float *row = ds_calib_curve(c, (ds_stat)s, l, g);
-                    for (int p = 0; p < DS_CALIB_CURVE_N; p++) fprintf(f, "%s%.9g", p ? ", " : "", (double)row[p]);
-                    fputc(']', f);
-                }
-                fputc(']', f);
-            }
-            fputs("\n    ]", f);
+            fprintf(f, ",\n    \"%s\": ", STAT_NAMES[s]);
+            write_grid(f, c->curve[s], in->n_layer, in->n_head_kv, DS_CALIB_CURVE_N);
         }
         fputs("\n  }", f);
     }
@@ -731,6 +728,39 @@ static ds_status check_identity(const char *path, const ds_calib_info *in, const
     return DS_OK;
 }
 
+/* What a value of a grid may not be (NULL: accepted), for parse_grid. */
+static const char *bad_mean(double x) { return isfinite(x) && fabs(x) <= 3.0e38 ? NULL : "expected a finite number"; }
+static const char *bad_std(double x) {
+    return isfinite(x) && fabs(x) <= 3.0e38 && x >= 0 ? NULL : "expected a finite number >= 0";
+}
+static const char *bad_mass(double x) { return x >= 0 && x <= 1.001 ? NULL : "expected a number in [0, 1]"; }
+
+/* j: L lists of KVH lists of n numbers, into dst [L][KVH][n]; `what` names j in messages
+ * ("k_moments.mean"), `item` an entry of a row ("channel"); bad(x) says why x is refused. */
+static ds_status parse_grid(const char *path, const cJSON *j, const char *what, int L, int KVH, int n,
+                            const char *item, const char *(*bad)(double), float *dst) {
+    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != L)
+        return ds_error(DS_ERR_FORMAT, "%s: %s: expected a list of %d layers, got %s", path, what, L, json_kind(j));
+    int l = 0;
+    for (const cJSON *lj = j->child; lj; lj = lj->next, l++) {
+        if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != KVH)
+            return ds_error(DS_ERR_FORMAT, "%s: %s layer %d: expected a list of %d KV heads", path, what, l, KVH);
+        int g = 0;
+        for (const cJSON *hj = lj->child; hj; hj = hj->next, g++) {
+            if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != n)
+                return ds_error(DS_ERR_FORMAT, "%s: %s layer %d kv head %d: expected %d numbers", path, what, l, g, n);
+            int i = 0;
+            for (const cJSON *xj = hj->child; xj; xj = xj->next, i++) {
+                const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
+                const char *why = bad(x);
+                if (why) return ds_error(DS_ERR_FORMAT, "%s: %s layer %d kv head %d %s %d: %s", path, what, l, g, item, i, why);
+                dst[((size_t)l * KVH + g) * n + i] = (float)x;
+            }
+        }
+    }
+    return DS_OK;
+}
+
 /* The optional "k_moments" object: {"mean": L x KVH x d numbers, "std": the same, all >= 0}. */
 static ds_status load_moments(const char *path, const cJSON *mj, ds_calibration *c) {
     if (!mj) return DS_OK;
@@ -742,35 +772,11 @@ static ds_status load_moments(const char *path, const cJSON *mj, ds_calibration 
     c->kmean = ds_alloc(rank_count(c) * sizeof(float));
     c->kstd = ds_alloc(rank_count(c) * sizeof(float));
     if (!c->kmean || !c->kstd) return ds_error(DS_ERR_OOM, "calibration: out of memory");
-    for (int m = 0; m < 2; m++) {
-        const char *name = m ? "std" : "mean";
-        const cJSON *vj = member(mj, name);
-        float *dst = m ? c->kstd : c->kmean;
-        if (!cJSON_IsArray(vj) || cJSON_GetArraySize(vj) != in->n_layer)
-            return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s: expected a list of %d layers, got %s", path, name,
-                            in->n_layer, json_kind(vj));
-        int l = 0;
-        for (const cJSON *lj = vj->child; lj; lj = lj->next, l++) {
-            if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != in->n_head_kv)
-                return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d: expected a list of %d KV heads", path,
-                                name, l, in->n_head_kv);
-            int g = 0;
-            for (const cJSON *hj = lj->child; hj; hj = hj->next, g++) {
-                if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != in->head_dim)
-                    return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d kv head %d: expected %d numbers",
-                                    path, name, l, g, in->head_dim);
-                int ch = 0;
-                for (const cJSON *xj = hj->child; xj; xj = xj->next, ch++) {
-                    const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
-                    if (!isfinite(x) || fabs(x) > 3.0e38 || (m && x < 0))
-                        return ds_error(DS_ERR_FORMAT, "%s: k_moments.%s layer %d kv head %d channel %d: %s", path,
-                                        name, l, g, ch, m ? "expected a finite number >= 0" : "expected a finite number");
-                    dst[((size_t)l * in->n_head_kv + g) * in->head_dim + ch] = (float)x;
-                }
-            }
-        }
-    }
-    return DS_OK;
+    if ((st = parse_grid(path, member(mj, "mean"), "k_moments.mean", in->n_layer, in->n_head_kv, in->head_dim,
+                         "channel", bad_mean, c->kmean)))
+        return st;
+    return parse_grid(path, member(mj, "std"), "k_moments.std", in->n_layer, in->n_head_kv, in->head_dim, "channel",
+                      bad_std, c->kstd);
 }
 
 /* The optional "curves" object: {"widths": the DS_CALIB_CURVE_N widths of the grid, then per
@@ -792,46 +798,15 @@ static ds_status load_curves(const char *path, const cJSON *cj, ds_calibration *
                         DS_CALIB_CURVE_N);
     float *v = ds_alloc((size_t)in->n_layer * in->n_head_kv * DS_CALIB_CURVE_N * sizeof(float));
     if (!v) return ds_error(DS_ERR_OOM, "calibration: out of memory");
-    st = DS_OK;
     for (const cJSON *oj = cj->child; oj && !st; oj = oj->next) {
         if (!strcmp(oj->string, "widths")) continue;
         ds_stat s;
-        if (ds_calib_stat_parse(oj->string, &s)) {
+        char what[64];
+        snprintf(what, sizeof what, "curves.%s", oj->string);
+        if (ds_calib_stat_parse(oj->string, &s))
             st = ds_error(DS_ERR_FORMAT, "%s: curves: unknown statistic \"%s\"", path, oj->string);
-            break;
-        }
-        if (!cJSON_IsArray(oj) || cJSON_GetArraySize(oj) != in->n_layer) {
-            st = ds_error(DS_ERR_FORMAT, "%s: curves.%s: expected a list of %d layers, got %s", path, oj->string,
-                          in->n_layer, json_kind(oj));
-            break;
-        }
-        int l = 0;
-        for (const cJSON *lj = oj->child; lj && !st; lj = lj->next, l++) {
-            if (!cJSON_IsArray(lj) || cJSON_GetArraySize(lj) != in->n_head_kv) {
-                st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d: expected a list of %d KV heads", path, oj->string,
-                              l, in->n_head_kv);
-                break;
-            }
-            int g = 0;
-            for (const cJSON *hj = lj->child; hj && !st; hj = hj->next, g++) {
-                if (!cJSON_IsArray(hj) || cJSON_GetArraySize(hj) != DS_CALIB_CURVE_N) {
-                    st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d kv head %d: expected %d numbers", path,
-                                  oj->string, l, g, DS_CALIB_CURVE_N);
-                    break;
-                }
-                int q = 0;
-                for (const cJSON *xj = hj->child; xj; xj = xj->next, q++) {
-                    const double x = cJSON_IsNumber(xj) ? xj->valuedouble : NAN;
-                    if (!(x >= 0 && x <= 1.001)) {
-                        st = ds_error(DS_ERR_FORMAT, "%s: curves.%s layer %d kv head %d value %d: expected a number "
-                                      "in [0, 1]", path, oj->string, l, g, q);
-                        break;
-                    }
-                    v[((size_t)l * in->n_head_kv + g) * DS_CALIB_CURVE_N + q] = (float)x;
-                }
-            }
-        }
-        if (!st) st = ds_calib_set_curve(c, s, v);
+        else if (!(st = parse_grid(path, oj, what, in->n_layer, in->n_head_kv, DS_CALIB_CURVE_N, "value", bad_mass, v)))
+            st = ds_calib_set_curve(c, s, v);
     }
     ds_free(v);
     return st;
