@@ -145,7 +145,9 @@ typedef struct {
  * summed query qs [nqt][d], the attention weights pw [nqt][W] and the current set's approximate
  * scores A [nqt][W]; the keys channel-major kt [block][d][W]; tmp [W] scratch. */
 typedef struct {
-    const float *qs, *pw, *A, *kt;
+    const float *qs, *pw;
+    float *A;   /* updated by add_channel and the swaps; objective only reads it */
+    const float *kt;
     ap *tmp;
     int d, W, nqt;
 } unit_data;
@@ -170,6 +172,16 @@ static double objective(const unit_data *U, int out_c, int in_c) {
         tot += top_mass(U->tmp, n, n / MASS_BUDGET > 1 ? n / MASS_BUDGET : 1);
     }
     return tot / U->nqt;
+}
+
+/* Adds channel c's products to every sampled query's approximate scores: A += qs[., c] * k[., c]. */
+static void add_channel(const unit_data *U, int c) {
+    const int d = U->d, W = U->W;
+    for (int qi = 0; qi < U->nqt; qi++) {
+        const float s = U->qs[(size_t)qi * d + c], *kc = U->kt + ((size_t)(qi / MASS_QUERIES) * d + c) * W;
+        float *a = U->A + (size_t)qi * W;
+        for (int t = 0; t < W; t++) a[t] += s * kc[t];
+    }
 }
 
 /* One (layer, KV head): the objective's data, then the swaps. */
@@ -225,17 +237,12 @@ static void search_unit(search_job *J, int layer, int g, const int r[2]) {
      * ranking's prefix, so a calibration serves both widths */
     for (int st = 0, r0 = 0; st < 2 && r[st] > r0; r0 = r[st], st++) {
         const int r1 = r[st];
+        const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
         memset(A, 0, (size_t)nqt * W * sizeof(float));
         for (int i = 0; i < r1; i++) {
-            const int c = dst[i];
-            member[c] = 1;
-            for (int qi = 0; qi < nqt; qi++) {
-                const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
-                float *a = A + (size_t)qi * W;
-                for (int t = 0; t < W; t++) a[t] += s * kc[t];
-            }
+            member[dst[i]] = 1;
+            add_channel(&U, dst[i]);
         }
-        const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
         double base = objective(&U, -1, -1);
         if (st == 0) J->gain[((size_t)layer * m->n_head_kv + g) * 2] = base;
         for (int sweep = 0; sweep < MASS_SWEEPS; sweep++) {
@@ -282,12 +289,7 @@ static void search_unit(search_job *J, int layer, int g, const int r[2]) {
         const unit_data U = {qs, pw, A, kt, tmp, d, W, nqt};
         memset(A, 0, (size_t)nqt * W * sizeof(float));
         for (int i = 0, p = 0; i < d; i++) {
-            const int c = rank[i];
-            for (int qi = 0; qi < nqt; qi++) {
-                const float s = qs[(size_t)qi * d + c], *kc = kt + ((size_t)(qi / NQ) * d + c) * W;
-                float *a = A + (size_t)qi * W;
-                for (int t = 0; t < W; t++) a[t] += s * kc[t];
-            }
+            add_channel(&U, rank[i]);
             if (p < DS_CALIB_CURVE_N && i + 1 == ds_calib_curve_width(d, p)) {
                 const float v = (float)objective(&U, -1, -1);
                 while (p < DS_CALIB_CURVE_N && i + 1 == ds_calib_curve_width(d, p)) cv[p++] = v;   /* d < 16 repeats widths */
