@@ -110,6 +110,17 @@ ds_status ds_sparse_init(ds_session *s) {
         s->sp_dense_layer[o->dense_layers[i]] = 1;
     }
 
+    if (o->method == DS_ATTN_DS && !s->m->calib)
+        return ds_error(DS_ERR_ARG, "Double Sparsity needs a calibration for %s: run "
+                        "`dsinfer calibrate -m MODEL -f TEXT` (or pass --ds-calib-text FILE)", s->m->path);
+    if (o->channel_alloc && o->method != DS_ATTN_DS)
+        return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
+    for (int l = 0; l < DS_MAX_LAYER_CHANNELS; l++)
+        if (o->layer_channels[l] && !uses_labels(o->method))
+            return ds_error(DS_ERR_ARG, "--ds-layer-channels applies to the methods with labels (ds, random)");
+        else if (o->layer_channels[l] && l >= L)
+            return ds_error(DS_ERR_ARG, "--ds-layer-channels: layer %d does not exist (model has %d)", l, L);
+
     if (uses_labels(o->method)) {
         /* per-layer widths: `channels`, overridden per layer by layer_channels or by the
          * calibration's allocation (channel_alloc) */
@@ -118,12 +129,7 @@ ds_status ds_sparse_init(ds_session *s) {
         s->sp_code_off = malloc(sizeof(size_t) * (size_t)L);
         if (!s->sp_r || !s->sp_row_bytes || !s->sp_code_off) return ds_error(DS_ERR_OOM, "out of memory");
         for (int l = 0; l < L; l++) s->sp_r[l] = o->channels;
-        for (int l = L; l < DS_MAX_LAYER_CHANNELS; l++)
-            if (o->layer_channels[l])
-                return ds_error(DS_ERR_ARG, "--ds-layer-channels: layer %d does not exist (model has %d)", l, L);
         if (o->channel_alloc) {
-            if (o->method != DS_ATTN_DS) return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
-            if (!s->m->calib) return ds_error(DS_ERR_ARG, "--ds-channel-alloc needs a calibration");
             ds_status as = ds_calib_alloc(s->m->calib, (ds_stat)o->stat, o->channels, DS_MIN(hd, DS_LABEL_MAX_R),
                                           s->sp_dense_layer, s->sp_r);
             if (as) return as;
@@ -141,9 +147,6 @@ ds_status ds_sparse_init(ds_session *s) {
         s->sp_chan = calloc((size_t)L * KVH * rmax, sizeof(int16_t));
         if (!s->sp_chan) return ds_error(DS_ERR_OOM, "out of memory");
         if (o->method == DS_ATTN_DS) {
-            if (!s->m->calib)
-                return ds_error(DS_ERR_ARG, "Double Sparsity needs a calibration for %s: run "
-                                "`dsinfer calibrate -m MODEL -f TEXT` (or pass --ds-calib-text FILE)", s->m->path);
             for (int l = 0; l < L; l++)
                 for (int h = 0; h < KVH; h++) {
                     const int16_t *rank = ds_calib_ranking(s->m->calib, (ds_stat)o->stat, l, h);
@@ -206,11 +209,6 @@ ds_status ds_sparse_init(ds_session *s) {
         s->sp_step = ds_alloc(rows * 2);                  /* [L][KVH][n_ctx] fp16 */
         if (!s->sp_codes || !s->sp_lo || !s->sp_step) return ds_error(DS_ERR_OOM, "out of memory for the label cache");
         s->bytes += code_bytes + (o->label_bits < 16 ? rows * 4 : 0);
-    } else {
-        for (int l = 0; l < DS_MAX_LAYER_CHANNELS; l++)
-            if (o->layer_channels[l])
-                return ds_error(DS_ERR_ARG, "--ds-layer-channels applies to the methods with labels (ds, random)");
-        if (o->channel_alloc) return ds_error(DS_ERR_ARG, "--ds-channel-alloc applies to --method ds only");
     }
     /* per-thread scratch: scores [n_ctx], selected indices [n_ctx] (two lists), top-k scratch,
      * attention accumulator */
