@@ -469,10 +469,11 @@ static void eval_table(FILE *f, const ds_eval_setting *set, int n_set, const ds_
 
 /* The run's .md, .csv and .svg from the sums so far: written after every case, so a run that is
  * stopped (or cut by a time limit) keeps tables of the cases it finished; `done` of `total`
- * (task, case) pairs are in them. */
+ * (task, case) pairs are in them, and the last write (done == total) also prints the table. */
 static void eval_write_tables(const ds_model *m, const ds_eval_config *cfg, const char *name, const char *mb,
                               const ds_eval_setting *set, int n_set, const ds_task *tasks, int n_task,
-                              const double *sum, const int *cnt, int done, int total, double t_start, int final) {
+                              const double *sum, const int *cnt, int done, int total, double t_start) {
+    const int final = done == total;
     char depth[32], what[256], header[4096], cmdline[2048], path[1200];
     if (cfg->depth >= 0) snprintf(depth, sizeof depth, "%d%%", cfg->depth); else snprintf(depth, sizeof depth, "random");
     snprintf(what, sizeof what, "ctx %d, cases %d, depth %s, answer tokens %s", cfg->n_ctx, cfg->cases, depth,
@@ -612,14 +613,11 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
                 fprintf(stderr, " %s %.2f", set[i].label, sum[i * n_task + ti] / cnt[i * n_task + ti] / DS_EVAL_SCORE_MAX);
             fprintf(stderr, "\n");
             ds_eval_case_free(&c);
-            if (++done < n_task * cfg.cases)
-                eval_write_tables(m, &cfg, name, mb, set, n_set, tasks, n_task, sum, cnt, done, n_task * cfg.cases,
-                                  t_start, 0);
+            eval_write_tables(m, &cfg, name, mb, set, n_set, tasks, n_task, sum, cnt, ++done, n_task * cfg.cases,
+                              t_start);
         }
     }
     fclose(fc);
-    if (!rc) eval_write_tables(m, &cfg, name, mb, set, n_set, tasks, n_task, sum, cnt, n_task * cfg.cases,
-                               n_task * cfg.cases, t_start, 1);
     free(sum); free(cnt); free(scores); free(answers);
     return rc;
 }
