@@ -131,6 +131,8 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (o->sparse_prefill)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: the sparse-prefill simulation (perplexity --protocol paper with a "
                         "sparse method) runs on the CPU only");
+    if (ds && o->recent > 0)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: a recent window (--ds-recent) runs on the CPU only (--ds-recent 0)");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
     for (int l = 0; ds && s->sp_r && l < c->n_layer; l++)

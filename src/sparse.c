@@ -20,6 +20,7 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.label_bits = 4;
     o.stat = DS_STAT_QK;   /* with normalised labels qk beat qkv on both models (README results) */
     o.label_norm = -1;     /* on when the calibration has the key moments */
+    o.recent = DS_RECENT_AUTO;
     return o;
 }
 
@@ -58,6 +59,8 @@ int ds_sparse_stat_parse(const char *name, int *out) {
 }
 
 static bool uses_labels(ds_attn_method m) { return m == DS_ATTN_DS || m == DS_ATTN_RANDOM; }
+/* the selectors that rank every position by a score and take a top-k */
+static bool takes_recent(ds_attn_method m) { return uses_labels(m) || m == DS_ATTN_ORACLE || m == DS_ATTN_SPARQ; }
 
 int ds_sparse_k(const ds_session *s, int n) {
     const ds_sparse_opts *o = &s->opts.sparse;
@@ -95,6 +98,14 @@ ds_status ds_sparse_init(ds_session *s) {
         return ds_error(DS_ERR_ARG, "--ds-label-norm applies to --method ds only (it needs the calibration's key moments)");
     if (o->label_norm < 0)   /* default: normalise when the calibration carries the key moments */
         o->label_norm = o->method == DS_ATTN_DS && s->m->calib && ds_calib_kmean(s->m->calib, 0, 0) ? 1 : 0;
+    if (o->recent < DS_RECENT_AUTO) return ds_error(DS_ERR_ARG, "--ds-recent must be >= 0 (got %d)", o->recent);
+    if (o->recent > 0 && o->tokens > 0 && o->recent >= o->tokens && takes_recent(o->method))
+        return ds_error(DS_ERR_ARG, "--ds-recent %d leaves no room for the top-k in k = %d (it must be below k)",
+                        o->recent, o->tokens);
+    /* auto stays DS_RECENT_AUTO for ds and random on the CPU (resolved per k by recent_window);
+     * the GPU's selection kernels take no recent window yet */
+    if (!takes_recent(o->method) || (o->recent == DS_RECENT_AUTO && (!uses_labels(o->method) || s->opts.gpu)))
+        o->recent = 0;
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
     ds_status st = ds_sparse_diag_open(s);
@@ -342,7 +353,14 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     }
 }
 
-/* Select for one unit: the k-1 best of positions [0, n-1) plus the current token n-1. */
+/* The recent window of a selection of k: the option, at most k - 1; by default k/8 up to
+ * DS_RECENT_DEFAULT, so that small budgets stay mostly the top-k's. */
+static int recent_window(const ds_sparse_opts *o, int k) {
+    return o->recent == DS_RECENT_AUTO ? DS_MIN(DS_RECENT_DEFAULT, k / 8) : DS_MIN(o->recent, k - 1);
+}
+
+/* Select for one unit: the current token n-1, the recent window before it, and the best of the
+ * rest to fill k (top-k methods; fewer where n is small). */
 static int select_positions(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
                             int32_t *idx) {
     const int hd = s->m->info.head_dim;
@@ -359,8 +377,10 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         for (int g = 1; g < G; g++)
             for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
         float *scores = s->sp_scores + (size_t)ith * s->n_ctx;
-        score_positions(s, layer, kvh, qsum, n - 1, scores);
-        m = ds_topk(scores, n - 1, k - 1, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
+        const int w = DS_MIN(recent_window(o, k), n - 1), rest = n - 1 - w;   /* scored: positions [0, rest) */
+        score_positions(s, layer, kvh, qsum, rest, scores);
+        m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
+        for (int t = rest; t < n - 1; t++) idx[m++] = t;
     }
     idx[m++] = n - 1;
     return m;
@@ -432,6 +452,11 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
 
 int ds_session_label_channels(const ds_session *s, int layer) {
     return s && s->sp_r && layer >= 0 && layer < s->m->info.n_layer ? s->sp_r[layer] : 0;
+}
+
+int ds_session_recent(const ds_session *s, int n) {
+    if (!s || s->opts.sparse.method == DS_ATTN_DENSE || n < 1) return 0;
+    return DS_MIN(recent_window(&s->opts.sparse, ds_sparse_k(s, n)), n - 1);
 }
 
 int ds_sparse_default_channels(int head_dim, int label_bits) {

@@ -156,11 +156,24 @@ TEST(sparse_simulation_equals_decode_steps) {
         CHECK_MSG(worst <= 1e-4, "%s per_head=%d: simulation vs decode max abs diff %g",
                   ds_attn_method_name(ms[i]), ph, worst);
     }
+    {   /* DS above ran with its default window (k/8 = 2); an explicit one on a method without labels */
+        ds_sparse_opts sp = ds_sparse_default_opts();
+        sp.method = DS_ATTN_SPARQ;
+        sp.tokens = 16;
+        sp.recent = 6;
+        double worst, moved;
+        CHECK(sim_vs_decode(m, &sp, tk, n, dref, &worst, &moved) == DS_OK);
+        CHECK_MSG(moved > 1e-2 && worst <= 1e-4, "sparq recent 6: simulation vs decode %g (vs dense %g)", worst, moved);
+    }
     {   /* k > 128: decode attends the selection in two slices on two threads (forward.c, split
          * sparse decode); the simulation attends it in one piece */
         ds_sparse_opts sp = ds_sparse_default_opts();
         sp.method = DS_ATTN_DS;
         sp.tokens = n - 40;
+        /* no recent window here: the two slices sum in another order than one piece (~1e-7),
+         * and with a window of 1 to 16 that flips a near-tie of the selection in layer 27 at
+         * n = 164 (seen), which moves logits by ~0.7; the windows are checked above, unsplit */
+        sp.recent = 0;
         CHECK(sp.tokens > 128);
         double worst, moved;
         CHECK(sim_vs_decode(m, &sp, tk, n, dref, &worst, &moved) == DS_OK);
@@ -177,12 +190,14 @@ TEST(sparse_simulation_equals_decode_steps) {
  * scored with q * std) shifts every score by the same sum_c q_c mean_c, so it must select the
  * oracle's top-k up to rounding; and it is refused where there are no moments to normalise with. */
 /* The options and logits of the reference both full-width tests compare with: the exact top-k
- * of 24 tokens at every position; then sp is set to DS with fp16 raw labels (the exact keys),
- * for the caller to give its widths. */
-static float *oracle_then_fp16_ds(ds_model *m, const int32_t *tk, int n, ds_sparse_opts *sp, ds_status *st) {
+ * of 24 tokens at every position, after a recent window of `recent` tokens (0: none, the pure
+ * top-k); then sp is set to DS with fp16 raw labels (the exact keys) and the same window, for
+ * the caller to give its widths. */
+static float *oracle_then_fp16_ds(ds_model *m, const int32_t *tk, int n, int recent, ds_sparse_opts *sp, ds_status *st) {
     *sp = ds_sparse_default_opts();
     sp->method = DS_ATTN_ORACLE;
     sp->tokens = 24;
+    sp->recent = recent;
     sp->sparse_prefill = 1;
     float *b = run(m, sp, tk, n, 0, st);
     sp->method = DS_ATTN_DS;
@@ -200,12 +215,20 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
     int V = ds_model_get_info(m)->n_vocab;
     ds_sparse_opts sp;
     ds_status st;
-    float *b = oracle_then_fp16_ds(m, tk, n, &sp, &st);
+    float *b = oracle_then_fp16_ds(m, tk, n, 5, &sp, &st);   /* both with a recent window of 5 */
     CHECK(st == DS_OK);
     sp.channels = ds_model_get_info(m)->head_dim;
     float *a = run(m, &sp, tk, n, 0, &st);
     CHECK(st == DS_OK);
     double worst = max_abs_diff(a, b, (size_t)n * V);
+    free(a); free(b);
+    CHECK_MSG(worst < 1e-2, "DS(r=d, fp16, recent 5) vs oracle (recent 5) max abs logit diff %g", worst);
+    b = oracle_then_fp16_ds(m, tk, n, 0, &sp, &st);   /* no window: DS selects the exact top-k */
+    CHECK(st == DS_OK);
+    sp.channels = ds_model_get_info(m)->head_dim;
+    a = run(m, &sp, tk, n, 0, &st);
+    CHECK(st == DS_OK);
+    worst = max_abs_diff(a, b, (size_t)n * V);
     free(a);
     CHECK_MSG(worst < 1e-2, "DS(r=d, fp16) vs oracle max abs logit diff %g", worst);
 
@@ -353,6 +376,62 @@ TEST(sparse_bad_options_are_clear_errors) {
     so.sparse.tokens_frac = 1.0f / 16;
     CHECK(ds_session_new(m, &so, &s) == DS_OK);
     ds_session_free(s);
+    so.sparse.recent = -2;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "--ds-recent"));
+    so.sparse.tokens = 16;   /* a window that leaves no room for the top-k */
+    so.sparse.recent = 16;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "below k"));
+    so.sparse.recent = 15;
+    CHECK(ds_session_new(m, &so, &s) == DS_OK);
+    ds_session_free(s);
+    so.sparse.method = DS_ATTN_QUEST;   /* a method without a top-k ignores the window */
+    so.sparse.recent = 16;
+    CHECK(ds_session_new(m, &so, &s) == DS_OK);
+    CHECK(ds_session_recent(s, 100) == 0);
+    ds_session_free(s);
+    ds_model_free(m);
+}
+
+/* The recent window: after a decode step, the selection of every KV group of the last layer
+ * (the session's q buffer holds that layer's query) holds the current token and the window
+ * before it, each once, and k positions in all; by default the window is min(16, k/8). */
+TEST(sparse_recent_window_is_selected) {
+    ds_model *m = load();
+    if (!m) SKIP("SmolLM2 not fetched");
+    ensure_calib(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const int recents[] = {DS_RECENT_AUTO, 9, 0}, want_w[] = {40 / 8, 9, 0};
+    for (int ri = 0; ri < 3; ri++) {
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 1;
+        so.sparse.method = DS_ATTN_DS;
+        so.sparse.tokens = 40;
+        so.sparse.recent = recents[ri];
+        ds_session *s = NULL;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        CHECK(ds_session_eval(s, tk, n - 1, NULL) == DS_OK && ds_session_eval(s, tk + n - 1, 1, NULL) == DS_OK);
+        CHECK_MSG(ds_session_recent(s, n) == want_w[ri], "window %d, expected %d", ds_session_recent(s, n), want_w[ri]);
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
+        char *seen = malloc((size_t)n);
+        for (int kvh = 0; kvh < c->n_head_kv; kvh++) {
+            const int sel = ds_sparse_select(s, c->n_layer - 1, 0, kvh, n, 0, idx);
+            int ok = sel == 40, in_window = 0;
+            memset(seen, 0, (size_t)n);
+            for (int i = 0; i < sel && ok; i++) {
+                ok = idx[i] >= 0 && idx[i] < n && !seen[idx[i]];
+                if (ok) seen[idx[i]] = 1;
+            }
+            for (int t = n - 1 - want_w[ri]; t < n; t++) in_window += ok && seen[t];
+            CHECK_MSG(ok && in_window == want_w[ri] + 1, "recent %d, kv head %d: %d selected, %d of the window and "
+                      "current token", recents[ri], kvh, sel, in_window);
+        }
+        free(idx); free(seen);
+        ds_session_free(s);
+    }
+    ds_free_tokens(tk);
     ds_model_free(m);
 }
 
@@ -875,7 +954,7 @@ TEST(sparse_layer_channels) {
 
     ds_sparse_opts sp;
     ds_status st;
-    float *b = oracle_then_fp16_ds(m, tk, n, &sp, &st);
+    float *b = oracle_then_fp16_ds(m, tk, n, 0, &sp, &st);
     CHECK(st == DS_OK);
     sp.channels = 16;
     for (int l = 0; l < L; l++) sp.layer_channels[l] = hd;

@@ -149,6 +149,9 @@ static void usage(FILE *f) {
         "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
+        "      --ds-recent N     the N tokens before the current one are always attended, out of k\n"
+        "                        (ds, random, oracle, sparq; default min(16, k/8) for ds and random\n"
+        "                        on the CPU, 0 otherwise; the GPU takes 0 only)\n"
         "      --ds-channel-alloc  per-layer label widths from the calibration's curves: the same\n"
         "                        total as --ds-channels in every layer, moved to the layers where it\n"
         "                        captures the most attention (widths r/2..2r; CPU only)\n"
@@ -302,6 +305,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
             }
         }
         else if (IS("--ds-channel-alloc", NULL)) o->sp.channel_alloc = 1;
+        else if (IS("--ds-recent", NULL)) { o->sp.recent = (int)parse_int(a, v, 0, 1 << 22); i++; }
         else if (IS("--ds-min-context", NULL)) { o->sp.min_context = (int)parse_int(a, v, 0, 1 << 22); i++; }
         else if (IS("--ds-seed", NULL)) { o->sp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
         else if (IS("--ds-calib", NULL)) { NEEDV(); o->calib = v; }
@@ -710,6 +714,8 @@ static int cmd_perplexity(opts *o) {
     if (o->sp.method == DS_ATTN_DENSE) snprintf(method, sizeof method, "dense");
     else if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d", ds_attn_method_name(o->sp.method), o->sp.tokens);
     else snprintf(method, sizeof method, "%s k=%.4g of context", ds_attn_method_name(o->sp.method), o->sp.tokens_frac);
+    if (ds_session_recent(s, W) > 0)   /* the recent window at the window's full context */
+        snprintf(method + strlen(method), sizeof method - strlen(method), " recent %d", ds_session_recent(s, W));
     /* the byte budget behind the number: what one decode step at the window's full context reads
      * per layer running the method (double-sparsity.md §9), against dense */
     size_t sb = ds_sparse_step_bytes(s, W), db = (size_t)2 * W * info->n_head_kv * info->head_dim * 2;

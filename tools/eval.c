@@ -400,9 +400,12 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
     model_base(cfg->model_path, mb, sizeof mb);
-    snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, r %s, b %d, stat %s, labels %s, group %s, dense layers %s, "
+    char rec[96];
+    if (o->recent == DS_RECENT_AUTO) snprintf(rec, sizeof rec, "min(%d, k/8) (ds, random; the default)", DS_RECENT_DEFAULT);
+    else snprintf(rec, sizeof rec, "%d (ds, random, oracle, sparq)", o->recent);
+    snprintf(out, cap, "model %s (%s), %s, seed %llu, k %s, recent %s, r %s, b %d, stat %s, labels %s, group %s, dense layers %s, "
              "min context %d, threads %d, date %s, binary built at commit %s", mb, info->name[0] ? info->name : info->arch, what,
-             (unsigned long long)cfg->seed, cfg->budgets, rs, o->label_bits,
+             (unsigned long long)cfg->seed, cfg->budgets, rec, rs, o->label_bits,
              o->stat >= 0 ? ds_sparse_stat_name(o->stat) : "qk",
              o->label_norm > 0 ? "normalised" : o->label_norm == 0 ? "raw" : "normalised if the calibration has moments",
              o->per_head ? "per-head" : "shared", dl, o->min_context > 0 ? o->min_context : 0,
