@@ -147,7 +147,7 @@ typedef struct {
                             * others; at most k - 1). DS_RECENT_AUTO (default): min(DS_RECENT_DEFAULT, k/8)
                             * for ds and random on the CPU, else 0. Label scores miss the local attention
                             * that RoPE's fast-turning channels carry (README: SmolLM2 at 16 channels
-                            * +7.5% -> +2.4% perplexity with 16 recent tokens) */
+                            * +7.5% -> +2.5% perplexity at k = 1/16 with 16 recent tokens) */
     int label_norm;        /* labels of (k - mean) / std per channel with the calibration's key moments
                             * (method ds): 1 on (an error when the calibration has none), 0 off (raw
                             * labels), -1 (default) on when the calibration has them; resolved to 0/1
