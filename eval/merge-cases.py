@@ -7,8 +7,8 @@ A case is identified by its seed and expected answer, so runs of the same cases 
 binaries or settings line up. TAG (optional) is appended to the settings of that file, to tell
 apart runs of one method with different flags (e.g. runs/ds.cases.csv:+recent). A later file's
 row replaces an earlier one's for the same case and setting. For each setting at the budget
-(and dense), the table gives the cases it answered in full and the cases it ran, and the same
-over the cases every listed setting ran. Writes NAME.md and NAME.csv when --out is given.
+(and dense), the table gives the cases it answered in full of those it ran, what dense answered
+of the same cases, and the ratio (a setting's cases without a dense row are left out of it). Writes NAME.md and NAME.csv when --out is given.
 """
 import argparse, csv, os, sys
 
@@ -34,24 +34,23 @@ for spec in a.files:
         if s not in order:
             order.append(s)
 cases = sorted({(seed, exp) for seed, exp, _ in score})
-common = [c for c in cases if all((c[0], c[1], s) in score for s in order)]
 rows = []
 for s in order:
     ran = [c for c in cases if (c[0], c[1], s) in score]
     full = sum(score[(c[0], c[1], s)] >= 1000 for c in ran)
-    fc = sum(score[(c[0], c[1], s)] >= 1000 for c in common)
-    rows.append((s, full, len(ran), fc, len(common)))
-dense = next((r for r in rows if r[0] == "dense"), None)
-L = [f"| setting ({a.task}, k = {a.budget}) | answered / ran | on the {len(common)} cases all ran | vs dense there |",
-     "|---|---|---|---|"]
-for s, full, n, fc, nc in rows:
-    rel = f"{fc / dense[3]:.3f}x" if dense and dense[3] else "-"
-    L.append(f"| {s} | {full} / {n} | {fc} / {nc} | {rel} |")
+    both = [c for c in ran if (c[0], c[1], "dense") in score]
+    dense_full = sum(score[(c[0], c[1], "dense")] >= 1000 for c in both)
+    mine = sum(score[(c[0], c[1], s)] >= 1000 for c in both)
+    rows.append((s, full, len(ran), dense_full, len(both), mine))
+L = [f"| setting ({a.task}, k = {a.budget}) | answered / ran | dense on those cases | vs dense |", "|---|---|---|---|"]
+for s, full, n, dfull, nboth, mine in rows:
+    rel = f"{mine / dfull:.3f}x" if dfull and s != "dense" else "-"
+    L.append(f"| {s} | {full} / {n} | {dfull} / {nboth} | {rel} |")
 print("\n".join(L))
 if a.out:
     with open(a.out + ".csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "answered", "ran", "answered_common", "common"])
+        w.writerow(["setting", "answered", "ran", "dense_answered", "dense_ran", "answered_where_dense_ran"])
         w.writerows(rows)
     with open(a.out + ".md", "w") as f:
         f.write(f"Merged from: {' '.join(os.path.basename(x) for x in a.files)} "
