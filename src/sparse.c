@@ -353,10 +353,11 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     }
 }
 
-/* The recent window of a selection of k: the option, at most k - 1; by default k/8 up to
- * DS_RECENT_DEFAULT, so that small budgets stay mostly the top-k's. */
-static int recent_window(const ds_sparse_opts *o, int k) {
-    return o->recent == DS_RECENT_AUTO ? DS_MIN(DS_RECENT_DEFAULT, k / 8) : DS_MIN(o->recent, k - 1);
+/* The recent window of a selection of k at context n: the option, at most k - 1 and n - 1; by
+ * default k/8 up to DS_RECENT_DEFAULT, so that small budgets stay mostly the top-k's. */
+static int recent_window(const ds_sparse_opts *o, int k, int n) {
+    const int w = o->recent == DS_RECENT_AUTO ? DS_MIN(DS_RECENT_DEFAULT, k / 8) : DS_MIN(o->recent, k - 1);
+    return DS_MIN(w, n - 1);
 }
 
 /* Select for one unit: the current token n-1, the recent window before it, and the best of the
@@ -377,7 +378,7 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         for (int g = 1; g < G; g++)
             for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
         float *scores = s->sp_scores + (size_t)ith * s->n_ctx;
-        const int w = DS_MIN(recent_window(o, k), n - 1), rest = n - 1 - w;   /* scored: positions [0, rest) */
+        const int w = recent_window(o, k, n), rest = n - 1 - w;   /* scored: positions [0, rest) */
         score_positions(s, layer, kvh, qsum, rest, scores);
         m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
         for (int t = rest; t < n - 1; t++) idx[m++] = t;
@@ -456,7 +457,7 @@ int ds_session_label_channels(const ds_session *s, int layer) {
 
 int ds_session_recent(const ds_session *s, int n) {
     if (!s || s->opts.sparse.method == DS_ATTN_DENSE || n < 1) return 0;
-    return DS_MIN(recent_window(&s->opts.sparse, ds_sparse_k(s, n)), n - 1);
+    return recent_window(&s->opts.sparse, ds_sparse_k(s, n), n);
 }
 
 int ds_sparse_default_channels(int head_dim, int label_bits) {
