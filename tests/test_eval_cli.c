@@ -137,6 +137,45 @@ TEST(eval_cli_tables_after_each_case) {
     ds_model_free(m);
 }
 
+/* --first-case F runs case F of the seed and on: the case's seed (and so its material and answer)
+ * is the one a run from case 0 gives it, and the tables say which cases ran. */
+TEST(eval_cli_first_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    const char *tmp = getenv("TMPDIR");
+    char dir[256], md[320], path[320];
+    snprintf(dir, sizeof dir, "%s/dsinfer_evf_%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+    snprintf(md, sizeof md, "%s/f.md", dir);
+    ds_eval_config cfg = {0};
+    cfg.model_path = test_model_path();
+    cfg.tasks = "passkey";
+    cfg.methods = "dense";
+    cfg.out_dir = dir;
+    cfg.name = "f";
+    cfg.n_ctx = 320;
+    cfg.cases = 1;
+    cfg.first_case = 2;
+    cfg.depth = 50;
+    cfg.n_threads = 2;
+    cfg.seed = 5;
+    cfg.sp = ds_sparse_default_opts();
+    CHECK(cmd_eval(m, &cfg) == 0);
+    char want[96];
+    snprintf(want, sizeof want, "passkey,2,%llu,", (unsigned long long)(5 * 0x9E3779B97F4A7C15ull + 3));
+    snprintf(path, sizeof path, "%s/f.cases.csv", dir);
+    char *c = read_all(path), *a = read_all(md);
+    CHECK_MSG(c && strstr(c, want) && !strstr(c, "passkey,0,") && !strstr(c, "passkey,1,"), "cases: %s", c ? c : "(none)");
+    CHECK_MSG(a && strstr(a, "cases 1 (2..2)"), "md: %s", a ? a : "(none)");
+    free(a); free(c);
+    static const char *ext[] = {"md", "csv", "svg", "cases.csv"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/f.%s", dir, ext[i]);
+        remove(path);
+    }
+    remove(dir);
+    ds_model_free(m);
+}
+
 /* Dense against itself is exactly KL 0 and full agreement; a sparse method is scored at every
  * position and differs somewhere (KL > 0), with both perplexities finite. */
 TEST(eval_cli_fidelity_core) {

@@ -64,7 +64,7 @@ typedef struct {
     int calib_block, calib_max_tokens, calib_mass_blocks;
     /* eval / fidelity (tools/eval.c) */
     const char *tasks, *methods, *budgets, *out_dir, *name;
-    int cases, depth, n_predict_given, seed_given;
+    int cases, first_case, depth, n_predict_given, seed_given;
 } opts;
 
 static long parse_int(const char *flag, const char *v, long lo, long hi) {
@@ -174,6 +174,7 @@ static void usage(FILE *f) {
         "      --budgets LIST    token budgets k: fractions (1/16) or counts (256) (default 1/16;\n"
         "                        fidelity 1/32,1/16,1/8); dense and a budget of 1 run once as dense\n"
         "      --cases N         eval: cases per task (default 50); --seed fixes them (default 1)\n"
+        "      --first-case F    eval: start at case F of the seed (default 0), e.g. to extend a run\n"
         "      --depth P         eval: needle depth in percent (default: drawn per case)\n"
         "      -n N              eval: answer tokens (default per task); --window/--chunks: fidelity\n"
         "                        windows (default 2048 tokens, 4 windows)\n"
@@ -252,6 +253,7 @@ static void parse(int argc, char **argv, int first, opts *o) {
         else if (IS("--out-dir", NULL)) { NEEDV(); o->out_dir = v; }
         else if (IS("--name", NULL)) { NEEDV(); o->name = v; }
         else if (IS("--cases", NULL)) { o->cases = (int)parse_int(a, v, 1, 1 << 20); i++; }
+        else if (IS("--first-case", NULL)) { o->first_case = (int)parse_int(a, v, 0, 1 << 20); i++; }
         else if (IS("--depth", NULL)) { o->depth = (int)parse_int(a, v, 0, 100); i++; }
         else if (IS("--dense", NULL)) { o->dense = 1; o->sp.method = DS_ATTN_DENSE; o->method_set = 1; }
         else if (IS("--gpu", NULL)) o->gpu = 1;
@@ -981,7 +983,7 @@ static int cmd_eval_common(opts *o, bool fidelity) {
     c.model_path = resolve_model(o->model);
     c.tasks = o->tasks; c.methods = o->methods; c.budgets = o->budgets;
     c.out_dir = o->out_dir; c.name = o->name; c.text_path = o->file;
-    c.n_ctx = o->n_ctx; c.cases = o->cases; c.depth = o->depth;
+    c.n_ctx = o->n_ctx; c.cases = o->cases; c.first_case = o->first_case; c.depth = o->depth;
     c.n_predict = o->n_predict_given ? o->n_predict : 0;
     c.window = o->window; c.chunks = o->chunks;
     c.n_threads = o->n_threads; c.n_batch = o->n_batch; c.verbose = o->verbose;

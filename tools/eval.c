@@ -479,7 +479,9 @@ static void eval_write_tables(const ds_model *m, const ds_eval_config *cfg, cons
     const int final = done == total;
     char depth[32], what[256], header[4096], cmdline[2048], path[1200];
     if (cfg->depth >= 0) snprintf(depth, sizeof depth, "%d%%", cfg->depth); else snprintf(depth, sizeof depth, "random");
-    snprintf(what, sizeof what, "ctx %d, cases %d, depth %s, answer tokens %s", cfg->n_ctx, cfg->cases, depth,
+    char range[48] = "";
+    if (cfg->first_case > 0) snprintf(range, sizeof range, " (%d..%d)", cfg->first_case, cfg->first_case + cfg->cases - 1);
+    snprintf(what, sizeof what, "ctx %d, cases %d%s, depth %s, answer tokens %s", cfg->n_ctx, cfg->cases, range, depth,
              cfg->n_predict > 0 ? "fixed" : "per task");
     describe(m, cfg, what, header, sizeof header);
     command_line(cmdline, sizeof cmdline);
@@ -532,6 +534,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     if (!cfg.budgets) cfg.budgets = "1/16";
     if (!cfg.out_dir) cfg.out_dir = "eval/results";
     if (cfg.cases <= 0) cfg.cases = 50;
+    if (cfg.first_case < 0) cfg.first_case = 0;
     if (cfg.n_ctx <= 0) cfg.n_ctx = 4096;
     ds_eval_setting set[DS_EVAL_MAX_SETTINGS];
     char err[256];
@@ -574,7 +577,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
     for (int ti = 0; ti < n_task && !rc; ti++) {
         const ds_task task = tasks[ti];
         const int n_gen = cfg.n_predict > 0 ? cfg.n_predict : k_default_gen[task];
-        for (int ci = 0; ci < cfg.cases && !rc; ci++) {
+        for (int ci = cfg.first_case; ci < cfg.first_case + cfg.cases && !rc; ci++) {
             double t0 = now_s();
             /* one seed per (run seed, case): the same case for every method and every run */
             uint64_t cseed = cfg.seed * 0x9E3779B97F4A7C15ull + (uint64_t)ci + 1;
@@ -610,7 +613,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
                 answers[i] = NULL;
             }
             fflush(fc);
-            fprintf(stderr, "[%s %d/%d, %d tokens, depth %d, %.1f s]", ds_task_name(task), ci + 1, cfg.cases, np,
+            fprintf(stderr, "[%s %d/%d, %d tokens, depth %d, %.1f s]", ds_task_name(task), ci - cfg.first_case + 1, cfg.cases, np,
                     c.depth_percent, now_s() - t0);
             for (int i = 0; i < n_set; i++)
                 fprintf(stderr, " %s %.2f", set[i].label, sum[i * n_task + ti] / cnt[i * n_task + ti] / DS_EVAL_SCORE_MAX);

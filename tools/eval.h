@@ -70,6 +70,8 @@ typedef struct {
     const char *text_path;    /* fidelity: the text */
     int n_ctx;                /* eval: total context per case (prompt + answer) */
     int cases, depth;         /* depth -1: drawn per case from the seed */
+    int first_case;           /* eval: cases first_case .. first_case + cases - 1 of the seed (extends
+                               * an earlier run of the same seed without repeating its cases) */
     int n_predict;            /* 0: a per-task default */
     int window, chunks;       /* fidelity */
     int n_threads, n_batch, verbose;
