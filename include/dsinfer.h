@@ -145,7 +145,7 @@ typedef struct {
     int recent;            /* the `recent` tokens just before the current one are always selected, out of k,
                             * and the top-k fills the rest (methods ds, random, oracle, sparq; ignored by the
                             * others; at most k - 1). DS_RECENT_AUTO (default): min(DS_RECENT_DEFAULT, k/8)
-                            * for ds and random on the CPU, else 0. Label scores miss the local attention
+                            * for ds and random (CPU and GPU), else 0. Label scores miss the local attention
                             * that RoPE's fast-turning channels carry (README: SmolLM2 at 16 channels
                             * +7.5% -> +2.5% perplexity at k = 1/16 with 16 recent tokens) */
     int label_norm;        /* labels of (k - mean) / std per channel with the calibration's key moments

@@ -37,6 +37,10 @@ typedef struct {
     int tokens;                 /* k as a count (> 0), or 0 to use tokens_frac */
     float tokens_frac;          /* k = ceil(tokens_frac * n) */
     int min_context;            /* sequences shorter than this decode densely */
+    int recent;                 /* recent window: the W tokens before the current one are always
+                                 * selected and the top-k of the rest fills k: W = min(recent, k - 1),
+                                 * or min(DS_RECENT_DEFAULT, k / 8) for DS_RECENT_AUTO (< 0); at most
+                                 * n - 1 (double-sparsity.md; the CPU's recent_window) */
     int kv_batch_shared;        /* dense only: every "sequence" b reads sequence 0's cache (prefill:
                                  * one query row per b, each with its own causal length) */
     int ws_batch;               /* the workspace is laid out for this many sequences (>= B; 0 =
@@ -80,6 +84,7 @@ typedef struct {
     /* Double Sparsity (sparse = 0: dense everywhere) */
     int sparse, r, bits, tokens, min_context;
     float tokens_frac;
+    int recent;                   /* ds_gpu_attn_args.recent (DS_RECENT_AUTO: the default window) */
     const int16_t *chan;          /* host [n_layer][n_head_kv][r] */
     const uint8_t *dense_layers;  /* host [n_layer] (1 = dense) or NULL */
     const float *lab_mean, *lab_scale;  /* host [n_layer][n_head_kv][r] label normalisation or NULL */

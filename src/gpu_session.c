@@ -131,8 +131,6 @@ ds_status ds_gpu_session_init(ds_session *s) {
     if (o->sparse_prefill)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu: the sparse-prefill simulation (perplexity --protocol paper with a "
                         "sparse method) runs on the CPU only");
-    if (ds && o->recent > 0)
-        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: a recent window (--ds-recent) runs on the CPU only (--ds-recent 0)");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
     for (int l = 0; ds && s->sp_r && l < c->n_layer; l++)
@@ -154,6 +152,7 @@ ds_status ds_gpu_session_init(ds_session *s) {
     g.quant_weights = 1;
     if (ds && gpu_ds_possible(s)) {
         g.sparse = 1; g.r = o->channels; g.bits = o->label_bits; g.tokens = o->tokens; g.tokens_frac = o->tokens_frac;
+        g.recent = o->recent;
         g.min_context = o->min_context; g.chan = s->sp_chan; g.dense_layers = s->sp_dense_layer;
         g.lab_mean = s->sp_lmean; g.lab_scale = s->sp_lscale;
     }

@@ -102,9 +102,9 @@ ds_status ds_sparse_init(ds_session *s) {
     if (o->recent > 0 && o->tokens > 0 && o->recent >= o->tokens && takes_recent(o->method))
         return ds_error(DS_ERR_ARG, "--ds-recent %d leaves no room for the top-k in k = %d (it must be below k)",
                         o->recent, o->tokens);
-    /* auto stays DS_RECENT_AUTO for ds and random on the CPU (resolved per k by recent_window);
-     * the GPU's selection kernels take no recent window yet */
-    if (!takes_recent(o->method) || (o->recent == DS_RECENT_AUTO && (!uses_labels(o->method) || s->opts.gpu)))
+    /* auto stays DS_RECENT_AUTO for ds and random (resolved per k by recent_window, and by the
+     * GPU's recent_for) */
+    if (!takes_recent(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
         o->recent = 0;
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");

@@ -10,7 +10,8 @@ r = 32 at 4 bits; B in {1, 8, 32}, n in {4K, 16K, 64K}. --peer names a folder ho
 paper's `triton_kernels` package (andy-yang-1/DoubleSparse, models/triton_kernels), kept
 outside the repository. Before timing, each of our outputs is checked: dense against SDPA,
 DS against a torch computation over the rows our kernel selected, and the selection against
-torch.topk of the same label scores (overlap). Byte floors use the bandwidth of a large
+torch.topk of the same label scores (overlap; with --recent, the window's rows must all be in it
+and the top-k is of the rows before it). Byte floors use the bandwidth of a large
 device-to-device copy measured in the same run.
 """
 import argparse, ctypes, datetime, math, os, statistics, subprocess, sys
@@ -26,6 +27,7 @@ class Args(ctypes.Structure):
                 ("scale", ctypes.c_float), ("r", ctypes.c_int), ("bits", ctypes.c_int), ("chan", ctypes.c_void_p),
                 ("labels", ctypes.c_void_p), ("lab_lo", ctypes.c_void_p), ("lab_step", ctypes.c_void_p),
                 ("tokens", ctypes.c_int), ("tokens_frac", ctypes.c_float), ("min_context", ctypes.c_int),
+                ("recent", ctypes.c_int),
                 ("kv_batch_shared", ctypes.c_int), ("ws_batch", ctypes.c_int),
                 ("lab_mean", ctypes.c_void_p), ("lab_scale", ctypes.c_void_p)]
 
@@ -111,7 +113,7 @@ class Ours:
         a.scale = 1.0 / math.sqrt(d)
         a.r, a.bits, a.chan = r, bits, self.chan.data_ptr()
         a.labels, a.lab_lo, a.lab_step = self.labels.data_ptr(), self.lo.data_ptr(), self.step.data_ptr()
-        a.tokens, a.tokens_frac = 0, frac
+        a.tokens, a.tokens_frac, a.recent = 0, frac, RECENT
         self.a = a
         self.ws = torch.empty(LIB.ds_gpu_attn_workspace_bytes(ctypes.byref(a)), device=dev, dtype=torch.uint8)
         st = torch.cuda.current_stream().cuda_stream
@@ -253,14 +255,17 @@ def main():
     ap.add_argument("--ctx", default="4096,16384,65536")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=32)
+    ap.add_argument("--recent", type=int, default=0,
+                    help="DS recent window (ds_gpu_attn_args.recent): 0 none (default), -1 min(16, k/8), N")
     ap.add_argument("--profile", action="store_true", help="per-kernel device times (torch.profiler) instead of the table")
     ap.add_argument("--variants", default="dense,ds16,ds4", help="--profile: which of dense, ds16 (r8@16), ds4 (r32@4)")
     ap.add_argument("--trace", action="store_true",
                     help="per-block phase timeline of one DS call (needs the -DDS_TRACE library, libdsattn-trace.so)")
     ap.add_argument("--trace-labels", default="8@16", help="--trace: label channels @ bits (default 8@16)")
     a = ap.parse_args()
-    global LIB
+    global LIB, RECENT
     LIB = ctypes.CDLL(os.path.abspath(a.lib))
+    RECENT = a.recent
     LIB.ds_gpu_attn_workspace_bytes.restype = ctypes.c_size_t
     LIB.ds_gpu_error_string.restype = ctypes.c_char_p
     LIB.ds_gpu_attn_selected.restype = ctypes.c_void_p
@@ -340,12 +345,16 @@ def main():
                 sel = s.selected()[:bc, :, :k]
                 refd = torch_attn_over(s.q[:bc], s.k[:bc], s.v[:bc], sel, scale)
                 e = rel(s.out[:bc], refd)
-                sc = s.label_scores(bc)[..., : n - 1]
-                top = torch.topk(sc, k - 1, dim=-1).indices
+                # the recent window W (the library's rule) is always selected; the top-k fills the
+                # other k - 1 - W rows from [0, n - 1 - W)
+                W = min(16, k // 8) if RECENT < 0 else min(RECENT, k - 1)
+                W = max(0, min(W, n - 1))
+                sc = s.label_scores(bc)[..., : n - 1 - W]
+                top = torch.topk(sc, k - 1 - W, dim=-1).indices
                 mask = torch.zeros(bc, Hkv, n, dtype=torch.bool, device="cuda")
                 mask.scatter_(2, sel.long(), True)
                 overlap = mask.gather(2, top).float().mean().item()
-                cur = mask[..., n - 1].all().item()
+                cur = mask[..., n - 1 - W:].all().item()   # the window and the current token
                 notes.append(f"r{s.r}: err {e:.1e}, overlap {overlap:.4f}")
                 ok = ok and e < 2e-3 and overlap > 0.99 and cur and not torch.isnan(s.out).any().item()
             # ---- timing ----

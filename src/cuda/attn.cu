@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     if (!unit_sparse(a, n, k)) return;
-    const int nc = n - 1, p0 = blockIdx.x * chunk;
+    const int nc = n - 1 - recent_for(a.recent, n, k), p0 = blockIdx.x * chunk;   // scored: [0, nc)
     if (p0 >= nc) return;
     const int p1 = min(p0 + chunk, nc);
     __shared__ float ql[R];
@@ -328,7 +328,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     if (!last) return;
     __threadfence();
     int b1, above;
-    find_threshold<false>(gh, k - 1, &b1, &above);
+    find_threshold<false>(gh, k - 1 - recent_for(a.recent, n, k), &b1, &above);
     if (threadIdx.x == 0) {
         cnt[C_N * u + C_B1] = (uint32_t)b1;
         cnt[C_N * u + C_T_SCORE] = 0;
@@ -336,7 +336,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     TRACE(0, 4);
 }
 
-// ---- 3. finish on the candidates; append the current token ----
+// ---- 3. finish on the candidates; append the recent window and the current token ----
 // Run by one block of unit u (256 threads) once above1 positions above the threshold bin are in
 // sel and the bin's nc candidates (position << LOW_BITS | low key bits) in cand.
 __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, int above1, int nc, int32_t *sel, int k_cap,
@@ -346,7 +346,8 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, int 
     __shared__ uint32_t s_hi, s_eq;
     __shared__ int s_cnt;
     __shared__ int s_pos[EQ_CAP];
-    const int need = k - 1;
+    const int W = recent_for(a.recent, n, k);
+    const int need = k - 1 - W;   // the top-k's share; then the window and the current token
     const int need2 = need - above1;
     const uint32_t *cd = cand + (size_t)u * a.n_max;
     int32_t *out = sel + (size_t)u * k_cap;
@@ -411,7 +412,8 @@ __device__ void refine_unit(const ds_gpu_attn_args &a, int u, int n, int k, int 
             }
         }
     }
-    if (threadIdx.x == 0) out[need] = n - 1;   // the current token is always attended
+    // the recent window [n - 1 - W, n - 1) and the current token n - 1 are always attended
+    for (int i = threadIdx.x; i <= W; i += blockDim.x) out[need + i] = n - 1 - W + i;
 }
 
 // The 8 keys of a 16-byte vector starting at position ps, against the threshold bin b1 (keys at
@@ -467,7 +469,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     if (!unit_sparse(a, n, k)) return;
-    const int nc = n - 1, p0 = blockIdx.x * CHUNK;
+    const int nc = n - 1 - recent_for(a.recent, n, k), p0 = blockIdx.x * CHUNK;   // scored: [0, nc)
     if (p0 >= nc) return;
     const int p1 = min(p0 + CHUNK, nc);
     const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the current token
@@ -577,7 +579,8 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
         if (rq && rank == 0 && threadIdx.x == 0) publish_unit(rq, u);
         return;
     }
-    const int nc = n - 1;
+    const int W = recent_for(a.recent, n, k);
+    const int nc = n - 1 - W;   // scored: [0, nc); then the recent window and the current token
     const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors (cluster_span)
     const int p0 = min(rank * span, nc), p1 = min(p0 + span, nc);
     __shared__ float ql[R];
@@ -624,7 +627,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     }
     __syncthreads();
     int b1, above;
-    find_threshold<true>(sh, k - 1, &b1, &above);   // -1: nothing but the current token
+    find_threshold<true>(sh, k - 1 - W, &b1, &above);   // -1: nothing but the window and the current token
     TRACE(3, 2);
     // emit positions above the bin, collect the bin's candidates: thread i reads keys
     // [p0 + 2048 v + 8 i, +8) (rows padded to 8), lanes past p1 masked out; two passes (count,

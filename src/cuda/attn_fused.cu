@@ -135,10 +135,11 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
     const int u = blockIdx.y, b = u / a.H_kv, kvh = u % a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     const bool sparse = unit_sparse(a, n, k);
-    const int nc = n - 1;
+    const int W = sparse ? recent_for(a.recent, n, k) : 0;   // the recent window
+    const int nc = n - 1 - W;   // scored: [0, nc); the window and the current token, [nc, n), are always attended
     const int span = cluster_span(n, CL);
     const int p0 = min(rank * span, n), p1 = min(p0 + span, n);
-    const int s1 = sparse ? max(p0, min(p1, nc)) : p1;   // scored rows [p0, s1); the current token is not scored
+    const int s1 = sparse ? max(p0, min(p1, nc)) : p1;   // scored rows [p0, s1)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPR, cc = lane % LPR;   // row within the warp step, 8-channel chunk
     // the attention's query slice, loaded now: its round trip overlaps the selection
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
         }
         __syncthreads();
         int b1, above1;
-        find_threshold<true>(hist, k - 1, &b1, &above1);   // -1: nothing but the current token
+        find_threshold<true>(hist, k - 1 - W, &b1, &above1);   // -1: nothing but the window and the current token
         TRACE(4, 2);
         // round 2: this block's keys in the bin by their low bits, and its count above the bin;
         // thread t holds a contiguous chunk of the span (position order, for the ties below)
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
         if (threadIdx.x < 32) {
             // warp 0: lane = low-bit bin; the threshold key, then each rank's share
             const int lane = threadIdx.x;
-            const int need2 = (k - 1) - above1;
+            const int need2 = (k - 1 - W) - above1;
             uint32_t t2 = 0;
             for (int r = 0; r < CL; r++) t2 += allh[r][lane];
             // count in bins above this lane's: suffix sum over lanes
@@ -285,13 +286,16 @@ __global__ void __launch_bounds__(FUSED_THREADS, G > 4 ? 1 : 2) k_fused(ds_gpu_a
         }
         cnt = tgt + take;
         __syncthreads();
-        // the selection for ds_gpu_attn_selected, and the current token (always attended)
+        // the selection for ds_gpu_attn_selected; then this block's part of the recent window
+        // and the current token, [nc, n) (always attended: entries k - 1 - W.. of the selection)
         int32_t *out = sel + (size_t)u * k_cap + s_off;
         for (int i = threadIdx.x; i < cnt; i += FUSED_THREADS) out[i] = p0 + list[i];
-        if (nc >= p0 && nc < p1) {
-            if (threadIdx.x == 0) { list[cnt] = (uint16_t)(nc - p0); sel[(size_t)u * k_cap + k - 1] = nc; }
-            cnt++;
+        const int w0 = max(p0, nc), nw = max(0, p1 - w0);
+        for (int i = threadIdx.x; i < nw; i += FUSED_THREADS) {
+            list[cnt + i] = (uint16_t)(w0 + i - p0);
+            sel[(size_t)u * k_cap + (k - 1 - W) + (w0 + i - nc)] = w0 + i;
         }
+        cnt += nw;
         __syncthreads();
         TRACE(4, 3);
     } else {

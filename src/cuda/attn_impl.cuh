@@ -17,6 +17,7 @@
 
 extern "C" {
 #include "backend.h"
+#include "dsinfer.h"   // DS_RECENT_DEFAULT
 }
 
 namespace cg = cooperative_groups;
@@ -75,6 +76,14 @@ inline int sm_count() {
 __host__ __device__ inline int k_for(int n, int tokens, float frac) {
     int k = tokens > 0 ? tokens : (int)ceilf(frac * (float)n - 1e-6f);
     return k < 1 ? 1 : k;
+}
+
+// The recent window of a sparse unit (n > k): the W positions before the current token, always
+// selected; the top-k covers the k - 1 - W best of [0, n - 1 - W) (>= 1 position, since n > k).
+// The CPU's recent_window (src/sparse.c), the same rule.
+__host__ __device__ inline int recent_for(int recent, int n, int k) {
+    int w = recent < 0 ? min(DS_RECENT_DEFAULT, k / 8) : min(recent, k - 1);
+    return max(0, min(w, n - 1));
 }
 
 // Whether a sequence of n visible tokens decodes sparsely (else dense over all n).

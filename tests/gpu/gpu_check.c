@@ -5,10 +5,11 @@
  * For each shape: fresh random K, V, q (fp16) and random label channels; outputs poisoned
  * (NaN) before every run. Checks, in order:
  *   - label build: GPU label rows == ds_label_encode rows, bit for bit;
- *   - selection: per (sequence, KV head) exactly k distinct positions, the current token among
- *     them, and a valid top-k of the CPU's scores (ds_label_score) up to the fp16 rounding of
- *     the GPU's 16-bit keys: nothing selected scores below the k-th largest minus that
- *     tolerance, nothing left out scores above it plus the tolerance;
+ *   - selection: per (sequence, KV head) exactly k distinct positions, the current token and
+ *     the recent window's W positions before it among them, and for the rest a valid top-k of
+ *     the CPU's scores (ds_label_score) over [0, n - 1 - W) up to the fp16 rounding of the GPU's
+ *     16-bit keys: nothing selected scores below the (k-1-W)-th largest minus that tolerance,
+ *     nothing left out scores above it plus the tolerance;
  *   - DS output == CPU attention (ds_attn_partial + ds_attn_merge) over the GPU's selected set;
  *   - dense output == CPU attention over all rows;
  *   - the same DS call captured in a CUDA graph, replayed after the lengths change on the
@@ -70,6 +71,7 @@ typedef struct {
     int norm;   /* label normalisation: random per-channel mean and scale */
     int drift;  /* key amplitude growing with position (1 to 8x): the top-k crowds the end of
                  * the cache, so most of a unit's selection comes from one block of its cluster */
+    int recent; /* ds_gpu_attn_args.recent: 0 none, > 0 that many, DS_RECENT_AUTO the default */
 } shape;
 
 /* relative L2 error of a (fp16 on the GPU) against b (float CPU) */
@@ -92,6 +94,12 @@ static int cmp_desc(const void *x, const void *y) {
 static int k_of(const shape *s, int n) {
     int k = s->tokens > 0 ? s->tokens : (int)ceilf(s->frac * (float)n - 1e-6f);
     return k < 1 ? 1 : k;
+}
+
+/* The recent window of a sparse unit: the library's rule (src/sparse.c recent_window) */
+static int window_of(const shape *s, int n, int k) {
+    int w = s->recent < 0 ? (k / 8 < DS_RECENT_DEFAULT ? k / 8 : DS_RECENT_DEFAULT) : (s->recent < k - 1 ? s->recent : k - 1);
+    return w < n - 1 ? w : n - 1;
 }
 
 static void run_shape(const shape *s) {
@@ -160,7 +168,7 @@ static void run_shape(const shape *s) {
     a.B = B; a.H = H; a.H_kv = KVH; a.d = d; a.n_max = n_max; a.max_len = max_len;
     a.seq_len = dlen; a.q = dq; a.k = dk; a.v = dv; a.out = dout; a.scale = scale;
     a.r = s->r; a.bits = s->bits; a.chan = dch; a.labels = dlab; a.lab_lo = dlo; a.lab_step = dst;
-    a.tokens = s->tokens; a.tokens_frac = s->frac;
+    a.tokens = s->tokens; a.tokens_frac = s->frac; a.recent = s->recent;
     a.lab_mean = dmu; a.lab_scale = dsc;
     void *ws;
     size_t wsb = ds_gpu_attn_workspace_bytes(&a);
@@ -221,6 +229,7 @@ static void run_shape(const shape *s) {
             ds_attn_partial(qf, G, d, K, V, NULL, 0, n, acc, &st);
         } else {
             sparse_units++;
+            const int W = window_of(s, n, k), nc = n - 1 - W, kt = k - 1 - W;   /* scored [0, nc); top kt */
             float qs[256], ql[256];
             for (int c = 0; c < d; c++) {   /* the GPU sums the group's fp16 queries, then scales */
                 float t = 0;
@@ -230,23 +239,23 @@ static void run_shape(const shape *s) {
             for (int j = 0; j < s->r; j++)
                 ql[j] = qs[hch[kvh * s->r + j]] * scale * (s->norm ? hsc[kvh * s->r + j] : 1.0f);
             size_t row0 = (size_t)u * n_max;
-            ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, n - 1, scores);
-            memcpy(sorted, scores, sizeof(float) * (n - 1));
-            qsort(sorted, n - 1, sizeof(float), cmp_desc);
-            float kth = k - 1 > 0 ? sorted[k - 2] : INFINITY;
+            ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, nc, scores);
+            memcpy(sorted, scores, sizeof(float) * nc);
+            qsort(sorted, nc, sizeof(float), cmp_desc);
+            float kth = kt > 0 ? sorted[kt - 1] : INFINITY;
             float tol = fabsf(kth) * (1.0f / 1024) + 1e-6f;
             memset(mark, 0, n_max);
             const int32_t *sl = gsel + (size_t)u * k_cap;
-            int cur = 0;
+            int kept = 0;   /* of the window and the current token, [nc, n) */
             for (int i = 0; i < k; i++) {
                 int p = sl[i];
                 if (p < 0 || p >= n || mark[p]) { sel_bad++; continue; }
                 mark[p] = 1;
-                if (p == n - 1) { cur = 1; continue; }
+                if (p >= nc) { kept++; continue; }
                 if (scores[p] < kth - tol) order_bad++;
             }
-            if (!cur) sel_bad++;
-            for (int p = 0; p < n - 1; p++) if (!mark[p] && scores[p] > kth + tol) order_bad++;
+            if (kept != W + 1) sel_bad++;
+            for (int p = 0; p < nc; p++) if (!mark[p] && scores[p] > kth + tol) order_bad++;
             ds_attn_partial(qf, G, d, K, V, sl, 0, k, acc, &st);
         }
         ds_attn_merge(1, G, d, acc, &st, ref + ((size_t)b * H + kvh * G) * d);
@@ -337,13 +346,15 @@ static void check_model(const char *path) {
     /* dense twice: with the matrices kept quantised on the GPU where it has kernels for their
      * types (DSINFER_GPU_QUANT=1), and with every matrix dequantised to fp16 on upload. The sparse modes
      * run on fp16 weights, so that they test the attention path alone. */
-    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16", "ds+label-norm k=16"};
+    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16 recent 5", "ds+label-norm k=16"};
     for (int mode = 0; mode < 3 + calibrated; mode++) {
         setenv("DSINFER_GPU_QUANT", mode == 0 ? "1" : "0", 1);
         ds_session_opts o = ds_session_default_opts();
         o.n_ctx = 256;
         o.n_threads = 8;
-        if (mode == 2) { o.sparse.method = DS_ATTN_RANDOM; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.seed = 3; }
+        if (mode == 2) {   /* an explicit recent window here; mode 3 has the default one (2 at k = 16) */
+            o.sparse.method = DS_ATTN_RANDOM; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.seed = 3; o.sparse.recent = 5;
+        }
         if (mode == 3) {
             o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.label_norm = 1;
             o.sparse.label_bits = 4;
@@ -422,34 +433,43 @@ int main(int argc, char **argv) {
     printf("device: %s\n", desc);
     const shape shapes[] = {
         /* the paper's operator shape, small n; fp16 labels r=8 and 4-bit r=32 */
-        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0, 0},
-        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0, 0},
-        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0},
-        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0},
+        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0, 0, 0},
+        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0, 0, 0},
+        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0, 0},
+        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0, 0},
         /* SmolLM2's attention shape (9 heads / 3 KV, d 64), k as a count, and a dense-fallback row */
-        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0},
-        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0},
+        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 0},
+        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0, 0},
         /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
-        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0},
+        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0, 0},
         /* 8 and 2 query heads per KV head (the tensor-core attention's widest and narrowest group) */
-        {"GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0},
-        {"GQA2 d64 r8@16", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 0, 0, 0},
+        {"GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0, 0},
+        {"GQA2 d64 r8@16", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 0, 0, 0, 0},
         /* k = 1: only the current token */
-        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0},
+        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
-        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0},
+        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, 0},
         /* longer still: 12.5K positions per block of the selection cluster */
-        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0, 0},
-        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 0},
+        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0, 0, 0},
+        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 0, 0},
         /* mass ties at the threshold key (ranked in shared memory, or by position search) */
-        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0, 0},
-        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0},
+        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0, 0, 0},
+        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 0},
         /* label normalisation ((k - mean) / scale labels, q * scale scoring) */
-        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1, 0},
-        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1, 0},
+        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1, 0, 0},
+        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1, 0, 0},
         /* scores that grow along the cache (the top-k unevenly spread over the cluster's blocks) */
-        {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1},
-        {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1},
+        {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1, 0},
+        {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1, 0},
+        /* a recent window (--ds-recent): explicit, the default min(16, k/8), one that leaves the
+         * top-k one position (n = k + 1), one that fills k with the current token; short caches
+         * (one-kernel path) and long ones (k_select, the ready queue) */
+        {"window 16 GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 16},
+        {"window auto GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 1, 0, DS_RECENT_AUTO},
+        {"window fills k=17", 1, 4, 4, 128, 8, 16, 17, 0, {600}, 0, 0, 0, 16},
+        {"window 5 ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 5},
+        {"window auto MHA r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, DS_RECENT_AUTO},
+        {"window 40 drift GQA4 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 1, 40},
     };
     /* --models-only: skip the kernel shapes (~80 s), e.g. to check one weight-kernel variant */
     int first = 1;
