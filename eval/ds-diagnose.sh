@@ -7,30 +7,26 @@
 # spend 1/16 of the key bits); then the same with --ds-label-norm (labels normalised per channel
 # with the calibration's key moments). Rows other than "-norm" pass --no-ds-label-norm: raw labels.
 #
-#   eval/ds-diagnose.sh [-m MODEL] [--window 2048] [--tokens 128] [--stats qk,qkv] [-t THREADS]
+#   eval/ds-diagnose.sh [-m MODEL] [--window 2048] [--tokens 128] [--stats qk,qkv] [-t THREADS] [--name NAME]
 #
 # Needs the model's calibration (MODEL.gguf.dscal.json beside it, or the shipped one). Writes
 # eval/results/ds-diagnose-MODEL-wWINDOW.{csv,md}; the CSV is appended as rows finish and a
 # rerun skips the rows it has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=2048; TOKENS=128; STATS=qk,qkv; THREADS=2; BIN=./dsinfer
+source eval/lib.sh
+WINDOW=2048; TOKENS=128; STATS=qk,qkv
 while [ $# -gt 0 ]; do
+    common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --window) WINDOW=$2; shift 2;;
         --tokens) TOKENS=$2; shift 2;;
         --stats) STATS=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --bin) BIN=$2; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done
-[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-TEXT=$(scripts/fetch-text austen)
-HD=$($BIN inspect -m "$MODEL" 2>/dev/null | sed -nE 's/.*head_dim[ =:]+([0-9]+).*/\1/p' | head -1)
-[ -n "$HD" ] || { echo "cannot read head_dim from $BIN inspect" >&2; exit 1; }
-NAME="ds-diagnose-$(basename "$MODEL" .gguf)-w$WINDOW"
+model_and_text
+HD=$(head_dim)
+[ -n "$NAME" ] || NAME="ds-diagnose-$(basename "$MODEL" .gguf)-w$WINDOW"
 csv=eval/results/$NAME.csv md=eval/results/$NAME.md
 mkdir -p eval/results
 [ -f "$csv" ] || echo "row,what,ppl,seconds" > "$csv"
@@ -38,15 +34,15 @@ mkdir -p eval/results
 run() {  # row what -- perplexity flags
     local row=$1 what=$2; shift 2
     grep -q "^$row," "$csv" && return 0
-    local t0=$SECONDS line ppl
-    line=$($BIN perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks 1 \
-        -t "$THREADS" "$@" 2>/dev/null) || { echo "FAILED: $row" >&2; return 0; }
-    ppl=$(echo "$line" | awk '{print $2}')
-    echo "$row,\"$what\",$ppl,$((SECONDS - t0))" >> "$csv"
-    echo "$row: $ppl ($((SECONDS - t0)) s)" >&2
+    local t0=$SECONDS
+    ppl_run "$@" || { echo "FAILED: $row" >&2; return 0; }
+    echo "$row,\"$what\",$PPL,$((SECONDS - t0))" >> "$csv"
+    echo "$row: $PPL ($((SECONDS - t0)) s)" >&2
 }
 
-K=(--ds-tokens "$TOKENS")
+# no recent window in any row (--ds-recent 0; DS and random take one by default): the rows then
+# isolate the label scores, and every channel at fp16 selects what the oracle selects
+K=(--ds-tokens "$TOKENS" --ds-recent 0)
 run dense "dense attention" --dense
 run oracle "exact top-k (oracle)" --method oracle "${K[@]}"
 # every channel as label: --method random with r = head_dim selects all of them

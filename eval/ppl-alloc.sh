@@ -12,23 +12,18 @@
 # has, so an interrupted run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=256,512,128; WIDTHS=32,16; STATS=qk,mass; THREADS=2; NAME=""; BIN=./dsinfer
+source eval/lib.sh
+BUDGETS=256,512,128; WIDTHS=32,16; STATS=qk,mass
 while [ $# -gt 0 ]; do
+    common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --window) WINDOW=$2; shift 2;;
-        --chunks) CHUNKS=$2; shift 2;;
         --budgets) BUDGETS=$2; shift 2;;
         --widths) WIDTHS=$2; shift 2;;
         --stats) STATS=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --name) NAME=$2; shift 2;;
-        --bin) BIN=$2; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done
-[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-TEXT=$(scripts/fetch-text austen)
+model_and_text
 [ -n "$NAME" ] || NAME="ppl-alloc-$(basename "$MODEL" .gguf)-w$WINDOW"
 mkdir -p eval/results
 csv=eval/results/$NAME.csv
@@ -37,14 +32,10 @@ csv=eval/results/$NAME.csv
 run() {  # config budget channels stat alloc -- flags...
     local cfg=$1 b=$2 r=$3 st=$4 al=$5; shift 5
     grep -q "^$cfg,$b," "$csv" && return 0
-    local t0=$SECONDS line
-    line=$($BIN perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
-        -t "$THREADS" "$@" 2>/dev/null) || { echo "FAILED: $cfg k=$b" >&2; return 0; }
-    local ppl n bytes
-    ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
-    bytes=$(echo "$line" | sed -nE 's/.*decode step at n=[0-9]+: ([0-9]+),.*/\1/p')
-    echo "$cfg,$b,$r,$st,$al,$ppl,$n,$bytes,$((SECONDS - t0))" >> "$csv"
-    echo "$cfg k=$b: $ppl ($((SECONDS - t0)) s)" >&2
+    local t0=$SECONDS
+    ppl_run "$@" || { echo "FAILED: $cfg k=$b" >&2; return 0; }
+    echo "$cfg,$b,$r,$st,$al,$PPL,$NTOK,$BYTES,$((SECONDS - t0))" >> "$csv"
+    echo "$cfg k=$b: $PPL ($((SECONDS - t0)) s)" >&2
 }
 
 run dense all - - - --dense

@@ -12,24 +12,19 @@
 # it has, so an interrupted run resumes (delete the CSV to start over with another binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=512,256,128; THREADS=2; NAME=""; BIN=./dsinfer; ROWS=()
+source eval/lib.sh
+BUDGETS=512,256,128; ROWS=()
 while [ $# -gt 0 ]; do
+    common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --window) WINDOW=$2; shift 2;;
-        --chunks) CHUNKS=$2; shift 2;;
         --budgets) BUDGETS=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --name) NAME=$2; shift 2;;
-        --bin) BIN=$2; shift 2;;
         -*) echo "usage: see the header of $0" >&2; exit 2;;
         *=*) ROWS+=("$1"); shift;;
         *) echo "a row is LABEL=FLAGS (got '$1')" >&2; exit 2;;
     esac
 done
 [ -n "$NAME" ] && [ ${#ROWS[@]} -gt 0 ] || { echo "usage: see the header of $0 (--name and rows are required)" >&2; exit 2; }
-[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-TEXT=$(scripts/fetch-text austen)
+model_and_text
 mkdir -p eval/results
 csv=eval/results/$NAME.csv
 [ -f "$csv" ] || echo "config,budget,flags,ppl,scored_tokens,step_bytes_per_layer,method_line,seconds" > "$csv"
@@ -37,15 +32,10 @@ csv=eval/results/$NAME.csv
 run() {  # label budget -- flags...
     local cfg=$1 b=$2; shift 2
     grep -q "^$cfg,$b," "$csv" && return 0
-    local t0=$SECONDS line
-    line=$($BIN perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
-        -t "$THREADS" "$@" 2>/dev/null) || { echo "FAILED: $cfg k=$b ($*)" >&2; return 0; }
-    local ppl n bytes meth
-    ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
-    bytes=$(echo "$line" | sed -nE 's/.*decode step at n=[0-9]+: ([0-9]+),.*/\1/p')
-    meth=$(echo "$line" | sed -nE 's/.*, method ([^,]*), file.*/\1/p')
-    echo "$cfg,$b,\"$*\",$ppl,$n,$bytes,\"$meth\",$((SECONDS - t0))" >> "$csv"
-    echo "$cfg k=$b: $ppl ($((SECONDS - t0)) s)" >&2
+    local t0=$SECONDS
+    ppl_run "$@" || { echo "FAILED: $cfg k=$b ($*)" >&2; return 0; }
+    echo "$cfg,$b,\"$*\",$PPL,$NTOK,$BYTES,\"$METH\",$((SECONDS - t0))" >> "$csv"
+    echo "$cfg k=$b: $PPL ($((SECONDS - t0)) s)" >&2
 }
 
 run dense all --dense

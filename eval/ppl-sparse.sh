@@ -14,43 +14,30 @@
 # Writes eval/results/NAME.md and .csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq,quest,h2o; EXTRA=""; NAME=""; THREADS=2; BIN=./dsinfer
+source eval/lib.sh
+WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,sparq,quest,h2o; EXTRA=""
 while [ $# -gt 0 ]; do
+    common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --window) WINDOW=$2; shift 2;;
-        --chunks) CHUNKS=$2; shift 2;;
         --budgets) BUDGETS=$2; shift 2;;
         --methods) METHODS=$2; shift 2;;
         --extra) EXTRA=$2; shift 2;;
-        --name) NAME=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --bin) BIN=$2; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done
-[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-TEXT=$(scripts/fetch-text austen)
+model_and_text
 [ -n "$NAME" ] || NAME="ppl-sparse-$(basename "$MODEL" .gguf)-w$WINDOW"
 [ "$BIN" != ./dsinfer ] || make -s dsinfer
 md=eval/results/$NAME.md; csv=eval/results/$NAME.csv
 mkdir -p eval/results
 echo "method,budget,ppl,scored_tokens,step_bytes_per_layer" > "$csv"
-dense_ppl=""
-run_one() {  # method budget
-    local args=()
-    if [ "$1" = dense ]; then args=(--dense); else args=(--method "$1" --ds-tokens "$2"); fi
-    # shellcheck disable=SC2086
-    "$BIN" perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
-        -t "$THREADS" "${args[@]}" $EXTRA 2>/dev/null
-}
 for meth in ${METHODS//,/ }; do
     for b in ${BUDGETS//,/ }; do
-        line=$(run_one "$meth" "$b")
-        ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
-        bytes=$(echo "$line" | sed -nE 's/.*decode step at n=[0-9]+: ([0-9]+),.*/\1/p')
-        echo "$meth,$b,$ppl,$n,$bytes" >> "$csv"
-        echo "$meth k=$b: $ppl" >&2
+        args=(--method "$meth" --ds-tokens "$b"); [ "$meth" = dense ] && args=(--dense)
+        # shellcheck disable=SC2086  # EXTRA's flags are split on purpose
+        ppl_run "${args[@]}" $EXTRA || { echo "FAILED: $meth k=$b" >&2; PPL=; NTOK=; BYTES=; }
+        echo "$meth,$b,$PPL,$NTOK,$BYTES" >> "$csv"
+        echo "$meth k=$b: $PPL" >&2
         [ "$meth" = dense ] && break
     done
 done

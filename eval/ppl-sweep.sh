@@ -20,29 +20,22 @@
 # and a rerun skips the rows it already has, so an interrupted sweep resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=""; WINDOW=4096; CHUNKS=1; BUDGETS=256,128,512,1024; STATS=q,k,qk,qkv; GRPS=shared,per-head
-LABELS=raw,norm; CORE=0; THREADS=2; NAME=""; BIN=./dsinfer
+source eval/lib.sh
+BUDGETS=256,128,512,1024; STATS=q,k,qk,qkv; GRPS=shared,per-head; LABELS=raw,norm; CORE=0
 while [ $# -gt 0 ]; do
+    common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --window) WINDOW=$2; shift 2;;
-        --chunks) CHUNKS=$2; shift 2;;
         --budgets) BUDGETS=$2; shift 2;;
         --stats) STATS=$2; shift 2;;
         --groups) GRPS=$2; shift 2;;
         --labels) LABELS=$2; shift 2;;
         --core) CORE=1; shift;;
-        -t) THREADS=$2; shift 2;;
-        --name) NAME=$2; shift 2;;
-        --bin) BIN=$2; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done
-[ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-TEXT=$(scripts/fetch-text austen)
+model_and_text
 [ -n "$NAME" ] || NAME="ppl-sweep-$(basename "$MODEL" .gguf)-w$WINDOW"
-HD=$($BIN inspect -m "$MODEL" 2>/dev/null | sed -nE 's/.*head_dim[ =:]+([0-9]+).*/\1/p' | head -1)
-[ -n "$HD" ] || { echo "cannot read head_dim from $BIN inspect" >&2; exit 1; }
+HD=$(head_dim)
 R16=$((HD / 4)); R8=$((HD / 2))      # 4-bit labels: 1/16 and 1/8 of the key bits (fp16 keys)
 mkdir -p eval/results
 csv=eval/results/$NAME.csv
@@ -51,14 +44,10 @@ csv=eval/results/$NAME.csv
 run() {  # config method budget labelfrac stat group dense_layers -- extra flags...
     local cfg=$1 meth=$2 b=$3 lf=$4 st=$5 gr=$6 dl=$7; shift 7
     grep -q "^$cfg,$meth,$b," "$csv" && return 0
-    local t0=$SECONDS line
-    line=$($BIN perplexity -m "$MODEL" -f "$TEXT" --protocol paper --window "$WINDOW" --chunks "$CHUNKS" \
-        -t "$THREADS" "$@" 2>/dev/null) || { echo "FAILED: $cfg $meth $b" >&2; return 0; }
-    local ppl n bytes
-    ppl=$(echo "$line" | awk '{print $2}'); n=$(echo "$line" | awk '{print $4}')
-    bytes=$(echo "$line" | sed -nE 's/.*decode step at n=[0-9]+: ([0-9]+),.*/\1/p')
-    echo "$cfg,$meth,$b,$lf,$st,$gr,$dl,$ppl,$n,$bytes,$((SECONDS - t0))" >> "$csv"
-    echo "$cfg $meth k=$b: $ppl ($((SECONDS - t0)) s)" >&2
+    local t0=$SECONDS
+    ppl_run "$@" || { echo "FAILED: $cfg $meth $b" >&2; return 0; }
+    echo "$cfg,$meth,$b,$lf,$st,$gr,$dl,$PPL,$NTOK,$BYTES,$((SECONDS - t0))" >> "$csv"
+    echo "$cfg $meth k=$b: $PPL ($((SECONDS - t0)) s)" >&2
 }
 
 lab_flag() { [ "$1" = norm ] && echo --ds-label-norm || echo --no-ds-label-norm; }
