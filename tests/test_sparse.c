@@ -84,10 +84,16 @@ static void ensure_calib(ds_model *m) {
     ds_model_calibrate(m, CALIB_TEXT, strlen(CALIB_TEXT), "test", NULL, 64, 0, 2, -1, NULL, NULL, NULL);
 }
 
+/* The tests' preamble: SmolLM2 (skipped when not fetched), with a calibration for the label methods */
+#define LOAD_OR_SKIP(m)                        \
+    ds_model *m = load();                      \
+    if (!m) SKIP("SmolLM2 not fetched")
+#define LOAD_CALIBRATED_OR_SKIP(m) \
+    LOAD_OR_SKIP(m);               \
+    ensure_calib(m)
+
 TEST(sparse_k_ge_n_is_bit_identical_to_dense) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     CHECK(ds_model_has_calibration(m));
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
@@ -131,9 +137,7 @@ static ds_status sim_vs_decode(ds_model *m, ds_sparse_opts *sp, const int32_t *t
 }
 
 TEST(sparse_simulation_equals_decode_steps) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const ds_attn_method ms[] = {DS_ATTN_DS, DS_ATTN_ORACLE, DS_ATTN_STREAMING, DS_ATTN_SPARQ, DS_ATTN_RANDOM,
@@ -207,9 +211,7 @@ static float *oracle_then_fp16_ds(ds_model *m, const int32_t *tk, int n, int rec
 }
 
 TEST(sparse_ds_full_channels_fp16_equals_oracle) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     int V = ds_model_get_info(m)->n_vocab;
@@ -275,8 +277,7 @@ TEST(sparse_ds_full_channels_fp16_equals_oracle) {
  * to label_norm = 1 with the shipped calibration, and to raw labels (no error) with a
  * calibration whose moments were removed (older sidecars, paper imports). */
 TEST(sparse_label_norm_default_follows_calibration) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     char path[] = "/tmp/dsinfer_nomom_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
@@ -327,8 +328,7 @@ TEST(sparse_label_norm_default_follows_calibration) {
 }
 
 TEST(sparse_calibration_deterministic) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     char p1[] = "/tmp/dsinfer_cal1_XXXXXX", p2[] = "/tmp/dsinfer_cal2_XXXXXX";
     int f1 = mkstemp(p1), f2 = mkstemp(p2);
     CHECK(f1 >= 0 && f2 >= 0);
@@ -347,8 +347,7 @@ TEST(sparse_calibration_deterministic) {
 }
 
 TEST(sparse_bad_options_are_clear_errors) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = 64;
     ds_session *s = NULL;
@@ -396,9 +395,7 @@ TEST(sparse_bad_options_are_clear_errors) {
  * (the session's q buffer holds that layer's query) holds the current token and the window
  * before it, each once, and k positions in all; by default the window is min(16, k/8). */
 TEST(sparse_recent_window_is_selected) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     const ds_model_info *c = ds_model_get_info(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
@@ -452,9 +449,7 @@ TEST(util_sha256_vectors) {
 /* Forking a dense session into a sparse method and decoding equals running the sparse method
  * from the start with a dense prefill (labels rebuilt from the cache equal those written). */
 TEST(sparse_fork_equals_fresh_session) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     int V = ds_model_get_info(m)->n_vocab, np = n - 20;
@@ -554,8 +549,7 @@ TEST(sparse_quest_selection_matches_brute_force) {
 /* The session's page bounds equal the min/max of the cached keys, also after a truncation into
  * the middle of a page and a fork. */
 TEST(sparse_quest_bounds_follow_the_cache) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     ds_session_opts so = ds_session_default_opts();
@@ -600,8 +594,7 @@ TEST(sparse_quest_bounds_follow_the_cache) {
 /* Step by step: at most k kept, exactly k once the context exceeds k, the ceil(k/5) most recent
  * always kept, and an evicted position never kept again. */
 TEST(sparse_h2o_invariants) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const ds_model_info *c = ds_model_get_info(m);
@@ -650,8 +643,7 @@ TEST(sparse_h2o_invariants) {
  * layer, whose queries are still in s->q, against a double-precision softmax; and a dense
  * session with track_h2o builds bit-identical sums in every layer (what forks start from). */
 TEST(sparse_h2o_prefill_sums_are_dense_column_sums) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const ds_model_info *c = ds_model_get_info(m);
@@ -713,8 +705,7 @@ TEST(sparse_h2o_prefill_sums_are_dense_column_sums) {
  * A fork of an h2o session mid-decode continues exactly like the session itself; a parent that
  * kept no sums is refused. */
 TEST(sparse_fork_quest_h2o_equals_fresh_session) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const int V = ds_model_get_info(m)->n_vocab, np = n - 20;
@@ -771,8 +762,7 @@ TEST(sparse_fork_quest_h2o_equals_fresh_session) {
  * line compares the selection with itself (recall 1, equal masses); for StreamingLLM the masses
  * are shares of a softmax (in [0, 1]) and the oracle's is at least as large on average. */
 TEST(sparse_selection_diagnostics) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     int n;
     int32_t *tk = toks_of(m, TEXT, &n);
     const ds_model_info *info = ds_model_get_info(m);
@@ -851,8 +841,7 @@ TEST(sparse_auto_min_context) {
     CHECK(ds_sparse_auto_min_context(&info, 1) == 2048);
     info.n_head_kv = 3; info.head_dim = 64;                  /* SmolLM2-135M: 768 B per position */
     CHECK(ds_sparse_auto_min_context(&info, 1) == 87382);
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
+    LOAD_OR_SKIP(m);
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = 256;
     so.n_threads = 1;
@@ -869,9 +858,7 @@ TEST(sparse_auto_min_context) {
 
 /* Bytes per decode step and layer (double-sparsity.md §9) on a few hand-computed cases. */
 TEST(sparse_step_bytes_formulas) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     const ds_model_info *c = ds_model_get_info(m);
     const size_t hd = (size_t)c->head_dim, KVH = (size_t)c->n_head_kv, row = 2 * hd, G = (size_t)(c->n_head / c->n_head_kv);
     const int n = 1000;
@@ -911,9 +898,7 @@ TEST(sparse_step_bytes_formulas) {
  * --ds-channels all the way to the scores (every layer at head_dim with fp16 raw labels is the
  * exact top-k again, with channels left at 16), and the step bytes are the layers' mean. */
 TEST(sparse_layer_channels) {
-    ds_model *m = load();
-    if (!m) SKIP("SmolLM2 not fetched");
-    ensure_calib(m);
+    LOAD_CALIBRATED_OR_SKIP(m);
     const ds_model_info *c = ds_model_get_info(m);
     const int L = c->n_layer, KVH = c->n_head_kv, hd = c->head_dim;
     int n;
