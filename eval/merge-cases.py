@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Merge the per-case rows of several `dsinfer eval` runs (their .cases.csv files) into one table.
 
-    eval/merge-cases.py [--task niah] [--budget 1/16] [--out NAME] FILE[:TAG] ...
+    eval/merge-cases.py [--task niah] [--budget 1/16] [--out NAME] FILE[:TAG[=METHOD,...]] ...
 
 A case is identified by its seed and expected answer, so runs of the same cases by different
 binaries or settings line up. TAG (optional) is appended to the settings of that file, to tell
-apart runs of one method with different flags (e.g. runs/ds.cases.csv:+recent). A later file's
+apart runs of one method with different flags (e.g. runs/ds.cases.csv:+recent); with =METHOD,...
+only those methods' settings get it (runs/all.cases.csv:+recent=ds: the run's dense and baseline rows
+join the untagged ones). A later file's
 row replaces an earlier one's for the same case and setting. For each setting at the budget
 (and dense), the table gives the cases it answered in full of those it ran, what dense answered
 of the same cases, and the ratio (a setting's cases without a dense row are left out of it). Writes NAME.md and NAME.csv when --out is given.
@@ -22,12 +24,15 @@ a = ap.parse_args()
 score, order = {}, []
 for spec in a.files:
     path, _, tag = spec.partition(":")
+    tag, _, methods = tag.partition("=")
+    only = set(methods.split(",")) if methods else set()
     if not os.path.exists(path):
         sys.exit(f"merge-cases: {path}: no such file")
     for r in csv.DictReader(open(path)):
         if r["task"] != a.task:
             continue
-        s = r["setting"] + tag
+        meth = r["setting"].split("@")[0]
+        s = r["setting"] + (tag if not only or meth in only else "")
         if s != "dense" and not s.split("+")[0].endswith("@" + a.budget):
             continue
         score[(r["seed"], r["expected"], s)] = int(r["score"])

@@ -472,7 +472,7 @@ __global__ void __launch_bounds__(256, 4) k_collect(ds_gpu_attn_args a, const ui
     const int nc = n - 1 - recent_for(a.recent, n, k), p0 = blockIdx.x * CHUNK;   // scored: [0, nc)
     if (p0 >= nc) return;
     const int p1 = min(p0 + CHUNK, nc);
-    const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the current token
+    const int b1 = (int)cnt[C_N * u + C_B1];   // -1: nothing but the window and the current token
     // Thread t holds keys [p0 + v*2048 + 8t, +8) for v < PER/8: 16-byte loads, coalesced.
     // Rows of the key array are padded to a multiple of 8 (Plan::kstride), so a vector that
     // starts before p1 stays inside its row; lanes past p1 are masked out below.
