@@ -8,6 +8,9 @@ MODEL=""; WINDOW=4096; CHUNKS=1; THREADS=2; NAME=""; BIN=./dsinfer
 # common_opt "$@": if $1 is a common option, take its value and set SHIFT to the words used (2),
 # else SHIFT=0. -m MODEL, --window N, --chunks N, -t THREADS, --name NAME, --bin BINARY.
 common_opt() {
+    SHIFT=0
+    case "$1" in -m|--window|--chunks|-t|--name|--bin) ;; *) return 0;; esac
+    [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
     SHIFT=2
     case "$1" in
         -m) MODEL=$2;;
@@ -16,9 +19,7 @@ common_opt() {
         -t) THREADS=$2;;
         --name) NAME=$2;;
         --bin) BIN=$2;;
-        *) SHIFT=0; return 0;;
     esac
-    [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
 }
 
 # model_and_text: the default model when -m was not given, and TEXT = Jane Austen (the evaluation
