@@ -99,41 +99,53 @@ static char *read_all(const char *path) {
     return b;
 }
 
-/* The eval command writes its tables after every case: here the first task (passkey) fits the
- * context and the second (cwe) cannot, so the run fails after one case and must leave a table
- * of that case marked partial, next to its row in .cases.csv. */
-TEST(eval_cli_tables_after_each_case) {
-    ds_model *m = load_smol_calibrated();
-    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+/* A dense eval run of one ~320-token case per task, writing NAME.{md,csv,svg,cases.csv} into a
+ * fresh directory under $TMPDIR (dir); out_path gives those files' paths, remove_outputs deletes
+ * them and the directory. */
+static ds_eval_config small_eval(char *dir, size_t cap, const char *name, const char *tasks) {
     const char *tmp = getenv("TMPDIR");
-    char dir[256], md[320], csv[320], cases[320];
-    snprintf(dir, sizeof dir, "%s/dsinfer_evt_%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
-    snprintf(md, sizeof md, "%s/t.md", dir);
-    snprintf(csv, sizeof csv, "%s/t.csv", dir);
-    snprintf(cases, sizeof cases, "%s/t.cases.csv", dir);
+    snprintf(dir, cap, "%s/dsinfer_ev_%s_%d", tmp && *tmp ? tmp : "/tmp", name, (int)getpid());
     ds_eval_config cfg = {0};
     cfg.model_path = test_model_path();
-    cfg.tasks = "passkey,cwe";
+    cfg.tasks = tasks;
     cfg.methods = "dense";
     cfg.out_dir = dir;
-    cfg.name = "t";
+    cfg.name = name;
     cfg.n_ctx = 320;
     cfg.cases = 1;
     cfg.depth = 50;
     cfg.n_threads = 2;
     cfg.seed = 1;
     cfg.sp = ds_sparse_default_opts();
+    return cfg;
+}
+static const char *out_path(char *buf, size_t cap, const ds_eval_config *cfg, const char *ext) {
+    snprintf(buf, cap, "%s/%s.%s", cfg->out_dir, cfg->name, ext);
+    return buf;
+}
+static void remove_outputs(const ds_eval_config *cfg) {
+    static const char *ext[] = {"md", "csv", "svg", "cases.csv"};
+    char path[320];
+    for (int i = 0; i < 4; i++) remove(out_path(path, sizeof path, cfg, ext[i]));
+    remove(cfg->out_dir);
+}
+
+/* The eval command writes its tables after every case: here the first task (passkey) fits the
+ * context and the second (cwe) cannot, so the run fails after one case and must leave a table
+ * of that case marked partial, next to its row in .cases.csv. */
+TEST(eval_cli_tables_after_each_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    char dir[256], path[320];
+    ds_eval_config cfg = small_eval(dir, sizeof dir, "t", "passkey,cwe");
     CHECK(cmd_eval(m, &cfg) != 0);   /* cwe cannot make a case of ~180 tokens */
-    char *a = read_all(md), *b = read_all(csv), *c = read_all(cases);
+    char *a = read_all(out_path(path, sizeof path, &cfg, "md")), *b = read_all(out_path(path, sizeof path, &cfg, "csv")),
+         *c = read_all(out_path(path, sizeof path, &cfg, "cases.csv"));
     CHECK_MSG(a && strstr(a, "partial: 1 of 2 task cases") && strstr(a, "| dense |"), "md: %s", a ? a : "(none)");
     CHECK_MSG(b && strstr(b, "dense,dense,,passkey,1,") && strstr(b, "dense,dense,,cwe,0,"), "csv: %s", b ? b : "(none)");
     CHECK_MSG(c && strstr(c, "passkey,0,") && !strstr(c, "cwe,"), "cases: %s", c ? c : "(none)");
     free(a); free(b); free(c);
-    remove(md); remove(csv); remove(cases);
-    char svg[320];
-    snprintf(svg, sizeof svg, "%s/t.svg", dir);
-    remove(svg);
-    remove(dir);
+    remove_outputs(&cfg);
     ds_model_free(m);
 }
 
@@ -142,37 +154,18 @@ TEST(eval_cli_tables_after_each_case) {
 TEST(eval_cli_first_case) {
     ds_model *m = load_smol_calibrated();
     if (!m) SKIP("model not fetched (scripts/fetch-model)");
-    const char *tmp = getenv("TMPDIR");
-    char dir[256], md[320], path[320];
-    snprintf(dir, sizeof dir, "%s/dsinfer_evf_%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
-    snprintf(md, sizeof md, "%s/f.md", dir);
-    ds_eval_config cfg = {0};
-    cfg.model_path = test_model_path();
-    cfg.tasks = "passkey";
-    cfg.methods = "dense";
-    cfg.out_dir = dir;
-    cfg.name = "f";
-    cfg.n_ctx = 320;
-    cfg.cases = 1;
+    char dir[256], path[320];
+    ds_eval_config cfg = small_eval(dir, sizeof dir, "f", "passkey");
     cfg.first_case = 2;
-    cfg.depth = 50;
-    cfg.n_threads = 2;
     cfg.seed = 5;
-    cfg.sp = ds_sparse_default_opts();
     CHECK(cmd_eval(m, &cfg) == 0);
     char want[96];
     snprintf(want, sizeof want, "passkey,2,%llu,", (unsigned long long)(5 * 0x9E3779B97F4A7C15ull + 3));
-    snprintf(path, sizeof path, "%s/f.cases.csv", dir);
-    char *c = read_all(path), *a = read_all(md);
+    char *c = read_all(out_path(path, sizeof path, &cfg, "cases.csv")), *a = read_all(out_path(path, sizeof path, &cfg, "md"));
     CHECK_MSG(c && strstr(c, want) && !strstr(c, "passkey,0,") && !strstr(c, "passkey,1,"), "cases: %s", c ? c : "(none)");
     CHECK_MSG(a && strstr(a, "cases 1 (2..2)"), "md: %s", a ? a : "(none)");
     free(a); free(c);
-    static const char *ext[] = {"md", "csv", "svg", "cases.csv"};
-    for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof path, "%s/f.%s", dir, ext[i]);
-        remove(path);
-    }
-    remove(dir);
+    remove_outputs(&cfg);
     ds_model_free(m);
 }
 
