@@ -301,7 +301,8 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     const int u = blockIdx.y, b = u / a.H_kv;
     const int n = a.seq_len[b], k = k_for(n, a.tokens, a.tokens_frac);
     if (!unit_sparse(a, n, k)) return;
-    const int nc = n - 1 - recent_for(a.recent, n, k), p0 = blockIdx.x * chunk;   // scored: [0, nc)
+    const int W = recent_for(a.recent, n, k);
+    const int nc = n - 1 - W, p0 = blockIdx.x * chunk;   // scored: [0, nc)
     if (p0 >= nc) return;
     const int p1 = min(p0 + chunk, nc);
     __shared__ float ql[R];
@@ -328,7 +329,7 @@ __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, ui
     if (!last) return;
     __threadfence();
     int b1, above;
-    find_threshold<false>(gh, k - 1 - recent_for(a.recent, n, k), &b1, &above);
+    find_threshold<false>(gh, k - 1 - W, &b1, &above);
     if (threadIdx.x == 0) {
         cnt[C_N * u + C_B1] = (uint32_t)b1;
         cnt[C_N * u + C_T_SCORE] = 0;
