@@ -469,11 +469,13 @@ int ds_sparse_default_channels(int head_dim, int label_bits) {
  * row = one fp16 K or V row of a KV head (2*head_dim bytes); "units" = selections per KV group
  * (1 shared, G per-head), each of which gathers its own K and V rows. Per KV head:
  *   dense / fallback   2*n rows (all K and V)
- *   ds, random         label scan n*(code bytes + 4 for fp16 lo/step below 16 bits) + units*2k rows
+ *   ds, random         label scan s*(code bytes + 4 for fp16 lo/step below 16 bits) + units*2k rows
  *                      (with per-layer label widths, the code bytes are the mean over the layers)
- *   oracle             n K rows (exact scores, once for the group) + units*k V rows
+ *   oracle             s K rows (exact scores, once for the group) + units*k V rows
  *   streaming          units*2k rows
- *   sparq              units*n*r*2 (r K columns per selection) + units*2k rows
+ *   sparq              units*s*r*2 (r K columns per selection) + units*2k rows
+ * where s = n - 1 - W rows are scored: the current token and the recent window of W rows are
+ * selected without a score (their K and V rows are among the k).
  *   quest              cp complete pages' bounds, cp*2*hd*2 (fp16 min+max, read once for the group)
  *                      + units * 2 rows * (16*min(ceil((k-1)/16), cp) + tokens of the current page)
  *   h2o                units * (2*kept rows + kept*8 bytes of fp32 accumulators read and written),
@@ -489,7 +491,7 @@ size_t ds_sparse_step_bytes(const ds_session *s, int n) {
     if (o->method == DS_ATTN_DENSE || n == 0) return dense;
     const int k = ds_sparse_k(s, n);
     const bool fallback = n <= k || n < o->min_context;
-    const size_t K = (size_t)k;
+    const size_t K = (size_t)k, S = fallback ? N : (size_t)(n - 1 - recent_window(o, k, n));   /* rows scored */
     size_t scan = 0, rows = 0;
     switch (o->method) {
     case DS_ATTN_H2O: {
@@ -502,14 +504,14 @@ size_t ds_sparse_step_bytes(const ds_session *s, int n) {
         if (s->sp_row_bytes) {   /* per-layer widths: the mean over the layers */
             size_t sum = 0;
             for (int l = 0; l < c->n_layer; l++) sum += s->sp_row_bytes[l] + (o->label_bits < 16 ? 4 : 0);
-            scan = N * sum / (size_t)c->n_layer;
+            scan = S * sum / (size_t)c->n_layer;
         } else
-            scan = N * (ds_label_row_bytes(o->channels, o->label_bits) + (o->label_bits < 16 ? 4 : 0));
+            scan = S * (ds_label_row_bytes(o->channels, o->label_bits) + (o->label_bits < 16 ? 4 : 0));
         rows = units * 2 * K * row;
         break;
     case DS_ATTN_ORACLE:
         if (fallback) return dense;
-        scan = N * row;
+        scan = S * row;
         rows = units * K * row;
         break;
     case DS_ATTN_STREAMING:
@@ -518,7 +520,7 @@ size_t ds_sparse_step_bytes(const ds_session *s, int n) {
         break;
     case DS_ATTN_SPARQ:
         if (fallback) return dense;
-        scan = units * N * (size_t)o->channels * 2;
+        scan = units * S * (size_t)o->channels * 2;
         rows = units * 2 * K * row;
         break;
     case DS_ATTN_QUEST: {

@@ -867,28 +867,35 @@ TEST(sparse_step_bytes_formulas) {
     ds_session_opts so = ds_session_default_opts();
     so.n_ctx = 1024;
     so.n_threads = 1;
-    struct { ds_attn_method meth; int per_head, k; size_t want; } cs[] = {
-        {DS_ATTN_DENSE, 0, 0, dense},
-        {DS_ATTN_DS, 0, 64, KVH * (n * (r_def / 2 + 4) + 2 * 64 * row)},           /* r_def 4-bit codes + lo/step */
-        {DS_ATTN_ORACLE, 0, 64, KVH * (n * row + 64 * row)},
-        {DS_ATTN_STREAMING, 1, 64, KVH * G * 2 * 64 * row},
+    /* the top-k methods score the n - 1 - W rows before the recent window (DS's default W at k = 64
+     * is 64/8 = 8; the oracle and SparQ default to none) */
+    const size_t lab = r_def / 2 + 4;   /* r_def 4-bit codes + fp16 lo/step */
+    struct { ds_attn_method meth; int per_head, k, recent; size_t want; } cs[] = {
+        {DS_ATTN_DENSE, 0, 0, DS_RECENT_AUTO, dense},
+        {DS_ATTN_DS, 0, 64, DS_RECENT_AUTO, KVH * ((n - 9) * lab + 2 * 64 * row)},
+        {DS_ATTN_DS, 0, 64, 0, KVH * ((n - 1) * lab + 2 * 64 * row)},
+        {DS_ATTN_DS, 1, 64, 20, KVH * ((n - 21) * lab + G * 2 * 64 * row)},
+        {DS_ATTN_ORACLE, 0, 64, DS_RECENT_AUTO, KVH * ((n - 1) * row + 64 * row)},
+        {DS_ATTN_SPARQ, 0, 64, 5, KVH * ((n - 6) * r_def * 2 + 2 * 64 * row)},
+        {DS_ATTN_STREAMING, 1, 64, DS_RECENT_AUTO, KVH * G * 2 * 64 * row},
         /* 62 complete pages before the current one (positions 992..999), 4 chosen */
-        {DS_ATTN_QUEST, 0, 64, KVH * (62 * 2 * hd * 2 + 2 * row * (4 * 16 + 8))},
-        {DS_ATTN_QUEST, 0, 1000, dense},                                              /* k >= n: dense */
-        {DS_ATTN_H2O, 0, 64, KVH * (2 * 64 * row + 64 * 8)},
-        {DS_ATTN_H2O, 1, 64, KVH * G * (2 * 64 * row + 64 * 8)},
+        {DS_ATTN_QUEST, 0, 64, DS_RECENT_AUTO, KVH * (62 * 2 * hd * 2 + 2 * row * (4 * 16 + 8))},
+        {DS_ATTN_QUEST, 0, 1000, DS_RECENT_AUTO, dense},                              /* k >= n: dense */
+        {DS_ATTN_H2O, 0, 64, DS_RECENT_AUTO, KVH * (2 * 64 * row + 64 * 8)},
+        {DS_ATTN_H2O, 1, 64, DS_RECENT_AUTO, KVH * G * (2 * 64 * row + 64 * 8)},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
         so.sparse = ds_sparse_default_opts();
         so.sparse.method = cs[i].meth;
         so.sparse.per_head = cs[i].per_head;
         if (cs[i].k) so.sparse.tokens = cs[i].k;
+        so.sparse.recent = cs[i].recent;
         ds_session *s;
         CHECK(ds_session_new(m, &so, &s) == DS_OK);
         size_t got = ds_sparse_step_bytes(s, n);
         ds_session_free(s);
-        CHECK_MSG(got == cs[i].want, "%s per_head=%d k=%d: %zu bytes, expected %zu", ds_attn_method_name(cs[i].meth),
-                  cs[i].per_head, cs[i].k, got, cs[i].want);
+        CHECK_MSG(got == cs[i].want, "%s per_head=%d k=%d recent=%d: %zu bytes, expected %zu",
+                  ds_attn_method_name(cs[i].meth), cs[i].per_head, cs[i].k, cs[i].recent, got, cs[i].want);
     }
     ds_model_free(m);
 }
@@ -930,7 +937,8 @@ TEST(sparse_layer_channels) {
         CHECK_MSG(same, "layer %d (width %d): labels differ from the uniform session's", l, widths[l % 3]);
     }
     const int k = ds_sparse_k(mix, 1000);
-    const size_t want_b = (size_t)KVH * (1000 * rb_sum / L + 2 * (size_t)k * 2 * hd), got_b = ds_sparse_step_bytes(mix, 1000);
+    const size_t scored = (size_t)(1000 - 1 - ds_session_recent(mix, 1000));
+    const size_t want_b = (size_t)KVH * (scored * rb_sum / L + 2 * (size_t)k * 2 * hd), got_b = ds_sparse_step_bytes(mix, 1000);
     CHECK_MSG(got_b == want_b, "step bytes %zu, expected %zu", got_b, want_b);
     /* a decode step through the mixed cache (scores from each layer's own rows) */
     CHECK(ds_session_eval(mix, tk, 1, NULL) == DS_OK);
