@@ -14,11 +14,11 @@ ARGS=("$@")
 MODEL=""; THREADS=2; DEPTHS="1024,2048,4096,8192"; TG=64; CH=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --depths) DEPTHS=$2; shift 2;;
-        --tg) TG=$2; shift 2;;
-        --ds-channels) CH=(--ds-channels "$2"); shift 2;;
+        -m) MODEL=${2?"$1 needs a value"}; shift 2;;
+        -t) THREADS=${2?"$1 needs a value"}; shift 2;;
+        --depths) DEPTHS=${2?"$1 needs a value"}; shift 2;;
+        --tg) TG=${2?"$1 needs a value"}; shift 2;;
+        --ds-channels) CH=(--ds-channels "${2?"$1 needs a value"}"); shift 2;;
         *) echo "usage: $0 [-m MODEL] [-t THREADS] [--depths LIST] [--tg N] [--ds-channels R]" >&2; exit 2;;
     esac
 done

@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 MODEL=""; THREADS=2; DEPTHS="0,4096"; ROUNDS=2
 while [ $# -gt 0 ]; do
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
-        --depths) DEPTHS=$2; shift 2;;
-        --rounds) ROUNDS=$2; shift 2;;
+        -m) MODEL=${2?"$1 needs a value"}; shift 2;;
+        -t) THREADS=${2?"$1 needs a value"}; shift 2;;
+        --depths) DEPTHS=${2?"$1 needs a value"}; shift 2;;
+        --rounds) ROUNDS=${2?"$1 needs a value"}; shift 2;;
         *) echo "usage: $0 [-m MODEL] [-t THREADS] [--depths LIST] [--rounds N]" >&2; exit 2;;
     esac
 done

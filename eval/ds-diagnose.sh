@@ -19,8 +19,8 @@ WINDOW=2048; TOKENS=128; STATS=qk,qkv
 while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        --tokens) TOKENS=$2; shift 2;;
-        --stats) STATS=$2; shift 2;;
+        --tokens) TOKENS=${2?"$1 needs a value"}; shift 2;;
+        --stats) STATS=${2?"$1 needs a value"}; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done

@@ -17,9 +17,9 @@ BUDGETS=256,512,128; WIDTHS=32,16; STATS=qk,mass
 while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        --budgets) BUDGETS=$2; shift 2;;
-        --widths) WIDTHS=$2; shift 2;;
-        --stats) STATS=$2; shift 2;;
+        --budgets) BUDGETS=${2?"$1 needs a value"}; shift 2;;
+        --widths) WIDTHS=${2?"$1 needs a value"}; shift 2;;
+        --stats) STATS=${2?"$1 needs a value"}; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done

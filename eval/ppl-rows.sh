@@ -17,7 +17,7 @@ BUDGETS=512,256,128; ROWS=()
 while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        --budgets) BUDGETS=$2; shift 2;;
+        --budgets) BUDGETS=${2?"$1 needs a value"}; shift 2;;
         -*) echo "usage: see the header of $0" >&2; exit 2;;
         *=*) ROWS+=("$1"); shift;;
         *) echo "a row is LABEL=FLAGS (got '$1')" >&2; exit 2;;

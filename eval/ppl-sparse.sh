@@ -19,9 +19,9 @@ WINDOW=2048; CHUNKS=2; BUDGETS=128; METHODS=dense,ds,oracle,random,streaming,spa
 while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        --budgets) BUDGETS=$2; shift 2;;
-        --methods) METHODS=$2; shift 2;;
-        --extra) EXTRA=$2; shift 2;;
+        --budgets) BUDGETS=${2?"$1 needs a value"}; shift 2;;
+        --methods) METHODS=${2?"$1 needs a value"}; shift 2;;
+        --extra) EXTRA=${2?"$1 needs a value"}; shift 2;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac
 done

@@ -25,10 +25,10 @@ BUDGETS=256,128,512,1024; STATS=q,k,qk,qkv; GRPS=shared,per-head; LABELS=raw,nor
 while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
-        --budgets) BUDGETS=$2; shift 2;;
-        --stats) STATS=$2; shift 2;;
-        --groups) GRPS=$2; shift 2;;
-        --labels) LABELS=$2; shift 2;;
+        --budgets) BUDGETS=${2?"$1 needs a value"}; shift 2;;
+        --stats) STATS=${2?"$1 needs a value"}; shift 2;;
+        --groups) GRPS=${2?"$1 needs a value"}; shift 2;;
+        --labels) LABELS=${2?"$1 needs a value"}; shift 2;;
         --core) CORE=1; shift;;
         *) echo "usage: see the header of $0" >&2; exit 2;;
     esac

@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 MODEL=""; CHUNKS=100; PAPER_WIN=12; THREADS=2
 while [ $# -gt 0 ]; do
     case "$1" in
-        -m) MODEL=$2; shift 2;;
-        --chunks) CHUNKS=$2; shift 2;;
-        --paper-windows) PAPER_WIN=$2; shift 2;;
-        -t) THREADS=$2; shift 2;;
+        -m) MODEL=${2?"$1 needs a value"}; shift 2;;
+        --chunks) CHUNKS=${2?"$1 needs a value"}; shift 2;;
+        --paper-windows) PAPER_WIN=${2?"$1 needs a value"}; shift 2;;
+        -t) THREADS=${2?"$1 needs a value"}; shift 2;;
         *) echo "usage: $0 [-m MODEL] [--chunks N] [--paper-windows N] [-t THREADS]" >&2; exit 2;;
     esac
 done
