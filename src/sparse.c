@@ -474,12 +474,12 @@ int ds_sparse_default_channels(int head_dim, int label_bits) {
  *   oracle             s K rows (exact scores, once for the group) + units*k V rows
  *   streaming          units*2k rows
  *   sparq              units*s*r*2 (r K columns per selection) + units*2k rows
- * where s = n - 1 - W rows are scored: the current token and the recent window of W rows are
- * selected without a score (their K and V rows are among the k).
  *   quest              cp complete pages' bounds, cp*2*hd*2 (fp16 min+max, read once for the group)
  *                      + units * 2 rows * (16*min(ceil((k-1)/16), cp) + tokens of the current page)
  *   h2o                units * (2*kept rows + kept*8 bytes of fp32 accumulators read and written),
  *                      kept = min(n, k): the evicted rows are never read again
+ * where s = n - 1 - W is the rows ds, random, oracle and sparq score: the current token and the
+ * recent window of W rows are selected without a score (their K and V rows are among the k).
  * Index lists and the per-step top-k scratch are not counted. */
 size_t ds_sparse_step_bytes(const ds_session *s, int n) {
     const ds_model_info *c = &s->m->info;
