@@ -142,6 +142,10 @@ typedef struct {
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv,
                             * 4 mass; -1: the default */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
+    int group_max;         /* shared selection, how the group's query heads combine their scores: 0 (default)
+                            * the sum (q summed over the heads); 1 the largest over the heads of each head's
+                            * own score less its own maximum. Methods ds, random, oracle, sparq (ignored by
+                            * the others and by per-head); CPU only */
     int recent;            /* the `recent` tokens just before the current one are always selected, out of k,
                             * and the top-k fills the rest (methods ds, random, oracle, sparq; ignored by the
                             * others; at most k - 1). DS_RECENT_AUTO (default): min(DS_RECENT_DEFAULT, k/8)

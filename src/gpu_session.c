@@ -133,6 +133,8 @@ ds_status ds_gpu_session_init(ds_session *s) {
                         "sparse method) runs on the CPU only");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
+    if (ds && o->group_max)
+        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: --ds-group-score max runs on the CPU only");
     for (int l = 0; ds && s->sp_r && l < c->n_layer; l++)
         if (s->sp_r[l] != o->channels)
             return ds_error(DS_ERR_UNSUPPORTED, "--gpu: per-layer label widths (--ds-layer-channels, --ds-channel-alloc) "

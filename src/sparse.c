@@ -106,6 +106,8 @@ ds_status ds_sparse_init(ds_session *s) {
      * GPU's recent_for) */
     if (!takes_recent(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
         o->recent = 0;
+    if (o->group_max < 0 || o->group_max > 1) return ds_error(DS_ERR_ARG, "group_max must be 0 or 1 (got %d)", o->group_max);
+    if (!takes_recent(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
     ds_status st = ds_sparse_diag_open(s);
@@ -224,7 +226,8 @@ ds_status ds_sparse_init(ds_session *s) {
     /* per-thread scratch: scores [n_ctx], selected indices [n_ctx] (two lists), top-k scratch,
      * attention accumulator */
     int nt = ds_pool_size(s->pool);
-    s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->n_ctx);
+    s->sp_scores_stride = (size_t)s->n_ctx * (o->group_max ? 2 : 1);   /* group_max: scores + one head's */
+    s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->sp_scores_stride);
     /* (sp_idx has a row per thread or, in split decode, per KV head: whichever is more) */
     const int idx_rows = DS_MAX(nt, KVH);
     s->sp_idx = ds_alloc(sizeof(int32_t) * (size_t)idx_rows * s->n_ctx);
@@ -233,7 +236,7 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
     s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
     if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)nt * s->n_ctx * 8 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt;
+    s->bytes += (size_t)nt * (s->sp_scores_stride + s->n_ctx) * 4 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt;
     if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
     if (o->method == DS_ATTN_H2O) return ds_h2o_init(s);
     return DS_OK;
@@ -353,6 +356,27 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     }
 }
 
+/* Group scores by the largest per-head score (ds_sparse_opts.group_max): each query head of the
+ * group scores the positions with its own q, less its own maximum (so every head's best position
+ * scores 0, whatever the scale of its logits), and a position keeps the largest over the heads.
+ * The summed score lets the heads with the largest logits outvote a head whose attention is
+ * sharp on a few positions; here a position one head wants counts fully. tmp: [n] scratch. */
+static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores,
+                            float *tmp) {
+    const int hd = s->m->info.head_dim;
+    for (int g = 0; g < G; g++) {
+        float *dst = g ? tmp : scores;
+        score_positions(s, layer, kvh, q + (size_t)g * hd, n, dst);
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++) mx = fmaxf(mx, dst[t]);
+        if (!g) {
+            for (int t = 0; t < n; t++) scores[t] -= mx;
+        } else {
+            for (int t = 0; t < n; t++) scores[t] = fmaxf(scores[t], tmp[t] - mx);
+        }
+    }
+}
+
 /* The recent window of a selection of k at context n: the option, at most k - 1 and n - 1; by
  * default k/8 up to DS_RECENT_DEFAULT, so that small budgets stay mostly the top-k's. */
 static int recent_window(const ds_sparse_opts *o, int k, int n) {
@@ -377,9 +401,12 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         for (int i = 0; i < hd; i++) qsum[i] = q[i];
         for (int g = 1; g < G; g++)
             for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
-        float *scores = s->sp_scores + (size_t)ith * s->n_ctx;
+        float *scores = s->sp_scores + (size_t)ith * s->sp_scores_stride;
         const int w = recent_window(o, k, n), rest = n - 1 - w;   /* scored: positions [0, rest) */
-        score_positions(s, layer, kvh, qsum, rest, scores);
+        if (o->group_max && G > 1)
+            score_group_max(s, layer, kvh, q, G, rest, scores, scores + s->n_ctx);
+        else
+            score_positions(s, layer, kvh, qsum, rest, scores);
         m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
         for (int t = rest; t < n - 1; t++) idx[m++] = t;
     }

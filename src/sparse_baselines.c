@@ -124,7 +124,7 @@ int ds_quest_select(const float *q, int G, int hd, const uint16_t *meta, int n, 
 int ds_quest_select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
                          int32_t *idx) {
     return ds_quest_select(q, G, s->m->info.head_dim, quest_meta(s, layer, kvh), n, k,
-                           s->sp_scores + (size_t)ith * s->n_ctx, s->sp_idx2 + (size_t)ith * s->n_ctx, idx,
+                           s->sp_scores + (size_t)ith * s->sp_scores_stride, s->sp_idx2 + (size_t)ith * s->n_ctx, idx,
                            s->sp_topk + (size_t)ith * s->sp_topk_bytes);
 }
 
@@ -177,7 +177,7 @@ static void evict(ds_session *s, float *acc, uint8_t *kept, int n, int k, int it
     for (int t = 0; t < n; t++) cnt += kept[t];
     if (cnt <= k) return;
     const int lim = n - ds_h2o_recent(k);
-    float *val = s->sp_scores + (size_t)ith * s->n_ctx;
+    float *val = s->sp_scores + (size_t)ith * s->sp_scores_stride;
     int32_t *pos = s->sp_idx + (size_t)ith * s->n_ctx, *win = s->sp_idx2 + (size_t)ith * s->n_ctx;
     int nc = 0;
     for (int t = 0; t < lim; t++)

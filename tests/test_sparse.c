@@ -432,6 +432,83 @@ TEST(sparse_recent_window_is_selected) {
     ds_model_free(m);
 }
 
+/* --ds-group-score max: after a decode step, each KV group of the last layer (its queries are
+ * still in s->q) selects, besides the current token, the k - 1 positions whose largest per-head
+ * exact score less that head's own maximum is highest, so every query head's best position is
+ * in; DS with every channel as an fp16 label selects the same set as the oracle; and the sum
+ * (the default) and the max pick different sets somewhere, so the option is not a no-op. */
+TEST(sparse_group_max_selects_each_heads_best) {
+    LOAD_CALIBRATED_OR_SKIP(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    const int hd = c->head_dim, G = c->n_head / c->n_head_kv, k = 40;
+    CHECK(G > 1);
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)n), *ref = malloc(sizeof(int32_t) * (size_t)c->n_head_kv * k);
+    float *sc = malloc(sizeof(float) * (size_t)n), *one = malloc(sizeof(float) * (size_t)n);
+    char *in = malloc((size_t)n);
+    int differs = 0;
+    for (int variant = 0; variant < 3; variant++) {   /* oracle max, DS(r=d, fp16) max, oracle sum */
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 1;
+        so.sparse.method = variant == 1 ? DS_ATTN_DS : DS_ATTN_ORACLE;
+        so.sparse.tokens = k;
+        so.sparse.recent = 0;
+        so.sparse.group_max = variant < 2;
+        if (variant == 1) { so.sparse.channels = hd; so.sparse.label_bits = 16; so.sparse.label_norm = 0; }
+        ds_session *s = NULL;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        CHECK(ds_session_eval(s, tk, n - 1, NULL) == DS_OK && ds_session_eval(s, tk + n - 1, 1, NULL) == DS_OK);
+        const int L = c->n_layer - 1;
+        for (int kvh = 0; kvh < c->n_head_kv; kvh++) {
+            /* the reference: exact scores of every head of the group over [0, n-1) */
+            const uint16_t *K = s->k_cache + ((size_t)L * c->n_head_kv + kvh) * s->n_ctx * hd;
+            for (int t = 0; t < n - 1; t++) sc[t] = -INFINITY;
+            int best[16];
+            for (int g = 0; g < G; g++) {
+                const float *q = s->q + ((size_t)kvh * G + g) * hd;
+                float mx = -INFINITY;
+                for (int t = 0; t < n - 1; t++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += (double)q[i] * ds_fp16_to_fp32(K[(size_t)t * hd + i]);
+                    one[t] = (float)d;
+                    if (one[t] > mx) { mx = one[t]; best[g] = t; }
+                }
+                for (int t = 0; t < n - 1; t++) sc[t] = fmaxf(sc[t], one[t] - mx);
+            }
+            const int sel = ds_sparse_select(s, L, 0, kvh, n, 0, idx);
+            CHECK_MSG(sel == k, "variant %d kv head %d: %d selected", variant, kvh, sel);
+            memset(in, 0, (size_t)n);
+            for (int i = 0; i < sel; i++) in[idx[i]] = 1;
+            CHECK(in[n - 1]);
+            if (variant == 2) {   /* the sum: does its set differ from the max's (kept in ref)? */
+                int same = 0;
+                for (int i = 0; i < k; i++) same += in[ref[(size_t)kvh * k + i]];
+                differs += same < k;
+                continue;
+            }
+            /* every selected position scores at least as high as every one left out (up to the
+             * rounding between the kernels' float sums and the double reference) */
+            float lo = INFINITY, hi = -INFINITY;
+            for (int t = 0; t < n - 1; t++) {
+                if (in[t]) lo = fminf(lo, sc[t]); else hi = fmaxf(hi, sc[t]);
+            }
+            CHECK_MSG(lo >= hi - 1e-3f, "variant %d kv head %d: a left-out position scores %g above the lowest "
+                      "selected %g", variant, kvh, hi, lo);
+            for (int g = 0; g < G; g++)
+                CHECK_MSG(in[best[g]], "variant %d kv head %d: head %d's best position %d not selected", variant, kvh,
+                          g, best[g]);
+            if (variant == 0) memcpy(ref + (size_t)kvh * k, idx, sizeof(int32_t) * k);
+        }
+        ds_session_free(s);
+    }
+    CHECK_MSG(differs > 0, "the summed and the max group scores select the same sets in every KV group");
+    free(idx); free(ref); free(sc); free(one); free(in);
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
 TEST(util_sha256_vectors) {
     char out[65];
     ds_sha256_hex("abc", 3, out);

@@ -148,6 +148,9 @@ static void usage(FILE *f) {
         "                        then up to the default width with those fixed):\n"
         "                        the statistic ranking the label channels\n"
         "      --ds-group G      shared (one token set per KV group, default) or per-head\n"
+        "      --ds-group-score S  how a shared group's query heads rank positions: sum (the\n"
+        "                        summed score, default) or max (each head's score less its own best,\n"
+        "                        the largest over the heads; ds, random, oracle, sparq; CPU only)\n"
         "      --ds-dense-layers L  comma-separated layers kept dense (e.g. 0,1)\n"
         "      --ds-recent N     the N tokens before the current one are always attended, out of k\n"
         "                        (ds, random, oracle, sparq; default min(16, k/8) for ds and random,\n"
@@ -280,6 +283,11 @@ static void parse(int argc, char **argv, int first, opts *o) {
             NEEDV();
             if (!strcmp(v, "shared")) o->sp.per_head = 0; else if (!strcmp(v, "per-head")) o->sp.per_head = 1;
             else die("--ds-group must be shared or per-head");
+        }
+        else if (IS("--ds-group-score", NULL)) {
+            NEEDV();
+            if (!strcmp(v, "sum")) o->sp.group_max = 0; else if (!strcmp(v, "max")) o->sp.group_max = 1;
+            else die("--ds-group-score must be sum or max (got '%s')", v);
         }
         else if (IS("--ds-dense-layers", NULL)) {
             NEEDV();
@@ -718,6 +726,10 @@ static int cmd_perplexity(opts *o) {
     else snprintf(method, sizeof method, "%s k=%.4g of context", ds_attn_method_name(o->sp.method), o->sp.tokens_frac);
     if (ds_session_recent(s, W) > 0)   /* the recent window at the window's full context */
         snprintf(method + strlen(method), sizeof method - strlen(method), " recent %d", ds_session_recent(s, W));
+    const ds_attn_method am = o->sp.method;
+    if (o->sp.group_max && !o->sp.per_head &&
+        (am == DS_ATTN_DS || am == DS_ATTN_RANDOM || am == DS_ATTN_ORACLE || am == DS_ATTN_SPARQ))
+        snprintf(method + strlen(method), sizeof method - strlen(method), " group-max");
     /* the byte budget behind the number: what one decode step at the window's full context reads
      * per layer running the method (double-sparsity.md §9), against dense */
     size_t sb = ds_sparse_step_bytes(s, W), db = (size_t)2 * W * info->n_head_kv * info->head_dim * 2;
