@@ -35,6 +35,15 @@ TEST(eval_settings_parse) {
     CHECK(ds_eval_parse_settings("ds", "2.5", s, 16, err, sizeof err) == -1);
     CHECK(ds_eval_parse_settings("ds,oracle", "1/16,1/8", s, 3, err, sizeof err) == -1);   /* cap */
     CHECK(ds_eval_methods_need_calibration("dense, ds") && !ds_eval_methods_need_calibration("dense,sparq"));
+    /* a group-score suffix makes its own setting beside the plain one */
+    n = ds_eval_parse_settings("ds,ds-max,oracle-sum", "1/16", s, 16, err, sizeof err);
+    CHECK_MSG(n == 3, "n = %d (%s)", n, err);
+    CHECK(s[0].method == DS_ATTN_DS && s[0].group_max == -1 && !strcmp(s[0].label, "ds@1/16"));
+    CHECK(s[1].method == DS_ATTN_DS && s[1].group_max == 1 && !strcmp(s[1].label, "ds-max@1/16"));
+    CHECK(s[2].method == DS_ATTN_ORACLE && s[2].group_max == 0 && !strcmp(s[2].label, "oracle-sum@1/16"));
+    CHECK(ds_eval_parse_settings("quest-max", "1/16", s, 16, err, sizeof err) == -1 && strstr(err, "quest-max"));
+    CHECK(ds_eval_parse_settings("ds-min", "1/16", s, 16, err, sizeof err) == -1);
+    CHECK(ds_eval_methods_need_calibration("dense,ds-max"));
 }
 
 /* One passkey case of ~600 tokens: dense must get it right (the 135M model does at this length)

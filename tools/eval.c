@@ -64,18 +64,35 @@ static int parse_budget(const char *s, int *tokens, float *frac) {
     return 0;
 }
 
-static int add_setting(ds_eval_setting *out, int n, int cap, ds_attn_method mth, int tokens, float frac,
+static int add_setting(ds_eval_setting *out, int n, int cap, ds_attn_method mth, int gmax, int tokens, float frac,
                        const char *budget) {
     for (int i = 0; i < n; i++)   /* a repeated method/budget would only duplicate a row */
-        if (out[i].method == mth && !strcmp(out[i].budget, budget)) return n;
+        if (out[i].method == mth && out[i].group_max == gmax && !strcmp(out[i].budget, budget)) return n;
     if (n >= cap) return -1;
     ds_eval_setting *s = &out[n];
     memset(s, 0, sizeof *s);
-    s->method = mth; s->tokens = tokens; s->frac = frac;
+    s->method = mth; s->group_max = gmax; s->tokens = tokens; s->frac = frac;
     snprintf(s->budget, sizeof s->budget, "%s", budget);
-    if (*budget) snprintf(s->label, sizeof s->label, "%s@%s", ds_attn_method_name(mth), budget);
+    const char *sfx = gmax < 0 ? "" : gmax ? "-max" : "-sum";
+    if (*budget) snprintf(s->label, sizeof s->label, "%s%s@%s", ds_attn_method_name(mth), sfx, budget);
     else snprintf(s->label, sizeof s->label, "%s", ds_attn_method_name(mth));
     return n + 1;
+}
+
+/* "ds-max" -> ds, 1; "oracle-sum" -> oracle, 0; "ds" -> ds, -1 (the user's --ds-group-score).
+ * Only the methods that take a group score (ds, random, oracle, sparq) take the suffix. */
+static int parse_method(const char *name, ds_attn_method *mth, int *gmax) {
+    char base[64];
+    size_t len = strlen(name);
+    *gmax = -1;
+    if (!ds_attn_method_parse(name, mth)) return 0;
+    if (len < 5 || len >= sizeof base || (strcmp(name + len - 4, "-max") && strcmp(name + len - 4, "-sum"))) return -1;
+    memcpy(base, name, len - 4);
+    base[len - 4] = 0;
+    if (ds_attn_method_parse(base, mth)) return -1;
+    if (*mth != DS_ATTN_DS && *mth != DS_ATTN_RANDOM && *mth != DS_ATTN_ORACLE && *mth != DS_ATTN_SPARQ) return -1;
+    *gmax = name[len - 3] == 'm';
+    return 0;
 }
 
 int ds_eval_parse_settings(const char *methods, const char *budgets, ds_eval_setting *out, int cap,
@@ -84,11 +101,13 @@ int ds_eval_parse_settings(const char *methods, const char *budgets, ds_eval_set
     int n = 0;
     for (const char *pm = methods; next_item(&pm, mname, sizeof mname);) {
         ds_attn_method mth;
-        if (ds_attn_method_parse(mname, &mth)) {
-            snprintf(err, err_cap, "--methods: unknown method '%s' (%s)", mname, ds_attn_method_list());
+        int gmax;
+        if (parse_method(mname, &mth, &gmax)) {
+            snprintf(err, err_cap, "--methods: unknown method '%s' (%s; ds, random, oracle and sparq also as "
+                     "NAME-max or NAME-sum for a group score)", mname, ds_attn_method_list());
             return -1;
         }
-        if (mth == DS_ATTN_DENSE) { n = add_setting(out, n, cap, mth, 0, 0, ""); if (n < 0) goto full; continue; }
+        if (mth == DS_ATTN_DENSE) { n = add_setting(out, n, cap, mth, -1, 0, 0, ""); if (n < 0) goto full; continue; }
         int nb = 0;
         for (const char *pb = budgets; next_item(&pb, bname, sizeof bname); nb++) {
             int tokens; float frac;
@@ -97,8 +116,8 @@ int ds_eval_parse_settings(const char *methods, const char *budgets, ds_eval_set
                 return -1;
             }
             /* the whole context is dense attention: one dense row stands for all of them */
-            n = tokens == 0 && frac >= 1 ? add_setting(out, n, cap, DS_ATTN_DENSE, 0, 0, "")
-                                         : add_setting(out, n, cap, mth, tokens, frac, bname);
+            n = tokens == 0 && frac >= 1 ? add_setting(out, n, cap, DS_ATTN_DENSE, -1, 0, 0, "")
+                                         : add_setting(out, n, cap, mth, gmax, tokens, frac, bname);
             if (n < 0) goto full;
         }
         if (!nb) { snprintf(err, err_cap, "--budgets: empty list"); return -1; }
@@ -113,7 +132,7 @@ full:
 bool ds_eval_methods_need_calibration(const char *methods) {
     char name[64];
     for (const char *p = methods; next_item(&p, name, sizeof name);)
-        if (!strcmp(name, "ds")) return true;
+        if (!strcmp(name, "ds") || !strncmp(name, "ds-", 3)) return true;
     return false;
 }
 
@@ -122,6 +141,7 @@ bool ds_eval_methods_need_calibration(const char *methods) {
 static ds_sparse_opts setting_opts(const ds_sparse_opts *base, const ds_eval_setting *s, int sparse_prefill) {
     ds_sparse_opts o = *base;
     o.method = s->method;
+    if (s->group_max >= 0) o.group_max = s->group_max;
     o.tokens = s->tokens;
     o.tokens_frac = s->tokens ? base->tokens_frac : s->frac > 0 ? s->frac : 1.0f;
     o.sparse_prefill = sparse_prefill && s->method != DS_ATTN_DENSE;

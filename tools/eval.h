@@ -23,12 +23,15 @@ typedef struct {
     float frac;          /* k = ceil(frac * context) */
     char budget[24];     /* the budget as written ("1/16", "256"); "" for dense */
     char label[48];      /* "dense", "ds@1/16", ... */
+    int group_max;       /* -1: the user's --ds-group-score; 0 sum, 1 max (method names ending -sum, -max) */
 } ds_eval_setting;
 
 #define DS_EVAL_MAX_SETTINGS 64
 
 /* Expand "dense,ds,streaming" x "1/16,1/8" into settings: dense (and any budget equal to the
- * whole context, which is dense too) appears once. Budgets: "a/b", a decimal fraction <= 1, or
+ * whole context, which is dense too) appears once. A method name may end in -max or -sum (ds-max,
+ * oracle-sum: the methods that take --ds-group-score) to fix its group score for that setting, so
+ * one run compares both. Budgets: "a/b", a decimal fraction <= 1, or
  * a token count > 1. Returns the count, or -1 with a message in err. */
 int ds_eval_parse_settings(const char *methods, const char *budgets, ds_eval_setting *out, int cap,
                            char *err, size_t err_cap);
