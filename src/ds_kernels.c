@@ -143,6 +143,17 @@ static void key_range_scalar(const float *s, int n, uint32_t *kmin, uint32_t *km
     *kmax = mx;
 }
 
+static void shifted_max_scalar(const float *s, int G, size_t stride, int n, const float *m, float *out) {
+    for (int t = 0; t < n; t++) {
+        float v = s[t] - m[0];
+        for (int g = 1; g < G; g++) {
+            float x = s[(size_t)g * stride + t] - m[g];
+            v = x > v ? x : v;
+        }
+        out[t] = v;
+    }
+}
+
 static int classify_scalar(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                            int out_cap, int32_t *cand, int *n_cand) {
     /* branch-free but for the rare full-output case; cand has room for n + 16 */
@@ -175,6 +186,7 @@ static void dsk_init(void) {
     k->score = score_none;
     k->key_range = key_range_scalar;
     k->classify = classify_scalar;
+    k->shifted_max = shifted_max_scalar;
     g_level_ok[LVL_SCALAR] = 1;
     g_best = LVL_SCALAR;
     int avx2, avx512;
@@ -224,6 +236,20 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
     if (done < n)
         ds_label_score_ref(qsum, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
                            bits == 16 ? step : step + done, n - done, scores + done);
+}
+
+void ds_group_max(const float *s, int G, size_t stride, int n, float *scores) {
+    if (n <= 0 || G <= 0) return;
+    const ds_dsk_kernels *kt = K();
+    float m[64];
+    DS_ASSERT(G <= 64);
+    for (int g = 0; g < G; g++) {   /* each head's best, from its keys' range (the SIMD pass) */
+        uint32_t kmin, kmax;
+        kt->key_range(s + (size_t)g * stride, n, &kmin, &kmax);
+        uint32_t u = (kmax & 0x80000000u) ? (kmax & 0x7fffffffu) : ~kmax;   /* ds_score_key inverted */
+        memcpy(&m[g], &u, 4);
+    }
+    kt->shifted_max(s, G, stride, n, m, scores);
 }
 
 /* ================================================================ top-k

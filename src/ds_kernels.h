@@ -57,6 +57,12 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
 void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
                         const uint16_t *lo, const uint16_t *step, int n, float *scores);
 
+/* GROUP SCORE BY THE LARGEST HEAD. s: [G][stride] scores of one KV group's G query heads over
+ * positions [0, n) (NaN-free; n >= 1). Writes scores[t] = max over g of (s[g][t] - max_t' s[g][t']):
+ * each head's scores less its own best, so every head's best position scores 0. scores may be
+ * s itself (row 0). SIMD per level like the rest. */
+void ds_group_max(const float *s, int G, size_t stride, int n, float *scores);
+
 /* TOP-K. ds_topk writes the indices of the k largest scores to idx_out (which must hold
  * min(k, n) entries) and returns how many it wrote: 0 if k <= 0 or n <= 0, n (all of 0..n-1)
  * if k >= n, else k. Order within idx_out is unspecified (the set is what counts).
@@ -91,6 +97,8 @@ typedef struct {
      * written), else key >= t_lo -> cand (room for n + 16). Returns the count written to out. */
     int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                     int out_cap, int32_t *cand, int *n_cand);
+    /* out[t] = max over g of (s[g * stride + t] - m[g]), t in [0, n); out may be s */
+    void (*shifted_max)(const float *s, int G, size_t stride, int n, const float *m, float *out);
 } ds_dsk_kernels;
 
 /* Order-preserving key of a score: a > b as floats <=> key(a) > key(b) as unsigned, with -0

@@ -221,6 +221,24 @@ T2 static int classify_avx2(const float *s, int n, uint32_t t_hi, uint32_t t_lo,
     return no;
 }
 
+T2 static void shifted_max_avx2(const float *s, int G, size_t stride, int n, const float *m, float *out) {
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        __m256 v = _mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(m[0]));
+        for (int g = 1; g < G; g++)
+            v = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(s + (size_t)g * stride + t), _mm256_set1_ps(m[g])), v);
+        _mm256_storeu_ps(out + t, v);
+    }
+    for (; t < n; t++) {   /* as the scalar level */
+        float v = s[t] - m[0];
+        for (int g = 1; g < G; g++) {
+            float x = s[(size_t)g * stride + t] - m[g];
+            v = x > v ? x : v;
+        }
+        out[t] = v;
+    }
+}
+
 void ds_dsk_fill_avx2(ds_dsk_kernels *k) {
     for (unsigned m = 0; m < 256; m++) {      /* written once, at start-up, by ds_kernels.c */
         uint32_t v = 0;
@@ -230,6 +248,7 @@ void ds_dsk_fill_avx2(ds_dsk_kernels *k) {
         g_compress_lut[m] = v;
     }
     k->score = score_avx2;
+    k->shifted_max = shifted_max_avx2;
     k->key_range = key_range_avx2;
     k->classify = classify_avx2;
 }

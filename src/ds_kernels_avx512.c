@@ -267,7 +267,26 @@ T512 static int classify_avx512(const float *s, int n, uint32_t t_hi, uint32_t t
     return no;
 }
 
+T512 static void shifted_max_avx512(const float *s, int G, size_t stride, int n, const float *m, float *out) {
+    int t = 0;
+    for (; t + 16 <= n; t += 16) {
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(s + t), _mm512_set1_ps(m[0]));
+        for (int g = 1; g < G; g++)
+            v = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(s + (size_t)g * stride + t), _mm512_set1_ps(m[g])), v);
+        _mm512_storeu_ps(out + t, v);
+    }
+    if (t < n) {
+        __mmask16 k = (__mmask16)((1u << (n - t)) - 1);
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + t), _mm512_set1_ps(m[0]));
+        for (int g = 1; g < G; g++)
+            v = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + (size_t)g * stride + t),
+                                            _mm512_set1_ps(m[g])), v);
+        _mm512_mask_storeu_ps(out + t, k, v);
+    }
+}
+
 void ds_dsk_fill_avx512(ds_dsk_kernels *k) {
+    k->shifted_max = shifted_max_avx512;
     k->score = score_avx512;
     k->key_range = key_range_avx512;
     k->classify = classify_avx512;

@@ -226,7 +226,7 @@ ds_status ds_sparse_init(ds_session *s) {
     /* per-thread scratch: scores [n_ctx], selected indices [n_ctx] (two lists), top-k scratch,
      * attention accumulator */
     int nt = ds_pool_size(s->pool);
-    s->sp_scores_stride = (size_t)s->n_ctx * (o->group_max ? 2 : 1);   /* group_max: scores + one head's */
+    s->sp_scores_stride = (size_t)s->n_ctx * (o->group_max ? (size_t)(c->n_head / KVH) : 1);   /* group_max: a row per head */
     s->sp_scores = ds_alloc(sizeof(float) * (size_t)nt * s->sp_scores_stride);
     /* (sp_idx has a row per thread or, in split decode, per KV head: whichever is more) */
     const int idx_rows = DS_MAX(nt, KVH);
@@ -360,21 +360,12 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
  * group scores the positions with its own q, less its own maximum (so every head's best position
  * scores 0, whatever the scale of its logits), and a position keeps the largest over the heads.
  * The summed score lets the heads with the largest logits outvote a head whose attention is
- * sharp on a few positions; here a position one head wants counts fully. tmp: [n] scratch. */
-static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores,
-                            float *tmp) {
+ * sharp on a few positions; here a position one head wants counts fully. scores: [G][n_ctx]. */
+static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores) {
     const int hd = s->m->info.head_dim;
-    for (int g = 0; g < G; g++) {
-        float *dst = g ? tmp : scores;
-        score_positions(s, layer, kvh, q + (size_t)g * hd, n, dst);
-        float mx = -INFINITY;
-        for (int t = 0; t < n; t++) mx = fmaxf(mx, dst[t]);
-        if (!g) {
-            for (int t = 0; t < n; t++) scores[t] -= mx;
-        } else {
-            for (int t = 0; t < n; t++) scores[t] = fmaxf(scores[t], tmp[t] - mx);
-        }
-    }
+    for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
+        score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
+    ds_group_max(scores, G, (size_t)s->n_ctx, n, scores);
 }
 
 /* The recent window of a selection of k at context n: the option, at most k - 1 and n - 1; by
@@ -404,7 +395,7 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         float *scores = s->sp_scores + (size_t)ith * s->sp_scores_stride;
         const int w = recent_window(o, k, n), rest = n - 1 - w;   /* scored: positions [0, rest) */
         if (o->group_max && G > 1)
-            score_group_max(s, layer, kvh, q, G, rest, scores, scores + s->n_ctx);
+            score_group_max(s, layer, kvh, q, G, rest, scores);
         else
             score_positions(s, layer, kvh, qsum, rest, scores);
         m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);

@@ -216,6 +216,51 @@ TEST(ds_label_score_nonfinite_qsum_like_reference) {
     ds_kernels_force_level(NULL);
 }
 
+/* ds_group_max at every level: each head's scores less its own best, the largest over the heads,
+ * exactly as plain float code computes it (one subtraction and max per element: no rounding
+ * freedom), for group sizes 1..8, lengths with and without a SIMD tail, rows at a stride, heads
+ * of very different scale, and in place (scores = row 0). */
+TEST(ds_group_max_all_levels) {
+    const int ns[] = {1, 7, 8, 15, 16, 17, 100, 1029};
+    const size_t stride = 1100;
+    float *s = malloc(sizeof(float) * 8 * stride), *in = malloc(sizeof(float) * 8 * stride);
+    float *out = malloc(sizeof(float) * stride), *ref = malloc(sizeof(float) * stride);
+    for (int lv = 0; lv < N_LEVELS; lv++) {
+        ds_kernels_force_level(k_levels[lv]);
+        for (int G = 1; G <= 8; G++)
+            for (int ni = 0; ni < 8; ni++) {
+                const int n = ns[ni];
+                for (int g = 0; g < G; g++) {
+                    float scale = g % 3 == 0 ? 100.0f : g % 3 == 1 ? 0.01f : 3.0f;
+                    for (int t = 0; t < n; t++) s[(size_t)g * stride + t] = scale * rnd_normal() - 7.0f * g;
+                }
+                int best0 = 0;   /* head 0's best position must come out as 0 */
+                for (int t = 0; t < n; t++) {
+                    float v = -FLT_MAX;
+                    for (int g = 0; g < G; g++) {
+                        float mx = -FLT_MAX;
+                        for (int u = 0; u < n; u++) mx = s[(size_t)g * stride + u] > mx ? s[(size_t)g * stride + u] : mx;
+                        float x = s[(size_t)g * stride + t] - mx;
+                        v = x > v ? x : v;
+                    }
+                    ref[t] = v;
+                    if (s[t] > s[best0]) best0 = t;
+                }
+                ds_group_max(s, G, stride, n, out);
+                int bad = 0;
+                for (int t = 0; t < n; t++) bad += out[t] != ref[t] || out[t] > 0;
+                CHECK_MSG(!bad && out[best0] == 0, "%s G=%d n=%d: %d of %d differ from the reference",
+                          k_levels[lv], G, n, bad, n);
+                memcpy(in, s, sizeof(float) * 8 * stride);
+                ds_group_max(in, G, stride, n, in);   /* in place */
+                CHECK_MSG(!memcmp(in, out, sizeof(float) * (size_t)n), "%s G=%d n=%d: in place differs",
+                          k_levels[lv], G, n);
+            }
+    }
+    ds_kernels_force_level(NULL);
+    free(s); free(in); free(out); free(ref);
+}
+
 TEST(ds_kernels_level_names) {
     const char *best = ds_kernels_level();
     CHECK(!strcmp(best, "scalar") || !strcmp(best, "avx2") || !strcmp(best, "avx512"));
