@@ -132,6 +132,12 @@ static int score_none(const float *q, int r, int bits, const uint8_t *c, const u
     return 0;
 }
 
+static int score_multi_none(const float *q, size_t qs, int G, int r, int bits, const uint8_t *c, const uint16_t *lo,
+                            const uint16_t *st, int n, float *s, size_t ss) {
+    (void)q; (void)qs; (void)G; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s; (void)ss;
+    return 0;
+}
+
 static void key_range_scalar(const float *s, int n, uint32_t *kmin, uint32_t *kmax) {
     uint32_t mn = UINT32_MAX, mx = 0;
     for (int i = 0; i < n; i++) {
@@ -187,6 +193,7 @@ static void dsk_init(void) {
     k->key_range = key_range_scalar;
     k->classify = classify_scalar;
     k->shifted_max = shifted_max_scalar;
+    k->score_multi = score_multi_none;
     g_level_ok[LVL_SCALAR] = 1;
     g_best = LVL_SCALAR;
     int avx2, avx512;
@@ -236,6 +243,16 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
     if (done < n)
         ds_label_score_ref(qsum, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
                            bits == 16 ? step : step + done, n - done, scores + done);
+}
+
+void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
+                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride) {
+    if (n <= 0) return;
+    const size_t rb = ds_label_row_bytes(r, bits);
+    const int done = K()->score_multi(q, qstride, G, r, bits, codes, lo, step, n, scores, sstride);
+    for (int g = 0; g < G; g++)   /* the tail (or everything) one query at a time */
+        ds_label_score(q + (size_t)g * qstride, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
+                       bits == 16 ? step : step + done, n - done, scores + (size_t)g * sstride + done);
 }
 
 void ds_group_max(const float *s, int G, size_t stride, int n, float *scores) {

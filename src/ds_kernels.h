@@ -53,6 +53,11 @@ void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_
  * (AVX2: n % 8) tokens use the scalar code. Any alignment of the arrays is fine. */
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
                     const uint16_t *step, int n, float *scores);
+/* ds_label_score for G queries over the same label rows: scores + g * sstride receives query g's
+ * (q + g * qstride) scores, equal bit for bit to ds_label_score with that query. The AVX-512 level
+ * loads and unpacks each block of codes once for all G (bits 8/4/2); elsewhere it loops. */
+void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
+                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride);
 /* Scalar reference (plain float loops, channel order). */
 void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
                         const uint16_t *lo, const uint16_t *step, int n, float *scores);
@@ -97,6 +102,10 @@ typedef struct {
      * written), else key >= t_lo -> cand (room for n + 16). Returns the count written to out. */
     int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                     int out_cap, int32_t *cand, int *n_cand);
+    /* score for G queries (q rows at qstride) into rows of scores at sstride, whole blocks from
+     * the start; returns the tokens scored per query, 0 if it does not handle this shape */
+    int (*score_multi)(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
+                       const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride);
     /* out[t] = max over g of (s[g * stride + t] - m[g]), t in [0, n); out may be s */
     void (*shifted_max)(const float *s, int G, size_t stride, int n, const float *m, float *out);
 } ds_dsk_kernels;

@@ -106,6 +106,52 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
     }
 }
 
+/* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
+ * then scored with each query's digits exactly as score_int does (so each row of out equals a
+ * single-query call bit for bit). qd: [G][3 * nq], dsc: [G][3], qs: [G]; out row g at g * ostride. */
+T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
+                                     int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
+                                     const float *dsc, const float *qs, int G, int W, int bits,
+                                     const tp_idx *t) {
+    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+    const int P = 8 / bits;   /* parts per dword */
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *p = codes + (size_t)b * 64 * W;
+        __m512i v[16], u[32];
+        UNROLL
+        for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
+        transpose16(v, W, t);
+        UNROLL
+        for (int w = 0; w < W; w++) {   /* part e = P w + h of the digit table */
+            if (bits == 8) u[w] = v[w];
+            else if (bits == 4) {
+                u[2 * w] = _mm512_and_si512(v[w], m4);
+                u[2 * w + 1] = _mm512_and_si512(_mm512_srli_epi32(v[w], 4), m4);
+            } else {
+                UNROLL
+                for (int h = 0; h < 4; h++) u[4 * w + h] = _mm512_and_si512(_mm512_srli_epi32(v[w], 2 * h), m2);
+            }
+        }
+        const __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
+        const __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
+        for (int g = 0; g < G; g++) {
+            const uint32_t *q = qd + (size_t)g * 3 * nq;
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+            UNROLL
+            for (int e = 0; e < W * P; e++) {
+                a0 = _mm512_dpbusd_epi32(a0, u[e], _mm512_set1_epi32((int)q[e]));
+                a1 = _mm512_dpbusd_epi32(a1, u[e], _mm512_set1_epi32((int)q[nq + e]));
+                a2 = _mm512_dpbusd_epi32(a2, u[e], _mm512_set1_epi32((int)q[2 * nq + e]));
+            }
+            __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), _mm512_set1_ps(dsc[3 * g + 2]));
+            S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_set1_ps(dsc[3 * g + 1]), S);
+            S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(dsc[3 * g]), S);
+            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b,
+                             _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g]))));
+        }
+    }
+}
+
 T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W,
                                const tp_idx *t) {
     uint16_t sepw[32];                              /* even words (low halves), then odd */
@@ -199,6 +245,40 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     return nblk * 16;
 }
 
+/* G queries (rows of q at qstride) over the same label rows: the integer paths (bits 8/4/2) share
+ * each block's load and unpacking; fp16 labels and non-finite queries return 0 (the caller loops
+ * over single-query calls). Returns the tokens scored per query (whole 16-token blocks). */
+T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
+                                   const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride) {
+    int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
+    if (bits == 16 || G < 1 || G > 16 || R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
+    int nblk = n / 16;
+    if (nblk == 0) return 0;
+    const int nq = r / 4;
+    uint32_t qd[16 * 3 * DS_LABEL_MAX_R / 4];
+    float dsc[16 * 3], qs[16];
+    for (int g = 0; g < G; g++) {
+        const float *qg = q + (size_t)g * qstride;
+        if (!digit_table(qg, r, bits, qd + (size_t)g * 3 * nq, dsc + 3 * g)) return 0;
+        float a = 0.0f;
+        for (int j = 0; j < r; j++) a += qg[j];   /* as score_avx512 sums it */
+        qs[g] = a;
+    }
+    tp_idx t;
+    tp_idx_init(&t);
+#define CASE_W(Wc) case Wc: \
+        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t); \
+        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t); \
+        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t); \
+        break;
+    switch (W) {
+    CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)
+    default: return 0;   /* 16 dwords x 4 parts of 2-bit codes would not fit the registers */
+    }
+#undef CASE_W
+    return nblk * 16;
+}
+
 /* ---------------------------------------------------------------- top-k passes */
 
 /* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
@@ -287,6 +367,7 @@ T512 static void shifted_max_avx512(const float *s, int G, size_t stride, int n,
 
 void ds_dsk_fill_avx512(ds_dsk_kernels *k) {
     k->shifted_max = shifted_max_avx512;
+    k->score_multi = score_multi_avx512;
     k->score = score_avx512;
     k->key_range = key_range_avx512;
     k->classify = classify_avx512;

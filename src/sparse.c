@@ -308,6 +308,18 @@ ds_status ds_sparse_fork(ds_session *d, const ds_session *src) {
 
 bool ds_sparse_sequential(const ds_session *s) { return s->opts.sparse.method == DS_ATTN_H2O; }
 
+/* The query's label vector: its label channels of this layer and KV head, times each channel's
+ * std when the labels are normalised ((k - mean) / std, so q * std scores them). Returns r. */
+static int query_labels(const ds_session *s, int layer, int kvh, const float *q, float *ql) {
+    const size_t head = (size_t)layer * s->m->info.n_head_kv + kvh;
+    const int rl = s->sp_r[layer], rs = s->sp_rmax;
+    const int16_t *ch = s->sp_chan + head * rs;
+    for (int j = 0; j < rl; j++) ql[j] = q[ch[j]];
+    if (s->sp_lscale)
+        for (int j = 0; j < rl; j++) ql[j] *= s->sp_lscale[head * rs + j];
+    return rl;
+}
+
 /* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
 static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
     const ds_model_info *c = &s->m->info;
@@ -319,12 +331,8 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     case DS_ATTN_DS:
     case DS_ATTN_RANDOM: {
         float ql[DS_LABEL_MAX_R];
-        const int rl = s->sp_r[layer], rs = s->sp_rmax;
-        const int16_t *ch = s->sp_chan + head * rs;
-        for (int j = 0; j < rl; j++) ql[j] = qsum[ch[j]];
-        if (s->sp_lscale)   /* normalised labels: (k - mean) / std, so q * std scores them */
-            for (int j = 0; j < rl; j++) ql[j] *= s->sp_lscale[head * rs + j];
-        size_t row = head * s->n_ctx;
+        const int rl = query_labels(s, layer, kvh, qsum, ql);
+        const size_t row = head * s->n_ctx;
         ds_label_score(ql, rl, o->label_bits,
                        s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer],
                        s->sp_lo + row, s->sp_step + row, n, scores);
@@ -363,8 +371,18 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
  * sharp on a few positions; here a position one head wants counts fully. scores: [G][n_ctx]. */
 static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores) {
     const int hd = s->m->info.head_dim;
-    for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
-        score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
+    if (uses_labels(s->opts.sparse.method) && G <= 16) {   /* one pass over the labels for all G heads */
+        float ql[16][DS_LABEL_MAX_R];
+        int rl = 0;
+        for (int g = 0; g < G; g++) rl = query_labels(s, layer, kvh, q + (size_t)g * hd, ql[g]);
+        const size_t row = ((size_t)layer * s->m->info.n_head_kv + kvh) * s->n_ctx;
+        ds_label_score_multi(&ql[0][0], DS_LABEL_MAX_R, G, rl, s->opts.sparse.label_bits,
+                             s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer],
+                             s->sp_lo + row, s->sp_step + row, n, scores, (size_t)s->n_ctx);
+    } else {
+        for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
+            score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
+    }
     ds_group_max(scores, G, (size_t)s->n_ctx, n, scores);
 }
 

@@ -163,6 +163,42 @@ TEST(ds_label_score_quantised_within_bound_all_levels) {
     ds_kernels_force_level(NULL);
 }
 
+/* ds_label_score_multi: G queries over one set of label rows give, row by row, exactly what
+ * ds_label_score gives each query alone (the AVX-512 level shares the loads and unpacking and
+ * must keep every rounding), for every shape, lengths with tails, G = 1..8, queries at a stride,
+ * and a query with a NaN among finite ones (that call takes the single-query path). */
+TEST(ds_label_score_multi_equals_single_all_levels) {
+    for (int lv = 0; lv < N_LEVELS; lv++) {
+        ds_kernels_force_level(k_levels[lv]);
+        for (size_t si = 0; si < sizeof k_shapes / sizeof k_shapes[0]; si++)
+            for (size_t ni = 0; ni < sizeof k_ns / sizeof k_ns[0]; ni += 2) {
+                const int r = k_shapes[si][0], bits = k_shapes[si][1], n = k_ns[ni];
+                const size_t qstride = (size_t)r + 3, sstride = (size_t)n + 5;
+                label_set s;
+                set_make(&s, r, bits, n);
+                float *q = malloc(sizeof(float) * 8 * qstride), *multi = malloc(sizeof(float) * 8 * sstride);
+                float *one = malloc(sizeof(float) * (size_t)n);
+                for (int G = 1; G <= 8; G += (G < 3 ? 1 : 3)) {
+                    for (int g = 0; g < G; g++)
+                        for (int j = 0; j < r; j++) q[(size_t)g * qstride + j] = rnd_normal() * (float)(1 + 10 * g);
+                    if (G == 7) q[3 * qstride + r / 2] = NAN;
+                    ds_label_score_multi(q, qstride, G, r, bits, s.codes, s.lo, s.st, n, multi, sstride);
+                    for (int g = 0; g < G; g++) {
+                        ds_label_score(q + (size_t)g * qstride, r, bits, s.codes, s.lo, s.st, n, one);
+                        int bad = 0;
+                        for (int t = 0; t < n; t++)
+                            bad += memcmp(&one[t], &multi[(size_t)g * sstride + t], 4) != 0;
+                        CHECK_MSG(!bad, "%s r=%d bits=%d n=%d G=%d query %d: %d of %d scores differ", k_levels[lv], r,
+                                  bits, n, G, g, bad, n);
+                    }
+                }
+                free(q); free(multi); free(one);
+                set_free(&s);
+            }
+    }
+    ds_kernels_force_level(NULL);
+}
+
 /* Offsets into the arrays (unaligned codes / lo / step / scores) must not matter. */
 TEST(ds_label_score_unaligned_and_offset) {
     for (int lv = 0; lv < N_LEVELS; lv++) {
