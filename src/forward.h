@@ -54,6 +54,7 @@ struct ds_session {
     float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
     int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
     FILE *sp_diag;               /* DSINFER_SEL_DIAG: one line per selection (sparse_diag.c), else NULL */
+    uint64_t sp_shuffle;         /* DSINFER_SEL_SHUFFLE: seed permuting each selection's order (sparse_diag.c), 0 off */
 
     /* Quest (sparse_baselines.c): per (layer, KV head, page of 16 tokens) the per-channel min and
      * max of the cached (fp16) post-RoPE keys, stored fp16 (exact: extrema of fp16 values) */

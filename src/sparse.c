@@ -427,6 +427,7 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
 static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
                        int32_t *idx) {
     const int m = select_positions(s, layer, kvh, q, G, n, k, ith, idx);
+    if (s->sp_shuffle) ds_sparse_shuffle(s, layer, kvh, n, idx, m);
     if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
     return m;
 }

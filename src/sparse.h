@@ -88,5 +88,8 @@ ds_status ds_h2o_fork(ds_session *d, const ds_session *src);
  * append one line about the selection idx[0, m) of unit (layer, kvh) for queries q [G][hd]. */
 ds_status ds_sparse_diag_open(ds_session *s);
 void ds_sparse_diag(ds_session *s, int layer, int kvh, const float *q, int G, int n, const int32_t *idx, int m);
+/* DSINFER_SEL_SHUFFLE=SEED: permute idx[0, m) (the same set in another order) by a generator seeded
+ * with SEED, layer, kvh and n, so the attention sums the rows in another order. */
+void ds_sparse_shuffle(const ds_session *s, int layer, int kvh, int n, int32_t *idx, int m);
 
 #endif

@@ -11,7 +11,12 @@
  * --method oracle would select); recall: |selected ∩ oracle| / m; top1: how many of the G heads
  * have their most attended position among the selected rows. Nothing the session computes
  * changes: this only reads the caches and the selection. It costs a dense pass per selection,
- * so it is for one case at a time (e.g. a retrieval case a method missed), not for timing. */
+ * so it is for one case at a time (e.g. a retrieval case a method missed), not for timing.
+ *
+ * With DSINFER_SEL_SHUFFLE=SEED (a positive integer) every selection is permuted before the
+ * attention reads it: the same rows, summed in another order. Results then move only by float
+ * rounding, and where a rounding flips a near-tie of a later selection, by what that flip does:
+ * running one setting under a few seeds measures that noise band (README: perplexity). */
 #include "sparse.h"
 #include "attention.h"
 #include "ds_kernels.h"
@@ -21,6 +26,13 @@
 #include <string.h>
 
 ds_status ds_sparse_diag_open(ds_session *s) {
+    const char *sh = getenv("DSINFER_SEL_SHUFFLE");
+    if (sh && *sh) {
+        char *end;
+        unsigned long long v = strtoull(sh, &end, 10);
+        if (*end || v == 0) return ds_error(DS_ERR_ARG, "DSINFER_SEL_SHUFFLE must be a positive integer (got '%s')", sh);
+        s->sp_shuffle = v;
+    }
     const char *path = getenv("DSINFER_SEL_DIAG");
     if (!path || !*path) return DS_OK;
     s->sp_diag = fopen(path, "a");
@@ -85,4 +97,13 @@ void ds_sparse_diag(ds_session *s, int layer, int kvh, const float *q, int G, in
     fprintf(s->sp_diag, "%s %d %d %d %d %.4f %.4f %.4f %.4f %.4f %d %d\n", ds_attn_method_name(s->opts.sparse.method),
             layer, kvh, n, m, ms / G, ms_min, mo_sum / G, mo_min, (float)both / (float)m, top1, G);
     free(lg); free(sel); free(orc); free(scratch);
+}
+
+void ds_sparse_shuffle(const ds_session *s, int layer, int kvh, int n, int32_t *idx, int m) {
+    uint64_t x = s->sp_shuffle * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)layer << 40) ^ ((uint64_t)kvh << 32) ^ (uint64_t)n;
+    for (int i = m - 1; i > 0; i--) {   /* Fisher-Yates, xorshift64* */
+        x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+        const int j = (int)(((x * 0x2545f4914f6cdd1dULL) >> 33) % (uint64_t)(i + 1));
+        const int32_t t = idx[i]; idx[i] = idx[j]; idx[j] = t;
+    }
 }

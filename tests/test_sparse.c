@@ -509,6 +509,55 @@ TEST(sparse_group_max_selects_each_heads_best) {
     ds_model_free(m);
 }
 
+/* DSINFER_SEL_SHUFFLE: the same selection in another order (so only the attention's summation
+ * order changes), and a bad seed is refused with a clear error. */
+TEST(sparse_selection_shuffle_keeps_the_set) {
+    LOAD_CALIBRATED_OR_SKIP(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    int32_t *a = malloc(sizeof(int32_t) * (size_t)n * c->n_head_kv), *b = malloc(sizeof(int32_t) * (size_t)n);
+    int moved = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) setenv("DSINFER_SEL_SHUFFLE", "7", 1);
+        ds_session_opts so = ds_session_default_opts();
+        so.n_ctx = n + 4;
+        so.n_threads = 1;
+        so.sparse.method = DS_ATTN_DS;
+        so.sparse.tokens = 40;
+        ds_session *s = NULL;
+        CHECK(ds_session_new(m, &so, &s) == DS_OK);
+        CHECK(ds_session_eval(s, tk, n - 1, NULL) == DS_OK && ds_session_eval(s, tk + n - 1, 1, NULL) == DS_OK);
+        for (int kvh = 0; kvh < c->n_head_kv; kvh++) {
+            int32_t *out = pass ? b : a + (size_t)kvh * n;
+            const int sel = ds_sparse_select(s, c->n_layer - 1, 0, kvh, n, 0, out);
+            CHECK(sel == 40);
+            if (!pass) continue;
+            int same_set = 1, same_order = 1;
+            for (int i = 0; i < sel; i++) {
+                int found = 0;
+                for (int j = 0; j < sel; j++) found |= b[i] == a[(size_t)kvh * n + j];
+                same_set &= found;
+                same_order &= b[i] == a[(size_t)kvh * n + i];
+            }
+            CHECK_MSG(same_set, "kv head %d: the shuffled selection is another set", kvh);
+            moved += !same_order;
+        }
+        ds_session_free(s);
+    }
+    CHECK_MSG(moved > 0, "DSINFER_SEL_SHUFFLE left every selection in its order");
+    setenv("DSINFER_SEL_SHUFFLE", "x", 1);
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = n + 4;
+    so.sparse.method = DS_ATTN_DS;
+    ds_session *s = NULL;
+    CHECK(ds_session_new(m, &so, &s) == DS_ERR_ARG && strstr(ds_last_error(), "DSINFER_SEL_SHUFFLE"));
+    unsetenv("DSINFER_SEL_SHUFFLE");
+    free(a); free(b);
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
 TEST(util_sha256_vectors) {
     char out[65];
     ds_sha256_hex("abc", 3, out);
