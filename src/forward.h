@@ -46,7 +46,7 @@ struct ds_session {
     size_t *sp_code_off;         /* [n_layer] where the layer's codes start in sp_codes */
     uint8_t *sp_codes;           /* per layer l at sp_code_off[l]: [n_head_kv][n_ctx][sp_row_bytes[l]] */
     uint16_t *sp_lo, *sp_step;   /* [n_layer][n_head_kv][n_ctx] fp16 (labels below 16 bits) */
-    float *sp_scores;            /* [n_threads][sp_scores_stride] approximate scores (group_max: two [n_ctx] rows) */
+    float *sp_scores;            /* [n_threads][sp_scores_stride] approximate scores (group_max: an [n_ctx] row per query head of a group) */
     size_t sp_scores_stride;
     int32_t *sp_idx;             /* [max(n_threads, KVH)][n_ctx] selected positions (per thread; per KV head in split decode) */
     uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */

@@ -108,6 +108,9 @@ ds_status ds_sparse_init(ds_session *s) {
         o->recent = 0;
     if (o->group_max < 0 || o->group_max > 1) return ds_error(DS_ERR_ARG, "group_max must be 0 or 1 (got %d)", o->group_max);
     if (!takes_recent(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
+    if (o->group_max && c->n_head / KVH > 64)
+        return ds_error(DS_ERR_UNSUPPORTED, "--ds-group-score max takes groups of at most 64 query heads (this model: %d)",
+                        c->n_head / KVH);
     if (o->method == DS_ATTN_STREAMING && o->tokens > 0 && o->tokens < 5)
         return ds_error(DS_ERR_ARG, "streaming needs k >= 5 (4 sink tokens + the current one)");
     ds_status st = ds_sparse_diag_open(s);
