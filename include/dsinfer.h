@@ -187,6 +187,9 @@ const char *ds_attn_method_name(ds_attn_method m);
 /* The method names, comma-separated ("dense,ds,...,h2o"): for help texts and error messages. */
 const char *ds_attn_method_list(void);
 int ds_attn_method_parse(const char *name, ds_attn_method *out);   /* 0 ok, -1 unknown */
+/* Whether the method selects by a top-k of per-position scores (ds, random, oracle, sparq): the
+ * methods that take ds_sparse_opts.recent and group_max. */
+bool ds_attn_method_topk(ds_attn_method m);
 /* Names of ds_sparse_opts.stat values ("q", "k", "qk", "qkv", "mass"; "?" out of range). */
 const char *ds_sparse_stat_name(int stat);
 int ds_sparse_stat_parse(const char *name, int *out);   /* 0 ok, -1 unknown */
@@ -243,6 +246,9 @@ int ds_session_label_channels(const ds_session *s, int layer);
 /* The recent window the session's selection keeps at context n (ds_sparse_opts.recent, resolved;
  * 0 where none). */
 int ds_session_recent(const ds_session *s, int n);
+/* Whether the session's selection ranks a group by its largest head (ds_sparse_opts.group_max,
+ * resolved: 0 for methods and groupings that do not take it). */
+int ds_session_group_max(const ds_session *s);
 
 /* ---------------------------------------------------------------- sampling */
 

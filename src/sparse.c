@@ -60,7 +60,7 @@ int ds_sparse_stat_parse(const char *name, int *out) {
 
 static bool uses_labels(ds_attn_method m) { return m == DS_ATTN_DS || m == DS_ATTN_RANDOM; }
 /* the selectors that rank every position by a score and take a top-k */
-static bool takes_recent(ds_attn_method m) { return uses_labels(m) || m == DS_ATTN_ORACLE || m == DS_ATTN_SPARQ; }
+bool ds_attn_method_topk(ds_attn_method m) { return uses_labels(m) || m == DS_ATTN_ORACLE || m == DS_ATTN_SPARQ; }
 
 int ds_sparse_k(const ds_session *s, int n) {
     const ds_sparse_opts *o = &s->opts.sparse;
@@ -99,15 +99,15 @@ ds_status ds_sparse_init(ds_session *s) {
     if (o->label_norm < 0)   /* default: normalise when the calibration carries the key moments */
         o->label_norm = o->method == DS_ATTN_DS && s->m->calib && ds_calib_kmean(s->m->calib, 0, 0) ? 1 : 0;
     if (o->recent < DS_RECENT_AUTO) return ds_error(DS_ERR_ARG, "--ds-recent must be >= 0 (got %d)", o->recent);
-    if (o->recent > 0 && o->tokens > 0 && o->recent >= o->tokens && takes_recent(o->method))
+    if (o->recent > 0 && o->tokens > 0 && o->recent >= o->tokens && ds_attn_method_topk(o->method))
         return ds_error(DS_ERR_ARG, "--ds-recent %d leaves no room for the top-k in k = %d (it must be below k)",
                         o->recent, o->tokens);
     /* auto stays DS_RECENT_AUTO for ds and random (resolved per k by recent_window, and by the
      * GPU's recent_for) */
-    if (!takes_recent(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
+    if (!ds_attn_method_topk(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
         o->recent = 0;
     if (o->group_max < 0 || o->group_max > 1) return ds_error(DS_ERR_ARG, "group_max must be 0 or 1 (got %d)", o->group_max);
-    if (!takes_recent(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
+    if (!ds_attn_method_topk(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
     if (o->group_max && c->n_head / KVH > 64)
         return ds_error(DS_ERR_UNSUPPORTED, "--ds-group-score max takes groups of at most 64 query heads (this model: %d)",
                         c->n_head / KVH);
@@ -323,6 +323,14 @@ static int query_labels(const ds_session *s, int layer, int kvh, const float *q,
     return rl;
 }
 
+/* Where the label cache of (layer, kvh) lies: codes [n_ctx][row_bytes], lo and step [n_ctx]. */
+static const uint8_t *label_rows(const ds_session *s, int layer, int kvh, const uint16_t **lo, const uint16_t **step) {
+    const size_t row = ((size_t)layer * s->m->info.n_head_kv + kvh) * s->n_ctx;
+    *lo = s->sp_lo + row;
+    *step = s->sp_step + row;
+    return s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer];
+}
+
 /* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
 static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
     const ds_model_info *c = &s->m->info;
@@ -335,10 +343,9 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
     case DS_ATTN_RANDOM: {
         float ql[DS_LABEL_MAX_R];
         const int rl = query_labels(s, layer, kvh, qsum, ql);
-        const size_t row = head * s->n_ctx;
-        ds_label_score(ql, rl, o->label_bits,
-                       s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer],
-                       s->sp_lo + row, s->sp_step + row, n, scores);
+        const uint16_t *lo, *step;
+        const uint8_t *codes = label_rows(s, layer, kvh, &lo, &step);
+        ds_label_score(ql, rl, o->label_bits, codes, lo, step, n, scores);
         break;
     }
     case DS_ATTN_ORACLE:
@@ -378,10 +385,10 @@ static void score_group_max(ds_session *s, int layer, int kvh, const float *q, i
         float ql[16][DS_LABEL_MAX_R];
         int rl = 0;
         for (int g = 0; g < G; g++) rl = query_labels(s, layer, kvh, q + (size_t)g * hd, ql[g]);
-        const size_t row = ((size_t)layer * s->m->info.n_head_kv + kvh) * s->n_ctx;
-        ds_label_score_multi(&ql[0][0], DS_LABEL_MAX_R, G, rl, s->opts.sparse.label_bits,
-                             s->sp_codes + s->sp_code_off[layer] + (size_t)kvh * s->n_ctx * s->sp_row_bytes[layer],
-                             s->sp_lo + row, s->sp_step + row, n, scores, (size_t)s->n_ctx);
+        const uint16_t *lo, *step;
+        const uint8_t *codes = label_rows(s, layer, kvh, &lo, &step);
+        ds_label_score_multi(&ql[0][0], DS_LABEL_MAX_R, G, rl, s->opts.sparse.label_bits, codes, lo, step, n,
+                             scores, (size_t)s->n_ctx);
     } else {
         for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
             score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
@@ -409,16 +416,17 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         for (int t = 0; t < sinks; t++) idx[m++] = t;
         for (int t = DS_MAX(sinks, n - 1 - recent); t < n - 1; t++) idx[m++] = t;
     } else {
-        float qsum[512];
-        for (int i = 0; i < hd; i++) qsum[i] = q[i];
-        for (int g = 1; g < G; g++)
-            for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
         float *scores = s->sp_scores + (size_t)ith * s->sp_scores_stride;
         const int w = recent_window(o, k, n), rest = n - 1 - w;   /* scored: positions [0, rest) */
-        if (o->group_max && G > 1)
+        if (o->group_max && G > 1) {
             score_group_max(s, layer, kvh, q, G, rest, scores);
-        else
+        } else {
+            float qsum[512];
+            for (int i = 0; i < hd; i++) qsum[i] = q[i];
+            for (int g = 1; g < G; g++)
+                for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
             score_positions(s, layer, kvh, qsum, rest, scores);
+        }
         m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
         for (int t = rest; t < n - 1; t++) idx[m++] = t;
     }
@@ -493,6 +501,10 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
 
 int ds_session_label_channels(const ds_session *s, int layer) {
     return s && s->sp_r && layer >= 0 && layer < s->m->info.n_layer ? s->sp_r[layer] : 0;
+}
+
+int ds_session_group_max(const ds_session *s) {
+    return s && s->opts.sparse.method != DS_ATTN_DENSE ? s->opts.sparse.group_max : 0;
 }
 
 int ds_session_recent(const ds_session *s, int n) {

@@ -727,9 +727,7 @@ static int cmd_perplexity(opts *o) {
     else snprintf(method, sizeof method, "%s k=%.4g of context", ds_attn_method_name(o->sp.method), o->sp.tokens_frac);
     if (ds_session_recent(s, W) > 0)   /* the recent window at the window's full context */
         snprintf(method + strlen(method), sizeof method - strlen(method), " recent %d", ds_session_recent(s, W));
-    const ds_attn_method am = o->sp.method;
-    if (o->sp.group_max && !o->sp.per_head &&
-        (am == DS_ATTN_DS || am == DS_ATTN_RANDOM || am == DS_ATTN_ORACLE || am == DS_ATTN_SPARQ))
+    if (ds_session_group_max(s))
         snprintf(method + strlen(method), sizeof method - strlen(method), " group-max");
     /* the byte budget behind the number: what one decode step at the window's full context reads
      * per layer running the method (double-sparsity.md §9), against dense */

@@ -90,7 +90,7 @@ static int parse_method(const char *name, ds_attn_method *mth, int *gmax) {
     memcpy(base, name, len - 4);
     base[len - 4] = 0;
     if (ds_attn_method_parse(base, mth)) return -1;
-    if (*mth != DS_ATTN_DS && *mth != DS_ATTN_RANDOM && *mth != DS_ATTN_ORACLE && *mth != DS_ATTN_SPARQ) return -1;
+    if (!ds_attn_method_topk(*mth)) return -1;
     *gmax = name[len - 3] == 'm';
     return 0;
 }
