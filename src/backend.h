@@ -47,6 +47,11 @@ typedef struct {
                                  * B), so calls with fewer sequences can share it */
     const float *lab_mean, *lab_scale;  /* [H_kv][r] label normalisation (ds_sparse_opts.label_norm):
                                  * labels of (k - mean) / scale, scored with q * scale; or NULL */
+    int group_max;              /* 1: a position's group score is the largest over the group's query
+                                 * heads of (the head's score - that head's best score), as the CPU's
+                                 * ds_group_max (ds_sparse_opts.group_max); 0: the summed query's score.
+                                 * Taken by the single-kernel selection only (no fused kernel, no
+                                 * ready queue, no split=1 pipeline) */
 } ds_gpu_attn_args;
 
 /* Scratch for one layer call (reusable across layers and steps of the same shape). It holds
@@ -85,6 +90,7 @@ typedef struct {
     int sparse, r, bits, tokens, min_context;
     float tokens_frac;
     int recent;                   /* ds_gpu_attn_args.recent (DS_RECENT_AUTO: the default window) */
+    int group_max;                /* ds_gpu_attn_args.group_max */
     const int16_t *chan;          /* host [n_layer][n_head_kv][r] */
     const uint8_t *dense_layers;  /* host [n_layer] (1 = dense) or NULL */
     const float *lab_mean, *lab_scale;  /* host [n_layer][n_head_kv][r] label normalisation or NULL */

@@ -133,8 +133,6 @@ ds_status ds_gpu_session_init(ds_session *s) {
                         "sparse method) runs on the CPU only");
     if (ds && o->per_head)
         return ds_error(DS_ERR_UNSUPPORTED, "--gpu runs Double Sparsity with --ds-group shared only");
-    if (ds && o->group_max)
-        return ds_error(DS_ERR_UNSUPPORTED, "--gpu: --ds-group-score max runs on the CPU only");
     for (int l = 0; ds && s->sp_r && l < c->n_layer; l++)
         if (s->sp_r[l] != o->channels)
             return ds_error(DS_ERR_UNSUPPORTED, "--gpu: per-layer label widths (--ds-layer-channels, --ds-channel-alloc) "
@@ -154,7 +152,7 @@ ds_status ds_gpu_session_init(ds_session *s) {
     g.quant_weights = 1;
     if (ds && gpu_ds_possible(s)) {
         g.sparse = 1; g.r = o->channels; g.bits = o->label_bits; g.tokens = o->tokens; g.tokens_frac = o->tokens_frac;
-        g.recent = o->recent;
+        g.recent = o->recent; g.group_max = o->group_max;
         g.min_context = o->min_context; g.chan = s->sp_chan; g.dense_layers = s->sp_dense_layer;
         g.lab_mean = s->sp_lmean; g.lab_scale = s->sp_lscale;
     }

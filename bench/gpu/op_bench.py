@@ -29,7 +29,7 @@ class Args(ctypes.Structure):
                 ("tokens", ctypes.c_int), ("tokens_frac", ctypes.c_float), ("min_context", ctypes.c_int),
                 ("recent", ctypes.c_int),
                 ("kv_batch_shared", ctypes.c_int), ("ws_batch", ctypes.c_int),
-                ("lab_mean", ctypes.c_void_p), ("lab_scale", ctypes.c_void_p)]
+                ("lab_mean", ctypes.c_void_p), ("lab_scale", ctypes.c_void_p), ("group_max", ctypes.c_int)]
 
 
 def check(rc, what):
@@ -114,6 +114,7 @@ class Ours:
         a.r, a.bits, a.chan = r, bits, self.chan.data_ptr()
         a.labels, a.lab_lo, a.lab_step = self.labels.data_ptr(), self.lo.data_ptr(), self.step.data_ptr()
         a.tokens, a.tokens_frac, a.recent = 0, frac, RECENT
+        a.group_max = GROUP_MAX
         self.a = a
         self.ws = torch.empty(LIB.ds_gpu_attn_workspace_bytes(ctypes.byref(a)), device=dev, dtype=torch.uint8)
         st = torch.cuda.current_stream().cuda_stream
@@ -139,12 +140,19 @@ class Ours:
         off = ptr - self.ws.data_ptr()
         return self.ws[off:off + U * kc.value * 4].view(torch.int32).view(self.B, self.Hkv, kc.value)
 
-    def label_scores(self, B):
-        """Label scores of the first B sequences in torch from the decoded labels."""
+    def label_scores(self, B, nc=None):
+        """Label scores of the first B sequences in torch from the decoded labels, over positions
+        [0, nc): of the group's summed query, or with --group-max the largest over the group's
+        heads of (the head's score - its best over [0, nc))."""
         Hkv, n, r, bits = self.Hkv, self.n, self.r, self.bits
         G = self.H // Hkv
-        qs = self.q[:B].float().view(B, Hkv, G, self.d).sum(2)                         # [B,Hkv,d]
-        ql = torch.gather(qs, 2, self.chan.long().unsqueeze(0).expand(B, -1, -1))   # [B,Hkv,r]
+        nc = n if nc is None else nc
+        qh = self.q[:B].float().view(B, Hkv, G, self.d)
+        chan = self.chan.long().view(1, Hkv, 1, r).expand(B, -1, G, -1)
+        if GROUP_MAX:
+            ql = torch.gather(qh, 3, chan)                                          # [B,Hkv,G,r]
+        else:
+            ql = torch.gather(qh.sum(2, keepdim=True), 3, chan[:, :, :1])           # [B,Hkv,1,r]
         if bits == 16:
             lab = self.labels[:B].view(torch.float16).float()                       # [B,Hkv,n,r]
         else:
@@ -153,7 +161,8 @@ class Ours:
             parts = [(codes >> (bits * j)) & ((1 << bits) - 1) for j in range(per)]
             codes = torch.stack(parts, -1).view(B, Hkv, n, -1)[..., :r].float()
             lab = self.lo[:B].float().unsqueeze(-1) + self.step[:B].float().unsqueeze(-1) * codes
-        return torch.einsum("bhr,bhnr->bhn", ql, lab) / math.sqrt(self.d)
+        sc = torch.einsum("bhgr,bhnr->bhgn", ql, lab[:, :, :nc]) / math.sqrt(self.d)   # [B,Hkv,G|1,nc]
+        return (sc - sc.amax(-1, keepdim=True)).amax(2) if GROUP_MAX else sc[:, :, 0]
 
 
 def torch_attn_over(q, k, v, idx, scale):
@@ -257,15 +266,18 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=32)
     ap.add_argument("--recent", type=int, default=0,
                     help="DS recent window (ds_gpu_attn_args.recent): 0 none (default), -1 min(16, k/8), N")
+    ap.add_argument("--group-max", action="store_true",
+                    help="DS group score by the largest head (ds_gpu_attn_args.group_max; needs --kv-heads < --heads)")
     ap.add_argument("--profile", action="store_true", help="per-kernel device times (torch.profiler) instead of the table")
     ap.add_argument("--variants", default="dense,ds16,ds4", help="--profile: which of dense, ds16 (r8@16), ds4 (r32@4)")
     ap.add_argument("--trace", action="store_true",
                     help="per-block phase timeline of one DS call (needs the -DDS_TRACE library, libdsattn-trace.so)")
     ap.add_argument("--trace-labels", default="8@16", help="--trace: label channels @ bits (default 8@16)")
     a = ap.parse_args()
-    global LIB, RECENT
+    global LIB, RECENT, GROUP_MAX
     LIB = ctypes.CDLL(os.path.abspath(a.lib))
     RECENT = a.recent
+    GROUP_MAX = 1 if a.group_max else 0
     LIB.ds_gpu_attn_workspace_bytes.restype = ctypes.c_size_t
     LIB.ds_gpu_error_string.restype = ctypes.c_char_p
     LIB.ds_gpu_attn_selected.restype = ctypes.c_void_p
@@ -283,6 +295,8 @@ def main():
     H, Hkv, d = a.heads, a.kv_heads, 128
     lines = []
     lines.append(f"device: {dev}; torch {torch.__version__}; measured copy bandwidth {bw:.0f} GB/s (read+write)")
+    lines.append(f"heads {H}, KV heads {Hkv}; DS group score: " +
+                 ("the largest head's (--group-max)" if GROUP_MAX else "the summed query's"))
     lines.append(f"times: per call, median of {a.iters} graph replays, " +
                  ("one call per graph" if a.calls == 1 else f"{a.calls} calls per graph (input sets rotating), replay time / {a.calls}"))
     hdr = ("| B | n | k | SDPA us | our dense us | dense %floor | DS r8@16 us | %floor | vs SDPA | DS r32@4 us | %floor | vs SDPA "
@@ -349,7 +363,7 @@ def main():
                 # other k - 1 - W rows from [0, n - 1 - W)
                 W = min(16, k // 8) if RECENT < 0 else min(RECENT, k - 1)
                 W = max(0, min(W, n - 1))
-                sc = s.label_scores(bc)[..., : n - 1 - W]
+                sc = s.label_scores(bc, n - 1 - W)
                 top = torch.topk(sc, k - 1 - W, dim=-1).indices
                 mask = torch.zeros(bc, Hkv, n, dtype=torch.bool, device="cuda")
                 mask.scatter_(2, sel.long(), True)

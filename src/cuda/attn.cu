@@ -291,6 +291,127 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
     }
 }
 
+// ---- 1'. the group score by the largest head (ds_gpu_attn_args.group_max) ----
+// The CPU's ds_group_max: each query head h of the group scores a position with its own labels
+// (s_h), and the position's score is max over h of (s_h - max over the scored positions of
+// s_h), so every head's best position scores 0 whatever the scale of its logits. In k_select
+// that is two passes over the block's label rows: the heads' maxima (reduced over the cluster
+// through distributed shared memory), then the shifted scores as keys. Plain float dot products
+// (no dp2a): one head at a time, the codes unpacked again for each; the first pass keeps the
+// rows in L2 for the second.
+
+// Head score of one label row (words w, fp16 lo/step as floats) against q (R floats, shared
+// memory) whose sum is qsum: sum_j q_j (lo + step c_j), as score_rows's 8-bit path computes it.
+template <int BITS, int WORDS>
+__device__ __forceinline__ float head_score(const uint32_t (&w)[WORDS], float lof, float stf, const float *q, float qsum) {
+    if constexpr (BITS == 16) {
+        float s = 0;
+#pragma unroll
+        for (int i = 0; i < WORDS; i++) {
+            const float2 f = __half22float2(*(const __half2 *)&w[i]);
+            s = fmaf(q[2 * i], f.x, s);
+            s = fmaf(q[2 * i + 1], f.y, s);
+        }
+        return s;
+    } else {
+        constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
+        constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+        float dot = 0;
+#pragma unroll
+        for (int i = 0; i < WORDS; i++)
+#pragma unroll
+            for (int pl = 0; pl < PLANES; pl++) {
+                const uint32_t bytes = (w[i] >> (pl * BITS)) & M;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {   // code byte j into 2^23's mantissa
+                    const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
+                    dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
+                }
+            }
+        return stf * dot + lof * qsum;
+    }
+}
+
+// f(p, words, lo, step) for each label row p of unit u in [p0, p1), thread i taking p0 + i,
+// p0 + i + 256, ...
+template <int BITS, int WORDS, typename F>
+__device__ __forceinline__ void for_label_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, uint64_t pol, F f) {
+    const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
+    const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
+    for (int p = p0 + threadIdx.x; p < p1; p += 256) {
+        uint32_t w[WORDS];
+        if constexpr (WORDS % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < WORDS; i += 4) {
+                const uint4 v = ld_stream((const uint4 *)(lab + (size_t)p * WORDS + i), pol);
+                w[i] = v.x; w[i + 1] = v.y; w[i + 2] = v.z; w[i + 3] = v.w;
+            }
+        } else {
+            const uint2 v = ld_stream((const uint2 *)(lab + (size_t)p * 2), pol);
+            w[0] = v.x; w[1] = v.y;
+        }
+        const float lof = BITS == 16 ? 0.0f : h2f(ld_stream(lo + p, pol));
+        const float stf = BITS == 16 ? 0.0f : h2f(ld_stream(st + p, pol));
+        f(p, w, lof, stf);
+    }
+}
+
+// The group-max keys of rows [p0, p1) of unit u into kk and the histogram sh, by one block of
+// a cluster whose blocks split [0, nc) between them (all of them call this). ql: [G][R] the
+// heads' query labels (shared); hm: 2 * 8 floats of shared scratch.
+template <int BITS, int WORDS>
+__device__ void score_rows_group_max(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *ql, float *hm,
+                                     uint16_t *kk, uint32_t *sh, cg::cluster_group &cl) {
+    constexpr int R = WORDS * 32 / BITS, GM = 8;
+    const int G = a.H / a.H_kv, CL = (int)cl.num_blocks();
+    float qs[GM], mx[GM];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        qs[g] = 0;
+        mx[g] = -INFINITY;
+        if (g < G)
+            for (int j = 0; j < R; j++) qs[g] += ql[g * R + j];
+    }
+    // pass 1: each head's largest score over this block's rows (rows kept in L2 for pass 2)
+    for_label_rows<BITS, WORDS>(a, u, p0, p1, l2_evict_last(), [&](int, const uint32_t (&w)[WORDS], float lof, float stf) {
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+            if (g < G) mx[g] = fmaxf(mx[g], head_score<BITS, WORDS>(w, lof, stf, ql + g * R, qs[g]));
+    });
+    __shared__ float part[8][GM];   // [warp][head]
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        float v = mx[g];
+        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5][g] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < GM) {
+        float v = -INFINITY;
+        for (int i = 0; i < 8; i++) v = fmaxf(v, part[i][threadIdx.x]);
+        hm[threadIdx.x] = v;   // this block's maxima
+    }
+    cl.sync();   // every block's maxima are written
+    if (threadIdx.x < GM) {
+        float v = -INFINITY;
+        for (int r = 0; r < CL; r++) v = fmaxf(v, *cl.map_shared_rank(&hm[threadIdx.x], r));
+        hm[GM + threadIdx.x] = v;   // the unit's (other blocks read only hm[0..GM), and only before their next cl.sync)
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < GM; g++) mx[g] = hm[GM + g];
+    // pass 2: the shifted maximum, as a key
+    for_label_rows<BITS, WORDS>(a, u, p0, p1, l2_evict_first(), [&](int p, const uint32_t (&w)[WORDS], float lof, float stf) {
+        float s = -INFINITY;
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+            if (g < G) s = fmaxf(s, head_score<BITS, WORDS>(w, lof, stf, ql + g * R, qs[g]) - mx[g]);
+        const uint32_t key = score_key(s);
+        st_key(kk + p, (uint16_t)key, l2_evict_last());
+        atomicAdd(&sh[key >> LOW_BITS], 1u);
+    });
+}
+
 template <int BITS, int WORDS>
 __global__ void __launch_bounds__(256) k_score(ds_gpu_attn_args a, int chunk, uint16_t *keys, int kstride, uint32_t *hist,
                                                  uint32_t *cnt) {
@@ -560,7 +681,8 @@ __device__ inline void publish_unit(uint32_t *rq, int u) {
 
 // SU: label rows per thread in flight in the scan; SEL_SU_DEEP for long spans (launch_select).
 #define SEL_SU_DEEP 8
-template <int BITS, int WORDS, int SU = SCORE_SU>
+// GM: the group score by the largest head (ds_gpu_attn_args.group_max; score_rows_group_max).
+template <int BITS, int WORDS, int SU = SCORE_SU, bool GM = false>
 __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
     TRACE(3, 0);
@@ -584,20 +706,26 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     const int nc = n - 1 - W;   // scored: [0, nc); then the recent window and the current token
     const int span = ((nc + CL - 1) / CL + 7) & ~7;   // a multiple of 8: 16-byte key vectors (cluster_span)
     const int p0 = min(rank * span, nc), p1 = min(p0 + span, nc);
-    __shared__ float ql[R];
+    __shared__ float ql[GM ? 8 * R : R];  // the summed query's labels, or each head's ([G][R])
     __shared__ uint32_t sh[HIST_BINS];    // this block's histogram, then the cluster's
     __shared__ uint32_t tot[HIST_BINS];   // the cluster's sum of this block's slice of bins
     __shared__ uint32_t c_sel, c_cand;    // the leader's: positions emitted, candidates
     __shared__ uint32_t base_h, base_e;
-    query_labels(a, u, R, ql);
+    if constexpr (GM) query_labels_heads(a, u, R, ql);
+    else query_labels(a, u, R, ql);
     for (int i = threadIdx.x; i < HIST_BINS; i += blockDim.x) sh[i] = 0;
     if (threadIdx.x == 0) { c_sel = 0; c_cand = 0; }
     __syncthreads();
-    float q[R], qsum = 0;
-#pragma unroll
-    for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
     uint16_t *kk = keys + (size_t)u * kstride;
-    score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh);
+    if constexpr (GM) {
+        __shared__ float hm[16];
+        score_rows_group_max<BITS, WORDS>(a, u, p0, p1, ql, hm, kk, sh, cl);
+    } else {
+        float q[R], qsum = 0;
+#pragma unroll
+        for (int j = 0; j < R; j++) { q[j] = ql[j]; qsum += q[j]; }
+        score_rows<BITS, WORDS, SU>(a, u, p0, p1, q, qsum, kk, sh);
+    }
     TRACE(3, 1);
     // each block sums one 1/CL slice of the bins over all blocks, then reads all slices
     cl.sync();   // every block's histogram is complete
@@ -1006,10 +1134,11 @@ void cluster_capacity(Kern kern, int *clusters) {
     cudaThreadExchangeStreamCaptureMode(&mode);   // back to the caller's mode
 }
 
-template <int BITS, int WORDS>
+template <int BITS, int WORDS, bool GM>
 int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *rq, cudaStream_t st) {
     static int occ = 0;
-    if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_select<BITS, WORDS>, 256, 0) != cudaSuccess || occ < 1))
+    auto kern = k_select<BITS, WORDS, SCORE_SU, GM>;
+    if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, 256, 0) != cudaSuccess || occ < 1))
         occ = 1;
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -1021,7 +1150,7 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     cfg.attrs = at;
     cfg.numAttrs = 1;
     static int clusters[4] = {0}, queried = 0;
-    if (!queried) { cluster_capacity(k_select<BITS, WORDS>, clusters); queried = 1; }
+    if (!queried) { cluster_capacity(kern, clusters); queried = 1; }
     const int CL = select_cluster(a->max_len, p.U, occ, clusters);
     // Twice the label rows in flight per thread where each block scans >= 32K positions and the
     // grid still fits in one wave with the deeper kernel's registers (label rows of up to 16
@@ -1032,8 +1161,7 @@ int launch_select(const ds_gpu_attn_args *a, const Plan &p, char *ws, uint32_t *
     // shape, the 4-bit step at B=4/16K 5.64 -> 5.37 ms and B=4/32K 6.65 -> 6.36 (op bench level
     // and 82.5 -> 79.7 us); clusters of 8 (B=1) and two waves (B=8/16K) measured slower
     // (bench/NOTES.md, 2026-12-04).
-    auto kern = k_select<BITS, WORDS>;
-    if constexpr (WORDS <= 4) {
+    if constexpr (WORDS <= 4 && !GM) {
         static int occ8 = 0;
         if (!occ8 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ8, k_select<BITS, WORDS, SEL_SU_DEEP>, 256, 0) != cudaSuccess || occ8 < 1))
             occ8 = 1;
@@ -1061,7 +1189,9 @@ int score_dispatch(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStrea
     if (bytes % 4 || (a->r * a->bits) % 32) return (int)cudaErrorInvalidValue;
 #define SC(B_, W_)                                                                                            \
     if (a->bits == B_ && words == W_)                                                                         \
-        return fused ? launch_select<B_, W_>(a, p, ws, rq, st) : launch_score<B_, W_>(a, p, ws, st);
+        return !fused              ? launch_score<B_, W_>(a, p, ws, st)                 \
+               : a->group_max ? launch_select<B_, W_, true>(a, p, ws, rq, st)             \
+                              : launch_select<B_, W_, false>(a, p, ws, rq, st);
     SC(16, 2) SC(16, 4) SC(16, 8) SC(8, 2) SC(8, 4) SC(8, 8) SC(4, 2) SC(4, 4) SC(4, 8) SC(2, 2) SC(2, 4) SC(2, 8)
 #undef SC
     return (int)cudaErrorInvalidValue;
@@ -1099,14 +1229,16 @@ int ds_gpu_attn_ds_parts(const ds_gpu_attn_args *a, void *ws_, void *stream, int
     char *ws = (char *)ws_;
     cudaStream_t st = (cudaStream_t)stream;
     int e = 0;
-    if (!tune("split", 0)) {   // scoring and selection are one kernel: parts 1 and 2 go together
+    if (!tune("split", 0) || a->group_max) {   // scoring and selection are one kernel: parts 1 and 2 go together
         // the ready queue links the two kernels of one call, so only when both run (a queue
         // nobody fills would hang k_attn; one nobody drains would overflow) and k_attn has the
         // queue compiled in (the pipelined kernel); DSINFER_GPU_TUNE norq=1 turns it off. Only
         // for long caches: measured 1-4% faster at 64K (B=1 and 8), level or up to 2 us slower
         // at 4K-16K, where the queue's atomics and polling cost more than the overlap returns
         // (bench/NOTES.md, 2026-12-03; rq=1 forces it at any length: level at B=4/16K, 2026-12-04)
-        uint32_t *rq = (parts & 3) && (parts & 4) && attn_pipe() && (a->max_len >= 32768 || tune("rq", 0)) && !tune("norq", 0)
+        // (not with group_max: its kernel's occupancy was not measured against the queue's waiters)
+        uint32_t *rq = (parts & 3) && (parts & 4) && attn_pipe() && (a->max_len >= 32768 || tune("rq", 0)) &&
+                               !tune("norq", 0) && !a->group_max
                            ? (uint32_t *)(ws + p.off_rq)
                            : nullptr;
         if (parts == 7 && (e = run_fused(a, p, ws, st)) >= 0) return e;   // short caches: one kernel

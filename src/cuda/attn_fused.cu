@@ -517,7 +517,7 @@ int fused_span(int G) { return G <= 2 ? FUSED_SPAN : G <= 4 ? FUSED_SPAN / 2 : 0
 
 int run_fused(const ds_gpu_attn_args *a, const Plan &p, char *ws, cudaStream_t st) {
     const int bytes = a->bits == 16 ? 2 * a->r : (a->r * a->bits + 7) / 8;
-    if (tune("nofused", 0) || (bytes != 8 && bytes != 16 && bytes != 32) || (a->r * a->bits) % 32 || a->r > 128)
+    if (tune("nofused", 0) || a->group_max || (bytes != 8 && bytes != 16 && bytes != 32) || (a->r * a->bits) % 32 || a->r > 128)
         return -1;
     if (a->d != 64 && a->d != 128) return (int)cudaErrorInvalidValue;
     const long wave = (long)sm_count() *

@@ -272,6 +272,17 @@ __device__ inline void query_labels(const ds_gpu_attn_args &a, int u, int R, flo
     }
 }
 
+// Each query head's labels on its own (ds_gpu_attn_args.group_max): ql[g * R + j] for the G
+// heads of the group, at logit scale as above; the caller syncs.
+__device__ inline void query_labels_heads(const ds_gpu_attn_args &a, int u, int R, float *ql) {
+    const int b = u / a.H_kv, kvh = u % a.H_kv, G = a.H / a.H_kv;
+    for (int i = threadIdx.x; i < G * R; i += blockDim.x) {
+        const int g = i / R, j = i % R, c = a.chan[kvh * a.r + j];
+        ql[i] = h2f(a.q[((size_t)b * a.H + kvh * G + g) * a.d + c]) * a.scale *
+                (a.lab_scale ? a.lab_scale[kvh * a.r + j] : 1.0f);
+    }
+}
+
 // One step of the decode attention over UNROLL rows: this lane holds 8 channels of each row's K
 // and V (kv, vv; D/8 lanes a row), the rows' scores against the group's G queries (q, at log2
 // scale) are summed over those lanes, and the online softmax state (running max m, sum l,

@@ -680,6 +680,7 @@ ds_gpu_attn_args attn_args(ds_gpu_forward *f, int l, int rows, bool prefill, int
         a.lab_lo = f->lab_lo + base;
         a.lab_step = f->lab_step + base;
         a.tokens = c.tokens; a.tokens_frac = c.tokens_frac; a.min_context = c.min_context; a.recent = c.recent;
+        a.group_max = c.group_max;
     }
     return a;
 }

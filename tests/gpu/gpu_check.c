@@ -72,6 +72,7 @@ typedef struct {
     int drift;  /* key amplitude growing with position (1 to 8x): the top-k crowds the end of
                  * the cache, so most of a unit's selection comes from one block of its cluster */
     int recent; /* ds_gpu_attn_args.recent: 0 none, > 0 that many, DS_RECENT_AUTO the default */
+    int gmax;   /* ds_gpu_attn_args.group_max: the reference is ds_group_max over per-head scores */
 } shape;
 
 /* relative L2 error of a (fp16 on the GPU) against b (float CPU) */
@@ -170,6 +171,7 @@ static void run_shape(const shape *s) {
     a.r = s->r; a.bits = s->bits; a.chan = dch; a.labels = dlab; a.lab_lo = dlo; a.lab_step = dst;
     a.tokens = s->tokens; a.tokens_frac = s->frac; a.recent = s->recent;
     a.lab_mean = dmu; a.lab_scale = dsc;
+    a.group_max = s->gmax;
     void *ws;
     size_t wsb = ds_gpu_attn_workspace_bytes(&a);
     if (!wsb) { result(s->name, 0, "workspace: arguments rejected"); return; }
@@ -215,6 +217,8 @@ static void run_shape(const shape *s) {
     CK(cudaMemcpy(gout, dout, (size_t)B * H * d * 2, cudaMemcpyDeviceToHost));
     float *ref = calloc((size_t)B * H * d, sizeof(float));
     float *scores = malloc(sizeof(float) * n_max), *sorted = malloc(sizeof(float) * n_max);
+    float *heads = s->gmax ? malloc(sizeof(float) * (size_t)G * n_max) : NULL;   /* [G][n_max] per-head scores */
+    long sum_differs = 0;   /* group_max: selected positions outside the summed score's top-k */
     float *acc = malloc(sizeof(float) * 16 * d), qf[8 * 256];
     uint8_t *mark = malloc(n_max);
     long sel_bad = 0, order_bad = 0;
@@ -240,6 +244,24 @@ static void run_shape(const shape *s) {
                 ql[j] = qs[hch[kvh * s->r + j]] * scale * (s->norm ? hsc[kvh * s->r + j] : 1.0f);
             size_t row0 = (size_t)u * n_max;
             ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, nc, scores);
+            float sum_kth = INFINITY, sum_tol = 0;
+            if (s->gmax) {   /* the summed score's threshold, then the reference: each head on its own */
+                memcpy(sorted, scores, sizeof(float) * nc);
+                qsort(sorted, nc, sizeof(float), cmp_desc);
+                sum_kth = kt > 0 ? sorted[kt - 1] : INFINITY;
+                sum_tol = fabsf(sum_kth) * (1.0f / 1024) + 1e-6f;
+                for (int g = 0; g < G; g++) {
+                    for (int j = 0; j < s->r; j++)
+                        ql[j] = ds_fp16_to_fp32(hq[((size_t)b * H + kvh * G + g) * d + hch[kvh * s->r + j]]) * scale *
+                                (s->norm ? hsc[kvh * s->r + j] : 1.0f);
+                    /* in plain floats, as the GPU's group-max scan computes them */
+                    ds_label_score_ref(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, nc,
+                                       heads + (size_t)g * n_max);
+                }
+                ds_group_max(heads, G, (size_t)n_max, nc, heads);      /* into row 0 */
+                for (int p = 0; p < nc; p++) { const float t = scores[p]; scores[p] = heads[p]; heads[p] = t; }
+            }
+            const float *sum_sc = heads;   /* gmax: the summed scores, moved to row 0 of heads */
             memcpy(sorted, scores, sizeof(float) * nc);
             qsort(sorted, nc, sizeof(float), cmp_desc);
             float kth = kt > 0 ? sorted[kt - 1] : INFINITY;
@@ -253,6 +275,7 @@ static void run_shape(const shape *s) {
                 mark[p] = 1;
                 if (p >= nc) { kept++; continue; }
                 if (scores[p] < kth - tol) order_bad++;
+                if (s->gmax && sum_sc[p] < sum_kth - sum_tol) sum_differs++;
             }
             if (kept != W + 1) sel_bad++;
             for (int p = 0; p < nc; p++) if (!mark[p] && scores[p] > kth + tol) order_bad++;
@@ -261,7 +284,14 @@ static void run_shape(const shape *s) {
         ds_attn_merge(1, G, d, acc, &st, ref + ((size_t)b * H + kvh * G) * d);
     }
     snprintf(tag, sizeof tag, "%s: selection valid (%d sparse units)", s->name, sparse_units);
-    result(tag, sel_bad == 0 && order_bad == 0, "%ld malformed, %ld out of top-k order", sel_bad, order_bad);
+    if (s->gmax && G > 1) {
+        /* the group max must select what the summed score does not (else this check could not
+         * tell the two rules apart) */
+        result(tag, sel_bad == 0 && order_bad == 0 && sum_differs > 0,
+               "%ld malformed, %ld out of top-k order (group max), %ld outside the summed score's top-k", sel_bad,
+               order_bad, sum_differs);
+    } else
+        result(tag, sel_bad == 0 && order_bad == 0, "%ld malformed, %ld out of top-k order", sel_bad, order_bad);
     int nan_seen = 0;
     double e = rel_err(gout, ref, (size_t)B * H * d, &nan_seen);
     snprintf(tag, sizeof tag, "%s: DS output == CPU over the selection", s->name);
@@ -323,7 +353,7 @@ static void run_shape(const shape *s) {
     cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dout); cudaFree(dlab); cudaFree(dlo); cudaFree(dst);
     cudaFree(dch); cudaFree(dlen); cudaFree(ws); cudaFree(dmu); cudaFree(dsc);
     free(hk); free(hv); free(hq); free(hch); free(hmu); free(hsc); free(glab); free(glo); free(gst); free(gsel); free(gout);
-    free(ref); free(scores); free(sorted); free(acc); free(mark);
+    free(ref); free(scores); free(sorted); free(heads); free(acc); free(mark);
 }
 
 /* GPU vs CPU logits on one model: prefill P tokens, then D decode steps. */
@@ -346,8 +376,9 @@ static void check_model(const char *path) {
     /* dense twice: with the matrices kept quantised on the GPU where it has kernels for their
      * types (DSINFER_GPU_QUANT=1), and with every matrix dequantised to fp16 on upload. The sparse modes
      * run on fp16 weights, so that they test the attention path alone. */
-    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16 recent 5", "ds+label-norm k=16"};
-    for (int mode = 0; mode < 3 + calibrated; mode++) {
+    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16 recent 5", "ds+label-norm k=16",
+                                      "ds group-max k=16"};
+    for (int mode = 0; mode < 3 + 2 * calibrated; mode++) {
         setenv("DSINFER_GPU_QUANT", mode == 0 ? "1" : "0", 1);
         ds_session_opts o = ds_session_default_opts();
         o.n_ctx = 256;
@@ -358,6 +389,9 @@ static void check_model(const char *path) {
         if (mode == 3) {
             o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.label_norm = 1;
             o.sparse.label_bits = 4;
+        }
+        if (mode == 4) {   /* the group score by the largest head (a no-op where a group has one head) */
+            o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.group_max = 1;
         }
         ds_session *cpu = NULL, *gpu = NULL, *cpu_q = NULL;
         /* The quantised GEMV takes its activations in int8 blocks, as the CPU's default path does
@@ -433,43 +467,54 @@ int main(int argc, char **argv) {
     printf("device: %s\n", desc);
     const shape shapes[] = {
         /* the paper's operator shape, small n; fp16 labels r=8 and 4-bit r=32 */
-        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0, 0, 0},
-        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0, 0, 0},
-        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0, 0},
-        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0, 0},
+        {"MHA d128 r8@16", 2, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000, 1777}, 0, 0, 0, 0, 0},
+        {"MHA d128 r32@4", 2, 4, 4, 128, 32, 4, 0, 1.0f / 16, {4097, 3000}, 0, 0, 0, 0, 0},
+        {"GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0, 0, 0},
+        {"GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0, 0, 0},
         /* SmolLM2's attention shape (9 heads / 3 KV, d 64), k as a count, and a dense-fallback row */
-        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 0},
-        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0, 0},
+        {"GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 0, 0},
+        {"GQA3 d64 r4@16", 2, 9, 3, 64, 4, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0, 0, 0},
         /* Qwen2.5-1.5B: 12 heads / 2 KV, d 128 */
-        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0, 0},
+        {"GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 0, 0, 0, 0},
         /* 8 and 2 query heads per KV head (the tensor-core attention's widest and narrowest group) */
-        {"GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0, 0},
-        {"GQA2 d64 r8@16", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 0, 0, 0, 0},
+        {"GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0, 0, 0},
+        {"GQA2 d64 r8@16", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 0, 0, 0, 0, 0},
         /* k = 1: only the current token */
-        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0, 0},
+        {"k=1", 1, 4, 4, 128, 8, 16, 1, 0, {600}, 0, 0, 0, 0, 0},
         /* long contexts (many scan blocks per unit, large candidate lists) */
-        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, 0},
+        {"MHA d128 r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, 0, 0},
         /* longer still: 12.5K positions per block of the selection cluster */
-        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0, 0, 0},
-        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 0, 0},
+        {"MHA d128 r8@16 100K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {100000}, 0, 0, 0, 0, 0},
+        {"GQA4 d128 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 0, 0, 0},
         /* mass ties at the threshold key (ranked in shared memory, or by position search) */
-        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0, 0, 0},
-        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 0},
+        {"ties r4@16", 2, 2, 2, 128, 4, 16, 0, 1.0f / 16, {20000, 3000}, 1, 0, 0, 0, 0},
+        {"ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 0, 0},
         /* label normalisation ((k - mean) / scale labels, q * scale scoring) */
-        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1, 0, 0},
-        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1, 0, 0},
+        {"norm GQA4 d128 r32@4", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {9000, 2222}, 0, 1, 0, 0, 0},
+        {"norm GQA3 d64 r16@16", 1, 9, 3, 64, 16, 16, 0, 1.0f / 16, {5000}, 0, 1, 0, 0, 0},
         /* scores that grow along the cache (the top-k unevenly spread over the cluster's blocks) */
-        {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1, 0},
-        {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1, 0},
+        {"drift r8@16 32K", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {32768}, 0, 0, 1, 0, 0},
+        {"drift GQA4 r32@4 24K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 16, {24000, 20000}, 0, 0, 1, 0, 0},
         /* a recent window (--ds-recent): explicit, the default min(16, k/8), one that leaves the
          * top-k one position (n = k + 1), one that fills k with the current token; short caches
          * (one-kernel path) and long ones (k_select, the ready queue) */
-        {"window 16 GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 16},
-        {"window auto GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 1, 0, DS_RECENT_AUTO},
-        {"window fills k=17", 1, 4, 4, 128, 8, 16, 17, 0, {600}, 0, 0, 0, 16},
-        {"window 5 ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 5},
-        {"window auto MHA r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, DS_RECENT_AUTO},
-        {"window 40 drift GQA4 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 1, 40},
+        {"window 16 GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 16, 0},
+        {"window auto GQA6 d128 r32@4", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 1, 0, DS_RECENT_AUTO, 0},
+        {"window fills k=17", 1, 4, 4, 128, 8, 16, 17, 0, {600}, 0, 0, 0, 16, 0},
+        {"window 5 ties r32@2", 1, 4, 2, 128, 32, 2, 100, 0, {9000}, 1, 0, 0, 5, 0},
+        {"window auto MHA r8@16 64K", 1, 2, 2, 128, 8, 16, 0, 1.0f / 16, {65536}, 0, 0, 0, DS_RECENT_AUTO, 0},
+        {"window 40 drift GQA4 r32@4 40K", 2, 8, 2, 128, 32, 4, 0, 1.0f / 32, {40000, 12345}, 0, 0, 1, 40, 0},
+        /* the group score by the largest head (--ds-group-score max): every label width, SmolLM2's
+         * and Qwen2.5's groups, 2 to 8 heads, ties, normalised labels, windows, long caches */
+        {"gmax GQA3 d64 r16@4 k=128", 3, 9, 3, 64, 16, 4, 128, 0, {2048, 129, 100}, 0, 0, 0, 0, 1},
+        {"gmax GQA3 d64 r16@16 8K", 2, 9, 3, 64, 16, 16, 0, 1.0f / 16, {8192, 2500}, 0, 0, 0, DS_RECENT_AUTO, 1},
+        {"gmax GQA6 d128 r32@4 16K", 2, 12, 2, 128, 32, 4, 0, 1.0f / 16, {16384, 7000}, 0, 1, 0, DS_RECENT_AUTO, 1},
+        {"gmax GQA4 d128 r16@8", 3, 8, 2, 128, 16, 8, 0, 1.0f / 16, {6000, 900, 10}, 0, 0, 0, 0, 1},
+        {"gmax GQA4 d128 r64@2", 1, 8, 2, 128, 64, 2, 0, 1.0f / 16, {3333}, 0, 0, 0, 0, 1},
+        {"gmax GQA8 d128 r16@16", 2, 16, 2, 128, 16, 16, 0, 1.0f / 16, {7000, 3001}, 0, 0, 0, 0, 1},
+        {"gmax GQA2 d64 r8@16 ties", 2, 8, 4, 64, 8, 16, 0, 1.0f / 16, {5000, 1234}, 1, 0, 0, 0, 1},
+        {"gmax GQA4 r32@4 64K drift", 1, 8, 2, 128, 32, 4, 0, 1.0f / 16, {65536}, 0, 0, 1, DS_RECENT_AUTO, 1},
+        {"gmax MHA d128 r8@16", 1, 4, 4, 128, 8, 16, 0, 1.0f / 16, {5000}, 0, 0, 0, 0, 1},
     };
     /* --models-only: skip the kernel shapes (~80 s), e.g. to check one weight-kernel variant */
     int first = 1;
