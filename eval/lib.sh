@@ -22,6 +22,17 @@ common_opt() {
     esac
 }
 
+# row_arg WORD: a word of a rows script (ppl-rows, ppl-noise, ppl-equal-bytes) that is neither a
+# common option nor the script's own: 'LABEL=FLAGS' is appended to ROWS, anything else ends the
+# script with a usage error.
+row_arg() {
+    case "$1" in
+        -*) echo "usage: see the header of $0" >&2; exit 2;;
+        *=*) ROWS+=("$1");;
+        *) echo "a row is LABEL=FLAGS (got '$1')" >&2; exit 2;;
+    esac
+}
+
 # model_and_text: the default model when -m was not given, and TEXT = Jane Austen (the evaluation
 # text; calibrations are made on another one)
 model_and_text() {

@@ -18,9 +18,7 @@ while [ $# -gt 0 ]; do
     common_opt "$@"; [ "$SHIFT" = 0 ] || { shift "$SHIFT"; continue; }
     case "$1" in
         --budgets) BUDGETS=${2?"$1 needs a value"}; shift 2;;
-        -*) echo "usage: see the header of $0" >&2; exit 2;;
-        *=*) ROWS+=("$1"); shift;;
-        *) echo "a row is LABEL=FLAGS (got '$1')" >&2; exit 2;;
+        *) row_arg "$1"; shift;;
     esac
 done
 [ -n "$NAME" ] && [ ${#ROWS[@]} -gt 0 ] || { echo "usage: see the header of $0 (--name and rows are required)" >&2; exit 2; }
