@@ -296,88 +296,108 @@ __device__ __forceinline__ void score_rows(const ds_gpu_attn_args &a, int u, int
 // (s_h), and the position's score is max over h of (s_h - max over the scored positions of
 // s_h), so every head's best position scores 0 whatever the scale of its logits. In k_select
 // that is two passes over the block's label rows: the heads' maxima (reduced over the cluster
-// through distributed shared memory), then the shifted scores as keys. Plain float dot products
-// (no dp2a): one head at a time, the codes unpacked again for each; the first pass keeps the
-// rows in L2 for the second.
+// through distributed shared memory), then the shifted scores as keys. Each pass keeps SU rows
+// per thread in flight and takes the heads one at a time over them, so a head's query (int16
+// pairs for dp2a at 4 and 2 bits, as score_rows; floats in shared memory otherwise) is read
+// once per SU rows. The first pass keeps the rows in L2 for the second.
 
-// Head score of one label row (words w, fp16 lo/step as floats) against q (R floats, shared
-// memory) whose sum is qsum: sum_j q_j (lo + step c_j), as score_rows's 8-bit path computes it.
+// Each head's query for the scan (group_max_scan): packed pairs, rounding step and label sum.
 template <int BITS, int WORDS>
-__device__ __forceinline__ float head_score(const uint32_t (&w)[WORDS], float lof, float stf, const float *q, float qsum) {
-    if constexpr (BITS == 16) {
-        float s = 0;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++) {
-            const float2 f = __half22float2(*(const __half2 *)&w[i]);
-            s = fmaf(q[2 * i], f.x, s);
-            s = fmaf(q[2 * i + 1], f.y, s);
-        }
-        return s;
-    } else {
-        constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
-        constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
-        float dot = 0;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++)
-#pragma unroll
-            for (int pl = 0; pl < PLANES; pl++) {
-                const uint32_t bytes = (w[i] >> (pl * BITS)) & M;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {   // code byte j into 2^23's mantissa
-                    const float c = __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f;
-                    dot = fmaf(q[i * PER + j * PLANES + pl], c, dot);
-                }
-            }
-        return stf * dot + lof * qsum;
-    }
-}
+struct GroupQueries {
+    static constexpr int GM = 8;   // heads per group at most (ds_gpu_attn_args checks)
+    int qp[GM][CodeDot<BITS, WORDS>::NP];   // first: 16-byte aligned with the struct
+    float step[GM], qsum[GM];
+};
 
-// f(p, words, lo, step) for each label row p of unit u in [p0, p1), thread i taking p0 + i,
-// p0 + i + 256, ...
-template <int BITS, int WORDS, typename F>
-__device__ __forceinline__ void for_label_rows(const ds_gpu_attn_args &a, int u, int p0, int p1, uint64_t pol, F f) {
+// One pass over unit u's label rows [p0, p1), SU per thread at a time: head(j, g, s) with the
+// score s of the j-th row for head g < G, then row(j, p) once per row (rows past p1 are row p0
+// again, so a running maximum needs no test). The queries are read from shared memory by
+// volatile loads at each use: left to the compiler, it hoisted all G heads' out of the loop
+// and spilled. ql: [G][R] the heads' query labels (shared).
+template <int BITS, int WORDS, int SU, typename H, typename F>
+__device__ __forceinline__ void group_max_scan(const ds_gpu_attn_args &a, int u, int p0, int p1, int G, const float *ql,
+                                               const GroupQueries<BITS, WORDS> &gq, uint64_t pol, H head, F row) {
+    using CD = CodeDot<BITS, WORDS>;
+    constexpr bool IDOT = SCORE_DOT == 2 && CD::ON;
+    constexpr int R = WORDS * 32 / BITS, GM = GroupQueries<BITS, WORDS>::GM;
     const uint32_t *lab = (const uint32_t *)(a.labels + (size_t)u * a.n_max * WORDS * 4);
     const uint16_t *lo = a.lab_lo + (size_t)u * a.n_max, *st = a.lab_step + (size_t)u * a.n_max;
-    for (int p = p0 + threadIdx.x; p < p1; p += 256) {
-        uint32_t w[WORDS];
-        if constexpr (WORDS % 4 == 0) {
+    for (int base = p0; base < p1; base += SU * 256) {
+        uint32_t w[SU][WORDS];
+        float lof[SU], stf[SU];
 #pragma unroll
-            for (int i = 0; i < WORDS; i += 4) {
-                const uint4 v = ld_stream((const uint4 *)(lab + (size_t)p * WORDS + i), pol);
-                w[i] = v.x; w[i + 1] = v.y; w[i + 2] = v.z; w[i + 3] = v.w;
+        for (int j = 0; j < SU; j++) {
+            const int p = base + j * 256 + threadIdx.x, pc = p < p1 ? p : p0;
+            if constexpr (WORDS % 4 == 0) {
+#pragma unroll
+                for (int i = 0; i < WORDS; i += 4) {
+                    const uint4 v = ld_stream((const uint4 *)(lab + (size_t)pc * WORDS + i), pol);
+                    w[j][i] = v.x; w[j][i + 1] = v.y; w[j][i + 2] = v.z; w[j][i + 3] = v.w;
+                }
+            } else {
+                const uint2 v = ld_stream((const uint2 *)(lab + (size_t)pc * 2), pol);
+                w[j][0] = v.x; w[j][1] = v.y;
             }
-        } else {
-            const uint2 v = ld_stream((const uint2 *)(lab + (size_t)p * 2), pol);
-            w[0] = v.x; w[1] = v.y;
+            lof[j] = BITS == 16 ? 0.0f : h2f(ld_stream(lo + pc, pol));
+            stf[j] = BITS == 16 ? 0.0f : h2f(ld_stream(st + pc, pol));
         }
-        const float lof = BITS == 16 ? 0.0f : h2f(ld_stream(lo + p, pol));
-        const float stf = BITS == 16 ? 0.0f : h2f(ld_stream(st + p, pol));
-        f(p, w, lof, stf);
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            if constexpr (IDOT) {
+                int qp[CD::NP];
+#pragma unroll
+                for (int i = 0; i < CD::NP; i += 4) {
+                    const int4 v = lds_v4(&gq.qp[g][i]);
+                    qp[i] = v.x; qp[i + 1] = v.y; qp[i + 2] = v.z; qp[i + 3] = v.w;
+                }
+                const float step = lds_f32(&gq.step[g]), qs = lds_f32(&gq.qsum[g]);
+#pragma unroll
+                for (int j = 0; j < SU; j++) head(j, g, stf[j] * CD::dot(w[j], qp, step) + lof[j] * qs);
+            } else {
+                const float qs = BITS == 16 ? 0.0f : lds_f32(&gq.qsum[g]);
+#pragma unroll
+                for (int j = 0; j < SU; j++) {
+                    const float dot = label_dot<BITS, WORDS, true>(w[j], ql + g * R);
+                    head(j, g, BITS == 16 ? dot : stf[j] * dot + lof[j] * qs);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < SU; j++) row(j, base + j * 256 + threadIdx.x);
     }
 }
 
 // The group-max keys of rows [p0, p1) of unit u into kk and the histogram sh, by one block of
 // a cluster whose blocks split [0, nc) between them (all of them call this). ql: [G][R] the
 // heads' query labels (shared); hm: 2 * 8 floats of shared scratch.
-template <int BITS, int WORDS>
+template <int BITS, int WORDS, int SU>
 __device__ void score_rows_group_max(const ds_gpu_attn_args &a, int u, int p0, int p1, const float *ql, float *hm,
                                      uint16_t *kk, uint32_t *sh, cg::cluster_group &cl) {
-    constexpr int R = WORDS * 32 / BITS, GM = 8;
+    using CD = CodeDot<BITS, WORDS>;
+    using GQ = GroupQueries<BITS, WORDS>;
+    constexpr int R = WORDS * 32 / BITS, GM = GQ::GM;
     const int G = a.H / a.H_kv, CL = (int)cl.num_blocks();
-    float qs[GM], mx[GM];
+    __shared__ __align__(16) GQ gq;
+    if (threadIdx.x < G) {   // a thread per head packs its query
+        const int g = threadIdx.x;
+        float qs = 0;
+        for (int j = 0; j < R; j++) qs += ql[g * R + j];
+        gq.qsum[g] = qs;
+        if constexpr (SCORE_DOT == 2 && CD::ON) {
+            int qp[CD::NP];
+            gq.step[g] = CD::pack([&](int j) { return ql[g * R + j]; }, qp);
 #pragma unroll
-    for (int g = 0; g < GM; g++) {
-        qs[g] = 0;
-        mx[g] = -INFINITY;
-        if (g < G)
-            for (int j = 0; j < R; j++) qs[g] += ql[g * R + j];
+            for (int i = 0; i < CD::NP; i++) gq.qp[g][i] = qp[i];
+        }
     }
-    // pass 1: each head's largest score over this block's rows (rows kept in L2 for pass 2)
-    for_label_rows<BITS, WORDS>(a, u, p0, p1, l2_evict_last(), [&](int, const uint32_t (&w)[WORDS], float lof, float stf) {
+    __syncthreads();
+    // pass 1: each head's largest score over this block's rows
+    float mx[GM];
 #pragma unroll
-        for (int g = 0; g < GM; g++)
-            if (g < G) mx[g] = fmaxf(mx[g], head_score<BITS, WORDS>(w, lof, stf, ql + g * R, qs[g]));
-    });
+    for (int g = 0; g < GM; g++) mx[g] = -INFINITY;
+    group_max_scan<BITS, WORDS, SU>(
+        a, u, p0, p1, G, ql, gq, l2_evict_last(), [&](int, int g, float s) { mx[g] = fmaxf(mx[g], s); }, [](int, int) {});
     __shared__ float part[8][GM];   // [warp][head]
 #pragma unroll
     for (int g = 0; g < GM; g++) {
@@ -401,15 +421,20 @@ __device__ void score_rows_group_max(const ds_gpu_attn_args &a, int u, int p0, i
 #pragma unroll
     for (int g = 0; g < GM; g++) mx[g] = hm[GM + g];
     // pass 2: the shifted maximum, as a key
-    for_label_rows<BITS, WORDS>(a, u, p0, p1, l2_evict_first(), [&](int p, const uint32_t (&w)[WORDS], float lof, float stf) {
-        float s = -INFINITY;
+    const uint64_t pol_last = l2_evict_last();
+    float best[SU];
 #pragma unroll
-        for (int g = 0; g < GM; g++)
-            if (g < G) s = fmaxf(s, head_score<BITS, WORDS>(w, lof, stf, ql + g * R, qs[g]) - mx[g]);
-        const uint32_t key = score_key(s);
-        st_key(kk + p, (uint16_t)key, l2_evict_last());
-        atomicAdd(&sh[key >> LOW_BITS], 1u);
-    });
+    for (int j = 0; j < SU; j++) best[j] = -INFINITY;
+    group_max_scan<BITS, WORDS, SU>(
+        a, u, p0, p1, G, ql, gq, l2_evict_first(), [&](int j, int g, float s) { best[j] = fmaxf(best[j], s - mx[g]); },
+        [&](int j, int p) {
+            const float v = best[j];
+            best[j] = -INFINITY;
+            if (p >= p1) return;
+            const uint32_t key = score_key(v);
+            st_key(kk + p, (uint16_t)key, pol_last);
+            atomicAdd(&sh[key >> LOW_BITS], 1u);
+        });
 }
 
 template <int BITS, int WORDS>
@@ -683,7 +708,7 @@ __device__ inline void publish_unit(uint32_t *rq, int u) {
 #define SEL_SU_DEEP 8
 // GM: the group score by the largest head (ds_gpu_attn_args.group_max; score_rows_group_max).
 template <int BITS, int WORDS, int SU = SCORE_SU, bool GM = false>
-__global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
+__global__ void __launch_bounds__(256, SU > SCORE_SU || GM ? 2 : BITS == 16 ? SEL_MIN16 : SEL_MINQ)
     k_select(ds_gpu_attn_args a, uint16_t *keys, int kstride, int32_t *sel, int k_cap, uint32_t *cand, uint32_t *rq) {
     TRACE(3, 0);
     // Trigger only after the wait: k_attn takes work from the ready queue as soon as it starts,
@@ -719,7 +744,7 @@ __global__ void __launch_bounds__(256, SU > SCORE_SU ? 2 : BITS == 16 ? SEL_MIN1
     uint16_t *kk = keys + (size_t)u * kstride;
     if constexpr (GM) {
         __shared__ float hm[16];
-        score_rows_group_max<BITS, WORDS>(a, u, p0, p1, ql, hm, kk, sh, cl);
+        score_rows_group_max<BITS, WORDS, SU>(a, u, p0, p1, ql, hm, kk, sh, cl);
     } else {
         float q[R], qsum = 0;
 #pragma unroll

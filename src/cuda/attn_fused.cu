@@ -23,44 +23,6 @@ namespace {
 #define FUSED_MAX_SPAN 16384   // keys per block (16-bit, shared memory), as offsets in 16 bits
 #define FUSED_SU 4             // label rows per thread in flight
 
-// Score of one label row of WORDS 32-bit words (2, 4 or 8) against q (shared memory, at the
-// label channels): BITS 16 = fp16 labels, else codes c with score = lo * qsum + step * sum q c.
-// Up to 32 channels the compiler keeps q in registers across rows; wider label rows (up to 128
-// channels) read it from shared memory each time (volatile: hoisted, it spilled).
-__device__ __forceinline__ float lds_f32(const float *p) {
-    float v;
-    asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"((uint32_t)__cvta_generic_to_shared(p)));
-    return v;
-}
-template <int BITS, int WORDS>
-__device__ __forceinline__ float fused_dot(const uint32_t (&w)[WORDS], const float *q_) {
-    constexpr bool WIDE = WORDS * 32 / BITS > 32;
-    auto q = [&](int j) { return WIDE ? lds_f32(q_ + j) : q_[j]; };
-    float dot = 0;
-    if constexpr (BITS == 16) {
-#pragma unroll
-        for (int i = 0; i < WORDS; i++) {
-            const float2 f = __half22float2(*(const __half2 *)&w[i]);
-            dot = fmaf(q(2 * i), f.x, dot);
-            dot = fmaf(q(2 * i + 1), f.y, dot);
-        }
-    } else {
-        constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
-        constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
-#pragma unroll
-        for (int i = 0; i < WORDS; i++)
-#pragma unroll
-            for (int pl = 0; pl < PLANES; pl++) {
-                const uint32_t bytes = (w[i] >> (pl * BITS)) & M;
-#pragma unroll
-                for (int j = 0; j < 4; j++)   // the code as a float, exactly: into 2^23's mantissa
-                    dot = fmaf(q(i * PER + j * PLANES + pl),
-                               __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f, dot);
-            }
-    }
-    return dot;
-}
-
 // Keys of rows [p0, p1) of unit u into keys[p - p0]; counts of their top 11 bits into hist.
 // prep() (every thread, once, even for an empty span) builds q and returns qsum: it runs after
 // the first rows' loads are issued, so the query's two dependent round trips (channel list,
@@ -115,7 +77,7 @@ __device__ void fused_score(const ds_gpu_attn_args &a, int u, int p0, int p1, co
             if (p >= p1) continue;
             float dot;
             if constexpr (IDOT) dot = CD::dot(w[s], qp, qstep);
-            else dot = fused_dot<BITS, WORDS>(w[s], q);
+            else dot = label_dot<BITS, WORDS>(w[s], q);
             const uint32_t key = score_key(BITS == 16 ? dot : stf[s] * dot + lof[s] * qsum);
             keys[p - p0] = (uint16_t)key;
             atomicAdd(&hist[key >> LOW_BITS], 1u);

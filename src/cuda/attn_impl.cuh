@@ -121,6 +121,53 @@ __device__ inline uint32_t score_key(float s) {
     return (u & 0x8000) ? (~u & 0xffff) : (u | 0x8000);
 }
 
+// ---- float dot product of a label row (k_fused's scan, k_select's group-max scan) ----
+// One label row of WORDS 32-bit words (2, 4 or 8) against q (shared memory, at the label
+// channels): BITS 16 = fp16 labels, else sum q c over the codes c (the row's score is then
+// lo * qsum + step * dot).
+// Up to 32 channels the compiler keeps q in registers across rows; wider label rows (up to 128
+// channels) read it from shared memory each time (volatile: hoisted, it spilled).
+__device__ __forceinline__ float lds_f32(const float *p) {
+    float v;
+    asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"((uint32_t)__cvta_generic_to_shared(p)));
+    return v;
+}
+__device__ __forceinline__ int4 lds_v4(const int *p) {   // 16-byte aligned
+    int4 v;
+    asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"((uint32_t)__cvta_generic_to_shared(p)));
+    return v;
+}
+// LDS forces the shared-memory loads at any width (a caller that loops over several queries).
+template <int BITS, int WORDS, bool LDS = (WORDS * 32 / BITS > 32)>
+__device__ __forceinline__ float label_dot(const uint32_t (&w)[WORDS], const float *q_) {
+    auto q = [&](int j) { return LDS ? lds_f32(q_ + j) : q_[j]; };
+    float dot = 0;
+    if constexpr (BITS == 16) {
+#pragma unroll
+        for (int i = 0; i < WORDS; i++) {
+            const float2 f = __half22float2(*(const __half2 *)&w[i]);
+            dot = fmaf(q(2 * i), f.x, dot);
+            dot = fmaf(q(2 * i + 1), f.y, dot);
+        }
+    } else {
+        constexpr int PER = 32 / BITS, PLANES = 8 / BITS;
+        constexpr uint32_t M = BITS == 8 ? 0xffffffffu : BITS == 4 ? 0x0f0f0f0fu : 0x03030303u;
+#pragma unroll
+        for (int i = 0; i < WORDS; i++)
+#pragma unroll
+            for (int pl = 0; pl < PLANES; pl++) {
+                const uint32_t bytes = (w[i] >> (pl * BITS)) & M;
+#pragma unroll
+                for (int j = 0; j < 4; j++)   // the code as a float, exactly: into 2^23's mantissa
+                    dot = fmaf(q(i * PER + j * PLANES + pl),
+                               __int_as_float(__byte_perm(bytes, 0x4B000000u, 0x7650u + j)) - 8388608.0f, dot);
+            }
+    }
+    return dot;
+}
+
+
 // ---- 4- and 2-bit label codes by integer dot products (k_select's scan, k_fused's) ----
 // q is rounded to int16 in pairs, and dp2a multiplies a pair by two code bytes of a masked
 // plane word (.lo: bytes 0-1, .hi: bytes 2-3) into an int32: 2 instructions per 4 codes where
