@@ -142,10 +142,12 @@ typedef struct {
     int stat;              /* calibration statistic ranking the channels: 0 q, 1 k, 2 qk (default), 3 qkv,
                             * 4 mass; -1: the default */
     int per_head;          /* 0: one token set per KV group (shared, default); 1: one per query head */
-    int group_max;         /* shared selection, how the group's query heads combine their scores: 0 (default)
-                            * the sum (q summed over the heads); 1 the largest over the heads of each head's
-                            * own score less its own maximum. Methods ds, random, oracle, sparq (ignored by
-                            * the others and by per-head); CPU only */
+    int group_max;         /* shared selection, how the group's query heads combine their scores: 0 the sum
+                            * (q summed over the heads); 1 the largest over the heads of each head's own
+                            * score less its own maximum; DS_GROUP_AUTO (default): 1 for ds and random, 0 for
+                            * oracle and sparq (README: at k = 1/16 max keeps more of dense's perplexity and
+                            * retrieval with labels, the exact scores do better summed). Methods ds, random,
+                            * oracle, sparq (ignored by the others and by per-head); CPU and GPU */
     int recent;            /* the `recent` tokens just before the current one are always selected, out of k,
                             * and the top-k fills the rest (methods ds, random, oracle, sparq; ignored by the
                             * others; at most k - 1). DS_RECENT_AUTO (default): min(DS_RECENT_DEFAULT, k/8)
@@ -172,6 +174,7 @@ typedef struct {
 #define DS_MIN_CONTEXT_AUTO (-1)
 #define DS_RECENT_AUTO (-1)
 #define DS_RECENT_DEFAULT 16
+#define DS_GROUP_AUTO (-1)
 ds_sparse_opts ds_sparse_default_opts(void);
 /* What DS_MIN_CONTEXT_AUTO resolves to for a model (its KV heads and head_dim) and backend. On
  * the GPU a DS call has a fixed cost of ~10 us per layer (selection and attention kernels, each a

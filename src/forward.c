@@ -16,7 +16,6 @@
 #include <stdlib.h>
 
 #define ATTN_CHUNK 256    /* positions per split-KV work unit in decode */
-#define SPLIT_ROWS 128    /* selected rows per work unit in split sparse decode */
 #define SPLIT_MAX_KVH 64  /* KV heads a split sparse decode tracks (more: one unit per head) */
 #define MM_CHUNK_ROWS 16  /* weight rows per work unit */
 #define AMX_MIN_T 16      /* prefill chunks of at least this many tokens use the AMX tiles (Q4_K, Q6_K) */
@@ -185,8 +184,9 @@ typedef struct {
     int n_chunks;          /* decode: split-KV chunks per KV head */
     _Atomic int next;
     /* Sparse decode split in two: units [0, KVH) select KV head u's rows, then units
-     * KVH + h * slices + j attend slice j of head h's selection (SPLIT_ROWS rows, the last one
-     * takes the rest), once ready[h] says head h is selected (rows + 2; 1: attended densely).
+     * KVH + h * slices + j attend slice j of head h's selection (ds_sparse_slice_range: the
+     * slices ds_sparse_group sums too), once ready[h] says head h is selected (rows + 2; 1:
+     * attended densely).
      * A KV head's gathers are latency-bound, so one unit per head left threads idle (3 heads
      * on 2 threads: 2 rounds) and the split balances them. Units are taken in order, so a
      * slice waits only for a selection already running on another thread. */
@@ -219,7 +219,9 @@ static void attn_worker(void *arg, int ith, int nth) {
             int spins = 0;
             const int oversub = ds_pool_oversubscribed(s->pool);
             while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_spin_step(&spins, oversub);
-            int m = v - 2, b = j * SPLIT_ROWS, e = j == a->slices - 1 ? m : DS_MIN(b + SPLIT_ROWS, m);
+            const int m = v - 2;
+            int b, e;
+            ds_sparse_slice_range(j, a->slices, m, &b, &e);
             if (b >= e) continue;   /* attended densely, or fewer rows than slices */
             const size_t pi = (size_t)h * a->slices + j;
             ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, Kl + h * head_stride, Vl + h * head_stride,
@@ -264,7 +266,7 @@ static void attention(ds_session *s, int layer, int T) {
     if (T == 1 && ds_sparse_layer(s, layer) && ds_sparse_split_ok(s) && c->n_head_kv <= SPLIT_MAX_KVH) {
         /* slices of the k selected rows, within the split-KV partials' room (forward_alloc) */
         a.split = 1;
-        a.slices = DS_MAX(1, DS_MIN((ds_sparse_k(s, s->pos + 1) + SPLIT_ROWS - 1) / SPLIT_ROWS, s->n_ctx / ATTN_CHUNK + 2));
+        a.slices = ds_sparse_slices(s, s->pos + 1);
         for (int h = 0; h < c->n_head_kv; h++) atomic_init(&a.ready[h], 0);
     }
     ds_pool_run(s->pool, attn_worker, &a);
@@ -273,7 +275,7 @@ static void attention(ds_session *s, int layer, int T) {
         for (int h = 0; h < KVH; h++) {
             const int m = atomic_load_explicit(&a.ready[h], memory_order_relaxed) - 2;
             if (m <= 0) continue;   /* attended densely in its selection unit */
-            const int used = DS_MIN(a.slices, (m + SPLIT_ROWS - 1) / SPLIT_ROWS);
+            const int used = ds_sparse_slices_used(a.slices, m);
             ds_attn_merge(used, G, hd, s->part_acc + (size_t)h * a.slices * G * hd, s->part_st + (size_t)h * a.slices,
                           s->att + (size_t)h * G * hd);
         }
@@ -463,8 +465,10 @@ ds_status ds_session_new(const ds_model *m, const ds_session_opts *opts, ds_sess
         {(void **)&s->logits, V * 4},                  /* [V] last token */
         {(void **)&s->rope_cos, B * hd / 2 * 4},       /* [B][hd/2] */
         {(void **)&s->rope_sin, B * hd / 2 * 4},
-        {(void **)&s->part_acc, KVH * ((size_t)s->n_ctx / 256 + 2) * H / KVH * hd * 4}, /* split-KV partials */
-        {(void **)&s->part_st, KVH * ((size_t)s->n_ctx / 256 + 2) * sizeof(ds_attn_stats)},
+        /* split-KV partials: dense decode's chunks of ATTN_CHUNK (= 256) positions, or the
+         * slices of a sparse selection (ds_sparse_slices); at most DS_SPLIT_SLICES_MAX either way */
+        {(void **)&s->part_acc, KVH * (size_t)DS_SPLIT_SLICES_MAX(s->n_ctx) * H / KVH * hd * 4},
+        {(void **)&s->part_st, KVH * (size_t)DS_SPLIT_SLICES_MAX(s->n_ctx) * sizeof(ds_attn_stats)},
         {(void **)&s->precise_row, (size_t)o.n_threads * maxcols * 4},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {

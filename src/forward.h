@@ -51,7 +51,9 @@ struct ds_session {
     int32_t *sp_idx;             /* [max(n_threads, KVH)][n_ctx] selected positions (per thread; per KV head in split decode) */
     uint8_t *sp_topk;            /* [n_threads][sp_topk_bytes] top-k scratch */
     size_t sp_topk_bytes;
-    float *sp_acc;               /* [n_threads][16][head_dim] attention accumulator */
+    float *sp_acc;               /* [n_threads][sp_acc_stride]: attention partials, [DS_SPLIT_SLICES_MAX][16][head_dim] */
+    size_t sp_acc_stride;
+    ds_attn_stats *sp_st;        /* [n_threads][DS_SPLIT_SLICES_MAX] their softmax stats */
     int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
     FILE *sp_diag;               /* DSINFER_SEL_DIAG: one line per selection (sparse_diag.c), else NULL */
     uint64_t sp_shuffle;         /* DSINFER_SEL_SHUFFLE: seed permuting each selection's order (sparse_diag.c), 0 off */

@@ -21,6 +21,7 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.stat = DS_STAT_QK;   /* with normalised labels qk beat qkv on both models (README results) */
     o.label_norm = -1;     /* on when the calibration has the key moments */
     o.recent = DS_RECENT_AUTO;
+    o.group_max = DS_GROUP_AUTO;
     return o;
 }
 
@@ -68,6 +69,11 @@ int ds_sparse_k(const ds_session *s, int n) {
     return k < 1 ? 1 : k;
 }
 
+int ds_sparse_slices(const ds_session *s, int n) {
+    const int k = ds_sparse_k(s, n);
+    return DS_MAX(1, DS_MIN((k + DS_SPLIT_ROWS - 1) / DS_SPLIT_ROWS, DS_SPLIT_SLICES_MAX(s->n_ctx)));
+}
+
 bool ds_sparse_layer(const ds_session *s, int layer) {
     return s->sp_dense_layer && !s->sp_dense_layer[layer];
 }
@@ -106,7 +112,10 @@ ds_status ds_sparse_init(ds_session *s) {
      * GPU's recent_for) */
     if (!ds_attn_method_topk(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
         o->recent = 0;
-    if (o->group_max < 0 || o->group_max > 1) return ds_error(DS_ERR_ARG, "group_max must be 0 or 1 (got %d)", o->group_max);
+    if (o->group_max < DS_GROUP_AUTO || o->group_max > 1)
+        return ds_error(DS_ERR_ARG, "group_max must be 0, 1 or DS_GROUP_AUTO (got %d)", o->group_max);
+    if (o->group_max == DS_GROUP_AUTO)   /* max where scores come from labels; the exact scores keep the sum */
+        o->group_max = uses_labels(o->method) && c->n_head / KVH <= 64 ? 1 : 0;
     if (!ds_attn_method_topk(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
     if (o->group_max && c->n_head / KVH > 64)
         return ds_error(DS_ERR_UNSUPPORTED, "--ds-group-score max takes groups of at most 64 query heads (this model: %d)",
@@ -237,9 +246,14 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_idx2 = ds_alloc(sizeof(int32_t) * (size_t)nt * s->n_ctx);
     s->sp_topk_bytes = (ds_topk_scratch_bytes(s->n_ctx) + 63) & ~(size_t)63;
     s->sp_topk = ds_alloc(s->sp_topk_bytes * (size_t)nt);
-    s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * 16 * hd);
-    if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc) return ds_error(DS_ERR_OOM, "out of memory");
-    s->bytes += (size_t)nt * (s->sp_scores_stride + s->n_ctx) * 4 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt;
+    /* attention partials, one per slice of a selection (ds_sparse_slices) */
+    s->sp_acc_stride = (size_t)DS_SPLIT_SLICES_MAX(s->n_ctx) * 16 * hd;
+    s->sp_acc = ds_alloc(sizeof(float) * (size_t)nt * s->sp_acc_stride);
+    s->sp_st = ds_alloc(sizeof(ds_attn_stats) * (size_t)nt * DS_SPLIT_SLICES_MAX(s->n_ctx));
+    if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc || !s->sp_st)
+        return ds_error(DS_ERR_OOM, "out of memory");
+    s->bytes += (size_t)nt * (s->sp_scores_stride + s->n_ctx) * 4 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt +
+                (size_t)nt * (s->sp_acc_stride * 4 + sizeof(ds_attn_stats) * DS_SPLIT_SLICES_MAX(s->n_ctx));
     if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
     if (o->method == DS_ATTN_H2O) return ds_h2o_init(s);
     return DS_OK;
@@ -253,7 +267,7 @@ void ds_sparse_free(ds_session *s) {
     free(s->sp_lmean);
     free(s->sp_lscale);
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
-    ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc);
+    ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc); ds_free(s->sp_st);
     ds_free(s->sp_idx2); ds_free(s->sp_quest);
     ds_free(s->sp_h2o_acc); ds_free(s->sp_h2o_kept); ds_free(s->sp_h2o_ml);
 }
@@ -454,7 +468,7 @@ static bool attend_dense_if_short(ds_session *s, int layer, int t, int kvh, int 
     const ds_model_info *c = &s->m->info;
     const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
     const size_t head = (size_t)layer * KVH + kvh, off = (size_t)t * H * hd + (size_t)kvh * G * hd;
-    float *acc = s->sp_acc + (size_t)ith * 16 * hd;
+    float *acc = s->sp_acc + (size_t)ith * s->sp_acc_stride;
     ds_attn_stats st;
     ds_attn_partial(s->q + off, G, hd, s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd, NULL, 0,
                     n, acc, &st);
@@ -479,15 +493,22 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     const uint16_t *K = s->k_cache + head * s->n_ctx * hd, *V = s->v_cache + head * s->n_ctx * hd;
     const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
     float *out = s->att + (size_t)t * H * hd + (size_t)kvh * G * hd;
-    float *acc = s->sp_acc + (size_t)ith * 16 * hd;
+    float *acc = s->sp_acc + (size_t)ith * s->sp_acc_stride;
     ds_attn_stats st;
     if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, kvh, q, K, V, out, n, ith); return; }   /* stateful */
     int32_t *idx = s->sp_idx + (size_t)ith * s->n_ctx;
     if (!o->per_head) {
         int m = ds_sparse_select(s, layer, t, kvh, n, ith, idx);
         if (m < 0) return;   /* attended densely */
-        ds_attn_partial(q, G, hd, K, V, idx, 0, m, acc, &st);
-        ds_attn_merge(1, G, hd, acc, &st, out);
+        /* in the slices split decode attends (ds_sparse_slice_range): the same sums */
+        const int slices = ds_sparse_slices(s, n), used = ds_sparse_slices_used(slices, m);
+        ds_attn_stats *sts = s->sp_st + (size_t)ith * DS_SPLIT_SLICES_MAX(s->n_ctx);
+        for (int j = 0; j < used; j++) {
+            int b, e;
+            ds_sparse_slice_range(j, slices, m, &b, &e);
+            ds_attn_partial(q, G, hd, K, V, idx, b, e, acc + (size_t)j * G * hd, &sts[j]);
+        }
+        ds_attn_merge(used, G, hd, acc, sts, out);
         return;
     }
     if (attend_dense_if_short(s, layer, t, kvh, n, ith)) return;

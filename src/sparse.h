@@ -36,6 +36,25 @@ int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, i
 /* k for a context of n tokens. */
 int ds_sparse_k(const ds_session *s, int n);
 
+/* How the attention over a selection of m rows is cut and summed, wherever it runs: split decode
+ * (forward.c, a slice per work unit) and ds_sparse_group (the accuracy simulation, and decode
+ * where it does not split) attend the same slices in the same order and merge them with
+ * ds_attn_merge, so the two give the same bits. slices: ds_sparse_slices at the step's context
+ * n (k / DS_SPLIT_ROWS rounded up, within the room of the split-KV partials); slice j is rows
+ * [b, e): DS_SPLIT_ROWS each, the last one taking the rest; an empty slice is skipped and
+ * ds_sparse_slices_used says how many hold rows. */
+#define DS_SPLIT_ROWS 128
+#define DS_SPLIT_SLICES_MAX(n_ctx) ((n_ctx) / 256 + 2)
+int ds_sparse_slices(const ds_session *s, int n);
+static inline void ds_sparse_slice_range(int j, int slices, int m, int *b, int *e) {
+    *b = j * DS_SPLIT_ROWS;
+    *e = j == slices - 1 ? m : (*b + DS_SPLIT_ROWS < m ? *b + DS_SPLIT_ROWS : m);
+}
+static inline int ds_sparse_slices_used(int slices, int m) {
+    const int u = (m + DS_SPLIT_ROWS - 1) / DS_SPLIT_ROWS;
+    return u < slices ? u : slices;
+}
+
 /* After ds_session_fork copied src's KV cache into d: rebuild d's labels and Quest page bounds
  * from the copied keys, and copy H2O state (which keys cannot give back) from src. */
 ds_status ds_sparse_fork(ds_session *d, const ds_session *src);

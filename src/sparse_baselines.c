@@ -202,7 +202,7 @@ static void h2o_unit(ds_session *s, int layer, int u, const float *q, int G, con
     int m = 0;
     for (int t = 0; t < n; t++)
         if (kept[t]) idx[m++] = t;
-    float *a = s->sp_acc + (size_t)ith * 16 * hd, inv_l[16];
+    float *a = s->sp_acc + (size_t)ith * s->sp_acc_stride, inv_l[16];
     ds_attn_stats st;
     /* nothing evicted (n <= k, or before --ds-min-context): exactly the dense fallback's call */
     if (m == n) ds_attn_partial(q, G, hd, K, V, NULL, 0, n, a, &st);

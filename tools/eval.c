@@ -428,7 +428,10 @@ static void describe(const ds_model *m, const ds_eval_config *cfg, const char *w
              (unsigned long long)cfg->seed, cfg->budgets, rec, rs, o->label_bits,
              o->stat >= 0 ? ds_sparse_stat_name(o->stat) : "qk",
              o->label_norm > 0 ? "normalised" : o->label_norm == 0 ? "raw" : "normalised if the calibration has moments",
-             o->per_head ? "per-head" : o->group_max ? "shared, scored by the largest head (--ds-group-score max)" : "shared", dl, o->min_context > 0 ? o->min_context : 0,
+             o->per_head ? "per-head"
+             : o->group_max == DS_GROUP_AUTO ? "shared, scored by the largest head for ds and random, summed for oracle and sparq (the default)"
+             : o->group_max ? "shared, scored by the largest head (--ds-group-score max)"
+                            : "shared, summed (--ds-group-score sum)", dl, o->min_context > 0 ? o->min_context : 0,
              cfg->n_threads > 0 ? cfg->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
              date, DS_BUILD_COMMIT);
 }
