@@ -12,6 +12,10 @@
  * for scale (GB/s of bytes copied; a copy reads and writes each byte).
  * Top-k: k = n/16 on the scores of the (32, 4) labels (a realistic distribution), cycling through
  * 16 score arrays (different queries) so branch predictors see fresh data; ns/element.
+ * Group score (best level only, n = 8192, G = 3 query heads per KV group as SmolLM2, 4-bit labels
+ * at 16 and 32 channels): what one KV group's selection costs with the summed query (one score
+ * pass, then the top-k) against the largest head (--ds-group-score max: the G heads scored in one
+ * pass, each head's maximum and the shifted combine (ds_group_max), then the top-k); us per group.
  * Times: thread CPU time, best of 5. */
 #include "ds_kernels.h"
 #include "common.h"
@@ -153,5 +157,61 @@ int main(int argc, char **argv) {
         }
     }
     ds_kernels_force_level(NULL);
+
+    printf("\n# group score, %s, n = 8192, G = 3, k = n/16, us per KV group\n", ds_kernels_level());
+    printf("%9s  %8s %8s %8s  %8s %8s %8s %8s  %8s\n", "r@bits", "sum:scr", "topk", "total", "max:scr", "combine",
+           "topk", "total", "max/sum");
+    for (int ri = 0; ri < 2; ri++) {
+        enum { G = 3 };
+        const int n = 8192, k = n / 16, r = ri ? 32 : 16, bits = 4;
+        size_t rb = ds_label_row_bytes(r, bits);
+        uint8_t *codes = ds_alloc(rb * (size_t)n);
+        uint16_t *lo = ds_alloc((size_t)n * 2), *st = ds_alloc((size_t)n * 2);
+        float x[32], q[G][128], qs[128];
+        float *sc = ds_alloc((size_t)n * 4 * G), *gs = ds_alloc((size_t)n * 4 * G);
+        int32_t *idx = ds_alloc((size_t)k * 4);
+        void *scratch = ds_alloc(ds_topk_scratch_bytes(n));
+        for (int t = 0; t < n; t++) {
+            for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
+            ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
+        }
+        for (int j = 0; j < r; j++) {
+            qs[j] = 0;
+            for (int g = 0; g < G; g++) { q[g][j] = rndn(); qs[j] += q[g][j]; }
+        }
+        double t[5];   /* best of 5: sum score, sum top-k, multi score, combine, max top-k */
+        for (int p = 0; p < 5; p++) {
+            t[p] = 1e9;
+            for (int rep = 0; rep < 5; rep++) {
+                long iters = 0;
+                double t0 = cpu_s(), dt, excl = 0;
+                do {
+                    if (p == 0) ds_label_score(qs, r, bits, codes, lo, st, n, sc);
+                    else if (p == 1 || p == 4) g_sink = (float)ds_topk(p == 1 ? sc : gs, n, k, idx, scratch);
+                    else if (p == 2) ds_label_score_multi(&q[0][0], 128, G, r, bits, codes, lo, st, n, gs, (size_t)n);
+                    else {   /* the combine runs in place: restore its input outside the timed part */
+                        double c0 = cpu_s();
+                        ds_label_score_multi(&q[0][0], 128, G, r, bits, codes, lo, st, n, gs, (size_t)n);
+                        excl += cpu_s() - c0;
+                        ds_group_max(gs, G, (size_t)n, n, gs);
+                    }
+                    iters++;
+                    dt = cpu_s() - t0;
+                } while (dt < secs / 5);
+                dt = (dt - excl) / (double)iters;
+                t[p] = dt < t[p] ? dt : t[p];
+            }
+            if (p == 3) {   /* leave the group's max scores for the top-k */
+                ds_label_score_multi(&q[0][0], 128, G, r, bits, codes, lo, st, n, gs, (size_t)n);
+                ds_group_max(gs, G, (size_t)n, n, gs);
+            }
+        }
+        const double sum = t[0] + t[1], mx = t[2] + t[3] + t[4];
+        char shape[16];
+        snprintf(shape, sizeof shape, "%d@%d", r, bits);
+        printf("%9s  %8.2f %8.2f %8.2f  %8.2f %8.2f %8.2f %8.2f  %7.2fx\n", shape, t[0] * 1e6, t[1] * 1e6, sum * 1e6,
+               t[2] * 1e6, t[3] * 1e6, t[4] * 1e6, mx * 1e6, mx / sum);
+        ds_free(codes); ds_free(lo); ds_free(st); ds_free(sc); ds_free(gs); ds_free(idx); ds_free(scratch);
+    }
     return 0;
 }
