@@ -116,7 +116,9 @@ ds_status ds_sparse_init(ds_session *s) {
         return ds_error(DS_ERR_ARG, "group_max must be 0, 1 or DS_GROUP_AUTO (got %d)", o->group_max);
     if (o->group_max == DS_GROUP_AUTO)   /* max where scores come from labels; the exact scores keep the sum */
         o->group_max = uses_labels(o->method) && c->n_head / KVH <= 64 ? 1 : 0;
-    if (!ds_attn_method_topk(o->method) || o->per_head) o->group_max = 0;   /* top-k scorers over a shared group only */
+    /* top-k scorers over a shared group of several heads only (one head: the same order, and the
+     * GPU's summed path is the faster) */
+    if (!ds_attn_method_topk(o->method) || o->per_head || c->n_head == KVH) o->group_max = 0;
     if (o->group_max && c->n_head / KVH > 64)
         return ds_error(DS_ERR_UNSUPPORTED, "--ds-group-score max takes groups of at most 64 query heads (this model: %d)",
                         c->n_head / KVH);
