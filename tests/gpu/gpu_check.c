@@ -376,7 +376,7 @@ static void check_model(const char *path) {
     /* dense twice: with the matrices kept quantised on the GPU where it has kernels for their
      * types (DSINFER_GPU_QUANT=1), and with every matrix dequantised to fp16 on upload. The sparse modes
      * run on fp16 weights, so that they test the attention path alone. */
-    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16 recent 5", "ds+label-norm k=16",
+    static const char *mode_name[] = {"dense", "dense fp16-weights", "sparse k=16 recent 5", "ds+label-norm sum k=16",
                                       "ds group-max k=16"};
     for (int mode = 0; mode < 3 + 2 * calibrated; mode++) {
         setenv("DSINFER_GPU_QUANT", mode == 0 ? "1" : "0", 1);
@@ -389,6 +389,7 @@ static void check_model(const char *path) {
         if (mode == 3) {
             o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.label_norm = 1;
             o.sparse.label_bits = 4;
+            o.sparse.group_max = 0;   /* the summed group score (mode 4: the largest head, DS's default) */
         }
         if (mode == 4) {   /* the group score by the largest head (a no-op where a group has one head) */
             o.sparse.method = DS_ATTN_DS; o.sparse.tokens = 16; o.sparse.min_context = 0; o.sparse.group_max = 1;
