@@ -133,8 +133,8 @@ static int score_none(const float *q, int r, int bits, const uint8_t *c, const u
 }
 
 static int score_multi_none(const float *q, size_t qs, int G, int r, int bits, const uint8_t *c, const uint16_t *lo,
-                            const uint16_t *st, int n, float *s, size_t ss) {
-    (void)q; (void)qs; (void)G; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s; (void)ss;
+                            const uint16_t *st, int n, float *s, size_t ss, uint32_t *kmax) {
+    (void)q; (void)qs; (void)G; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s; (void)ss; (void)kmax;
     return 0;
 }
 
@@ -246,27 +246,45 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
 }
 
 void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
-                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride) {
+                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
+                          uint32_t *kmax) {
     if (n <= 0) return;
+    const ds_dsk_kernels *kt = K();
     const size_t rb = ds_label_row_bytes(r, bits);
-    const int done = K()->score_multi(q, qstride, G, r, bits, codes, lo, step, n, scores, sstride);
-    for (int g = 0; g < G; g++)   /* the tail (or everything) one query at a time */
+    const int done = kt->score_multi(q, qstride, G, r, bits, codes, lo, step, n, scores, sstride, kmax);
+    for (int g = 0; g < G; g++) {   /* the tail (or everything) one query at a time */
+        float *row = scores + (size_t)g * sstride;
         ds_label_score(q + (size_t)g * qstride, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
-                       bits == 16 ? step : step + done, n - done, scores + (size_t)g * sstride + done);
+                       bits == 16 ? step : step + done, n - done, row + done);
+        if (kmax && done < n) {   /* the rows' keys past what the kernel scored */
+            uint32_t kmin, kx;
+            kt->key_range(row + done, n - done, &kmin, &kx);
+            kmax[g] = done > 0 && kmax[g] > kx ? kmax[g] : kx;
+        }
+    }
+}
+
+void ds_group_max_keys(const float *s, int G, size_t stride, int n, const uint32_t *kmax, float *scores) {
+    if (n <= 0 || G <= 0) return;
+    float m[64];
+    DS_ASSERT(G <= 64);
+    for (int g = 0; g < G; g++) {
+        uint32_t u = (kmax[g] & 0x80000000u) ? (kmax[g] & 0x7fffffffu) : ~kmax[g];   /* ds_score_key inverted */
+        memcpy(&m[g], &u, 4);
+    }
+    K()->shifted_max(s, G, stride, n, m, scores);
 }
 
 void ds_group_max(const float *s, int G, size_t stride, int n, float *scores) {
     if (n <= 0 || G <= 0) return;
     const ds_dsk_kernels *kt = K();
-    float m[64];
+    uint32_t kmax[64];
     DS_ASSERT(G <= 64);
     for (int g = 0; g < G; g++) {   /* each head's best, from its keys' range (the SIMD pass) */
-        uint32_t kmin, kmax;
-        kt->key_range(s + (size_t)g * stride, n, &kmin, &kmax);
-        uint32_t u = (kmax & 0x80000000u) ? (kmax & 0x7fffffffu) : ~kmax;   /* ds_score_key inverted */
-        memcpy(&m[g], &u, 4);
+        uint32_t kmin;
+        kt->key_range(s + (size_t)g * stride, n, &kmin, &kmax[g]);
     }
-    kt->shifted_max(s, G, stride, n, m, scores);
+    ds_group_max_keys(s, G, stride, n, kmax, scores);
 }
 
 /* ================================================================ top-k

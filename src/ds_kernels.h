@@ -55,9 +55,12 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
                     const uint16_t *step, int n, float *scores);
 /* ds_label_score for G queries over the same label rows: scores + g * sstride receives query g's
  * (q + g * qstride) scores, equal bit for bit to ds_label_score with that query. The AVX-512 level
- * loads and unpacks each block of codes once for all G (bits 8/4/2); elsewhere it loops. */
+ * loads and unpacks each block of codes once for all G (bits 8/4/2); elsewhere it loops. kmax
+ * (G entries, or NULL): the largest ds_score_key of each query's n scores, taken as they are
+ * written (what ds_group_max would find by reading the rows again). */
 void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
-                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride);
+                          const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
+                          uint32_t *kmax);
 /* Scalar reference (plain float loops, channel order). */
 void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
                         const uint16_t *lo, const uint16_t *step, int n, float *scores);
@@ -67,6 +70,9 @@ void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes
  * each head's scores less its own best, so every head's best position scores 0. scores may be
  * s itself (row 0). SIMD per level like the rest. */
 void ds_group_max(const float *s, int G, size_t stride, int n, float *scores);
+/* ds_group_max with each head's largest score key already known (kmax[g], as
+ * ds_label_score_multi gives it): only the combining pass. */
+void ds_group_max_keys(const float *s, int G, size_t stride, int n, const uint32_t *kmax, float *scores);
 
 /* TOP-K. ds_topk writes the indices of the k largest scores to idx_out (which must hold
  * min(k, n) entries) and returns how many it wrote: 0 if k <= 0 or n <= 0, n (all of 0..n-1)
@@ -103,9 +109,11 @@ typedef struct {
     int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                     int out_cap, int32_t *cand, int *n_cand);
     /* score for G queries (q rows at qstride) into rows of scores at sstride, whole blocks from
-     * the start; returns the tokens scored per query, 0 if it does not handle this shape */
+     * the start; returns the tokens scored per query, 0 if it does not handle this shape; kmax
+     * (or NULL): each row's largest score key over the tokens it scored */
     int (*score_multi)(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
-                       const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride);
+                       const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
+                       uint32_t *kmax);
     /* out[t] = max over g of (s[g * stride + t] - m[g]), t in [0, n); out may be s */
     void (*shifted_max)(const float *s, int G, size_t stride, int n, const float *m, float *out);
 } ds_dsk_kernels;

@@ -106,13 +106,27 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
     }
 }
 
+/* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
+T512 static INL __m512i keys16(__m512 x) {
+    x = _mm512_add_ps(x, _mm512_setzero_ps());
+    __m512i u = _mm512_castps_si512(x);
+    __m512i flip = _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32((int)0x80000000u));
+    __mmask16 ok = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
+    return _mm512_maskz_xor_epi32(ok, u, flip);
+}
+
 /* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
  * then scored with each query's digits exactly as score_int does (so each row of out equals a
- * single-query call bit for bit). qd: [G][3 * nq], dsc: [G][3], qs: [G]; out row g at g * ostride. */
+ * single-query call bit for bit). qd: [G][3 * nq], dsc: [G][3], qs: [G]; out row g at g * ostride.
+ * kmax (or NULL): each row's largest score key: a float maximum per lane as the rows are written
+ * (max_ps keeps the running value where a score is NaN, as the keys rank NaN lowest; -0 and +0
+ * share a key), turned into its key once at the end. */
 T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
                                      int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
                                      const float *dsc, const float *qs, int G, int W, int bits,
-                                     const tp_idx *t) {
+                                     const tp_idx *t, uint32_t *kmax) {
+    __m512 km[16];
+    for (int g = 0; g < G; g++) km[g] = _mm512_set1_ps(-INFINITY);
     const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     const int P = 8 / bits;   /* parts per dword */
     for (int b = 0; b < nblk; b++) {
@@ -146,10 +160,13 @@ T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, c
             __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), _mm512_set1_ps(dsc[3 * g + 2]));
             S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_set1_ps(dsc[3 * g + 1]), S);
             S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(dsc[3 * g]), S);
-            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b,
-                             _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g]))));
+            const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
+            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b, sc);
+            if (kmax) km[g] = _mm512_max_ps(sc, km[g]);
         }
     }
+    if (kmax)
+        for (int g = 0; g < G; g++) kmax[g] = ds_score_key(_mm512_reduce_max_ps(km[g]));
 }
 
 T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W,
@@ -249,7 +266,8 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
  * each block's load and unpacking; fp16 labels and non-finite queries return 0 (the caller loops
  * over single-query calls). Returns the tokens scored per query (whole 16-token blocks). */
 T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
-                                   const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride) {
+                                   const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
+                                   uint32_t *kmax) {
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (bits == 16 || G < 1 || G > 16 || R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
     int nblk = n / 16;
@@ -267,9 +285,9 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     tp_idx t;
     tp_idx_init(&t);
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t); \
-        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t); \
-        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t); \
+        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t, kmax); \
+        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t, kmax); \
+        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t, kmax); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)
@@ -281,14 +299,6 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
 
 /* ---------------------------------------------------------------- top-k passes */
 
-/* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
-T512 static INL __m512i keys16(__m512 x) {
-    x = _mm512_add_ps(x, _mm512_setzero_ps());
-    __m512i u = _mm512_castps_si512(x);
-    __m512i flip = _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32((int)0x80000000u));
-    __mmask16 ok = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
-    return _mm512_maskz_xor_epi32(ok, u, flip);
-}
 
 T512 static void key_range_avx512(const float *s, int n, uint32_t *kmin, uint32_t *kmax) {
     __m512i mn = _mm512_set1_epi32(-1), mx = _mm512_setzero_si512();

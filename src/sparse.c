@@ -403,12 +403,14 @@ static void score_group_max(ds_session *s, int layer, int kvh, const float *q, i
         for (int g = 0; g < G; g++) rl = query_labels(s, layer, kvh, q + (size_t)g * hd, ql[g]);
         const uint16_t *lo, *step;
         const uint8_t *codes = label_rows(s, layer, kvh, &lo, &step);
+        uint32_t kmax[16];   /* each head's best score key, found while scoring */
         ds_label_score_multi(&ql[0][0], DS_LABEL_MAX_R, G, rl, s->opts.sparse.label_bits, codes, lo, step, n,
-                             scores, (size_t)s->n_ctx);
-    } else {
-        for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
-            score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
+                             scores, (size_t)s->n_ctx, kmax);
+        ds_group_max_keys(scores, G, (size_t)s->n_ctx, n, kmax, scores);
+        return;
     }
+    for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
+        score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
     ds_group_max(scores, G, (size_t)s->n_ctx, n, scores);
 }
 

@@ -166,7 +166,8 @@ TEST(ds_label_score_quantised_within_bound_all_levels) {
 /* ds_label_score_multi: G queries over one set of label rows give, row by row, exactly what
  * ds_label_score gives each query alone (the AVX-512 level shares the loads and unpacking and
  * must keep every rounding), for every shape, lengths with tails, G = 1..8, queries at a stride,
- * and a query with a NaN among finite ones (that call takes the single-query path). */
+ * and a query with a NaN among finite ones (that call takes the single-query path); and each
+ * query's largest score key, kept while scoring, is its scores' largest. */
 TEST(ds_label_score_multi_equals_single_all_levels) {
     for (int lv = 0; lv < N_LEVELS; lv++) {
         ds_kernels_force_level(k_levels[lv]);
@@ -182,14 +183,20 @@ TEST(ds_label_score_multi_equals_single_all_levels) {
                     for (int g = 0; g < G; g++)
                         for (int j = 0; j < r; j++) q[(size_t)g * qstride + j] = rnd_normal() * (float)(1 + 10 * g);
                     if (G == 7) q[3 * qstride + r / 2] = NAN;
-                    ds_label_score_multi(q, qstride, G, r, bits, s.codes, s.lo, s.st, n, multi, sstride);
+                    uint32_t kmax[8];
+                    ds_label_score_multi(q, qstride, G, r, bits, s.codes, s.lo, s.st, n, multi, sstride, kmax);
                     for (int g = 0; g < G; g++) {
                         ds_label_score(q + (size_t)g * qstride, r, bits, s.codes, s.lo, s.st, n, one);
                         int bad = 0;
-                        for (int t = 0; t < n; t++)
+                        uint32_t km = 0;   /* the row's largest key, as ds_group_max finds it */
+                        for (int t = 0; t < n; t++) {
                             bad += memcmp(&one[t], &multi[(size_t)g * sstride + t], 4) != 0;
+                            km = ds_score_key(one[t]) > km ? ds_score_key(one[t]) : km;
+                        }
                         CHECK_MSG(!bad, "%s r=%d bits=%d n=%d G=%d query %d: %d of %d scores differ", k_levels[lv], r,
                                   bits, n, G, g, bad, n);
+                        CHECK_MSG(kmax[g] == km, "%s r=%d bits=%d n=%d G=%d query %d: largest key %08x, the scores' %08x",
+                                  k_levels[lv], r, bits, n, G, g, kmax[g], km);
                     }
                 }
                 free(q); free(multi); free(one);
