@@ -473,8 +473,8 @@ static ds_session *new_session(const ds_model *m, const opts *o, int n_ctx) {
         else {
             char when[64] = "throughout";
             if (from > 1) snprintf(when, sizeof when, "from %d tokens of context", from);
-            fprintf(stderr, "attention: Double Sparsity %s (shipped/sidecar calibration; --dense to compare, "
-                    "--ds-min-context to move)\n", when);
+            fprintf(stderr, "attention: Double Sparsity %s (group score: %s; shipped/sidecar calibration; --dense to "
+                    "compare, --ds-min-context to move)\n", when, ds_session_group_max(s) ? "largest head" : "sum");
         }
     }
     return s;

@@ -167,7 +167,8 @@ def check_run_attention(dsinfer):
     calibration: DS from 2048 tokens on the CPU; dense throughout when the context is shorter)."""
     if not os.path.exists(SMOL):
         return 1
-    cases = [([], "attention: Double Sparsity from 2048 tokens of context"),
+    cases = [([], "attention: Double Sparsity from 2048 tokens of context (group score: largest head;"),
+             (["--ds-group-score", "sum"], "attention: Double Sparsity from 2048 tokens of context (group score: sum;"),
              (["-c", "1024"], "attention: dense throughout: Double Sparsity would start at 2048 tokens of context, "
                               "beyond this session's 1024"),
              (["--ds-min-context", "0"], "attention: Double Sparsity throughout"),
