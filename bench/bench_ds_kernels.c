@@ -44,6 +44,16 @@ static float rndn(void) {
 
 static volatile float g_sink;
 
+/* n label rows of r channels at `bits` from keys of sd 3 (a realistic spread for the codes) */
+static void random_labels(int r, int bits, int n, uint8_t *codes, uint16_t *lo, uint16_t *st) {
+    const size_t rb = ds_label_row_bytes(r, bits);
+    float x[128];
+    for (int t = 0; t < n; t++) {
+        for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
+        ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
+    }
+}
+
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 0.1;
     static const int ns[] = { 1024, 8192, 32768 };
@@ -81,11 +91,8 @@ int main(int argc, char **argv) {
                 int copies = (int)((64u << 20) / set_b) + 1;
                 uint8_t *codes = ds_alloc(rb * (size_t)n * copies);
                 uint16_t *lo = ds_alloc((size_t)n * 2 * copies), *st = ds_alloc((size_t)n * 2 * copies);
-                float x[128], q[128], *out = ds_alloc((size_t)n * 4);
-                for (int t = 0; t < n; t++) {
-                    for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
-                    ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
-                }
+                float q[128], *out = ds_alloc((size_t)n * 4);
+                random_labels(r, bits, n, codes, lo, st);
                 for (int c = 1; c < copies; c++) {
                     memcpy(codes + rb * (size_t)n * c, codes, rb * (size_t)n);
                     memcpy(lo + (size_t)n * c, lo, (size_t)n * 2);
@@ -131,13 +138,10 @@ int main(int argc, char **argv) {
             size_t rb = ds_label_row_bytes(r, bits);
             uint8_t *codes = ds_alloc(rb * (size_t)n);
             uint16_t *lo = ds_alloc((size_t)n * 2), *st = ds_alloc((size_t)n * 2);
-            float x[32], q[32], *sc = ds_alloc((size_t)n * 4 * NS);
+            float q[32], *sc = ds_alloc((size_t)n * 4 * NS);
             int32_t *idx = ds_alloc((size_t)k * 4);
             void *scratch = ds_alloc(ds_topk_scratch_bytes(n));
-            for (int t = 0; t < n; t++) {
-                for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
-                ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
-            }
+            random_labels(r, bits, n, codes, lo, st);
             for (int a = 0; a < NS; a++) {
                 for (int j = 0; j < r; j++) q[j] = rndn();
                 ds_label_score(q, r, bits, codes, lo, st, n, sc + (size_t)n * a);
@@ -171,15 +175,12 @@ int main(int argc, char **argv) {
         size_t rb = ds_label_row_bytes(r, bits);
         uint8_t *codes = ds_alloc(rb * (size_t)n);
         uint16_t *lo = ds_alloc((size_t)n * 2), *st = ds_alloc((size_t)n * 2);
-        float x[32], q[G][128], qs[128];
+        float q[G][128], qs[128];
         float *sc = ds_alloc((size_t)n * 4 * G), *gs = ds_alloc((size_t)n * 4 * G);
         uint32_t kmax[G];
         int32_t *idx = ds_alloc((size_t)k * 4);
         void *scratch = ds_alloc(ds_topk_scratch_bytes(n));
-        for (int t = 0; t < n; t++) {
-            for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
-            ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
-        }
+        random_labels(r, bits, n, codes, lo, st);
         for (int j = 0; j < r; j++) {
             qs[j] = 0;
             for (int g = 0; g < G; g++) { q[g][j] = rndn(); qs[j] += q[g][j]; }
