@@ -3,7 +3,7 @@
  *
  * Build and run from the repo root:
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -Iinclude -Isrc bench/bench_ds_kernels.c src/ds_kernels*.c \
- *       src/util.c -lm -o /tmp/bench_dsk && /tmp/bench_dsk [seconds_per_case]
+ *       src/attention.c src/util.c -lm -o /tmp/bench_dsk && /tmp/bench_dsk [seconds_per_case]
  *
  * Score: s[t] = qsum . label[t] over n tokens for (r, bits) shapes. Bytes per token = packed
  * codes + 4 (fp16 lo and step) below 16 bits. "hot": one label array reused (L1/L2 resident,
@@ -18,8 +18,17 @@
  * pass, each head's largest score kept while scoring, the shifted combine (ds_group_max_keys), then
  * the top-k; beside it the combine that finds the maxima by reading the rows again, ds_group_max,
  * which the heads scored one at a time still take); us per group.
+ * Attention (n = 8192, G = 3, head_dim 64, fp16 K and V as SmolLM2's cache): one KV group's exact
+ * attention over k = n/16 selected rows as decode runs it (ds_attn_partial over slices of 128 rows,
+ * then ds_attn_merge), the rows at random positions in ascending order (as the top-k leaves them);
+ * "hot": one group's rows reused (cache-resident); "cold": 90 groups (SmolLM2's 30 layers x 3 KV
+ * heads, 180 MiB of K and V) in turn after a 128 MiB write has evicted the caches, as in decode,
+ * where a step's weights stream through the caches between one token's gathers and the next's;
+ * "touch": the same cold rows only loaded (one value per 64-byte line), this machine's floor for
+ * the gather; "dense": the whole 8192 rows, cold. us per group.
  * Times: thread CPU time, best of 5. */
 #include "ds_kernels.h"
+#include "attention.h"
 #include "common.h"
 
 #include <stdio.h>
@@ -52,6 +61,67 @@ static void random_labels(int r, int bits, int n, uint8_t *codes, uint16_t *lo, 
         for (int j = 0; j < r; j++) x[j] = 3.0f * rndn();
         ds_label_encode(x, r, bits, codes + rb * t, lo + t, st + t);
     }
+}
+
+/* Sum of one value per 64-byte line of the selected K and V rows (the "touch" floor). */
+static float touch_rows(const uint16_t *K, const uint16_t *V, const int32_t *idx, int k, int hd) {
+    float s = 0;
+    for (int j = 0; j < k; j++) {
+        const uint16_t *a = K + (size_t)idx[j] * hd, *b = V + (size_t)idx[j] * hd;
+        for (int c = 0; c < hd; c += 32) s += (float)(a[c] + b[c]);
+    }
+    return s;
+}
+
+static void bench_attention(void) {
+    enum { NG = 90, G = 3, HD = 64, SLICE = 128 };
+    const int n = 8192, k = n / 16, ns = k / SLICE;
+    const size_t per = (size_t)n * HD, flush_bytes = (size_t)128 << 20;
+    uint16_t *K = ds_alloc(per * NG * 2), *V = ds_alloc(per * NG * 2);
+    uint8_t *flush = ds_alloc(flush_bytes);
+    int32_t *idx = ds_alloc((size_t)k * NG * 4);
+    float q[G * HD], acc[ns][G * HD], out[G * HD];
+    ds_attn_stats sts[ns];
+    if (!K || !V || !flush || !idx) { fprintf(stderr, "bench_ds_kernels: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < per * NG; i++) {
+        K[i] = ds_fp32_to_fp16(0.5f * rndn());
+        V[i] = ds_fp32_to_fp16(rndn());
+    }
+    for (int i = 0; i < G * HD; i++) q[i] = 0.125f * rndn();
+    for (int g = 0; g < NG; g++) {   /* k distinct positions, ascending: one per stretch of 16 */
+        for (int j = 0; j < k; j++) idx[(size_t)g * k + j] = 16 * j + (int)(rnd() % 16);
+    }
+    /* 0 DS hot, 1 DS cold, 2 touch cold, 3 dense cold; best of 5 sweeps over the groups */
+    double t[4];
+    for (int p = 0; p < 4; p++) {
+        t[p] = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            if (p) memset(flush, rep + 1, flush_bytes);
+            double t0 = cpu_s();
+            for (int g = 0; g < NG; g++) {
+                const int gg = p == 0 ? 0 : g;
+                const uint16_t *Kg = K + per * gg, *Vg = V + per * gg;
+                const int32_t *ig = idx + (size_t)g * k;
+                if (p <= 1) {
+                    for (int j = 0; j < ns; j++)
+                        ds_attn_partial(q, G, HD, Kg, Vg, ig, j * SLICE, (j + 1) * SLICE, acc[j], &sts[j]);
+                    ds_attn_merge(ns, G, HD, &acc[0][0], sts, out);
+                    g_sink = out[0];
+                } else if (p == 2) {
+                    g_sink = touch_rows(Kg, Vg, ig, k, HD);
+                } else {
+                    ds_attn_partial(q, G, HD, Kg, Vg, NULL, 0, n, acc[0], &sts[0]);
+                    g_sink = acc[0][0];
+                }
+            }
+            const double dt = (cpu_s() - t0) / NG;
+            t[p] = dt < t[p] ? dt : t[p];
+        }
+    }
+    printf("\n# attention per KV group, n = %d, k = %d, G = %d, head_dim %d, fp16 K/V; us per group\n", n, k, G, HD);
+    printf("%8s %8s %8s %8s  %s\n", "DS hot", "DS cold", "touch", "dense", "dense / DS cold");
+    printf("%8.2f %8.2f %8.2f %8.2f  %.2fx\n", t[0] * 1e6, t[1] * 1e6, t[2] * 1e6, t[3] * 1e6, t[3] / t[1]);
+    ds_free(K); ds_free(V); ds_free(flush); ds_free(idx);
 }
 
 int main(int argc, char **argv) {
@@ -225,5 +295,6 @@ int main(int argc, char **argv) {
                mx_re * 1e6, mx / sum);
         ds_free(codes); ds_free(lo); ds_free(st); ds_free(sc); ds_free(gs); ds_free(idx); ds_free(scratch);
     }
+    bench_attention();
     return 0;
 }
