@@ -10,7 +10,11 @@ only those methods' settings get it (runs/all.cases.csv:+recent=ds: the run's de
 join the untagged ones). A later file's
 row replaces an earlier one's for the same case and setting. For each setting at the budget
 (and dense), the table gives the cases it answered in full of those it ran, what dense answered
-of the same cases, and the ratio (a setting's cases without a dense row are left out of it). Writes NAME.md and NAME.csv when --out is given.
+of the same cases, and the ratio (a setting's cases without a dense row are left out of it); then
+how many of the cases dense answered the setting answered too ("kept"): the ratio counts a case
+dense misses and the setting answers as making up for one it loses, "kept" does not, so where the
+two differ the setting is answering cases dense does not. Writes NAME.md and NAME.csv when --out
+is given.
 """
 import argparse, csv, os, sys
 
@@ -46,16 +50,20 @@ for s in order:
     both = [c for c in ran if (c[0], c[1], "dense") in score]
     dense_full = sum(score[(c[0], c[1], "dense")] >= 1000 for c in both)
     mine = sum(score[(c[0], c[1], s)] >= 1000 for c in both)
-    rows.append((s, full, len(ran), dense_full, len(both), mine))
-L = [f"| setting ({a.task}, k = {a.budget}) | answered / ran | dense on those cases | vs dense |", "|---|---|---|---|"]
-for s, full, n, dfull, nboth, mine in rows:
+    kept = sum(score[(c[0], c[1], s)] >= 1000 and score[(c[0], c[1], "dense")] >= 1000 for c in both)
+    rows.append((s, full, len(ran), dense_full, len(both), mine, kept))
+L = [f"| setting ({a.task}, k = {a.budget}) | answered / ran | dense on those cases | vs dense | kept of dense's |",
+     "|---|---|---|---|---|"]
+for s, full, n, dfull, nboth, mine, kept in rows:
     rel = f"{mine / dfull:.3f}x" if dfull and s != "dense" else "-"
-    L.append(f"| {s} | {full} / {n} | {dfull} / {nboth} | {rel} |")
+    kp = f"{kept} / {dfull}" if s != "dense" else "-"
+    L.append(f"| {s} | {full} / {n} | {dfull} / {nboth} | {rel} | {kp} |")
 print("\n".join(L))
 if a.out:
     with open(a.out + ".csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "answered", "ran", "dense_answered", "dense_ran", "answered_where_dense_ran"])
+        w.writerow(["setting", "answered", "ran", "dense_answered", "dense_ran", "answered_where_dense_ran",
+                    "answered_where_dense_answered"])
         w.writerows(rows)
     with open(a.out + ".md", "w") as f:
         f.write(f"Merged from: {' '.join(os.path.basename(x) for x in a.files)} "
