@@ -2,16 +2,18 @@
 # CPU decode speed, dense vs Double Sparsity, over context depths, in one run on one machine.
 #
 #   bench/ds-cpu.sh [-m MODEL] [-t THREADS] [--depths 1024,2048,4096,8192] [--tg 64] [--ds-channels R]
+#                   [--ds-group-score max|sum] [--name NAME]
 #
-# Writes bench/results/ds-cpu-<host>.md: tok/s, bytes/token, GB/s and attention ms/token per
+# Writes bench/results/ds-cpu-<host>.md (NAME.md with --name): tok/s, bytes/token, GB/s and attention ms/token per
 # depth for dense and for DS (k = n/16, 4-bit labels, the default channels unless --ds-channels:
-# 32 on SmolLM2, 1/8 of the key bits; --ds-channels 16 gives the paper's 1/16), with the
+# 32 on SmolLM2, 1/8 of the key bits; --ds-channels 16 gives the paper's 1/16; the group score
+# DS's default unless --ds-group-score), with the
 # speedups, and ds-cpu-<host>.svg: decode tok/s and attention ms/token over depth. The two
 # sessions run alternately per depth so drift hits both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS=("$@")
-MODEL=""; THREADS=2; DEPTHS="1024,2048,4096,8192"; TG=64; CH=()
+MODEL=""; THREADS=2; DEPTHS="1024,2048,4096,8192"; TG=64; CH=(); GS=(); NAME=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=${2?"$1 needs a value"}; shift 2;;
@@ -19,18 +21,20 @@ while [ $# -gt 0 ]; do
         --depths) DEPTHS=${2?"$1 needs a value"}; shift 2;;
         --tg) TG=${2?"$1 needs a value"}; shift 2;;
         --ds-channels) CH=(--ds-channels "${2?"$1 needs a value"}"); shift 2;;
-        *) echo "usage: $0 [-m MODEL] [-t THREADS] [--depths LIST] [--tg N] [--ds-channels R]" >&2; exit 2;;
+        --ds-group-score) GS=(--ds-group-score "${2?"$1 needs a value"}"); shift 2;;
+        --name) NAME=${2?"$1 needs a value"}; shift 2;;
+        *) echo "usage: $0 [-m MODEL] [-t THREADS] [--depths LIST] [--tg N] [--ds-channels R] [--ds-group-score max|sum] [--name NAME]" >&2; exit 2;;
     esac
 done
 [ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
 make -s dsinfer
 host=$(hostname -s 2>/dev/null || echo host)
-out=bench/results/ds-cpu-$host.md
-raw=bench/results/ds-cpu-$host.raw.txt
+out=bench/results/${NAME:-ds-cpu-$host}.md
+raw=${out%.md}.raw.txt
 : > "$raw"
 for d in ${DEPTHS//,/ }; do
     ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --dense >> "$raw"
-    ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --ds --ds-tokens 1/16 "${CH[@]}" >> "$raw"
+    ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --ds --ds-tokens 1/16 "${CH[@]}" "${GS[@]}" >> "$raw"
 done
 python3 - "$raw" "$MODEL" "$THREADS" "$(./dsinfer --version | cut -d" " -f2)" "${out%.md}.svg" "${ARGS[@]}" > "$out" <<'PY'
 import re, sys, datetime, os
