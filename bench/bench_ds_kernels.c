@@ -74,14 +74,14 @@ static float touch_rows(const uint16_t *K, const uint16_t *V, const int32_t *idx
 }
 
 static void bench_attention(void) {
-    enum { NG = 90, G = 3, HD = 64, SLICE = 128 };
-    const int n = 8192, k = n / 16, ns = k / SLICE;
+    enum { NG = 90, G = 3, HD = 64, SLICE = 128, N = 8192, KSEL = N / 16, NS = KSEL / SLICE };
+    const int n = N, k = KSEL, ns = NS;
     const size_t per = (size_t)n * HD, flush_bytes = (size_t)128 << 20;
     uint16_t *K = ds_alloc(per * NG * 2), *V = ds_alloc(per * NG * 2);
     uint8_t *flush = ds_alloc(flush_bytes);
     int32_t *idx = ds_alloc((size_t)k * NG * 4);
-    float q[G * HD], acc[ns][G * HD], out[G * HD];
-    ds_attn_stats sts[ns];
+    float q[G * HD], acc[NS][G * HD], out[G * HD];
+    ds_attn_stats sts[NS];
     if (!K || !V || !flush || !idx) { fprintf(stderr, "bench_ds_kernels: out of memory\n"); exit(1); }
     for (size_t i = 0; i < per * NG; i++) {
         K[i] = ds_fp32_to_fp16(0.5f * rndn());
