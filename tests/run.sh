@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command behind `make test`: C unit/integration tests, then the checks against the
-# independent numpy reference (tests/reference). Prints one combined "N passed, N failed" line.
+# The test command behind `make test`: C unit/integration tests, the checks against the
+# independent numpy reference (tests/reference), then the eval tools' own checks (tests/tools).
+# Prints one combined "N passed, N failed" line.
 set -u
 BUILD=${1:-build}
 BIN=${2:-./dsinfer}
@@ -32,6 +33,9 @@ else
     echo "  numpy/gguf not installed (pip install numpy gguf): reference checks skipped"
     skipped=$((skipped + 1))
 fi
+echo "== eval tools (python)"
+python3 tests/tools/test_merge_cases.py 2>&1 | tee "$log"
+add_counts "$log"
 rm -f "$log"
 echo
 echo "$passed passed, $failed failed, $skipped skipped"
