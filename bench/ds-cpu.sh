@@ -9,7 +9,8 @@
 # 32 on SmolLM2, 1/8 of the key bits; --ds-channels 16 gives the paper's 1/16; the group score
 # DS's default unless --ds-group-score), with the
 # speedups, and ds-cpu-<host>.svg: decode tok/s and attention ms/token over depth. The two
-# sessions run alternately per depth so drift hits both.
+# sessions run alternately per depth so drift hits both. DSINFER=PATH runs a binary built
+# elsewhere (for another machine with no compiler or libraries) instead of building ./dsinfer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS=("$@")
@@ -27,16 +28,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$MODEL" ] || MODEL=$(scripts/fetch-model --print-path smollm2)
-make -s dsinfer
+BIN=${DSINFER:-./dsinfer}
+[ -n "${DSINFER:-}" ] || make -s dsinfer
 host=$(hostname -s 2>/dev/null || echo host)
 out=bench/results/${NAME:-ds-cpu-$host}.md
 raw=${out%.md}.raw.txt
 : > "$raw"
 for d in ${DEPTHS//,/ }; do
-    ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --dense >> "$raw"
-    ./dsinfer bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --ds --ds-tokens 1/16 "${CH[@]}" "${GS[@]}" >> "$raw"
+    "$BIN" bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --dense >> "$raw"
+    "$BIN" bench -m "$MODEL" -t "$THREADS" --pp 0 --tg "$TG" --depths "$d" -r 3 --ds --ds-tokens 1/16 "${CH[@]}" "${GS[@]}" >> "$raw"
 done
-python3 - "$raw" "$MODEL" "$THREADS" "$(./dsinfer --version | cut -d" " -f2)" "${out%.md}.svg" "${ARGS[@]}" > "$out" <<'PY'
+python3 - "$raw" "$MODEL" "$THREADS" "$("$BIN" --version | cut -d" " -f2)" "${out%.md}.svg" "${ARGS[@]}" > "$out" <<'PY'
 import re, sys, datetime, os
 raw, model, threads, commit, svg = sys.argv[1:6]
 rows, method, bw = {}, None, None
@@ -49,7 +51,8 @@ for line in open(raw):
     if len(c) == 7 and c[0].startswith("tg"):
         rows.setdefault(int(c[1]), {})["dense" if method == "dense" else "ds"] = (method, float(c[2]), float(c[3]), float(c[4]), c[5], float(c[6]))
 print(f"# CPU decode: dense vs Double Sparsity ({os.path.basename(model)})\n")
-print(f"- date {datetime.date.today()}, commit {commit}, {os.cpu_count()} cores, {threads} threads; last measured read bandwidth {bw} GB/s")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+print(f"- date {datetime.date.today()}, commit {commit}, {cpu}, {os.cpu_count()} cores, {threads} threads; last measured read bandwidth {bw} GB/s")
 ds_name = next((r['ds'][0] for r in rows.values() if 'ds' in r), 'ds')
 print(f"- DS setting: {ds_name}; dense prefill, decode of random tokens (speed does not depend on values)")
 print("- command: bench/ds-cpu.sh " + " ".join(sys.argv[6:]) + f" (raw `dsinfer bench` output beside this file; plot {os.path.basename(svg)})\n")
