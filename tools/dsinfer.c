@@ -40,7 +40,11 @@ static void die(const char *fmt, ...) {
 }
 
 static void die_status(ds_status st, const char *what) {
-    die("%s: %s (%s)", what, ds_last_error(), ds_status_name(st));
+    const char *e = ds_last_error();
+    size_t n = strlen(what);
+    if (strncmp(e, what, n) == 0 && e[n] == ':')   /* the library's message names it already */
+        die("%s (%s)", e, ds_status_name(st));
+    die("%s: %s (%s)", what, e, ds_status_name(st));
 }
 
 static double now_s(void) {

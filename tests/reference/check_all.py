@@ -182,6 +182,31 @@ def check_run_attention(dsinfer):
     return 0
 
 
+def check_bad_calibration(dsinfer):
+    """A calibration file that is missing, not JSON, or not ours: exit 1 with one error line that
+    names the file once (the library's message names it; the CLI must not repeat it)."""
+    if not os.path.exists(SMOL):
+        return 1
+    with tempfile.TemporaryDirectory() as d:
+        garbage, foreign = os.path.join(d, "garbage.json"), os.path.join(d, "foreign.json")
+        with open(garbage, "w") as f:
+            f.write("not json {")
+        with open(foreign, "w") as f:
+            f.write('{"format": "something-else"}')
+        cases = [("--ds-calib", os.path.join(d, "missing.json"), "cannot open"),
+                 ("--ds-calib", garbage, "not valid JSON"),
+                 ("--ds-calib", foreign, "not a dsinfer calibration file"),
+                 ("--ds-calib-paper", garbage, "not valid JSON")]
+        for flag, path, want in cases:
+            r = subprocess.run([dsinfer, "run", "-m", SMOL, "-p", "Hello", "-n", "1", "-t", "1", flag, path],
+                               capture_output=True, text=True)
+            lines = r.stderr.strip().splitlines()
+            ok = (r.returncode == 1 and len(lines) == 1 and lines[0].startswith("dsinfer: ") and want in lines[0]
+                  and lines[0].count(path) == 1)
+            report(ok, f"cli {flag} {os.path.basename(path)}", f"exit {r.returncode}, stderr {r.stderr.strip()!r}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsinfer", default="./dsinfer")
@@ -195,6 +220,7 @@ def main():
     check_generated(args.dsinfer)
     check_version(args.dsinfer)
     skipped += check_run_attention(args.dsinfer)
+    skipped += check_bad_calibration(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
     return 0 if all(results) else 1
 
