@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static ds_model *load_smol_calibrated(void) {
@@ -154,6 +155,26 @@ TEST(eval_cli_tables_after_each_case) {
     CHECK_MSG(b && strstr(b, "dense,dense,,passkey,1,") && strstr(b, "dense,dense,,cwe,0,"), "csv: %s", b ? b : "(none)");
     CHECK_MSG(c && strstr(c, "passkey,0,") && !strstr(c, "cwe,"), "cases: %s", c ? c : "(none)");
     free(a); free(b); free(c);
+    remove_outputs(&cfg);
+    ds_model_free(m);
+}
+
+/* A run that fails before its first case is done (cwe cannot make a case this short) writes
+ * nothing: an earlier run's NAME.cases.csv stays as it was, and no tables appear. */
+TEST(eval_cli_failure_before_first_case) {
+    ds_model *m = load_smol_calibrated();
+    if (!m) SKIP("model not fetched (scripts/fetch-model)");
+    char dir[256], path[320];
+    ds_eval_config cfg = small_eval(dir, sizeof dir, "e", "cwe");
+    CHECK(mkdir(dir, 0755) == 0);
+    FILE *f = fopen(out_path(path, sizeof path, &cfg, "cases.csv"), "w");
+    CHECK(f != NULL);
+    if (f) { fputs("an earlier run\n", f); fclose(f); }
+    CHECK(cmd_eval(m, &cfg) != 0);
+    char *c = read_all(out_path(path, sizeof path, &cfg, "cases.csv"));
+    CHECK_MSG(c && !strcmp(c, "an earlier run\n"), "cases: %s", c ? c : "(none)");
+    CHECK(access(out_path(path, sizeof path, &cfg, "md"), F_OK) != 0);
+    free(c);
     remove_outputs(&cfg);
     ds_model_free(m);
 }

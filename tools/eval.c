@@ -587,9 +587,10 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
             len += snprintf(name + len, sizeof name - (size_t)len, "%s%s", t ? "+" : "-", ds_task_name(tasks[t]));
     }
     if (make_dirs(cfg.out_dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
-    FILE *fc = open_out(&cfg, name, "cases.csv", path, sizeof path);
-    if (!fc) return 1;
-    fprintf(fc, "task,case,seed,depth,prompt_tokens,setting,score,expected,answer\n");
+    if (access(cfg.out_dir, W_OK) != 0) { fprintf(stderr, "dsinfer: cannot write into %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
+    /* NAME.cases.csv is opened (and an earlier run's file of that name replaced) only when the
+     * first case is done: a run that fails before then leaves the folder as it was */
+    FILE *fc = NULL;
 
     double *sum = calloc((size_t)n_set * n_task, sizeof *sum);
     int *cnt = calloc((size_t)n_set * n_task, sizeof *cnt), *scores = malloc(sizeof(int) * (size_t)n_set);
@@ -622,6 +623,15 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
             if (st && !c.material) { rc = 1; break; }
             if (!st) st = ds_eval_run_case(m, &c, &cfg.sp, set, n_set, n_gen, cfg.n_threads, scores, answers, &np);
             if (st) { rc = fail(ds_task_name(task), st); ds_eval_case_free(&c); break; }
+            if (!fc) {
+                if (!(fc = open_out(&cfg, name, "cases.csv", path, sizeof path))) {
+                    for (int i = 0; i < n_set; i++) { free(answers[i]); answers[i] = NULL; }
+                    rc = 1;
+                    ds_eval_case_free(&c);
+                    break;
+                }
+                fprintf(fc, "task,case,seed,depth,prompt_tokens,setting,score,expected,answer\n");
+            }
             for (int i = 0; i < n_set; i++) {
                 sum[i * n_task + ti] += scores[i];
                 cnt[i * n_task + ti]++;
@@ -646,7 +656,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
                               t_start);
         }
     }
-    fclose(fc);
+    if (fc) fclose(fc);
     free(sum); free(cnt); free(scores); free(answers);
     return rc;
 }
