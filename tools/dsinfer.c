@@ -395,6 +395,17 @@ static void calib_progress(int done, int total, void *user) {
     if (done == total) fprintf(stderr, "\n");
 }
 
+/* A calibration is written when it is done (minutes to tens of minutes): find out first whether
+ * the folder of its path takes a file, so a bad -o or a read-only model folder fails at once. */
+static void check_output_dir(const char *path, const char *hint) {
+    char dir[1024];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (access(dir, W_OK) != 0) die("cannot write %s: folder %s: %s%s", path, dir, strerror(errno), hint);
+}
+
 /* Calibration for sparse methods that need one: explicit file, paper JSON, the sidecar next to
  * the model (loaded by ds_model_load), the file shipped in calib/ beside the executable, or a
  * calibration run now on --ds-calib-text. */
@@ -425,6 +436,7 @@ static void ensure_calibration(ds_model *m, const opts *o, bool required) {
         size_t len;
         char *text = read_file(o->calib_text, &len);
         char sha[65], *out = ds_calibration_default_path(m);
+        check_output_dir(out, " (calibrate with `dsinfer calibrate -o FILE` and pass --ds-calib FILE)");
         ds_sha256_hex(text, len, sha);
         fprintf(stderr, "dsinfer: no calibration for this model; calibrating on %s -> %s\n", o->calib_text, out);
         const char *name = strrchr(o->calib_text, '/') ? strrchr(o->calib_text, '/') + 1 : o->calib_text;
@@ -897,6 +909,7 @@ static int cmd_calibrate(opts *o) {
     char sha[65];
     ds_sha256_hex(text, len, sha);
     char *out = o->out ? strdup(o->out) : ds_calibration_default_path(m);
+    check_output_dir(out, o->out ? "" : " (name another path with -o FILE)");
     double t0 = now_s();
     const char *name = strrchr(o->file, '/') ? strrchr(o->file, '/') + 1 : o->file;
     ds_status st = ds_model_calibrate(m, text, len, name, sha, o->calib_block, o->calib_max_tokens,

@@ -184,7 +184,8 @@ def check_run_attention(dsinfer):
 
 def check_bad_calibration(dsinfer):
     """A calibration file that is missing, not JSON, or not ours: exit 1 with one error line that
-    names the file once (the library's message names it; the CLI must not repeat it)."""
+    names the file once (the library's message names it; the CLI must not repeat it). And a
+    calibration's output path in a missing folder is refused before the calibration runs."""
     if not os.path.exists(SMOL):
         return 1
     with tempfile.TemporaryDirectory() as d:
@@ -204,6 +205,12 @@ def check_bad_calibration(dsinfer):
             ok = (r.returncode == 1 and len(lines) == 1 and lines[0].startswith("dsinfer: ") and want in lines[0]
                   and lines[0].count(path) == 1)
             report(ok, f"cli {flag} {os.path.basename(path)}", f"exit {r.returncode}, stderr {r.stderr.strip()!r}")
+        # an output folder that does not exist: refused before the calibration runs, not after it
+        out = os.path.join(d, "no-such-folder", "x.json")
+        r = subprocess.run([dsinfer, "calibrate", "-m", SMOL, "-f", garbage, "-t", "1", "-o", out],
+                           capture_output=True, text=True)
+        ok = r.returncode == 1 and "cannot write " + out in r.stderr and "calibrating" not in r.stderr
+        report(ok, "cli calibrate -o into a missing folder", f"exit {r.returncode}, stderr {r.stderr.strip()!r}")
     return 0
 
 
