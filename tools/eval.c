@@ -365,6 +365,16 @@ static int make_dirs(const char *path) {
     return 0;
 }
 
+/* The results folder, made if missing and checked writable before any work, so that a run of
+ * minutes to hours cannot end in "cannot write". Returns 0, or 1 after a message. */
+static int out_dir_ready(const char *dir) {
+    if (make_dirs(dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", dir, strerror(errno)); return 1; }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) { fprintf(stderr, "dsinfer: %s is not a folder\n", dir); return 1; }
+    if (access(dir, W_OK) != 0) { fprintf(stderr, "dsinfer: cannot write into %s: %s\n", dir, strerror(errno)); return 1; }
+    return 0;
+}
+
 static void model_base(const char *path, char *out, size_t cap) {
     const char *b = path && strrchr(path, '/') ? strrchr(path, '/') + 1 : path ? path : "model";
     snprintf(out, cap, "%s", b);
@@ -586,8 +596,7 @@ int cmd_eval(const ds_model *m, const ds_eval_config *cfg0) {
         for (int t = 0; t < n_task && n_task < DS_TASK_COUNT && len > 0 && len < (int)sizeof name; t++)
             len += snprintf(name + len, sizeof name - (size_t)len, "%s%s", t ? "+" : "-", ds_task_name(tasks[t]));
     }
-    if (make_dirs(cfg.out_dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
-    if (access(cfg.out_dir, W_OK) != 0) { fprintf(stderr, "dsinfer: cannot write into %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
+    if (out_dir_ready(cfg.out_dir)) return 1;
     /* NAME.cases.csv is opened (and an earlier run's file of that name replaced) only when the
      * first case is done: a run that fails before then leaves the folder as it was */
     FILE *fc = NULL;
@@ -698,6 +707,7 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     int n_set = ds_eval_parse_settings(cfg.methods, cfg.budgets, set, DS_EVAL_MAX_SETTINGS, err, sizeof err);
     label_widths(m, &cfg);
     if (n_set < 0) { fprintf(stderr, "dsinfer: %s\n", err); return 1; }
+    if (out_dir_ready(cfg.out_dir)) return 1;
     size_t len;
     char *text = slurp(cfg.text_path, &len);
     if (!text) { fprintf(stderr, "dsinfer: cannot read %s: %s\n", cfg.text_path, strerror(errno)); return 1; }
@@ -749,7 +759,6 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     command_line(cmdline, sizeof cmdline);
     printf("%s\n\n", header);
     fid_table(stdout, set, n_set, acc);
-    if (make_dirs(cfg.out_dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", cfg.out_dir, strerror(errno)); return 1; }
     FILE *f = open_out(&cfg, name, "md", path, sizeof path);
     if (f) {
         fprintf(f, "# Fidelity: %s\n\n- %s\n- command: `%s`\n- took %.0f s\n\n", name, header, cmdline, now_s() - t_start);

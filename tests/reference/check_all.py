@@ -214,6 +214,20 @@ def check_bad_calibration(dsinfer):
     return 0
 
 
+def check_bad_out_dir(dsinfer):
+    """eval and fidelity refuse a results folder they cannot write into (here a file) before any
+    work: exit 1, one message, nothing computed (fidelity used to score the text first)."""
+    if not os.path.exists(SMOL):
+        return 1
+    with tempfile.NamedTemporaryFile() as f:
+        for cmd in (["fidelity", "-f", "README.md", "--window", "64", "--chunks", "1", "--methods", "sparq"],
+                    ["eval", "--task", "passkey", "-c", "320", "--cases", "1", "--methods", "dense"]):
+            r = subprocess.run([dsinfer] + cmd + ["-m", SMOL, "-t", "1", "--out-dir", f.name], capture_output=True, text=True)
+            ok = r.returncode == 1 and r.stdout == "" and r.stderr.strip() == f"dsinfer: {f.name} is not a folder"
+            report(ok, f"cli {cmd[0]} --out-dir FILE", f"exit {r.returncode}, stderr {r.stderr.strip()[-200:]!r}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsinfer", default="./dsinfer")
@@ -228,6 +242,7 @@ def main():
     check_version(args.dsinfer)
     skipped += check_run_attention(args.dsinfer)
     skipped += check_bad_calibration(args.dsinfer)
+    skipped += check_bad_out_dir(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
     return 0 if all(results) else 1
 
