@@ -759,13 +759,16 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
     command_line(cmdline, sizeof cmdline);
     printf("%s\n\n", header);
     fid_table(stdout, set, n_set, acc);
+    int werr = 0;   /* a table or plot that could not be written: reported, and the exit status says so */
     FILE *f = open_out(&cfg, name, "md", path, sizeof path);
+    werr |= !f;
     if (f) {
         fprintf(f, "# Fidelity: %s\n\n- %s\n- command: `%s`\n- took %.0f s\n\n", name, header, cmdline, now_s() - t_start);
         fid_table(f, set, n_set, acc);
         fclose(f);
     }
-    if ((f = open_out(&cfg, name, "csv", path, sizeof path))) {
+    werr |= !(f = open_out(&cfg, name, "csv", path, sizeof path));
+    if (f) {
         fprintf(f, "# %s\nsetting,method,budget,budget_fraction,positions,mean_kl,top1_agreement,ppl_dense,ppl_sparse\n", header);
         for (int i = 0; i < n_set; i++) {
             double c = acc[i].count ? (double)acc[i].count : NAN;
@@ -810,7 +813,9 @@ int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg0) {
         snprintf(path, sizeof path, "%s/%s.svg", cfg.out_dir, name);
         st = ds_plot_lines(path, title, "token budget k / context (fixed k: k / window)", "mean KL (nats)", 1, ns, series, nx, xs, y);
         if (st) fprintf(stderr, "dsinfer: plot %s: %s\n", path, ds_status_name(st));
+        werr |= st != DS_OK;
     }
+    if (werr) return 1;
     fprintf(stderr, "wrote %s/%s.{md,csv,svg}\n", cfg.out_dir, name);
     return 0;
 }
