@@ -403,7 +403,8 @@ static void check_output_dir(const char *path, const char *hint) {
     if (!slash) snprintf(dir, sizeof dir, ".");
     else if (slash == path) snprintf(dir, sizeof dir, "/");
     else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (access(dir, W_OK) != 0) die("cannot write %s: folder %s: %s%s", path, dir, strerror(errno), hint);
+    const int e = ds_dir_writable(dir);
+    if (e) die("cannot write %s: folder %s: %s%s", path, dir, strerror(e), hint);
 }
 
 /* Calibration for sparse methods that need one: explicit file, paper JSON, the sidecar next to

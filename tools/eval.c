@@ -365,13 +365,20 @@ static int make_dirs(const char *path) {
     return 0;
 }
 
+int ds_dir_writable(const char *dir) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0) return errno;
+    if (!S_ISDIR(sb.st_mode)) return ENOTDIR;
+    return access(dir, W_OK) != 0 ? errno : 0;
+}
+
 /* The results folder, made if missing and checked writable before any work, so that a run of
  * minutes to hours cannot end in "cannot write". Returns 0, or 1 after a message. */
 static int out_dir_ready(const char *dir) {
     if (make_dirs(dir)) { fprintf(stderr, "dsinfer: cannot create %s: %s\n", dir, strerror(errno)); return 1; }
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) { fprintf(stderr, "dsinfer: %s is not a folder\n", dir); return 1; }
-    if (access(dir, W_OK) != 0) { fprintf(stderr, "dsinfer: cannot write into %s: %s\n", dir, strerror(errno)); return 1; }
+    const int e = ds_dir_writable(dir);
+    if (e == ENOTDIR) { fprintf(stderr, "dsinfer: %s is not a folder\n", dir); return 1; }
+    if (e) { fprintf(stderr, "dsinfer: cannot write into %s: %s\n", dir, strerror(e)); return 1; }
     return 0;
 }
 

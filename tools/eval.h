@@ -85,4 +85,8 @@ typedef struct {
 int cmd_eval(const ds_model *m, const ds_eval_config *cfg);
 int cmd_fidelity(const ds_model *m, const ds_eval_config *cfg);
 
+/* Whether dir is a folder this process can write into, checked before long work that ends by
+ * writing there: 0, or an errno value (ENOTDIR where it exists but is not a folder). */
+int ds_dir_writable(const char *dir);
+
 #endif
