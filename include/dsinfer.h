@@ -164,6 +164,10 @@ typedef struct {
                             * 2048 on the CPU; on the GPU the context from which the sparse step is
                             * faster than the dense one (ds_sparse_auto_min_context) */
     int sparse_prefill;    /* apply the method at every prefill position too (the paper's accuracy simulation) */
+    int no_prefetch;       /* CPU decode, ds and random: 0 (default) while scanning the labels, prefetch the K/V
+                            * rows the group selected at the previous step (most are selected again, and
+                            * the gather that follows is bound by memory latency); 1 off. Speed only: the
+                            * results are the same */
     uint64_t seed;         /* random channels */
     int track_h2o;         /* dense sessions: also accumulate H2O's per-token attention sums (column sums
                             * of the attention probabilities, grouped like per_head) in every step, so

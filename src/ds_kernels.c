@@ -127,14 +127,15 @@ void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes
 /* ================================================================ dispatch */
 
 static int score_none(const float *q, int r, int bits, const uint8_t *c, const uint16_t *lo,
-                      const uint16_t *st, int n, float *s) {
-    (void)q; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s;
+                      const uint16_t *st, int n, float *s, const ds_row_prefetch *pf) {
+    (void)q; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s; (void)pf;
     return 0;
 }
 
 static int score_multi_none(const float *q, size_t qs, int G, int r, int bits, const uint8_t *c, const uint16_t *lo,
-                            const uint16_t *st, int n, float *s, size_t ss, uint32_t *kmax) {
+                            const uint16_t *st, int n, float *s, size_t ss, uint32_t *kmax, const ds_row_prefetch *pf) {
     (void)q; (void)qs; (void)G; (void)r; (void)bits; (void)c; (void)lo; (void)st; (void)n; (void)s; (void)ss; (void)kmax;
+    (void)pf;
     return 0;
 }
 
@@ -236,10 +237,10 @@ void ds_kernels_force_level(const char *level) {
 }
 
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
-                    const uint16_t *step, int n, float *scores) {
+                    const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf) {
     if (n <= 0) return;
     size_t rb = ds_label_row_bytes(r, bits);
-    int done = K()->score(qsum, r, bits, codes, lo, step, n, scores);
+    int done = K()->score(qsum, r, bits, codes, lo, step, n, scores, pf);
     if (done < n)
         ds_label_score_ref(qsum, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
                            bits == 16 ? step : step + done, n - done, scores + done);
@@ -247,15 +248,15 @@ void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, co
 
 void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                           const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
-                          uint32_t *kmax) {
+                          uint32_t *kmax, const ds_row_prefetch *pf) {
     if (n <= 0) return;
     const ds_dsk_kernels *kt = K();
     const size_t rb = ds_label_row_bytes(r, bits);
-    const int done = kt->score_multi(q, qstride, G, r, bits, codes, lo, step, n, scores, sstride, kmax);
-    for (int g = 0; g < G; g++) {   /* the tail (or everything) one query at a time */
+    const int done = kt->score_multi(q, qstride, G, r, bits, codes, lo, step, n, scores, sstride, kmax, pf);
+    for (int g = 0; g < G; g++) {   /* the tail (or everything) one query at a time; rows prefetched once */
         float *row = scores + (size_t)g * sstride;
         ds_label_score(q + (size_t)g * qstride, r, bits, codes + (size_t)done * rb, bits == 16 ? lo : lo + done,
-                       bits == 16 ? step : step + done, n - done, row + done);
+                       bits == 16 ? step : step + done, n - done, row + done, done == 0 && g == 0 ? pf : NULL);
         if (kmax && done < n) {   /* the rows' keys past what the kernel scored */
             uint32_t kmin, kx;
             kt->key_range(row + done, n - done, &kmin, &kx);

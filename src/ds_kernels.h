@@ -43,6 +43,20 @@ void ds_label_encode(const float *x, int r, int bits, uint8_t *codes, uint16_t *
 /* Decode one row back to floats (tests, debugging; the scoring path never dequantises). */
 void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_t step, float *x);
 
+/* ROWS TO PREFETCH WHILE SCORING. A decode step's gather of the selected K and V rows is bound by
+ * memory latency (one random 128-byte row after another), while scoring the labels is bound by
+ * arithmetic; consecutive steps select mostly the same rows (~3/4 at 8K on SmolLM2). So the
+ * scoring kernels can take the previous step's selection and issue, per 16-token block, L2
+ * prefetches for the next rows of it (ceil(n / blocks) rows a block, every 64-byte line of
+ * row_bytes in each base array), and the gather that follows finds most rows already near.
+ * Hints only: scores are the same bit for bit with or without. Rows idx[i] * row_bytes past
+ * the arrays' end are the caller's to avoid (a prefetch does not fault, but it is wasted). */
+typedef struct {
+    const void *base[2];        /* e.g. one KV head's K and V cache; base[1] may be NULL */
+    const int32_t *idx;         /* [n] row numbers */
+    int n, row_bytes;
+} ds_row_prefetch;
+
 /* scores[t] = qsum . label[t] for t in [0, n): codes [n][row_bytes], lo/step [n] (ignored for
  * bits 16). For bits < 16 computed as step_t * sum_j qsum_j*code_tj + lo_t * sum_j qsum_j without
  * a dequantised temporary. Dispatches to the best SIMD level; the AVX-512 level accumulates the
@@ -50,17 +64,18 @@ void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_
  * ~6e-8 * max|qsum| per channel, i.e. float rounding level). Fast paths need r*bits to be a
  * multiple of 32 and row_bytes in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every
  * "1/16 of the key bits" shape; other shapes, a non-finite qsum (AVX-512) and the last n % 16
- * (AVX2: n % 8) tokens use the scalar code. Any alignment of the arrays is fine. */
+ * (AVX2: n % 8) tokens use the scalar code. Any alignment of the arrays is fine. pf: rows to
+ * prefetch meanwhile (see above), or NULL; the scalar code issues none. */
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
-                    const uint16_t *step, int n, float *scores);
+                    const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf);
 /* ds_label_score for G queries over the same label rows: scores + g * sstride receives query g's
  * (q + g * qstride) scores, equal bit for bit to ds_label_score with that query. The AVX-512 level
  * loads and unpacks each block of codes once for all G (bits 8/4/2); elsewhere it loops. kmax
  * (G entries, or NULL): the largest ds_score_key of each query's n scores, taken as they are
- * written (what ds_group_max would find by reading the rows again). */
+ * written (what ds_group_max would find by reading the rows again). pf as ds_label_score's. */
 void ds_label_score_multi(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                           const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
-                          uint32_t *kmax);
+                          uint32_t *kmax, const ds_row_prefetch *pf);
 /* Scalar reference (plain float loops, channel order). */
 void ds_label_score_ref(const float *qsum, int r, int bits, const uint8_t *codes,
                         const uint16_t *lo, const uint16_t *step, int n, float *scores);
@@ -101,7 +116,7 @@ typedef struct {
     /* Score whole 16-token blocks (AVX2: 8) from the start of the arrays; returns how many
      * tokens it scored (a multiple of its block), 0 if it does not handle this (r, bits). */
     int (*score)(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
-                 const uint16_t *step, int n, float *scores);
+                 const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf);
     /* min and max of the order-preserving keys of s[0..n) (n >= 1) */
     void (*key_range)(const float *s, int n, uint32_t *kmin, uint32_t *kmax);
     /* In index order: key > t_hi -> out (returns -1 as soon as more than out_cap would be
@@ -113,7 +128,7 @@ typedef struct {
      * (or NULL): each row's largest score key over the tokens it scored */
     int (*score_multi)(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                        const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
-                       uint32_t *kmax);
+                       uint32_t *kmax, const ds_row_prefetch *pf);
     /* out[t] = max over g of (s[g * stride + t] - m[g]), t in [0, n); out may be s */
     void (*shifted_max)(const float *s, int G, size_t stride, int n, const float *m, float *out);
 } ds_dsk_kernels;
@@ -127,6 +142,35 @@ static inline uint32_t ds_score_key(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* The SIMD levels' prefetch cursor over a ds_row_prefetch: ds_pf_start once per call (nblk
+ * blocks to come), ds_pf_step once per block. */
+typedef struct {
+    const char *b0, *b1;
+    const int32_t *idx;
+    int i, n, per, rb;
+} ds_pf_cursor;
+
+static inline void ds_pf_start(ds_pf_cursor *c, const ds_row_prefetch *pf, int nblk) {
+    const int on = pf && pf->idx && pf->base[0] && pf->n > 0 && pf->row_bytes > 0 && nblk > 0;
+    c->n = on ? pf->n : 0;
+    c->i = 0;
+    c->b0 = on ? (const char *)pf->base[0] : NULL;
+    c->b1 = on ? (const char *)pf->base[1] : NULL;
+    c->idx = on ? pf->idx : NULL;
+    c->rb = on ? pf->row_bytes : 0;
+    c->per = on ? (c->n + nblk - 1) / nblk : 0;
+}
+
+static inline void ds_pf_step(ds_pf_cursor *c) {
+    for (int j = 0; j < c->per && c->i < c->n; j++, c->i++) {
+        const size_t o = (size_t)c->idx[c->i] * (size_t)c->rb;
+        for (int l = 0; l < c->rb; l += 64) {
+            __builtin_prefetch(c->b0 + o + l, 0, 2);   /* to L2: the rows are read after the scan */
+            if (c->b1) __builtin_prefetch(c->b1 + o + l, 0, 2);
+        }
+    }
 }
 
 void ds_dsk_fill_avx2(ds_dsk_kernels *k);

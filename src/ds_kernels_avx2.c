@@ -47,11 +47,15 @@ T2 static INL void transpose8(__m256i *v, int W) {
 
 /* qsc[j]: qsum_j pre-scaled by 2^-offset of its field (1 for the topmost field). */
 T2 static INL void score_flt(const uint8_t *codes, const uint16_t *lo, const uint16_t *step, int nblk,
-                             float *out, const float *qsc, float qs, int W, int bits) {
+                             float *out, const float *qsc, float qs, int W, int bits,
+                             const ds_row_prefetch *pf) {
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk);
     const int F = 32 / bits;                        /* fields per dword */
     const __m256 vqs = _mm256_set1_ps(qs);
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 32 * W;
+        ds_pf_step(&pc);
         __m256i v[8];
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
@@ -76,10 +80,14 @@ T2 static INL void score_flt(const uint8_t *codes, const uint16_t *lo, const uin
     }
 }
 
-T2 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W) {
+T2 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W,
+                            const ds_row_prefetch *pf) {
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk);
     const __m256i low16 = _mm256_set1_epi32(0xffff);
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 32 * W;
+        ds_pf_step(&pc);
         __m256i v[8];
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
@@ -100,17 +108,18 @@ T2 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const f
 }
 
 T2 static int score_avx2(const float *qsum, int r, int bits, const uint8_t *codes,
-                         const uint16_t *lo, const uint16_t *step, int n, float *scores) {
+                         const uint16_t *lo, const uint16_t *step, int n, float *scores,
+                         const ds_row_prefetch *pf) {
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (R % 4 || (W & (W - 1)) || W > 8 || (r * bits) % 32) return 0;
     int nblk = n / 8;
     if (nblk == 0) return 0;
     if (bits == 16) {
         switch (W) {
-        case 1: score_f16(codes, nblk, scores, qsum, 1); break;
-        case 2: score_f16(codes, nblk, scores, qsum, 2); break;
-        case 4: score_f16(codes, nblk, scores, qsum, 4); break;
-        default: score_f16(codes, nblk, scores, qsum, 8); break;
+        case 1: score_f16(codes, nblk, scores, qsum, 1, pf); break;
+        case 2: score_f16(codes, nblk, scores, qsum, 2, pf); break;
+        case 4: score_f16(codes, nblk, scores, qsum, 4, pf); break;
+        default: score_f16(codes, nblk, scores, qsum, 8, pf); break;
         }
         return nblk * 8;
     }
@@ -122,9 +131,9 @@ T2 static int score_avx2(const float *qsum, int r, int bits, const uint8_t *code
         qs += qsum[j];
     }
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 8); \
-        else if (bits == 4) score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 4); \
-        else score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 2); \
+        if (bits == 8) score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 8, pf); \
+        else if (bits == 4) score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 4, pf); \
+        else score_flt(codes, lo, step, nblk, scores, qsc, qs, Wc, 2, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)

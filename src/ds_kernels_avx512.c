@@ -65,12 +65,16 @@ T512 static INL void transpose16(__m512i *v, int W, const tp_idx *t) {
  * channels that land in the 4 bytes of part e, see digit_table); dsc: digit scales. */
 T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
                                int nblk, float *out, const uint32_t *qd, int nq,
-                               const float *dsc, float qs, int W, int bits, const tp_idx *t) {
+                               const float *dsc, float qs, int W, int bits, const tp_idx *t,
+                               const ds_row_prefetch *pf) {
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk);
     const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     const __m512 s0 = _mm512_set1_ps(dsc[0]), s1 = _mm512_set1_ps(dsc[1]), s2 = _mm512_set1_ps(dsc[2]);
     const __m512 vqs = _mm512_set1_ps(qs);
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
+        ds_pf_step(&pc);
         __m512i v[16];
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
@@ -124,13 +128,16 @@ T512 static INL __m512i keys16(__m512 x) {
 T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
                                      int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
                                      const float *dsc, const float *qs, int G, int W, int bits,
-                                     const tp_idx *t, uint32_t *kmax) {
+                                     const tp_idx *t, uint32_t *kmax, const ds_row_prefetch *pf) {
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk);
     __m512 km[16];
     for (int g = 0; g < G; g++) km[g] = _mm512_set1_ps(-INFINITY);
     const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     const int P = 8 / bits;   /* parts per dword */
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
+        ds_pf_step(&pc);
         __m512i v[16], u[32];
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
@@ -170,12 +177,15 @@ T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, c
 }
 
 T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const float *q, int W,
-                               const tp_idx *t) {
+                               const tp_idx *t, const ds_row_prefetch *pf) {
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk);
     uint16_t sepw[32];                              /* even words (low halves), then odd */
     for (int i = 0; i < 16; i++) { sepw[i] = (uint16_t)(2 * i); sepw[16 + i] = (uint16_t)(2 * i + 1); }
     const __m512i sep = _mm512_loadu_si512(sepw);
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
+        ds_pf_step(&pc);
         __m512i v[16];
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
@@ -227,7 +237,8 @@ static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *dsc
 }
 
 T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *codes,
-                             const uint16_t *lo, const uint16_t *step, int n, float *scores) {
+                             const uint16_t *lo, const uint16_t *step, int n, float *scores,
+                             const ds_row_prefetch *pf) {
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
     int nblk = n / 16;
@@ -236,11 +247,11 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     tp_idx_init(&t);
     if (bits == 16) {
         switch (W) {
-        case 1: score_f16(codes, nblk, scores, qsum, 1, &t); break;
-        case 2: score_f16(codes, nblk, scores, qsum, 2, &t); break;
-        case 4: score_f16(codes, nblk, scores, qsum, 4, &t); break;
-        case 8: score_f16(codes, nblk, scores, qsum, 8, &t); break;
-        default: score_f16(codes, nblk, scores, qsum, 16, &t); break;
+        case 1: score_f16(codes, nblk, scores, qsum, 1, &t, pf); break;
+        case 2: score_f16(codes, nblk, scores, qsum, 2, &t, pf); break;
+        case 4: score_f16(codes, nblk, scores, qsum, 4, &t, pf); break;
+        case 8: score_f16(codes, nblk, scores, qsum, 8, &t, pf); break;
+        default: score_f16(codes, nblk, scores, qsum, 16, &t, pf); break;
         }
         return nblk * 16;
     }
@@ -251,9 +262,9 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     for (int j = 0; j < r; j++) qs += qsum[j];
     int nq = r / 4;
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 8, &t); \
-        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 4, &t); \
-        else score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 2, &t); \
+        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 8, &t, pf); \
+        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 4, &t, pf); \
+        else score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 2, &t, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8) CASE_W(16)
@@ -267,7 +278,7 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
  * over single-query calls). Returns the tokens scored per query (whole 16-token blocks). */
 T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                                    const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
-                                   uint32_t *kmax) {
+                                   uint32_t *kmax, const ds_row_prefetch *pf) {
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (bits == 16 || G < 1 || G > 16 || R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
     int nblk = n / 16;
@@ -285,9 +296,9 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     tp_idx t;
     tp_idx_init(&t);
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t, kmax); \
-        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t, kmax); \
-        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t, kmax); \
+        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t, kmax, pf); \
+        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t, kmax, pf); \
+        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t, kmax, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)

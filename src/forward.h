@@ -55,6 +55,10 @@ struct ds_session {
     size_t sp_acc_stride;
     ds_attn_stats *sp_st;        /* [n_threads][DS_SPLIT_SLICES_MAX] their softmax stats */
     int32_t *sp_idx2;            /* [n_threads][n_ctx] second index list (Quest pages, H2O top-k) */
+    int32_t *sp_prev;            /* [n_layer][n_head_kv][sp_prev_cap] each group's last decode selection, whose
+                                  * K/V rows the next step's label scan prefetches (ds/random; else NULL) */
+    int *sp_prev_n;              /* [n_layer][n_head_kv] its length (0: none yet) */
+    int sp_prev_cap;
     FILE *sp_diag;               /* DSINFER_SEL_DIAG: one line per selection (sparse_diag.c), else NULL */
     uint64_t sp_shuffle;         /* DSINFER_SEL_SHUFFLE: seed permuting each selection's order (sparse_diag.c), 0 off */
 

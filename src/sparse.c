@@ -254,6 +254,13 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_st = ds_alloc(sizeof(ds_attn_stats) * (size_t)nt * DS_SPLIT_SLICES_MAX(s->n_ctx));
     if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc || !s->sp_st)
         return ds_error(DS_ERR_OOM, "out of memory");
+    if (uses_labels(o->method) && !o->per_head && !o->no_prefetch) {   /* ds_sparse_select's prefetch list */
+        s->sp_prev_cap = DS_MIN(ds_sparse_k(s, s->n_ctx), s->n_ctx);
+        s->sp_prev = ds_alloc(sizeof(int32_t) * (size_t)L * KVH * s->sp_prev_cap);
+        s->sp_prev_n = ds_alloc(sizeof(int) * (size_t)L * KVH);   /* zeroed: nothing selected yet */
+        if (!s->sp_prev || !s->sp_prev_n) return ds_error(DS_ERR_OOM, "out of memory");
+        s->bytes += sizeof(int32_t) * (size_t)L * KVH * s->sp_prev_cap + sizeof(int) * (size_t)L * KVH;
+    }
     s->bytes += (size_t)nt * (s->sp_scores_stride + s->n_ctx) * 4 + (size_t)idx_rows * s->n_ctx * 4 + s->sp_topk_bytes * (size_t)nt +
                 (size_t)nt * (s->sp_acc_stride * 4 + sizeof(ds_attn_stats) * DS_SPLIT_SLICES_MAX(s->n_ctx));
     if (o->method == DS_ATTN_QUEST) return ds_quest_init(s);
@@ -271,6 +278,7 @@ void ds_sparse_free(ds_session *s) {
     ds_free(s->sp_codes); ds_free(s->sp_lo); ds_free(s->sp_step);
     ds_free(s->sp_scores); ds_free(s->sp_idx); ds_free(s->sp_topk); ds_free(s->sp_acc); ds_free(s->sp_st);
     ds_free(s->sp_idx2); ds_free(s->sp_quest);
+    ds_free(s->sp_prev); ds_free(s->sp_prev_n);
     ds_free(s->sp_h2o_acc); ds_free(s->sp_h2o_kept); ds_free(s->sp_h2o_ml);
 }
 
@@ -348,7 +356,8 @@ static const uint8_t *label_rows(const ds_session *s, int layer, int kvh, const 
 }
 
 /* Scores of positions [0, n) for one selection unit (qsum over its query heads). */
-static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores) {
+static void score_positions(ds_session *s, int layer, int kvh, const float *qsum, int n, float *scores,
+                            const ds_row_prefetch *pf) {
     const ds_model_info *c = &s->m->info;
     const ds_sparse_opts *o = &s->opts.sparse;
     const int hd = c->head_dim, KVH = c->n_head_kv, r = o->channels;
@@ -361,7 +370,7 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
         const int rl = query_labels(s, layer, kvh, qsum, ql);
         const uint16_t *lo, *step;
         const uint8_t *codes = label_rows(s, layer, kvh, &lo, &step);
-        ds_label_score(ql, rl, o->label_bits, codes, lo, step, n, scores);
+        ds_label_score(ql, rl, o->label_bits, codes, lo, step, n, scores, pf);
         break;
     }
     case DS_ATTN_ORACLE:
@@ -395,7 +404,8 @@ static void score_positions(ds_session *s, int layer, int kvh, const float *qsum
  * scores 0, whatever the scale of its logits), and a position keeps the largest over the heads.
  * The summed score lets the heads with the largest logits outvote a head whose attention is
  * sharp on a few positions; here a position one head wants counts fully. scores: [G][n_ctx]. */
-static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores) {
+static void score_group_max(ds_session *s, int layer, int kvh, const float *q, int G, int n, float *scores,
+                            const ds_row_prefetch *pf) {
     const int hd = s->m->info.head_dim;
     if (uses_labels(s->opts.sparse.method) && G <= 16) {   /* one pass over the labels for all G heads */
         float ql[16][DS_LABEL_MAX_R];
@@ -405,12 +415,12 @@ static void score_group_max(ds_session *s, int layer, int kvh, const float *q, i
         const uint8_t *codes = label_rows(s, layer, kvh, &lo, &step);
         uint32_t kmax[16];   /* each head's best score key, found while scoring */
         ds_label_score_multi(&ql[0][0], DS_LABEL_MAX_R, G, rl, s->opts.sparse.label_bits, codes, lo, step, n,
-                             scores, (size_t)s->n_ctx, kmax);
+                             scores, (size_t)s->n_ctx, kmax, pf);
         ds_group_max_keys(scores, G, (size_t)s->n_ctx, n, kmax, scores);
         return;
     }
     for (int g = 0; g < G; g++)   /* rows [G][n_ctx] of this thread's scratch */
-        score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx);
+        score_positions(s, layer, kvh, q + (size_t)g * hd, n, scores + (size_t)g * s->n_ctx, g == 0 ? pf : NULL);
     ds_group_max(scores, G, (size_t)s->n_ctx, n, scores);
 }
 
@@ -424,7 +434,7 @@ static int recent_window(const ds_sparse_opts *o, int k, int n) {
 /* Select for one unit: the current token n-1, the recent window before it, and the best of the
  * rest to fill k (top-k methods; fewer where n is small). */
 static int select_positions(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
-                            int32_t *idx) {
+                            int32_t *idx, const ds_row_prefetch *pf) {
     const int hd = s->m->info.head_dim;
     const ds_sparse_opts *o = &s->opts.sparse;
     int m = 0;
@@ -437,13 +447,13 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
         float *scores = s->sp_scores + (size_t)ith * s->sp_scores_stride;
         const int w = recent_window(o, k, n), rest = n - 1 - w;   /* scored: positions [0, rest) */
         if (o->group_max && G > 1) {
-            score_group_max(s, layer, kvh, q, G, rest, scores);
+            score_group_max(s, layer, kvh, q, G, rest, scores, pf);
         } else {
             float qsum[512];
             for (int i = 0; i < hd; i++) qsum[i] = q[i];
             for (int g = 1; g < G; g++)
                 for (int i = 0; i < hd; i++) qsum[i] += q[(size_t)g * hd + i];
-            score_positions(s, layer, kvh, qsum, rest, scores);
+            score_positions(s, layer, kvh, qsum, rest, scores, pf);
         }
         m = ds_topk(scores, rest, k - 1 - w, idx, s->sp_topk + (size_t)ith * s->sp_topk_bytes);
         for (int t = rest; t < n - 1; t++) idx[m++] = t;
@@ -454,8 +464,8 @@ static int select_positions(ds_session *s, int layer, int kvh, const float *q, i
 
 /* select_positions, and with DSINFER_SEL_DIAG set a line about what the selection keeps. */
 static int select_unit(ds_session *s, int layer, int kvh, const float *q, int G, int n, int k, int ith,
-                       int32_t *idx) {
-    const int m = select_positions(s, layer, kvh, q, G, n, k, ith, idx);
+                       int32_t *idx, const ds_row_prefetch *pf) {
+    const int m = select_positions(s, layer, kvh, q, G, n, k, ith, idx, pf);
     if (s->sp_shuffle) ds_sparse_shuffle(s, layer, kvh, n, idx, m);
     if (s->sp_diag) ds_sparse_diag(s, layer, kvh, q, G, n, idx, m);
     return m;
@@ -480,13 +490,29 @@ static bool attend_dense_if_short(ds_session *s, int layer, int t, int kvh, int 
     return true;
 }
 
-int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx) {
+/* ds_sparse_select; `decode`: the step's only selection of this group (split decode), which
+ * may use and replace the group's prefetch list (prefill's tokens run concurrently). */
+static int select_group(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx, bool decode) {
     const ds_model_info *c = &s->m->info;
     const int hd = c->head_dim, H = c->n_head, KVH = c->n_head_kv, G = H / KVH;
     DS_ASSERT(ds_sparse_split_ok(s));
     if (attend_dense_if_short(s, layer, t, kvh, n, ith)) return -1;
     const float *q = s->q + (size_t)t * H * hd + (size_t)kvh * G * hd;   /* [G][hd] */
-    return select_unit(s, layer, kvh, q, G, n, ds_sparse_k(s, n), ith, idx);
+    if (!s->sp_prev || !decode) return select_unit(s, layer, kvh, q, G, n, ds_sparse_k(s, n), ith, idx, NULL);
+    /* decode (one selection per group and step): the scan prefetches the rows this group selected
+     * last step, most of which it selects again (ds_row_prefetch), and keeps this step's for the next */
+    const size_t head = (size_t)layer * c->n_head_kv + kvh;
+    int32_t *prev = s->sp_prev + head * s->sp_prev_cap;
+    const ds_row_prefetch pf = { { s->k_cache + head * s->n_ctx * hd, s->v_cache + head * s->n_ctx * hd }, prev,
+                                 s->sp_prev_n[head], hd * 2 };
+    const int m = select_unit(s, layer, kvh, q, G, n, ds_sparse_k(s, n), ith, idx, &pf);
+    s->sp_prev_n[head] = DS_MIN(m, s->sp_prev_cap);
+    memcpy(prev, idx, sizeof(int32_t) * (size_t)s->sp_prev_n[head]);
+    return m;
+}
+
+int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx) {
+    return select_group(s, layer, t, kvh, n, ith, idx, true);
 }
 
 void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
@@ -502,7 +528,7 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     if (o->method == DS_ATTN_H2O) { ds_h2o_group(s, layer, kvh, q, K, V, out, n, ith); return; }   /* stateful */
     int32_t *idx = s->sp_idx + (size_t)ith * s->n_ctx;
     if (!o->per_head) {
-        int m = ds_sparse_select(s, layer, t, kvh, n, ith, idx);
+        int m = select_group(s, layer, t, kvh, n, ith, idx, false);
         if (m < 0) return;   /* attended densely */
         /* in the slices split decode attends (ds_sparse_slice_range): the same sums */
         const int slices = ds_sparse_slices(s, n), used = ds_sparse_slices_used(slices, m);
@@ -518,7 +544,7 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith) {
     if (attend_dense_if_short(s, layer, t, kvh, n, ith)) return;
     const int k = ds_sparse_k(s, n);
     for (int g = 0; g < G; g++) {   /* per-head: a selection for each query head */
-        int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx);
+        int m = select_unit(s, layer, kvh, q + (size_t)g * hd, 1, n, k, ith, idx, NULL);
         ds_attn_partial(q + (size_t)g * hd, 1, hd, K, V, idx, 0, m, acc, &st);
         ds_attn_merge(1, 1, hd, acc, &st, out + (size_t)g * hd);
     }

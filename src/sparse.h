@@ -29,7 +29,8 @@ void ds_sparse_group(ds_session *s, int layer, int t, int kvh, int n, int ith);
  * attention over slices of the selected rows on other threads. ds_sparse_select writes the
  * selected positions to idx (room for n) and returns how many, or -1 when it attended the group
  * densely itself (n <= k or n < min_context; s->att written), as ds_sparse_group would.
- * Only where ds_sparse_split_ok: not H2O (stateful), not per-head selection. */
+ * Only where ds_sparse_split_ok: not H2O (stateful), not per-head selection. One call per group
+ * and step: it prefetches the rows of the group's previous selection and keeps this one's. */
 bool ds_sparse_split_ok(const ds_session *s);
 int ds_sparse_select(ds_session *s, int layer, int t, int kvh, int n, int ith, int32_t *idx);
 

@@ -137,7 +137,7 @@ TEST(ds_label_score_quantised_within_bound_all_levels) {
                 label_set s;
                 set_make(&s, r, bits, n);
                 float *fast = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
-                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, n, fast);
+                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, n, fast, NULL);
                 ds_label_score_ref(s.q, r, bits, s.codes, s.lo, s.st, n, ref);
                 double aq = 0;
                 for (int j = 0; j < r; j++) aq += fabs(s.q[j]);
@@ -184,9 +184,9 @@ TEST(ds_label_score_multi_equals_single_all_levels) {
                         for (int j = 0; j < r; j++) q[(size_t)g * qstride + j] = rnd_normal() * (float)(1 + 10 * g);
                     if (G == 7) q[3 * qstride + r / 2] = NAN;
                     uint32_t kmax[8];
-                    ds_label_score_multi(q, qstride, G, r, bits, s.codes, s.lo, s.st, n, multi, sstride, kmax);
+                    ds_label_score_multi(q, qstride, G, r, bits, s.codes, s.lo, s.st, n, multi, sstride, kmax, NULL);
                     for (int g = 0; g < G; g++) {
-                        ds_label_score(q + (size_t)g * qstride, r, bits, s.codes, s.lo, s.st, n, one);
+                        ds_label_score(q + (size_t)g * qstride, r, bits, s.codes, s.lo, s.st, n, one, NULL);
                         int bad = 0;
                         uint32_t km = 0;   /* the row's largest key, as ds_group_max finds it */
                         for (int t = 0; t < n; t++) {
@@ -206,6 +206,44 @@ TEST(ds_label_score_multi_equals_single_all_levels) {
     ds_kernels_force_level(NULL);
 }
 
+/* A prefetch list (ds_row_prefetch) changes nothing in the scores, single or multi, at every
+ * level: fewer rows than blocks, more (several a block), one base array or two, wider rows. */
+TEST(ds_label_score_prefetch_changes_nothing) {
+    enum { NROWS = 4096 };
+    uint16_t *K = calloc((size_t)NROWS * 128, 2), *V = calloc((size_t)NROWS * 128, 2);
+    int32_t idx[3000];
+    for (int i = 0; i < 3000; i++) idx[i] = (int)(rnd() % NROWS);
+    for (int lv = 0; lv < N_LEVELS; lv++) {
+        ds_kernels_force_level(k_levels[lv]);
+        static const int shapes[][2] = { { 16, 4 }, { 32, 4 }, { 64, 2 }, { 8, 16 } };
+        for (int si = 0; si < 4; si++) {
+            const int r = shapes[si][0], bits = shapes[si][1], n = 1000;
+            label_set s;
+            set_make(&s, r, bits, n);
+            float *a = malloc(sizeof(float) * n * 3), *b = malloc(sizeof(float) * n * 3);
+            float q[3 * 64];
+            for (int i = 0; i < 3 * r; i++) q[i] = rnd_normal();
+            const int npf[] = { 0, 7, 62, 3000 };
+            for (int pi = 0; pi < 4; pi++) {
+                const ds_row_prefetch pf = { { K, pi % 2 ? NULL : V }, idx, npf[pi], pi == 3 ? 256 : 128 };
+                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, n, a, NULL);
+                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, n, b, &pf);
+                CHECK_MSG(!memcmp(a, b, sizeof(float) * n), "%s r=%d bits=%d: %d rows prefetched change the scores",
+                          k_levels[lv], r, bits, npf[pi]);
+                uint32_t ka[3], kb[3];
+                ds_label_score_multi(q, (size_t)r, 3, r, bits, s.codes, s.lo, s.st, n, a, (size_t)n, ka, NULL);
+                ds_label_score_multi(q, (size_t)r, 3, r, bits, s.codes, s.lo, s.st, n, b, (size_t)n, kb, &pf);
+                CHECK_MSG(!memcmp(a, b, sizeof(float) * n * 3) && !memcmp(ka, kb, sizeof ka),
+                          "%s r=%d bits=%d: %d rows prefetched change the multi scores", k_levels[lv], r, bits, npf[pi]);
+            }
+            free(a); free(b);
+            set_free(&s);
+        }
+    }
+    ds_kernels_force_level(NULL);
+    free(K); free(V);
+}
+
 /* Offsets into the arrays (unaligned codes / lo / step / scores) must not matter. */
 TEST(ds_label_score_unaligned_and_offset) {
     for (int lv = 0; lv < N_LEVELS; lv++) {
@@ -222,11 +260,11 @@ TEST(ds_label_score_unaligned_and_offset) {
             memcpy(lo2 + 1, s.lo, n * 2);
             memcpy(st2 + 1, s.st, n * 2);
             float *a = malloc(n * 4 + 8), *b = malloc(n * 4);
-            ds_label_score(s.q, r, bits, c2 + 3, lo2 + 1, st2 + 1, n, a + 1);
+            ds_label_score(s.q, r, bits, c2 + 3, lo2 + 1, st2 + 1, n, a + 1, NULL);
             ds_label_score_ref(s.q, r, bits, s.codes, s.lo, s.st, n, b);
             for (int t = 0; t < n; t++) CHECK(fabs(a[1 + t] - b[t]) <= 1e-5 * term_scale(&s, t) + 1e-30);
             /* a later start (block boundaries shift) gives the same per-token scores */
-            ds_label_score(s.q, r, bits, s.codes + rb * 5, s.lo + 5, s.st + 5, n - 5, a);
+            ds_label_score(s.q, r, bits, s.codes + rb * 5, s.lo + 5, s.st + 5, n - 5, a, NULL);
             for (int t = 5; t < n; t++) CHECK(fabs(a[t - 5] - b[t]) <= 1e-5 * term_scale(&s, t) + 1e-30);
             free(c2); free(lo2); free(st2); free(a); free(b);
             set_free(&s);
@@ -246,7 +284,7 @@ TEST(ds_label_score_nonfinite_qsum_like_reference) {
                 set_make(&s, r, bits, 64);
                 s.q[3] = v == 0 ? NAN : v == 1 ? INFINITY : -INFINITY;
                 float out[64], ref[64];
-                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, 64, out);
+                ds_label_score(s.q, r, bits, s.codes, s.lo, s.st, 64, out, NULL);
                 ds_label_score_ref(s.q, r, bits, s.codes, s.lo, s.st, 64, ref);
                 for (int t = 0; t < 64; t++) {
                     if (v == 0) CHECK(isnan(out[t]));
@@ -454,7 +492,7 @@ TEST(ds_topk_on_label_scores) {
     label_set s;
     set_make(&s, 32, 4, 33000);
     float *sc = malloc(33000 * 4);
-    ds_label_score(s.q, 32, 4, s.codes, s.lo, s.st, 33000, sc);
+    ds_label_score(s.q, 32, 4, s.codes, s.lo, s.st, 33000, sc, NULL);
     CHECK_MSG(topk_matches(sc, 33000, 33000 / 16, &why), "%s", why);
     CHECK_MSG(topk_matches(sc, 33000, 128, &why), "%s", why);
     free(sc);

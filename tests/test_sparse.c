@@ -572,6 +572,50 @@ TEST(sparse_selection_shuffle_keeps_the_set) {
     ds_model_free(m);
 }
 
+/* The decode prefetch (ds_sparse_opts.no_prefetch = 0, the default) is a hint only: token by
+ * token, with either group score, the logits equal those with it off bit for bit; and it ran:
+ * every sparse group has a previous selection on record, which an "off" session does not keep. */
+TEST(sparse_decode_prefetch_changes_nothing) {
+    LOAD_CALIBRATED_OR_SKIP(m);
+    const ds_model_info *c = ds_model_get_info(m);
+    int n;
+    int32_t *tk = toks_of(m, TEXT, &n);
+    const int V = c->n_vocab;
+    for (int gmax = 0; gmax < 2; gmax++) {
+        float *lg[2] = { NULL, NULL };
+        for (int off = 0; off < 2; off++) {
+            ds_session_opts so = ds_session_default_opts();
+            so.n_ctx = n + 4;
+            so.n_threads = 2;
+            so.sparse.method = DS_ATTN_DS;
+            so.sparse.tokens = 24;
+            so.sparse.group_max = gmax;
+            so.sparse.no_prefetch = off;
+            ds_session *s = NULL;
+            CHECK(ds_session_new(m, &so, &s) == DS_OK);
+            if (!s) continue;
+            lg[off] = malloc(sizeof(float) * (size_t)n * V);
+            for (int i = 0; i < n; i++) {
+                CHECK(ds_session_eval(s, tk + i, 1, NULL) == DS_OK);
+                memcpy(lg[off] + (size_t)i * V, ds_session_logits(s), sizeof(float) * V);
+            }
+            if (off) {
+                CHECK(s->sp_prev == NULL);
+            } else {
+                int kept = 1;
+                for (int h = 0; h < c->n_layer * c->n_head_kv; h++) kept &= s->sp_prev_n[h] == 24;
+                CHECK_MSG(s->sp_prev && kept, "group score %d: not every group kept its last selection", gmax);
+            }
+            ds_session_free(s);
+        }
+        CHECK_MSG(lg[0] && lg[1] && !memcmp(lg[0], lg[1], sizeof(float) * (size_t)n * V),
+                  "group score %d: decode logits differ with the prefetch on and off", gmax);
+        free(lg[0]); free(lg[1]);
+    }
+    ds_free_tokens(tk);
+    ds_model_free(m);
+}
+
 TEST(util_sha256_vectors) {
     char out[65];
     ds_sha256_hex("abc", 3, out);

@@ -243,7 +243,7 @@ static void run_shape(const shape *s) {
             for (int j = 0; j < s->r; j++)
                 ql[j] = qs[hch[kvh * s->r + j]] * scale * (s->norm ? hsc[kvh * s->r + j] : 1.0f);
             size_t row0 = (size_t)u * n_max;
-            ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, nc, scores);
+            ds_label_score(ql, s->r, s->bits, glab + row0 * rb, glo + row0, gst + row0, nc, scores, NULL);
             float sum_kth = INFINITY, sum_tol = 0;
             if (s->gmax) {   /* the summed score's threshold, then the reference: each head on its own */
                 memcpy(sorted, scores, sizeof(float) * nc);
