@@ -183,16 +183,36 @@ typedef struct {
     int layer, T, pos0;
     int n_chunks;          /* decode: split-KV chunks per KV head */
     _Atomic int next;
-    /* Sparse decode split in two: units [0, KVH) select KV head u's rows, then units
-     * KVH + h * slices + j attend slice j of head h's selection (ds_sparse_slice_range: the
-     * slices ds_sparse_group sums too), once ready[h] says head h is selected (rows + 2; 1:
+    /* Sparse decode split in two: KV head h's selection (taken in order from `next`), then
+     * its slices j of rows (ds_sparse_slice_range: the slices ds_sparse_group sums too), each
+     * claimed once from next_slice[h] after ready[h] says head h is selected (rows + 2; 1:
      * attended densely).
      * A KV head's gathers are latency-bound, so one unit per head left threads idle (3 heads
-     * on 2 threads: 2 rounds) and the split balances them. Units are taken in order, so a
-     * slice waits only for a selection already running on another thread. */
+     * on 2 threads: 2 rounds) and the slices balance them. A thread attends the slices of the
+     * head it selected first: its label scan prefetched those rows into this core's cache
+     * (ds_row_prefetch); then it helps with the other heads' slices left, in head order. */
     int split, slices;
     _Atomic int ready[SPLIT_MAX_KVH];
+    _Atomic int next_slice[SPLIT_MAX_KVH];
 } attn_task;
+
+/* Split decode: attend the unclaimed slices of KV head h's selection (m rows; m <= 0: none). */
+static void attend_slices(attn_task *a, int h, int m) {
+    ds_session *s = a->s;
+    const ds_model_info *c = &s->m->info;
+    const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
+    const size_t head_stride = (size_t)s->n_ctx * hd, kv = ((size_t)a->layer * KVH + h) * head_stride;
+    for (;;) {
+        const int j = atomic_fetch_add_explicit(&a->next_slice[h], 1, memory_order_relaxed);
+        if (j >= a->slices) return;
+        int b, e;
+        ds_sparse_slice_range(j, a->slices, m, &b, &e);
+        if (b >= e) continue;   /* attended densely, or fewer rows than slices */
+        const size_t pi = (size_t)h * a->slices + j;
+        ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, s->k_cache + kv, s->v_cache + kv, s->sp_idx + (size_t)h * s->n_ctx,
+                        b, e, s->part_acc + pi * G * hd, &s->part_st[pi]);
+    }
+}
 
 static void attn_worker(void *arg, int ith, int nth) {
     (void)nth;
@@ -206,27 +226,29 @@ static void attn_worker(void *arg, int ith, int nth) {
     const bool sparse = ds_sparse_layer(s, a->layer);
     /* a stateful method (H2O) simulated over a chunk: one unit per KV group, its rows in order */
     const bool seq = sparse && a->T > 1 && s->opts.sparse.sparse_prefill && ds_sparse_sequential(s);
-    int total = seq ? KVH : a->split ? KVH * (1 + a->slices) : a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
+    if (a->split) {
+        for (;;) {   /* selections, each followed by its own slices */
+            const int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
+            if (u >= KVH) break;
+            const int m = ds_sparse_select(s, a->layer, 0, u, a->pos0 + 1, ith, s->sp_idx + (size_t)u * s->n_ctx);
+            atomic_store_explicit(&a->ready[u], m + 2, memory_order_release);
+            attend_slices(a, u, m);
+        }
+        for (int h = 0; h < KVH; h++) {   /* then the slices left, waiting for selections still running */
+            if (atomic_load_explicit(&a->next_slice[h], memory_order_relaxed) >= a->slices) continue;
+            int v, spins = 0;
+            const int oversub = ds_pool_oversubscribed(s->pool);
+            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_spin_step(&spins, oversub);
+            attend_slices(a, h, v - 2);
+        }
+        return;
+    }
+    int total = seq ? KVH : a->T == 1 && !sparse ? KVH * a->n_chunks : KVH * a->T;
     float qbuf[16 * 512];
     for (;;) {
         int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        if (a->split && u < KVH) {
-            int m = ds_sparse_select(s, a->layer, 0, u, a->pos0 + 1, ith, s->sp_idx + (size_t)u * s->n_ctx);
-            atomic_store_explicit(&a->ready[u], m + 2, memory_order_release);
-        } else if (a->split) {
-            int h = (u - KVH) / a->slices, j = (u - KVH) % a->slices, v;
-            int spins = 0;
-            const int oversub = ds_pool_oversubscribed(s->pool);
-            while ((v = atomic_load_explicit(&a->ready[h], memory_order_acquire)) == 0) ds_spin_step(&spins, oversub);
-            const int m = v - 2;
-            int b, e;
-            ds_sparse_slice_range(j, a->slices, m, &b, &e);
-            if (b >= e) continue;   /* attended densely, or fewer rows than slices */
-            const size_t pi = (size_t)h * a->slices + j;
-            ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, Kl + h * head_stride, Vl + h * head_stride,
-                            s->sp_idx + (size_t)h * s->n_ctx, b, e, s->part_acc + pi * G * hd, &s->part_st[pi]);
-        } else if (seq) {
+        if (seq) {
             for (int tk = 0; tk < a->T; tk++) ds_sparse_group(s, a->layer, tk, u, a->pos0 + tk + 1, ith);
         } else if (sparse && (a->T == 1 || s->opts.sparse.sparse_prefill)) {
             /* unit = (token, kv group): selection + exact attention over the selected rows */
@@ -267,7 +289,10 @@ static void attention(ds_session *s, int layer, int T) {
         /* slices of the k selected rows, within the split-KV partials' room (forward_alloc) */
         a.split = 1;
         a.slices = ds_sparse_slices(s, s->pos + 1);
-        for (int h = 0; h < c->n_head_kv; h++) atomic_init(&a.ready[h], 0);
+        for (int h = 0; h < c->n_head_kv; h++) {
+            atomic_init(&a.ready[h], 0);
+            atomic_init(&a.next_slice[h], 0);
+        }
     }
     ds_pool_run(s->pool, attn_worker, &a);
     if (a.split) {
