@@ -15,7 +15,7 @@
  *      -o /tmp/bench_decode_ab
  *   /tmp/bench_decode_ab MODEL CALIB.json [depth 8192] [rounds 9] [tg 16] [threads 2] [channels 16]
  * Settings: dense; ds at k = 1/16 with `channels` label channels, the group's largest head (the
- * default) and the summed score, each with the prefetch (the default) and without. */
+ * default) and the summed score, each with the label-scan prefetch on and off (--ds-prefetch). */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include "dsinfer.h"
 
@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "prefilling %d tokens...\n", depth);
     check(ds_session_eval(parent, toks, depth, NULL), "prefill");
 
-    static const char *const names[NSET] = { "dense", "ds max", "ds max, no prefetch", "ds sum", "ds sum, no prefetch" };
+    static const char *const names[NSET] = { "dense", "ds max, prefetch", "ds max, no prefetch", "ds sum, prefetch",
+                                               "ds sum, no prefetch" };
     ds_session *s[NSET];
     for (int i = 0; i < NSET; i++) {
         ds_sparse_opts sp = ds_sparse_default_opts();
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
             sp.tokens_frac = 1.0f / 16;
             sp.channels = channels;
             sp.group_max = i <= 2;
-            sp.no_prefetch = i == 2 || i == 4;
+            sp.prefetch = !(i == 2 || i == 4);
         }
         check(ds_session_fork(parent, &sp, &s[i]), "fork");
     }

@@ -80,6 +80,8 @@ void ds_sb_add(ds_sbuf *b, const char *s);
 
 /* Which SIMD levels this CPU and OS support (see util.c for the exact feature sets). */
 void ds_cpu_simd_levels(int *avx2, int *avx512);
+/* Whether the CPU's vendor string is AMD's ("AuthenticAMD"). */
+int ds_cpu_is_amd(void);
 
 /* Monotonic wall-clock seconds. */
 double ds_time_s(void);

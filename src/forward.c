@@ -188,9 +188,10 @@ typedef struct {
      * claimed once from next_slice[h] after ready[h] says head h is selected (rows + 2; 1:
      * attended densely).
      * A KV head's gathers are latency-bound, so one unit per head left threads idle (3 heads
-     * on 2 threads: 2 rounds) and the slices balance them. A thread attends the slices of the
-     * head it selected first: its label scan prefetched those rows into this core's cache
-     * (ds_row_prefetch); then it helps with the other heads' slices left, in head order. */
+     * on 2 threads: 2 rounds) and the slices balance them. Once the selections are taken, a
+     * thread attends the slices of the heads it selected first (with --ds-prefetch its label
+     * scans brought those rows into this core's cache, ds_row_prefetch), then helps with the
+     * other heads' slices left, in head order. */
     int split, slices;
     _Atomic int ready[SPLIT_MAX_KVH];
     _Atomic int next_slice[SPLIT_MAX_KVH];
@@ -227,13 +228,16 @@ static void attn_worker(void *arg, int ith, int nth) {
     /* a stateful method (H2O) simulated over a chunk: one unit per KV group, its rows in order */
     const bool seq = sparse && a->T > 1 && s->opts.sparse.sparse_prefill && ds_sparse_sequential(s);
     if (a->split) {
-        for (;;) {   /* selections, each followed by its own slices */
+        int mine[SPLIT_MAX_KVH], m_of[SPLIT_MAX_KVH], n_mine = 0;
+        for (;;) {   /* the selections first: a thread free early attends while others still select */
             const int u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
             if (u >= KVH) break;
             const int m = ds_sparse_select(s, a->layer, 0, u, a->pos0 + 1, ith, s->sp_idx + (size_t)u * s->n_ctx);
             atomic_store_explicit(&a->ready[u], m + 2, memory_order_release);
-            attend_slices(a, u, m);
+            mine[n_mine] = u;
+            m_of[n_mine++] = m;
         }
+        for (int i = n_mine - 1; i >= 0; i--) attend_slices(a, mine[i], m_of[i]);   /* own, latest first */
         for (int h = 0; h < KVH; h++) {   /* then the slices left, waiting for selections still running */
             if (atomic_load_explicit(&a->next_slice[h], memory_order_relaxed) >= a->slices) continue;
             int v, spins = 0;

@@ -22,6 +22,7 @@ ds_sparse_opts ds_sparse_default_opts(void) {
     o.label_norm = -1;     /* on when the calibration has the key moments */
     o.recent = DS_RECENT_AUTO;
     o.group_max = DS_GROUP_AUTO;
+    o.prefetch = DS_PREFETCH_AUTO;
     return o;
 }
 
@@ -112,6 +113,8 @@ ds_status ds_sparse_init(ds_session *s) {
      * GPU's recent_for) */
     if (!ds_attn_method_topk(o->method) || (o->recent == DS_RECENT_AUTO && !uses_labels(o->method)))
         o->recent = 0;
+    if (o->prefetch < DS_PREFETCH_AUTO || o->prefetch > 1)
+        return ds_error(DS_ERR_ARG, "prefetch must be 0, 1 or DS_PREFETCH_AUTO (got %d)", o->prefetch);
     if (o->group_max < DS_GROUP_AUTO || o->group_max > 1)
         return ds_error(DS_ERR_ARG, "group_max must be 0, 1 or DS_GROUP_AUTO (got %d)", o->group_max);
     if (o->group_max == DS_GROUP_AUTO)   /* max where scores come from labels; the exact scores keep the sum */
@@ -254,7 +257,8 @@ ds_status ds_sparse_init(ds_session *s) {
     s->sp_st = ds_alloc(sizeof(ds_attn_stats) * (size_t)nt * DS_SPLIT_SLICES_MAX(s->n_ctx));
     if (!s->sp_scores || !s->sp_idx || !s->sp_idx2 || !s->sp_topk || !s->sp_acc || !s->sp_st)
         return ds_error(DS_ERR_OOM, "out of memory");
-    if (uses_labels(o->method) && !o->per_head && !o->no_prefetch) {   /* ds_sparse_select's prefetch list */
+    if (o->prefetch == DS_PREFETCH_AUTO) o->prefetch = ds_cpu_is_amd();
+    if (uses_labels(o->method) && !o->per_head && o->prefetch) {   /* ds_sparse_select's prefetch list */
         s->sp_prev_cap = DS_MIN(ds_sparse_k(s, s->n_ctx), s->n_ctx);
         s->sp_prev = ds_alloc(sizeof(int32_t) * (size_t)L * KVH * s->sp_prev_cap);
         s->sp_prev_n = ds_alloc(sizeof(int) * (size_t)L * KVH);   /* zeroed: nothing selected yet */

@@ -140,6 +140,16 @@ void ds_cpu_simd_levels(int *avx2, int *avx512) {
 #endif
 }
 
+int ds_cpu_is_amd(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    return b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;   /* "Auth" "enti" "cAMD" */
+#else
+    return 0;
+#endif
+}
+
 void ds_sb_addn(ds_sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {

@@ -572,7 +572,7 @@ TEST(sparse_selection_shuffle_keeps_the_set) {
     ds_model_free(m);
 }
 
-/* The decode prefetch (ds_sparse_opts.no_prefetch = 0, the default) is a hint only: token by
+/* The decode prefetch (ds_sparse_opts.prefetch) is a hint only: token by
  * token, with either group score, the logits equal those with it off bit for bit; and it ran:
  * every sparse group has a previous selection on record, which an "off" session does not keep. */
 TEST(sparse_decode_prefetch_changes_nothing) {
@@ -590,7 +590,7 @@ TEST(sparse_decode_prefetch_changes_nothing) {
             so.sparse.method = DS_ATTN_DS;
             so.sparse.tokens = 24;
             so.sparse.group_max = gmax;
-            so.sparse.no_prefetch = off;
+            so.sparse.prefetch = !off;
             ds_session *s = NULL;
             CHECK(ds_session_new(m, &so, &s) == DS_OK);
             if (!s) continue;

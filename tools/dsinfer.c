@@ -160,8 +160,9 @@ static void usage(FILE *f) {
         "      --ds-recent N     the N tokens before the current one are always attended, out of k\n"
         "                        (ds, random, oracle, sparq; default min(16, k/8) for ds and random,\n"
         "                        0 for the others)\n"
-        "      --ds-no-prefetch  CPU decode: do not prefetch the rows each group selected at the\n"
-        "                        previous step while scanning its labels (speed comparisons only)\n"
+        "      --ds-prefetch P   CPU decode: while scanning a group's labels, prefetch the rows it\n"
+        "                        selected at the previous step: on, off, or auto (default: on with\n"
+        "                        AMD CPUs, where it measured faster, off elsewhere); speed only\n"
         "      --ds-channel-alloc  per-layer label widths from the calibration's curves: the same\n"
         "                        total as --ds-channels in every layer, moved to the layers where it\n"
         "                        captures the most attention (widths r/2..2r; CPU only)\n"
@@ -324,7 +325,12 @@ static void parse(int argc, char **argv, int first, opts *o) {
         }
         else if (IS("--ds-channel-alloc", NULL)) o->sp.channel_alloc = 1;
         else if (IS("--ds-recent", NULL)) { o->sp.recent = (int)parse_int(a, v, 0, 1 << 22); i++; }
-        else if (IS("--ds-no-prefetch", NULL)) o->sp.no_prefetch = 1;
+        else if (IS("--ds-prefetch", NULL)) {
+            NEEDV();
+            if (!strcmp(v, "on")) o->sp.prefetch = 1; else if (!strcmp(v, "off")) o->sp.prefetch = 0;
+            else if (!strcmp(v, "auto")) o->sp.prefetch = DS_PREFETCH_AUTO;
+            else die("--ds-prefetch must be on, off or auto (got '%s')", v);
+        }
         else if (IS("--ds-min-context", NULL)) { o->sp.min_context = (int)parse_int(a, v, 0, 1 << 22); i++; }
         else if (IS("--ds-seed", NULL)) { o->sp.seed = (uint64_t)parse_int(a, v, 0, LONG_MAX); i++; }
         else if (IS("--ds-calib", NULL)) { NEEDV(); o->calib = v; }
