@@ -259,6 +259,9 @@ int ds_session_recent(const ds_session *s, int n);
 /* Whether the session's selection ranks a group by its largest head (ds_sparse_opts.group_max,
  * resolved: 0 for methods and groupings that do not take it). */
 int ds_session_group_max(const ds_session *s);
+/* Whether the CPU decode prefetches each group's previous selection during its label scan
+ * (ds_sparse_opts.prefetch, resolved: 0 for methods and groupings that do not take it). */
+int ds_session_prefetch(const ds_session *s);
 
 /* ---------------------------------------------------------------- sampling */
 

@@ -558,6 +558,10 @@ int ds_session_label_channels(const ds_session *s, int layer) {
     return s && s->sp_r && layer >= 0 && layer < s->m->info.n_layer ? s->sp_r[layer] : 0;
 }
 
+int ds_session_prefetch(const ds_session *s) {
+    return s && s->sp_prev != NULL;
+}
+
 int ds_session_group_max(const ds_session *s) {
     return s && s->opts.sparse.method != DS_ATTN_DENSE ? s->opts.sparse.group_max : 0;
 }

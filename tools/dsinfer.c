@@ -840,12 +840,17 @@ static int cmd_bench(opts *o) {
     double bw = measure_read_bw(nt);
     printf("model: %s (%s), %.1f MB weights, %d threads, measured read bandwidth %.1f GB/s\n",
            info->name, info->arch, info->weight_bytes / 1e6, nt, bw);
-    char method[96];
+    char method[160];
     snprintf(method, sizeof method, "dense");
     if (o->sp.method != DS_ATTN_DENSE) {
         int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : ds_sparse_default_channels(info->head_dim, bits);
         if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens, r, bits);
         else snprintf(method, sizeof method, "%s k=%.4g*n r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens_frac, r, bits);
+        size_t l = strlen(method);   /* what the speed depends on besides k, r, b */
+        if (ds_attn_method_topk(o->sp.method))
+            snprintf(method + l, sizeof method - l, " group-score %s", ds_session_group_max(s) ? "max" : "sum");
+        l = strlen(method);
+        if (!o->gpu) snprintf(method + l, sizeof method - l, " prefetch %s", ds_session_prefetch(s) ? "on" : "off");
     }
     printf("attention: %s\n", method);
     printf("| test | depth | tok/s (median of %d) | bytes/token (MB) | GB/s | %% of measured bw | attention ms/token |\n", o->reps);

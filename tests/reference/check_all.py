@@ -182,6 +182,30 @@ def check_run_attention(dsinfer):
     return 0
 
 
+def check_bench_settings(dsinfer):
+    """`bench` names what DS's speed depends on besides k, r and bits: the group score and whether
+    the decode prefetches the previous selection (auto: on where the CPU is AMD's)."""
+    if not os.path.exists(SMOL):
+        return 1
+    with open("/proc/cpuinfo") as f:
+        amd = "AuthenticAMD" in f.read()
+    auto = "on" if amd else "off"
+    cases = [([], f"attention: ds k=8 r=32 b=4 group-score max prefetch {auto}"),
+             (["--ds-group-score", "sum", "--ds-prefetch", "off"], "attention: ds k=8 r=32 b=4 group-score sum prefetch off"),
+             (["--ds-prefetch", "on"], "attention: ds k=8 r=32 b=4 group-score max prefetch on"),
+             (["--method", "streaming"], "attention: streaming k=8 r=32 b=4 prefetch off")]
+    for extra, want in cases:
+        r = subprocess.run([dsinfer, "bench", "-m", SMOL, "-t", "1", "--pp", "0", "--tg", "1", "--depths", "32", "-r", "1",
+                            "--ds", "--ds-tokens", "8"] + extra, capture_output=True, text=True)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("attention:")]
+        report(r.returncode == 0 and lines == [want], f"cli bench attention line {' '.join(extra) or '(defaults)'}",
+               f"exit {r.returncode}, {lines or 'no attention line'}: {r.stderr.strip()[-200:]}")
+    r = subprocess.run([dsinfer, "bench", "-m", SMOL, "--ds", "--ds-prefetch", "sometimes"], capture_output=True, text=True)
+    report(r.returncode != 0 and "--ds-prefetch must be on, off or auto" in r.stderr, "cli bench --ds-prefetch bad value",
+           f"exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    return 0
+
+
 def check_bad_calibration(dsinfer):
     """A calibration file that is missing, not JSON, or not ours: exit 1 with one error line that
     names the file once (the library's message names it; the CLI must not repeat it). And a
@@ -241,6 +265,7 @@ def main():
     check_generated(args.dsinfer)
     check_version(args.dsinfer)
     skipped += check_run_attention(args.dsinfer)
+    skipped += check_bench_settings(args.dsinfer)
     skipped += check_bad_calibration(args.dsinfer)
     skipped += check_bad_out_dir(args.dsinfer)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed, {skipped} skipped")
