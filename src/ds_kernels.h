@@ -44,8 +44,9 @@ void ds_label_encode(const float *x, int r, int bits, uint8_t *codes, uint16_t *
 void ds_label_decode(const uint8_t *codes, int r, int bits, uint16_t lo, uint16_t step, float *x);
 
 /* ROWS TO PREFETCH WHILE SCORING. A decode step's gather of the selected K and V rows is bound by
- * memory latency (one random 128-byte row after another), while scoring the labels is bound by
- * arithmetic; consecutive steps select mostly the same rows (~3/4 at 8K on SmolLM2). So the
+ * memory latency (one random 128-byte row after another), while the label scan before it is
+ * arithmetic over a sequential stream that the hardware prefetcher already follows; consecutive
+ * steps select mostly the same rows (~3/4 at 8K on SmolLM2). So the
  * scoring kernels can take the previous step's selection and issue, per 16-token block, L2
  * prefetches for the next rows of it (ceil(n / blocks) rows a block, every 64-byte line of
  * row_bytes in each base array), and the gather that follows finds most rows already near.
