@@ -843,11 +843,15 @@ static int cmd_bench(opts *o) {
     char method[160];
     snprintf(method, sizeof method, "dense");
     if (o->sp.method != DS_ATTN_DENSE) {
-        int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : ds_sparse_default_channels(info->head_dim, bits);
-        if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens, r, bits);
-        else snprintf(method, sizeof method, "%s k=%.4g*n r=%d b=%d", ds_attn_method_name(o->sp.method), o->sp.tokens_frac, r, bits);
-        size_t l = strlen(method);   /* what the speed depends on besides k, r, b */
-        if (ds_attn_method_topk(o->sp.method))
+        const ds_attn_method me = o->sp.method;
+        const int bits = o->sp.label_bits, r = o->sp.channels ? o->sp.channels : ds_sparse_default_channels(info->head_dim, bits);
+        if (o->sp.tokens > 0) snprintf(method, sizeof method, "%s k=%d", ds_attn_method_name(me), o->sp.tokens);
+        else snprintf(method, sizeof method, "%s k=%.4g*n", ds_attn_method_name(me), o->sp.tokens_frac);
+        size_t l = strlen(method);   /* channels where a method reads them, label bits where it keeps labels */
+        if (me == DS_ATTN_DS || me == DS_ATTN_RANDOM || me == DS_ATTN_SPARQ)
+            snprintf(method + l, sizeof method - l, me == DS_ATTN_SPARQ ? " r=%d" : " r=%d b=%d", r, bits);
+        l = strlen(method);   /* what the speed depends on besides k, r, b */
+        if (ds_attn_method_topk(me))
             snprintf(method + l, sizeof method - l, " group-score %s", ds_session_group_max(s) ? "max" : "sum");
         l = strlen(method);
         if (!o->gpu) snprintf(method + l, sizeof method - l, " prefetch %s", ds_session_prefetch(s) ? "on" : "off");

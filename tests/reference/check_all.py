@@ -193,7 +193,8 @@ def check_bench_settings(dsinfer):
     cases = [([], f"attention: ds k=8 r=32 b=4 group-score max prefetch {auto}"),
              (["--ds-group-score", "sum", "--ds-prefetch", "off"], "attention: ds k=8 r=32 b=4 group-score sum prefetch off"),
              (["--ds-prefetch", "on"], "attention: ds k=8 r=32 b=4 group-score max prefetch on"),
-             (["--method", "streaming"], "attention: streaming k=8 r=32 b=4 prefetch off")]
+             (["--method", "streaming"], "attention: streaming k=8 prefetch off"),
+             (["--method", "sparq", "--ds-channels", "16"], "attention: sparq k=8 r=16 group-score sum prefetch off")]
     for extra, want in cases:
         r = subprocess.run([dsinfer, "bench", "-m", SMOL, "-t", "1", "--pp", "0", "--tg", "1", "--depths", "32", "-r", "1",
                             "--ds", "--ds-tokens", "8"] + extra, capture_output=True, text=True)
