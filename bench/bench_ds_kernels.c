@@ -30,9 +30,10 @@
  * as above (90 groups, their labels and K/V evicted): the selection (summed or largest-head score,
  * top-k), then the attention over k rows; with and without the previous step's selection
  * prefetched during the label scan (ds_row_prefetch), that selection sharing 3/4 of its rows with
- * this one (SmolLM2 at 8K decoding prose: 0.72-0.75 of consecutive selections shared). The rows
- * attended are fixed per group (one per stretch of 16) so that the overlap is what is set; the
- * top-k's own output is computed and discarded. Median and range over 7 alternated sweeps.
+ * this one (SmolLM2 at 8K decoding `dsinfer bench`'s random tokens: 0.72-0.75 of consecutive
+ * selections shared). The rows attended are fixed per group (one per stretch of 16) so that the
+ * overlap is what is set; the top-k's own output is computed and discarded. Median and range over
+ * 7 alternated sweeps.
  * Times: thread CPU time, best of 5 (the step: median of 7). */
 #include "ds_kernels.h"
 #include "attention.h"
