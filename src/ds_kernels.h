@@ -61,9 +61,9 @@ typedef struct {
 /* scores[t] = qsum . label[t] for t in [0, n): codes [n][row_bytes], lo/step [n] (ignored for
  * bits 16). For bits < 16 computed as step_t * sum_j qsum_j*code_tj + lo_t * sum_j qsum_j without
  * a dequantised temporary. Dispatches to the best SIMD level; the AVX-512 level accumulates the
- * code dot products exactly in int32 (VNNI) against qsum split into three int8 digits (error
- * ~6e-8 * max|qsum| per channel, i.e. float rounding level). Fast paths need r*bits to be a
- * multiple of 32 and row_bytes in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every
+ * code dot products exactly in int32 (VNNI) against qsum rounded to 16-bit integers (two int8
+ * digits: an error <= max|qsum| / 65024 per channel, times the code, far below the labels' own
+ * rounding of step/2 per channel). Fast paths need r*bits to be a multiple of 32 and row_bytes in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every
  * "1/16 of the key bits" shape; other shapes, a non-finite qsum (AVX-512) and the last n % 16
  * (AVX2: n % 8) tokens use the scalar code. Any alignment of the arrays is fine. pf: rows to
  * prefetch meanwhile (see above), or NULL; the scalar code issues none. */

@@ -5,11 +5,14 @@
  * vector w holds dword w of each of the 16 rows (W log2 W shuffles per block). Each byte of
  * that dword then carries 1 (8-bit), 2 (4-bit, split by a mask) or 4 (2-bit) codes of the same
  * token, which is exactly the shape vpdpbusd wants: u8 codes x s8 weights, 4 products summed
- * into the token's int32 lane. The float qsum is split once per call into three int8 digits,
- *   qsum_j ~= s * (a_j + b_j / 254 + c_j / 254^2),  s = max|qsum| / 127,
- * whose residual is <= s * 0.5 / 254^2 ~= 6e-8 * max|qsum| (float rounding level). The digit
- * sums are exact integers (<= 128 * 255 * 127 < 2^23), converted and combined once per block:
- * 3 vpdpbusd per 4 channels per 16 tokens instead of 3 float ops per channel per 16 tokens.
+ * into the token's int32 lane. The float qsum is rounded once per call to 16-bit integers
+ * Q_j = round(256 * qsum_j / s), s = max|qsum| / 127: |Q_j| <= 32512, an error <= max|qsum| /
+ * 65024 per channel, times a code of at most 2^bits - 1, far below the labels' own rounding
+ * (step/2 per channel, times |qsum_j|). Q_j is held as two int8 digits, Q_j = 256 a_j + b_j; the
+ * two digit sums are exact integers and so is 256 A + B (below 2^31 for every fast-path shape,
+ * row_bytes <= 64), converted once per block: 2 vpdpbusd per 4 channels per 16 tokens instead
+ * of 2 float ops per channel per 16 tokens. (Three digits, at float rounding level, made the
+ * scan of SmolLM2's 3 heads at 16 channels 1.25x slower: bench/NOTES.md.)
  * fp16 labels take the same transposition; vpermw splits each dword's two halves into two
  * 16-lane halves for vcvtph2ps, then FMA with the broadcast qsum channel. */
 #include "ds_kernels.h"
@@ -61,17 +64,16 @@ T512 static INL void transpose16(__m512i *v, int W, const tp_idx *t) {
     }
 }
 
-/* Integer path, bits 8/4/2. qd: digits [3][r/4] as packed int8x4 (entry e covers the 4
- * channels that land in the 4 bytes of part e, see digit_table); dsc: digit scales. */
+/* Integer path, bits 8/4/2. qd: digits [2][r/4] as packed int8x4 (entry e covers the 4
+ * channels that land in the 4 bytes of part e, see digit_table); qsc: the scale of Q. */
 T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
                                int nblk, float *out, const uint32_t *qd, int nq,
-                               const float *dsc, float qs, int W, int bits, const tp_idx *t,
+                               float qsc, float qs, int W, int bits, const tp_idx *t,
                                const ds_row_prefetch *pf) {
     ds_pf_cursor pc;
     ds_pf_start(&pc, pf, nblk);
     const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
-    const __m512 s0 = _mm512_set1_ps(dsc[0]), s1 = _mm512_set1_ps(dsc[1]), s2 = _mm512_set1_ps(dsc[2]);
-    const __m512 vqs = _mm512_set1_ps(qs);
+    const __m512 vqsc = _mm512_set1_ps(qsc), vqs = _mm512_set1_ps(qs);
     for (int b = 0; b < nblk; b++) {
         const uint8_t *p = codes + (size_t)b * 64 * W;
         ds_pf_step(&pc);
@@ -79,11 +81,10 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
         UNROLL
         for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
         transpose16(v, W, t);
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
 #define DP(x, e) do { __m512i x_ = (x); \
             a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
-            a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); \
-            a2 = _mm512_dpbusd_epi32(a2, x_, _mm512_set1_epi32((int)qd[2 * nq + (e)])); } while (0)
+            a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); } while (0)
         UNROLL
         for (int w = 0; w < W; w++) {
             __m512i d = v[w];
@@ -100,10 +101,7 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
             }
         }
 #undef DP
-        /* smallest terms first */
-        __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), s2);
-        S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), s1, S);
-        S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s0, S);
+        const __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)), vqsc);
         __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
         __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
         _mm512_storeu_ps(out + 16 * b, _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, vqs)));
@@ -121,13 +119,13 @@ T512 static INL __m512i keys16(__m512 x) {
 
 /* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
  * then scored with each query's digits exactly as score_int does (so each row of out equals a
- * single-query call bit for bit). qd: [G][3 * nq], dsc: [G][3], qs: [G]; out row g at g * ostride.
+ * single-query call bit for bit). qd: [G][2 * nq], qsc: [G], qs: [G]; out row g at g * ostride.
  * kmax (or NULL): each row's largest score key: a float maximum per lane as the rows are written
  * (max_ps keeps the running value where a score is NaN, as the keys rank NaN lowest; -0 and +0
  * share a key), turned into its key once at the end. */
 T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
                                      int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
-                                     const float *dsc, const float *qs, int G, int W, int bits,
+                                     const float *qsc, const float *qs, int G, int W, int bits,
                                      const tp_idx *t, uint32_t *kmax, const ds_row_prefetch *pf) {
     ds_pf_cursor pc;
     ds_pf_start(&pc, pf, nblk);
@@ -156,17 +154,15 @@ T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, c
         const __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
         const __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
         for (int g = 0; g < G; g++) {
-            const uint32_t *q = qd + (size_t)g * 3 * nq;
-            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+            const uint32_t *q = qd + (size_t)g * 2 * nq;
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0;
             UNROLL
             for (int e = 0; e < W * P; e++) {
                 a0 = _mm512_dpbusd_epi32(a0, u[e], _mm512_set1_epi32((int)q[e]));
                 a1 = _mm512_dpbusd_epi32(a1, u[e], _mm512_set1_epi32((int)q[nq + e]));
-                a2 = _mm512_dpbusd_epi32(a2, u[e], _mm512_set1_epi32((int)q[2 * nq + e]));
             }
-            __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), _mm512_set1_ps(dsc[3 * g + 2]));
-            S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_set1_ps(dsc[3 * g + 1]), S);
-            S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(dsc[3 * g]), S);
+            const __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)),
+                                           _mm512_set1_ps(qsc[g]));
             const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
             _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b, sc);
             if (kmax) km[g] = _mm512_max_ps(sc, km[g]);
@@ -208,31 +204,26 @@ T512 static INL void score_f16(const uint8_t *codes, int nblk, float *out, const
  *   bits 4: e = 2w + h,     channel 8w + 2k + h         (h: low/high nibble)
  *   bits 2: e = 4w + s,     channel 16w + 4k + s        (s: 2-bit field within the byte)
  * i.e. in general channel = (e / P) * 4P + k * P + e % P with P = 8 / bits parts per dword. */
-static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *dsc) {
+static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *qsc) {
     double mx = 0;
     for (int j = 0; j < r; j++) {
         if (!isfinite(q[j])) return 0;              /* (fmax would skip a NaN) */
         mx = fmax(mx, fabs((double)q[j]));
     }
-    double s = mx > 0 ? mx / 127.0 : 1.0;
-    int P = 8 / bits, nq = r / 4;
+    const double s = mx > 0 ? mx / 127.0 : 1.0;
+    const int P = 8 / bits, nq = r / 4;
     for (int e = 0; e < nq; e++) {
-        uint32_t d0 = 0, d1 = 0, d2 = 0;
+        uint32_t d0 = 0, d1 = 0;
         for (int k = 0; k < 4; k++) {
-            int ch = (e / P) * 4 * P + k * P + e % P;
-            double x = q[ch] / s;
-            double a = nearbyint(x), r1 = (x - a) * 254.0;
-            double b = nearbyint(r1), r2 = (r1 - b) * 254.0;
-            double c = nearbyint(r2);
+            const int ch = (e / P) * 4 * P + k * P + e % P;
+            const int Q = (int)nearbyint(256.0 * q[ch] / s);   /* |Q| <= 32512 */
+            const int a = (Q + 128) >> 8, b = Q - 256 * a;     /* a in [-127, 127], b in [-128, 127] */
             d0 |= (uint32_t)(uint8_t)(int8_t)a << (8 * k);
             d1 |= (uint32_t)(uint8_t)(int8_t)b << (8 * k);
-            d2 |= (uint32_t)(uint8_t)(int8_t)c << (8 * k);
         }
-        qd[e] = d0; qd[nq + e] = d1; qd[2 * nq + e] = d2;
+        qd[e] = d0; qd[nq + e] = d1;
     }
-    dsc[0] = (float)s;
-    dsc[1] = (float)(s / 254.0);
-    dsc[2] = (float)(s / (254.0 * 254.0));
+    *qsc = (float)(s / 256.0);
     return 1;
 }
 
@@ -255,16 +246,16 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
         }
         return nblk * 16;
     }
-    uint32_t qd[3 * DS_LABEL_MAX_R / 4];
-    float dsc[3];
-    if (!digit_table(qsum, r, bits, qd, dsc)) return 0;     /* non-finite qsum: scalar path */
+    uint32_t qd[2 * DS_LABEL_MAX_R / 4];
+    float qsc;
+    if (!digit_table(qsum, r, bits, qd, &qsc)) return 0;    /* non-finite qsum: scalar path */
     float qs = 0.0f;
     for (int j = 0; j < r; j++) qs += qsum[j];
     int nq = r / 4;
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 8, &t, pf); \
-        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 4, &t, pf); \
-        else score_int(codes, lo, step, nblk, scores, qd, nq, dsc, qs, Wc, 2, &t, pf); \
+        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 8, &t, pf); \
+        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 4, &t, pf); \
+        else score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 2, &t, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8) CASE_W(16)
@@ -284,11 +275,11 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     int nblk = n / 16;
     if (nblk == 0) return 0;
     const int nq = r / 4;
-    uint32_t qd[16 * 3 * DS_LABEL_MAX_R / 4];
-    float dsc[16 * 3], qs[16];
+    uint32_t qd[16 * 2 * DS_LABEL_MAX_R / 4];
+    float qsc[16], qs[16];
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * qstride;
-        if (!digit_table(qg, r, bits, qd + (size_t)g * 3 * nq, dsc + 3 * g)) return 0;
+        if (!digit_table(qg, r, bits, qd + (size_t)g * 2 * nq, &qsc[g])) return 0;
         float a = 0.0f;
         for (int j = 0; j < r; j++) a += qg[j];   /* as score_avx512 sums it */
         qs[g] = a;
@@ -296,9 +287,9 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     tp_idx t;
     tp_idx_init(&t);
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 8, &t, kmax, pf); \
-        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 4, &t, kmax, pf); \
-        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, dsc, qs, G, Wc, 2, &t, kmax, pf); \
+        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 8, &t, kmax, pf); \
+        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 4, &t, kmax, pf); \
+        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 2, &t, kmax, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)
