@@ -191,10 +191,13 @@ typedef struct {
      * on 2 threads: 2 rounds) and the slices balance them. Once the selections are taken, a
      * thread attends the slices of the heads it selected first (with --ds-prefetch its label
      * scans brought those rows into this core's cache, ds_row_prefetch), then helps with the
-     * other heads' slices left, in head order. */
+     * other heads' slices left, in head order. The thread that finishes a head's last slice
+     * merges the head's partials (slices_done), so the merges run in parallel, on a core that
+     * holds some of them, instead of one after another after the pool run. */
     int split, slices;
     _Atomic int ready[SPLIT_MAX_KVH];
     _Atomic int next_slice[SPLIT_MAX_KVH];
+    _Atomic int slices_done[SPLIT_MAX_KVH];
 } attn_task;
 
 /* Split decode: attend the unclaimed slices of KV head h's selection (m rows; m <= 0: none). */
@@ -208,10 +211,15 @@ static void attend_slices(attn_task *a, int h, int m) {
         if (j >= a->slices) return;
         int b, e;
         ds_sparse_slice_range(j, a->slices, m, &b, &e);
-        if (b >= e) continue;   /* attended densely, or fewer rows than slices */
-        const size_t pi = (size_t)h * a->slices + j;
-        ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, s->k_cache + kv, s->v_cache + kv, s->sp_idx + (size_t)h * s->n_ctx,
-                        b, e, s->part_acc + pi * G * hd, &s->part_st[pi]);
+        if (b < e) {   /* else attended densely, or fewer rows than slices */
+            const size_t pi = (size_t)h * a->slices + j;
+            ds_attn_partial(s->q + (size_t)h * G * hd, G, hd, s->k_cache + kv, s->v_cache + kv,
+                            s->sp_idx + (size_t)h * s->n_ctx, b, e, s->part_acc + pi * G * hd, &s->part_st[pi]);
+        }
+        /* the last slice done (acq_rel: every other slice's partials are visible) merges them */
+        if (atomic_fetch_add_explicit(&a->slices_done[h], 1, memory_order_acq_rel) + 1 == a->slices && m > 0)
+            ds_attn_merge(ds_sparse_slices_used(a->slices, m), G, hd, s->part_acc + (size_t)h * a->slices * G * hd,
+                          s->part_st + (size_t)h * a->slices, s->att + (size_t)h * G * hd);
     }
 }
 
@@ -296,19 +304,10 @@ static void attention(ds_session *s, int layer, int T) {
         for (int h = 0; h < c->n_head_kv; h++) {
             atomic_init(&a.ready[h], 0);
             atomic_init(&a.next_slice[h], 0);
+            atomic_init(&a.slices_done[h], 0);
         }
     }
     ds_pool_run(s->pool, attn_worker, &a);
-    if (a.split) {
-        const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
-        for (int h = 0; h < KVH; h++) {
-            const int m = atomic_load_explicit(&a.ready[h], memory_order_relaxed) - 2;
-            if (m <= 0) continue;   /* attended densely in its selection unit */
-            const int used = ds_sparse_slices_used(a.slices, m);
-            ds_attn_merge(used, G, hd, s->part_acc + (size_t)h * a.slices * G * hd, s->part_st + (size_t)h * a.slices,
-                          s->att + (size_t)h * G * hd);
-        }
-    }
     if (T == 1 && !ds_sparse_layer(s, layer)) {
         const int hd = c->head_dim, KVH = c->n_head_kv, G = c->n_head / KVH;
         for (int h = 0; h < KVH; h++)
