@@ -3,7 +3,7 @@
  *   dsinfer run        -m MODEL -p PROMPT [-n 256] [--temp 0.8 ...]   generate text
  *   dsinfer chat       -m MODEL [--system TEXT]                       interactive ChatML chat
  *   dsinfer perplexity -m MODEL -f TEXT [--protocol llama|paper]      perplexity
- *   dsinfer bench      -m MODEL [--depths 0,4096] [-p 512] [-n 128]   prefill/decode speed
+ *   dsinfer bench      -m MODEL [--depths 0,4096] [--pp 512] [--tg 128]   prefill/decode speed
  *   dsinfer inspect    -m MODEL [--tensors]                           metadata, tensors, memory
  *   dsinfer dump-logits -m MODEL (--tokens 1,2,3 | -p TEXT) -o FILE    raw fp32 logits (tests)
  *   dsinfer eval       -m MODEL --task passkey --methods dense,ds --budgets 1/16   retrieval accuracy
