@@ -22,7 +22,7 @@
 #include <immintrin.h>
 #include <math.h>
 
-#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c,prfchw")))
 #define INL __attribute__((always_inline)) inline
 /* W, bits are constants after inlining; full unrolling keeps the v[] arrays in registers */
 #define UNROLL _Pragma("GCC unroll 16")
@@ -108,6 +108,11 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
     }
 }
 
+/* The multi-query scan's score rows are claimed for writing this many blocks ahead (PREFETCHW).
+ * In decode they are written once a layer, after the layer's weights have streamed through the
+ * caches, so each line's store would otherwise wait on a read-for-ownership from far away. */
+#define PFW_BLOCKS 16
+
 /* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
 T512 static INL __m512i keys16(__m512 x) {
     x = _mm512_add_ps(x, _mm512_setzero_ps());
@@ -164,6 +169,7 @@ T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, c
             const __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)),
                                            _mm512_set1_ps(qsc[g]));
             const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
+            if (b + PFW_BLOCKS < nblk) __builtin_prefetch(out + (size_t)g * ostride + 16 * (b + PFW_BLOCKS), 1, 3);
             _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b, sc);
             if (kmax) km[g] = _mm512_max_ps(sc, km[g]);
         }
