@@ -819,6 +819,9 @@ static double attn_bytes(const ds_session *s, const ds_model_info *c, const ds_s
 }
 
 static int cmd_bench(opts *o) {
+    /* run's -p/-n would otherwise be taken and ignored, and a bench of the defaults would look like the one asked for */
+    if (o->prompt || o->n_predict_given)
+        die("bench takes --pp N (prompt tokens of the prefill test) and --tg N (tokens of the decode test), not -p/-n");
     ds_model *m = load_model(o);
     setup_sparse(m, o, false);
     const ds_model_info *info = ds_model_get_info(m);

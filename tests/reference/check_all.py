@@ -204,6 +204,10 @@ def check_bench_settings(dsinfer):
     r = subprocess.run([dsinfer, "bench", "-m", SMOL, "--ds", "--ds-prefetch", "sometimes"], capture_output=True, text=True)
     report(r.returncode != 0 and "--ds-prefetch must be on, off or auto" in r.stderr, "cli bench --ds-prefetch bad value",
            f"exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    for extra in (["-n", "64"], ["-p", "512"]):   # run's flags: refused, naming bench's own
+        r = subprocess.run([dsinfer, "bench", "-m", SMOL] + extra, capture_output=True, text=True)
+        report(r.returncode == 1 and "--pp" in r.stderr and "--tg" in r.stderr, f"cli bench {' '.join(extra)} refused",
+               f"exit {r.returncode}: {r.stderr.strip()[-200:]}")
     return 0
 
 
