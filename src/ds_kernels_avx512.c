@@ -64,6 +64,12 @@ T512 static INL void transpose16(__m512i *v, int W, const tp_idx *t) {
     }
 }
 
+/* Q . codes of 16 tokens from its two digit sums (256 A + B, exact in int32), times the scale of Q:
+ * one expression for the single- and the multi-query scan, which must agree bit for bit. */
+T512 static INL __m512 digit_sums_ps(__m512i a0, __m512i a1, __m512 qsc) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)), qsc);
+}
+
 /* Integer path, bits 8/4/2. qd: digits [2][r/4] as packed int8x4 (entry e covers the 4
  * channels that land in the 4 bytes of part e, see digit_table); qsc: the scale of Q. */
 T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
@@ -101,17 +107,12 @@ T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const u
             }
         }
 #undef DP
-        const __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)), vqsc);
+        const __m512 S = digit_sums_ps(a0, a1, vqsc);
         __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
         __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
         _mm512_storeu_ps(out + 16 * b, _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, vqs)));
     }
 }
-
-/* The multi-query scan's score rows are claimed for writing this many blocks ahead (PREFETCHW).
- * In decode they are written once a layer, after the layer's weights have streamed through the
- * caches, so each line's store would otherwise wait on a read-for-ownership from far away. */
-#define PFW_BLOCKS 16
 
 /* ds_score_key on 16 lanes: +0 folds -0, the sign decides between ~u and u | 2^31, NaN -> 0. */
 T512 static INL __m512i keys16(__m512 x) {
@@ -121,6 +122,11 @@ T512 static INL __m512i keys16(__m512 x) {
     __mmask16 ok = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
     return _mm512_maskz_xor_epi32(ok, u, flip);
 }
+
+/* The multi-query scan's score rows are claimed for writing this many blocks ahead (PREFETCHW).
+ * In decode they are written once a layer, after the layer's weights have streamed through the
+ * caches, so each line's store would otherwise wait on a read-for-ownership from far away. */
+#define PFW_BLOCKS 16
 
 /* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
  * then scored with each query's digits exactly as score_int does (so each row of out equals a
@@ -166,8 +172,7 @@ T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, c
                 a0 = _mm512_dpbusd_epi32(a0, u[e], _mm512_set1_epi32((int)q[e]));
                 a1 = _mm512_dpbusd_epi32(a1, u[e], _mm512_set1_epi32((int)q[nq + e]));
             }
-            const __m512 S = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)),
-                                           _mm512_set1_ps(qsc[g]));
+            const __m512 S = digit_sums_ps(a0, a1, _mm512_set1_ps(qsc[g]));
             const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
             if (b + PFW_BLOCKS < nblk) __builtin_prefetch(out + (size_t)g * ostride + 16 * (b + PFW_BLOCKS), 1, 3);
             _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b, sc);
