@@ -161,6 +161,60 @@ static void shifted_max_scalar(const float *s, int G, size_t stride, int n, cons
     }
 }
 
+static void list_keys_scalar(const float *s, const int32_t *list, int m, uint32_t *keys) {
+    for (int i = 0; i < m; i++) keys[i] = ds_score_key(s[list[i]]);
+}
+
+static int split_list_scalar(int32_t *list, uint32_t *keys, int m, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                             int out_cap, int *n_keep, uint32_t *kmin, uint32_t *kmax) {
+    /* landing inside the range is rare and predictable, so it branches; above or below is not */
+    uint32_t mn = UINT32_MAX, mx = 0;
+    int no = 0, c = 0;
+    for (int i = 0; i < m; i++) {
+        const uint32_t key = keys[i];
+        const int32_t id = list[i];
+        const int hi = key > t_hi;
+        if (__builtin_expect(no == out_cap, 0)) {
+            if (hi) return -1;
+        } else {
+            out[no] = id;
+            no += hi;
+        }
+        if (!hi && key >= t_lo) {   /* c <= i: compacting in place is safe */
+            list[c] = id;
+            keys[c++] = key;
+            mn = key < mn ? key : mn;
+            mx = key > mx ? key : mx;
+        }
+    }
+    *n_keep = c;
+    *kmin = mn;
+    *kmax = mx;
+    return no;
+}
+
+static void sample_scalar(const float *s, int S, int stride, int nb, uint32_t *bin, float *mn, float *mx, int *n_top) {
+    float lo = INFINITY, hi = -INFINITY;
+    int top = 0;
+    for (int j = 0; j < S; j++) {
+        const float v = s[(size_t)j * stride];
+        if (v - v == 0.0f) {                      /* finite */
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        } else if (v == INFINITY) {
+            top++;
+        }
+    }
+    const float inv = ds_sample_inv_width(lo, hi, nb);
+    for (int j = 0; j < S; j++) {
+        const float v = s[(size_t)j * stride], d = (v - lo) * inv;   /* >= 0; +inf if v - lo overflows */
+        bin[j] = v - v != 0.0f ? (uint32_t)nb : d >= (float)(nb - 1) ? (uint32_t)(nb - 1) : (uint32_t)d;
+    }
+    *mn = lo;
+    *mx = hi;
+    *n_top = top;
+}
+
 static int classify_scalar(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                            int out_cap, int32_t *cand, int *n_cand) {
     /* branch-free but for the rare full-output case; cand has room for n + 16 */
@@ -195,6 +249,9 @@ static void dsk_init(void) {
     k->classify = classify_scalar;
     k->shifted_max = shifted_max_scalar;
     k->score_multi = score_multi_none;
+    k->list_keys = list_keys_scalar;
+    k->split_list = split_list_scalar;
+    k->sample = sample_scalar;
     g_level_ok[LVL_SCALAR] = 1;
     g_best = LVL_SCALAR;
     int avx2, avx512;
@@ -331,12 +388,14 @@ static int hist_bits(int m) {
 }
 
 /* Append to out the `need` largest (ties: earliest in the list) of the m indices in list
- * (increasing index order); list is clobbered, keys[] (room for m) is scratch. [mn, mx] must
+ * (increasing index order); list is clobbered, keys[] (room for m + 16) is scratch. [mn, mx] must
  * contain the keys of all listed scores (a loose range only costs resolution). Returns the
- * count appended. */
-static int select_list(const float *s, int32_t *list, uint32_t *keys, int m, int need,
+ * count appended. Each round: a histogram of the keys (scalar: it is a chain of increments),
+ * then the split of the list around bin T by the SIMD kernel. */
+static int select_list(const ds_dsk_kernels *kt, const float *s, int32_t *list, uint32_t *keys, int m, int need,
                        uint32_t mn, uint32_t mx, int32_t *out, uint32_t *hist) {
-    int no = 0, have_keys = 0;
+    int no = 0;
+    if (need > 0 && need < m) kt->list_keys(s, list, m, keys);
     while (need > 0) {
         if (need >= m) {
             memcpy(out + no, list, (size_t)m * 4);
@@ -348,41 +407,20 @@ static int select_list(const float *s, int32_t *list, uint32_t *keys, int m, int
         }
         int sh = bin_shift(mx - mn, hist_bits(m)), nb = (int)((mx - mn) >> sh) + 1;
         memset(hist, 0, (size_t)nb * 4);
-        if (!have_keys) {                        /* first round: keys from the scores */
-            for (int i = 0; i < m; i++) {
-                uint32_t key = ds_score_key(s[list[i]]);
-                keys[i] = key;
-                hist[(key - mn) >> sh]++;
-            }
-            have_keys = 1;
-        } else {
-            for (int i = 0; i < m; i++) hist[(keys[i] - mn) >> sh]++;
-        }
+        for (int i = 0; i < m; i++) hist[(keys[i] - mn) >> sh]++;
         int T = nb - 1, above = 0;
         while (above + (int)hist[T] < need) above += (int)hist[T--];
-        /* Above or below T is a coin flip, so that part is branch-free: every element is
-         * written at out[no] and only a selected one advances the cursor (in bounds, since
-         * no <= above < need here). Landing in bin T is rare and predictable, so it branches;
-         * c <= i, so compacting in place is safe. */
-        uint32_t kmn = UINT32_MAX, kmx = 0;
-        int c = 0;
-        for (int i = 0; i < m; i++) {
-            uint32_t key = keys[i];
-            int32_t id = list[i];
-            int b = (int)((key - mn) >> sh);
-            out[no] = id;
-            no += b > T;
-            if (b == T) {
-                list[c] = id;
-                keys[c++] = key;
-                kmn = key < kmn ? key : kmn;
-                kmx = key > kmx ? key : kmx;
-            }
-        }
+        /* bin T is the key range [t_lo, t_hi]: above it straight out (fewer than need fit), in it
+         * the next round's list */
+        const uint32_t t_lo = mn + ((uint32_t)T << sh);
+        const uint64_t hi = (uint64_t)t_lo + ((uint64_t)1 << sh) - 1;
+        const uint32_t t_hi = hi > mx ? mx : (uint32_t)hi;
+        int c;
+        const int got = kt->split_list(list, keys, m, t_hi, t_lo, out + no, need, &c, &mn, &mx);
+        DS_ASSERT(got == above && c == (int)hist[T]);
+        no += above;
         need -= above;
         m = c;
-        mn = kmn;
-        mx = kmx;
     }
     return no;
 }
@@ -408,41 +446,25 @@ static int select_full(const ds_dsk_kernels *kt, const float *s, int n, int k, i
     int nc = 0;
     int no = kt->classify(s, n, t_hi, t_lo, out, k, cand, &nc);
     DS_ASSERT(no == above);
-    return no + select_list(s, cand, ckeys, nc, k - no, t_lo, t_hi, out + no, hist);
+    return no + select_list(kt, s, cand, ckeys, nc, k - no, t_lo, t_hi, out + no, hist);
 }
 
 /* Thresholds from a strided sample of S scores: one histogram over the sample's finite value
  * range, linear in value (so a narrow score distribution still spreads over many bins); +inf
  * and NaN/-inf are counted apart, above and below all bins. Returns 0 if useless. */
-static int sample_bracket(const float *s, int n, int k, uint32_t *hist, float *smp,
+static int sample_bracket(const ds_dsk_kernels *kt, const float *s, int n, int k, uint32_t *hist, uint32_t *bin,
                           uint32_t *t_hi, uint32_t *t_lo) {
     int S = n >= 16 * SAMPLE_MAX ? SAMPLE_MAX : n / 16, stride = n / S;
     double p = (double)k / n, e = p * S, margin = 3.5 * sqrt(S * p * (1.0 - p)) + 2.0;
     int r_hi = (int)floor(e - margin), r_lo = (int)ceil(e + margin);
     if (r_lo >= S) return 0;                       /* bracket would hold nearly everything */
-    float mn = INFINITY, mx = -INFINITY;
-    int n_top = 0;
-    for (int j = 0; j < S; j++) {
-        float v = s[(size_t)j * stride];
-        smp[j] = v;
-        if (v - v == 0.0f) {                      /* finite */
-            mn = v < mn ? v : mn;
-            mx = v > mx ? v : mx;
-        } else if (v == INFINITY) {
-            n_top++;
-        }
-    }
     const int nb = S / 2;                          /* ~0.5 sample per bin on average */
-    double lo = mn, width = mx > mn ? ((double)mx - mn) / nb : 1.0, inv = 1.0 / width;
-    memset(hist, 0, (size_t)nb * 4);
-    if (mn <= mx)
-        for (int j = 0; j < S; j++) {
-            float v = smp[j];
-            if (v - v == 0.0f) {
-                int b = (int)((v - lo) * inv);
-                hist[b < nb ? b : nb - 1]++;
-            }
-        }
+    float mn, mx;
+    int n_top;
+    kt->sample(s, S, stride, nb, bin, &mn, &mx, &n_top);
+    memset(hist, 0, (size_t)(nb + 1) * 4);        /* bin nb: the non-finite samples, ignored */
+    for (int j = 0; j < S; j++) hist[bin[j]]++;
+    const double lo = mn, width = mx > mn ? ((double)mx - mn) / nb : 1.0;
     /* walk down from the top; the rank of r falls in bin B (or above all / below all) */
     int above = n_top, B = nb - 1;
     *t_hi = UINT32_MAX;                            /* rank r_hi < 0 or among +inf: no direct output */
@@ -474,11 +496,11 @@ int ds_topk(const float *scores, int n, int k, int32_t *idx_out, void *scratch) 
     uint32_t *ckeys = (uint32_t *)cand + n + 16;
     const ds_dsk_kernels *kt = K();
     uint32_t t_hi, t_lo;
-    if (n >= SAMPLE_MIN_N && sample_bracket(scores, n, k, hist, (float *)smp, &t_hi, &t_lo)) {
+    if (n >= SAMPLE_MIN_N && sample_bracket(kt, scores, n, k, hist, smp, &t_hi, &t_lo)) {
         int nc = 0;
         int no = kt->classify(scores, n, t_hi, t_lo, idx_out, k, cand, &nc);
         if (no >= 0 && no + nc >= k)               /* else the k-th largest is outside */
-            return no + select_list(scores, cand, ckeys, nc, k - no, t_lo, t_hi, idx_out + no, hist);
+            return no + select_list(kt, scores, cand, ckeys, nc, k - no, t_lo, t_hi, idx_out + no, hist);
     }
     return select_full(kt, scores, n, k, idx_out, cand, ckeys, hist);
 }

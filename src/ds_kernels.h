@@ -133,6 +133,18 @@ typedef struct {
                        uint32_t *kmax, const ds_row_prefetch *pf);
     /* out[t] = max over g of (s[g * stride + t] - m[g]), t in [0, n); out may be s */
     void (*shifted_max)(const float *s, int G, size_t stride, int n, const float *m, float *out);
+    /* keys[i] = ds_score_key(s[list[i]]), i in [0, m) (keys has room for m + 16) */
+    void (*list_keys)(const float *s, const int32_t *list, int m, uint32_t *keys);
+    /* classify's split over a list with its keys, in list order: key > t_hi -> out (returns -1
+     * as soon as more than out_cap would be written), t_lo <= key <= t_hi kept, compacted in
+     * place at the front of list and keys (room for m + 16 each), their count in *n_keep and
+     * their keys' range in [*kmin, *kmax] (UINT32_MAX, 0 if none). Returns the count sent to out. */
+    int (*split_list)(int32_t *list, uint32_t *keys, int m, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                      int out_cap, int *n_keep, uint32_t *kmin, uint32_t *kmax);
+    /* The samples v_j = s[j * stride], j in [0, S): the finite ones' min and max (+inf, -inf if
+     * none), the count of +inf, and bin[j] = min(nb - 1, floor((v_j - mn) * nb / (mx - mn)))
+     * (float arithmetic; 0 if mx == mn) for finite v_j, nb for the others */
+    void (*sample)(const float *s, int S, int stride, int nb, uint32_t *bin, float *mn, float *mx, int *n_top);
 } ds_dsk_kernels;
 
 /* Order-preserving key of a score: a > b as floats <=> key(a) > key(b) as unsigned, with -0
@@ -173,6 +185,12 @@ static inline void ds_pf_step(ds_pf_cursor *c) {
             if (c->b1) __builtin_prefetch(c->b1 + o + l, 0, 2);
         }
     }
+}
+
+/* The sample kernels' bin scale: nb / (mx - mn) in double (the difference may overflow a float),
+ * 0 when all samples are equal. */
+static inline float ds_sample_inv_width(float mn, float mx, int nb) {
+    return mx > mn ? (float)(nb / ((double)mx - (double)mn)) : 0.0f;
 }
 
 void ds_dsk_fill_avx2(ds_dsk_kernels *k);

@@ -388,7 +388,88 @@ T512 static void shifted_max_avx512(const float *s, int G, size_t stride, int n,
     }
 }
 
+T512 static void list_keys_avx512(const float *s, const int32_t *list, int m, uint32_t *keys) {
+    int i = 0;
+    for (; i + 16 <= m; i += 16)
+        _mm512_storeu_si512(keys + i, keys16(_mm512_i32gather_ps(_mm512_loadu_si512(list + i), s, 4)));
+    if (i < m) {
+        const __mmask16 v = (__mmask16)((1u << (m - i)) - 1);
+        const __m512i id = _mm512_maskz_loadu_epi32(v, list + i);
+        _mm512_mask_storeu_epi32(keys + i, v, keys16(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), v, id, s, 4)));
+    }
+}
+
+/* classify16's split over (list, keys) vectors; the kept part is compressed back into list and
+ * keys at c <= i, over lanes already loaded (full 16-lane stores: both have 16 entries of slack). */
+T512 static int split_list_avx512(int32_t *list, uint32_t *keys, int m, uint32_t t_hi, uint32_t t_lo, int32_t *out,
+                                  int out_cap, int *n_keep, uint32_t *kmin, uint32_t *kmax) {
+    const __m512i vhi = _mm512_set1_epi32((int)t_hi), vlo = _mm512_set1_epi32((int)t_lo);
+    __m512i mn = _mm512_set1_epi32(-1), mx = _mm512_setzero_si512();
+    int no = 0, c = 0;
+    for (int i = 0; i < m; i += 16) {
+        const __mmask16 valid = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
+        const __m512i k = _mm512_maskz_loadu_epi32(valid, keys + i), id = _mm512_maskz_loadu_epi32(valid, list + i);
+        const __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
+        const __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
+        const int nh = __builtin_popcount(mh);
+        if (__builtin_expect(no + 16 <= out_cap, 1)) {
+            _mm512_storeu_si512(out + no, _mm512_maskz_compress_epi32(mh, id));
+        } else {
+            if (no + nh > out_cap) return -1;
+            _mm512_mask_storeu_epi32(out + no, (__mmask16)((1u << (out_cap - no)) - 1), _mm512_maskz_compress_epi32(mh, id));
+        }
+        no += nh;
+        _mm512_storeu_si512(list + c, _mm512_maskz_compress_epi32(mc, id));
+        _mm512_storeu_si512(keys + c, _mm512_maskz_compress_epi32(mc, k));
+        mn = _mm512_mask_min_epu32(mn, mc, mn, k);
+        mx = _mm512_mask_max_epu32(mx, mc, mx, k);
+        c += __builtin_popcount(mc);
+    }
+    *n_keep = c;
+    *kmin = (uint32_t)_mm512_reduce_min_epu32(mn);
+    *kmax = (uint32_t)_mm512_reduce_max_epu32(mx);
+    return no;
+}
+
+/* The samples are parked in bin[] as floats by the first pass (gather, range, +inf count) and
+ * turned into bins in place by the second. */
+T512 static void sample_avx512(const float *s, int S, int stride, int nb, uint32_t *bin, float *mn, float *mx,
+                               int *n_top) {
+    const __m512i step = _mm512_set1_epi32(16 * stride), inf = _mm512_castps_si512(_mm512_set1_ps(INFINITY));
+    __m512i id = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                    _mm512_set1_epi32(stride));
+    __m512 lo = _mm512_set1_ps(INFINITY), hi = _mm512_set1_ps(-INFINITY);
+    int top = 0;
+    for (int j = 0; j < S; j += 16) {
+        const __mmask16 valid = S - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (S - j)) - 1);
+        const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, id, s, 4);
+        _mm512_mask_storeu_ps(bin + j, valid, v);
+        const __mmask16 fin = _mm512_mask_cmp_ps_mask(valid, _mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        lo = _mm512_mask_min_ps(lo, fin, lo, v);
+        hi = _mm512_mask_max_ps(hi, fin, hi, v);
+        top += __builtin_popcount(_mm512_mask_cmpeq_epi32_mask(valid, _mm512_castps_si512(v), inf));
+        id = _mm512_add_epi32(id, step);
+    }
+    const float fmn = _mm512_reduce_min_ps(lo), fmx = _mm512_reduce_max_ps(hi);
+    const __m512 vlo = _mm512_set1_ps(fmn), vinv = _mm512_set1_ps(ds_sample_inv_width(fmn, fmx, nb));
+    const __m512i top_bin = _mm512_set1_epi32(nb - 1), none = _mm512_set1_epi32(nb);
+    for (int j = 0; j < S; j += 16) {
+        const __mmask16 valid = S - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (S - j)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(valid, bin + j);
+        const __mmask16 fin = _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        /* d >= 0; +inf (v - mn overflowed) converts to 0x80000000, which the unsigned min clamps */
+        const __m512i b = _mm512_min_epu32(_mm512_cvttps_epi32(_mm512_mul_ps(_mm512_sub_ps(v, vlo), vinv)), top_bin);
+        _mm512_mask_storeu_epi32(bin + j, valid, _mm512_mask_mov_epi32(none, fin, b));
+    }
+    *mn = fmn;
+    *mx = fmx;
+    *n_top = top;
+}
+
 void ds_dsk_fill_avx512(ds_dsk_kernels *k) {
+    k->list_keys = list_keys_avx512;
+    k->split_list = split_list_avx512;
+    k->sample = sample_avx512;
     k->shifted_max = shifted_max_avx512;
     k->score_multi = score_multi_avx512;
     k->score = score_avx512;
