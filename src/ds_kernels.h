@@ -65,8 +65,8 @@ typedef struct {
  * digits: an error <= max|qsum| / 65024 per channel, times the code, far below the labels' own
  * rounding of step/2 per channel). Fast paths need r*bits to be a multiple of 32 and row_bytes
  * in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every "1/16 of the key bits" shape;
- * other shapes, a non-finite qsum (AVX-512) and the last n % 16 (AVX2: n % 8) tokens use the
- * scalar code. Any alignment of the arrays is fine. pf: rows to prefetch meanwhile (see above),
+ * other shapes, a non-finite qsum (AVX-512) and the last n % 8 tokens on AVX2 (n % 16 of fp16
+ * labels on AVX-512, whose integer paths score the last block masked) use the scalar code. Any alignment of the arrays is fine. pf: rows to prefetch meanwhile (see above),
  * or NULL; the scalar code issues none. */
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
                     const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf);
@@ -115,8 +115,9 @@ void ds_kernels_force_level(const char *level);
 
 /* ---- internal: the per-level kernel table shared with ds_kernels_avx2.c / _avx512.c ---- */
 typedef struct {
-    /* Score whole 16-token blocks (AVX2: 8) from the start of the arrays; returns how many
-     * tokens it scored (a multiple of its block), 0 if it does not handle this (r, bits). */
+    /* Score from the start of the arrays; returns how many tokens it scored: all n (AVX-512
+     * integer paths: a masked last block), else whole 16-token blocks (AVX2: 8); 0 if it does
+     * not handle this (r, bits). */
     int (*score)(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
                  const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf);
     /* min and max of the order-preserving keys of s[0..n) (n >= 1) */
@@ -125,8 +126,8 @@ typedef struct {
      * written), else key >= t_lo -> cand (room for n + 16). Returns the count written to out. */
     int (*classify)(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                     int out_cap, int32_t *cand, int *n_cand);
-    /* score for G queries (q rows at qstride) into rows of scores at sstride, whole blocks from
-     * the start; returns the tokens scored per query, 0 if it does not handle this shape; kmax
+    /* score for G queries (q rows at qstride) into rows of scores at sstride, from the start (as
+     * score); returns the tokens scored per query, 0 if it does not handle this shape; kmax
      * (or NULL): each row's largest score key over the tokens it scored */
     int (*score_multi)(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                        const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,

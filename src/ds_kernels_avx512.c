@@ -70,47 +70,84 @@ T512 static INL __m512 digit_sums_ps(__m512i a0, __m512i a1, __m512 qsc) {
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1)), qsc);
 }
 
-/* Integer path, bits 8/4/2. qd: digits [2][r/4] as packed int8x4 (entry e covers the 4
- * channels that land in the 4 bytes of part e, see digit_table); qsc: the scale of Q. */
+/* Block b's W vectors of codes: 16 rows of 4W bytes, or the first `rows` of them (the rest
+ * zero) for the last, partial block; rows is a constant 16 in the main loops. */
+T512 static INL void load_codes(const uint8_t *codes, int b, int W, int rows, __m512i *v) {
+    const uint8_t *p = codes + (size_t)b * 64 * W;
+    UNROLL
+    for (int i = 0; i < W; i++) {
+        if (rows == 16) {
+            v[i] = _mm512_loadu_si512(p + 64 * i);
+        } else {
+            const int nb = rows * 4 * W - 64 * i;   /* bytes of this vector that hold rows */
+            const __mmask64 m = nb >= 64 ? ~(__mmask64)0 : nb <= 0 ? 0 : (((__mmask64)1 << nb) - 1);
+            v[i] = _mm512_maskz_loadu_epi8(m, p + 64 * i);
+        }
+    }
+}
+
+/* 16 fp16 values from x + 16 b (the first `rows` of them, the rest 0) as floats. */
+T512 static INL __m512 load_h16(const uint16_t *x, int b, int rows) {
+    if (rows == 16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + 16 * b)));
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)((1u << rows) - 1), x + 16 * b));
+}
+
+T512 static INL void store_ps(float *x, int b, int rows, __m512 v) {
+    if (rows == 16) _mm512_storeu_ps(x + 16 * b, v);
+    else _mm512_mask_storeu_ps(x + 16 * b, (__mmask16)((1u << rows) - 1), v);
+}
+
+/* Integer path, bits 8/4/2, one block of `rows` tokens (16, or fewer for the last). qd: digits
+ * [2][r/4] as packed int8x4 (entry e covers the 4 channels that land in the 4 bytes of part e, see
+ * digit_table); qsc: the scale of Q. */
+T512 static INL void score_int_block(const uint8_t *codes, const uint16_t *lo, const uint16_t *step, int b,
+                                     int rows, float *out, const uint32_t *qd, int nq, __m512 vqsc, __m512 vqs,
+                                     int W, int bits, const tp_idx *t) {
+    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+    __m512i v[16];
+    load_codes(codes, b, W, rows, v);
+    transpose16(v, W, t);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+#define DP(x, e) do { __m512i x_ = (x); \
+        a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
+        a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); } while (0)
+    UNROLL
+    for (int w = 0; w < W; w++) {
+        __m512i d = v[w];
+        if (bits == 8) {
+            DP(d, w);
+        } else if (bits == 4) {
+            DP(_mm512_and_si512(d, m4), 2 * w);
+            DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m4), 2 * w + 1);
+        } else {
+            DP(_mm512_and_si512(d, m2), 4 * w);
+            DP(_mm512_and_si512(_mm512_srli_epi32(d, 2), m2), 4 * w + 1);
+            DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m2), 4 * w + 2);
+            DP(_mm512_and_si512(_mm512_srli_epi32(d, 6), m2), 4 * w + 3);
+        }
+    }
+#undef DP
+    const __m512 S = digit_sums_ps(a0, a1, vqsc);
+    store_ps(out, b, rows, _mm512_fmadd_ps(load_h16(step, b, rows), S, _mm512_mul_ps(load_h16(lo, b, rows), vqs)));
+}
+
+/* All n tokens: the whole blocks, then the last `n % 16` as a masked block, each lane computed
+ * exactly as in a whole block. */
 T512 static INL void score_int(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
-                               int nblk, float *out, const uint32_t *qd, int nq,
+                               int n, float *out, const uint32_t *qd, int nq,
                                float qsc, float qs, int W, int bits, const tp_idx *t,
                                const ds_row_prefetch *pf) {
+    const int nblk = n / 16, rem = n % 16;
     ds_pf_cursor pc;
-    ds_pf_start(&pc, pf, nblk);
-    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+    ds_pf_start(&pc, pf, nblk + (rem > 0));
     const __m512 vqsc = _mm512_set1_ps(qsc), vqs = _mm512_set1_ps(qs);
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *p = codes + (size_t)b * 64 * W;
         ds_pf_step(&pc);
-        __m512i v[16];
-        UNROLL
-        for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
-        transpose16(v, W, t);
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
-#define DP(x, e) do { __m512i x_ = (x); \
-            a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
-            a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); } while (0)
-        UNROLL
-        for (int w = 0; w < W; w++) {
-            __m512i d = v[w];
-            if (bits == 8) {
-                DP(d, w);
-            } else if (bits == 4) {
-                DP(_mm512_and_si512(d, m4), 2 * w);
-                DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m4), 2 * w + 1);
-            } else {
-                DP(_mm512_and_si512(d, m2), 4 * w);
-                DP(_mm512_and_si512(_mm512_srli_epi32(d, 2), m2), 4 * w + 1);
-                DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m2), 4 * w + 2);
-                DP(_mm512_and_si512(_mm512_srli_epi32(d, 6), m2), 4 * w + 3);
-            }
-        }
-#undef DP
-        const __m512 S = digit_sums_ps(a0, a1, vqsc);
-        __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
-        __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
-        _mm512_storeu_ps(out + 16 * b, _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, vqs)));
+        score_int_block(codes, lo, step, b, 16, out, qd, nq, vqsc, vqs, W, bits, t);
+    }
+    if (rem) {
+        ds_pf_step(&pc);
+        score_int_block(codes, lo, step, nblk, rem, out, qd, nq, vqsc, vqs, W, bits, t);
     }
 }
 
@@ -134,50 +171,67 @@ T512 static INL __m512i keys16(__m512 x) {
  * kmax (or NULL): each row's largest score key: a float maximum per lane as the rows are written
  * (max_ps keeps the running value where a score is NaN, as the keys rank NaN lowest; -0 and +0
  * share a key), turned into its key once at the end. */
-T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
-                                     int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
-                                     const float *qsc, const float *qs, int G, int W, int bits,
-                                     const tp_idx *t, uint32_t *kmax, const ds_row_prefetch *pf) {
-    ds_pf_cursor pc;
-    ds_pf_start(&pc, pf, nblk);
-    __m512 km[16];
-    for (int g = 0; g < G; g++) km[g] = _mm512_set1_ps(-INFINITY);
+T512 static INL void score_multi_block(const uint8_t *codes, const uint16_t *lo, const uint16_t *step, int b,
+                                       int rows, int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
+                                       const float *qsc, const float *qs, int G, int W, int bits,
+                                       const tp_idx *t, __m512 *km) {
     const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     const int P = 8 / bits;   /* parts per dword */
-    for (int b = 0; b < nblk; b++) {
-        const uint8_t *p = codes + (size_t)b * 64 * W;
-        ds_pf_step(&pc);
-        __m512i v[16], u[32];
-        UNROLL
-        for (int i = 0; i < W; i++) v[i] = _mm512_loadu_si512(p + 64 * i);
-        transpose16(v, W, t);
-        UNROLL
-        for (int w = 0; w < W; w++) {   /* part e = P w + h of the digit table */
-            if (bits == 8) u[w] = v[w];
-            else if (bits == 4) {
-                u[2 * w] = _mm512_and_si512(v[w], m4);
-                u[2 * w + 1] = _mm512_and_si512(_mm512_srli_epi32(v[w], 4), m4);
-            } else {
-                UNROLL
-                for (int h = 0; h < 4; h++) u[4 * w + h] = _mm512_and_si512(_mm512_srli_epi32(v[w], 2 * h), m2);
-            }
-        }
-        const __m512 l = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(lo + 16 * b)));
-        const __m512 st = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(step + 16 * b)));
-        for (int g = 0; g < G; g++) {
-            const uint32_t *q = qd + (size_t)g * 2 * nq;
-            __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+    __m512i v[16], u[32];
+    load_codes(codes, b, W, rows, v);
+    transpose16(v, W, t);
+    UNROLL
+    for (int w = 0; w < W; w++) {   /* part e = P w + h of the digit table */
+        if (bits == 8) u[w] = v[w];
+        else if (bits == 4) {
+            u[2 * w] = _mm512_and_si512(v[w], m4);
+            u[2 * w + 1] = _mm512_and_si512(_mm512_srli_epi32(v[w], 4), m4);
+        } else {
             UNROLL
-            for (int e = 0; e < W * P; e++) {
-                a0 = _mm512_dpbusd_epi32(a0, u[e], _mm512_set1_epi32((int)q[e]));
-                a1 = _mm512_dpbusd_epi32(a1, u[e], _mm512_set1_epi32((int)q[nq + e]));
-            }
-            const __m512 S = digit_sums_ps(a0, a1, _mm512_set1_ps(qsc[g]));
-            const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
-            if (b + PFW_BLOCKS < nblk) __builtin_prefetch(out + (size_t)g * ostride + 16 * (b + PFW_BLOCKS), 1, 3);
-            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * b, sc);
-            if (kmax) km[g] = _mm512_max_ps(sc, km[g]);
+            for (int h = 0; h < 4; h++) u[4 * w + h] = _mm512_and_si512(_mm512_srli_epi32(v[w], 2 * h), m2);
         }
+    }
+    const __m512 l = load_h16(lo, b, rows), st = load_h16(step, b, rows);
+    const __mmask16 valid = (__mmask16)((1u << rows) - 1);
+    for (int g = 0; g < G; g++) {
+        const uint32_t *q = qd + (size_t)g * 2 * nq;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+        UNROLL
+        for (int e = 0; e < W * P; e++) {
+            a0 = _mm512_dpbusd_epi32(a0, u[e], _mm512_set1_epi32((int)q[e]));
+            a1 = _mm512_dpbusd_epi32(a1, u[e], _mm512_set1_epi32((int)q[nq + e]));
+        }
+        const __m512 S = digit_sums_ps(a0, a1, _mm512_set1_ps(qsc[g]));
+        const __m512 sc = _mm512_fmadd_ps(st, S, _mm512_mul_ps(l, _mm512_set1_ps(qs[g])));
+        if (b + PFW_BLOCKS < nblk) __builtin_prefetch(out + (size_t)g * ostride + 16 * (b + PFW_BLOCKS), 1, 3);
+        store_ps(out + (size_t)g * ostride, b, rows, sc);
+        if (km) km[g] = rows == 16 ? _mm512_max_ps(sc, km[g]) : _mm512_mask_max_ps(km[g], valid, sc, km[g]);
+    }
+}
+
+/* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
+ * then scored with each query's digits exactly as score_int does (so each row of out equals a
+ * single-query call bit for bit). qd: [G][2 * nq], qsc: [G], qs: [G]; out row g at g * ostride.
+ * kmax (or NULL): each row's largest score key: a float maximum per lane as the rows are written
+ * (max_ps keeps the running value where a score is NaN, as the keys rank NaN lowest; -0 and +0
+ * share a key), turned into its key once at the end. */
+T512 static INL void score_int_multi(const uint8_t *codes, const uint16_t *lo, const uint16_t *step,
+                                     int n, float *out, size_t ostride, const uint32_t *qd, int nq,
+                                     const float *qsc, const float *qs, int G, int W, int bits,
+                                     const tp_idx *t, uint32_t *kmax, const ds_row_prefetch *pf) {
+    const int nblk = n / 16, rem = n % 16;
+    ds_pf_cursor pc;
+    ds_pf_start(&pc, pf, nblk + (rem > 0));
+    __m512 km[16];
+    for (int g = 0; g < G; g++) km[g] = _mm512_set1_ps(-INFINITY);
+    for (int b = 0; b < nblk; b++) {
+        ds_pf_step(&pc);
+        score_multi_block(codes, lo, step, b, 16, nblk, out, ostride, qd, nq, qsc, qs, G, W, bits, t, kmax ? km : NULL);
+    }
+    if (rem) {
+        ds_pf_step(&pc);
+        score_multi_block(codes, lo, step, nblk, rem, nblk, out, ostride, qd, nq, qsc, qs, G, W, bits, t,
+                          kmax ? km : NULL);
     }
     if (kmax)
         for (int g = 0; g < G; g++) kmax[g] = ds_score_key(_mm512_reduce_max_ps(km[g]));
@@ -244,10 +298,10 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
     int nblk = n / 16;
-    if (nblk == 0) return 0;
     tp_idx t;
     tp_idx_init(&t);
     if (bits == 16) {
+        if (nblk == 0) return 0;
         switch (W) {
         case 1: score_f16(codes, nblk, scores, qsum, 1, &t, pf); break;
         case 2: score_f16(codes, nblk, scores, qsum, 2, &t, pf); break;
@@ -264,27 +318,26 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     for (int j = 0; j < r; j++) qs += qsum[j];
     int nq = r / 4;
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 8, &t, pf); \
-        else if (bits == 4) score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 4, &t, pf); \
-        else score_int(codes, lo, step, nblk, scores, qd, nq, qsc, qs, Wc, 2, &t, pf); \
+        if (bits == 8) score_int(codes, lo, step, n, scores, qd, nq, qsc, qs, Wc, 8, &t, pf); \
+        else if (bits == 4) score_int(codes, lo, step, n, scores, qd, nq, qsc, qs, Wc, 4, &t, pf); \
+        else score_int(codes, lo, step, n, scores, qd, nq, qsc, qs, Wc, 2, &t, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8) CASE_W(16)
     }
 #undef CASE_W
-    return nblk * 16;
+    return n;
 }
 
 /* G queries (rows of q at qstride) over the same label rows: the integer paths (bits 8/4/2) share
  * each block's load and unpacking; fp16 labels and non-finite queries return 0 (the caller loops
- * over single-query calls). Returns the tokens scored per query (whole 16-token blocks). */
+ * over single-query calls). Returns the tokens scored per query (all n). */
 T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r, int bits, const uint8_t *codes,
                                    const uint16_t *lo, const uint16_t *step, int n, float *scores, size_t sstride,
                                    uint32_t *kmax, const ds_row_prefetch *pf) {
     int R = (int)ds_label_row_bytes(r, bits), W = R / 4;
     if (bits == 16 || G < 1 || G > 16 || R % 4 || (W & (W - 1)) || W > 16 || (r * bits) % 32) return 0;
-    int nblk = n / 16;
-    if (nblk == 0) return 0;
+    if (n <= 0) return 0;
     const int nq = r / 4;
     uint32_t qd[16 * 2 * DS_LABEL_MAX_R / 4];
     float qsc[16], qs[16];
@@ -298,16 +351,16 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     tp_idx t;
     tp_idx_init(&t);
 #define CASE_W(Wc) case Wc: \
-        if (bits == 8) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 8, &t, kmax, pf); \
-        else if (bits == 4) score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 4, &t, kmax, pf); \
-        else score_int_multi(codes, lo, step, nblk, scores, sstride, qd, nq, qsc, qs, G, Wc, 2, &t, kmax, pf); \
+        if (bits == 8) score_int_multi(codes, lo, step, n, scores, sstride, qd, nq, qsc, qs, G, Wc, 8, &t, kmax, pf); \
+        else if (bits == 4) score_int_multi(codes, lo, step, n, scores, sstride, qd, nq, qsc, qs, G, Wc, 4, &t, kmax, pf); \
+        else score_int_multi(codes, lo, step, n, scores, sstride, qd, nq, qsc, qs, G, Wc, 2, &t, kmax, pf); \
         break;
     switch (W) {
     CASE_W(1) CASE_W(2) CASE_W(4) CASE_W(8)
     default: return 0;   /* 16 dwords x 4 parts of 2-bit codes would not fit the registers */
     }
 #undef CASE_W
-    return nblk * 16;
+    return n;
 }
 
 /* ---------------------------------------------------------------- top-k passes */
