@@ -13,7 +13,10 @@
  * Build and run from the repo root (after `make`):
  *   cc -std=c11 -O2 -Iinclude bench/bench_decode_ab.c build/libdsinfer.a -lcjson -lm -pthread \
  *      -o /tmp/bench_decode_ab
- *   /tmp/bench_decode_ab MODEL CALIB.json [depth 8192] [rounds 9] [tg 16] [threads 2] [channels 16]
+ *   /tmp/bench_decode_ab MODEL CALIB.json [depths 8192] [rounds 9] [tg 16] [threads 2] [channels 16]
+ * depths: one depth, or a comma-separated increasing list: the dense context is prefilled up to
+ * each depth in turn (one prefill in all), forked and measured there, and a summary table of the
+ * attention speedups over depth follows the per-depth tables.
  * Settings: dense; ds at k = 1/16 with `channels` label channels, the group's largest head (the
  * default) and the summed score, each with the label-scan prefetch on and off (--ds-prefetch). */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime */
@@ -51,47 +54,23 @@ static void check(ds_status st, const char *what) {
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s MODEL CALIB.json [depth] [rounds] [tg] [threads] [channels]\n", argv[0]);
-        return 2;
-    }
-    const int depth = argc > 3 ? atoi(argv[3]) : 8192, rounds = argc > 4 ? atoi(argv[4]) : 9;
-    const int tg = argc > 5 ? atoi(argv[5]) : 16, threads = argc > 6 ? atoi(argv[6]) : 2;
-    const int channels = argc > 7 ? atoi(argv[7]) : 16;
-    if (depth < 1 || rounds < 1 || rounds > MAX_ROUNDS || tg < 1 || threads < 1 || channels < 1) {
-        fprintf(stderr, "bench_decode_ab: depth, tg, threads, channels >= 1 and rounds 1..%d\n", MAX_ROUNDS);
-        return 2;
-    }
-    ds_model *m;
-    check(ds_model_load(argv[1], &m), "loading the model");
-    check(ds_model_load_calibration(m, argv[2]), "loading the calibration");
-    const ds_model_info *info = ds_model_get_info(m);
-
-    ds_session_opts so = ds_session_default_opts();
-    so.n_ctx = depth + tg + 8;
-    so.n_threads = threads;
-    ds_session *parent;
-    check(ds_session_new(m, &so, &parent), "dense session");
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(depth + tg));
-    uint32_t rng = 12345;
-    for (int i = 0; i < depth + tg; i++) { rng = rng * 1664525u + 1013904223u; toks[i] = (int32_t)(rng % (uint32_t)info->n_vocab); }
-    fprintf(stderr, "prefilling %d tokens...\n", depth);
-    check(ds_session_eval(parent, toks, depth, NULL), "prefill");
-
+/* The rounds at one depth: a table per setting, and each setting's median attention ms/token and
+ * attention speedup over dense into ms[] and sp[]. */
+static void run_depth(ds_session *parent, const int32_t *toks, int depth, int rounds, int tg, int channels,
+                      double *ms, double *sp) {
     static const char *const names[NSET] = { "dense", "ds max, prefetch", "ds max, no prefetch", "ds sum, prefetch",
                                                "ds sum, no prefetch" };
     ds_session *s[NSET];
     for (int i = 0; i < NSET; i++) {
-        ds_sparse_opts sp = ds_sparse_default_opts();
+        ds_sparse_opts sp_o = ds_sparse_default_opts();
         if (i > 0) {
-            sp.method = DS_ATTN_DS;
-            sp.tokens_frac = 1.0f / 16;
-            sp.channels = channels;
-            sp.group_max = i <= 2;
-            sp.prefetch = !(i == 2 || i == 4);
+            sp_o.method = DS_ATTN_DS;
+            sp_o.tokens_frac = 1.0f / 16;
+            sp_o.channels = channels;
+            sp_o.group_max = i <= 2;
+            sp_o.prefetch = !(i == 2 || i == 4);
         }
-        check(ds_session_fork(parent, &sp, &s[i]), "fork");
+        check(ds_session_fork(parent, &sp_o, &s[i]), "fork");
     }
     double attn[NSET][MAX_ROUNDS], wall[NSET][MAX_ROUNDS];
     for (int r = 0; r < rounds; r++) {
@@ -103,7 +82,7 @@ int main(int argc, char **argv) {
             wall[i][r] = (now_s() - t0) / tg;
             attn[i][r] = (ds_session_attn_seconds(s[i]) - a0) / tg;
         }
-        fprintf(stderr, "round %d of %d\n", r + 1, rounds);
+        fprintf(stderr, "depth %d: round %d of %d\n", depth, r + 1, rounds);
     }
     printf("| setting | attention ms/token | tok/s | attention speedup over dense | decode speedup | prefetch speedup (attention) |\n");
     printf("|---|---|---|---|---|---|\n");
@@ -118,12 +97,75 @@ int main(int argc, char **argv) {
         for (int r = 0; r < rounds; r++) w[r] = 1.0 / wall[i][r];
         char pf[32] = "-";
         if (i == 1 || i == 3) snprintf(pf, sizeof pf, "%.2fx", median(rp, rounds));
-        printf("| %s | %.3f | %.1f | %.2fx | %.2fx | %s |\n", names[i], 1e3 * median(attn[i], rounds), median(w, rounds),
-               median(ra, rounds), median(rd, rounds), pf);
+        ms[i] = 1e3 * median(attn[i], rounds);
+        sp[i] = median(ra, rounds);
+        printf("| %s | %.3f | %.1f | %.2fx | %.2fx | %s |\n", names[i], ms[i], median(w, rounds), sp[i],
+               median(rd, rounds), pf);
     }
-    printf("\n(medians over %d rounds of %d decode steps per setting at depth %d, %d threads, %d label channels; "
-           "speedups are medians of the per-round ratios)\n", rounds, tg, depth, threads, channels);
+    fflush(stdout);
     for (int i = 0; i < NSET; i++) ds_session_free(s[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MODEL CALIB.json [depths] [rounds] [tg] [threads] [channels]\n", argv[0]);
+        return 2;
+    }
+    enum { MAX_DEPTHS = 32 };
+    int depths[MAX_DEPTHS], nd = 0;
+    for (const char *p = argc > 3 ? argv[3] : "8192"; *p && nd < MAX_DEPTHS;) {
+        char *end;
+        const long d = strtol(p, &end, 10);
+        if (end == p || d < 1 || d > (1 << 24) || (nd > 0 && d <= depths[nd - 1]) || (*end && *end != ',')) {
+            fprintf(stderr, "bench_decode_ab: depths must be increasing positive integers separated by commas (got '%s')\n",
+                    argv[3]);
+            return 2;
+        }
+        depths[nd++] = (int)d;
+        p = *end ? end + 1 : end;
+    }
+    const int rounds = argc > 4 ? atoi(argv[4]) : 9;
+    const int tg = argc > 5 ? atoi(argv[5]) : 16, threads = argc > 6 ? atoi(argv[6]) : 2;
+    const int channels = argc > 7 ? atoi(argv[7]) : 16;
+    if (nd == 0 || rounds < 1 || rounds > MAX_ROUNDS || tg < 1 || threads < 1 || channels < 1) {
+        fprintf(stderr, "bench_decode_ab: depths, tg, threads, channels >= 1 and rounds 1..%d\n", MAX_ROUNDS);
+        return 2;
+    }
+    const int maxd = depths[nd - 1];
+    ds_model *m;
+    check(ds_model_load(argv[1], &m), "loading the model");
+    check(ds_model_load_calibration(m, argv[2]), "loading the calibration");
+    const ds_model_info *info = ds_model_get_info(m);
+
+    ds_session_opts so = ds_session_default_opts();
+    so.n_ctx = maxd + tg + 8;
+    so.n_threads = threads;
+    ds_session *parent;
+    check(ds_session_new(m, &so, &parent), "dense session");
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(maxd + tg));
+    uint32_t rng = 12345;
+    for (int i = 0; i < maxd + tg; i++) { rng = rng * 1664525u + 1013904223u; toks[i] = (int32_t)(rng % (uint32_t)info->n_vocab); }
+    double ms[MAX_DEPTHS][NSET], sp[MAX_DEPTHS][NSET];
+    for (int di = 0; di < nd; di++) {
+        const int from = di ? depths[di - 1] : 0;
+        fprintf(stderr, "prefilling to %d tokens...\n", depths[di]);
+        check(ds_session_eval(parent, toks + from, depths[di] - from, NULL), "prefill");
+        if (nd > 1) printf("%sdepth %d:\n\n", di ? "\n" : "", depths[di]);
+        run_depth(parent, toks, depths[di], rounds, tg, channels, ms[di], sp[di]);
+    }
+    printf("\n(medians over %d rounds of %d decode steps per setting at depth%s ", rounds, tg, nd > 1 ? "s" : "");
+    for (int di = 0; di < nd; di++) printf("%s%d", di ? ", " : "", depths[di]);
+    printf(", %d threads, %d label channels; speedups are medians of the per-round ratios)\n", threads, channels);
+    if (nd > 1) {
+        printf("\nattention over depth (ms/token; speedup over dense):\n\n");
+        printf("| depth | dense | ds max, prefetch | ds max, no prefetch | ds sum, prefetch | ds sum, no prefetch |\n");
+        printf("|---|---|---|---|---|---|\n");
+        for (int di = 0; di < nd; di++) {
+            printf("| %d | %.3f", depths[di], ms[di][0]);
+            for (int i = 1; i < NSET; i++) printf(" | %.3f (%.2fx)", ms[di][i], sp[di][i]);
+            printf(" |\n");
+        }
+    }
     ds_session_free(parent);
     free(toks);
     ds_model_free(m);
