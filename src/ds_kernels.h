@@ -66,8 +66,9 @@ typedef struct {
  * rounding of step/2 per channel). Fast paths need r*bits to be a multiple of 32 and row_bytes
  * in {4, 8, 16, 32, 64} (AVX2: up to 32), which covers every "1/16 of the key bits" shape;
  * other shapes, a non-finite qsum (AVX-512) and the last n % 8 tokens on AVX2 (n % 16 of fp16
- * labels on AVX-512, whose integer paths score the last block masked) use the scalar code. Any alignment of the arrays is fine. pf: rows to prefetch meanwhile (see above),
- * or NULL; the scalar code issues none. */
+ * labels on AVX-512, whose integer paths score the last block masked) use the scalar code. Any
+ * alignment of the arrays is fine. pf: rows to prefetch meanwhile (see above), or NULL; the
+ * scalar code issues none. */
 void ds_label_score(const float *qsum, int r, int bits, const uint8_t *codes, const uint16_t *lo,
                     const uint16_t *step, int n, float *scores, const ds_row_prefetch *pf);
 /* ds_label_score for G queries over the same label rows: scores + g * sstride receives query g's

@@ -97,36 +97,37 @@ T512 static INL void store_ps(float *x, int b, int rows, __m512 v) {
     else _mm512_mask_storeu_ps(x + 16 * b, (__mmask16)((1u << rows) - 1), v);
 }
 
+/* Part e of a transposed block in the digit table's order (dword e / P, shift (e % P) * bits,
+ * P = 8 / bits): one code per byte, the 4 channels of digit entry e, as vpdpbusd takes them. */
+T512 static INL __m512i part_of(const __m512i *v, int e, int bits) {
+    const int P = 8 / bits, sh = (e % P) * bits;
+    const __m512i d = v[e / P];
+    if (bits == 8) return d;
+    const __m512i m = _mm512_set1_epi32(bits == 4 ? 0x0f0f0f0f : 0x03030303);
+    return _mm512_and_si512(sh ? _mm512_srli_epi32(d, sh) : d, m);
+}
+
 /* Integer path, bits 8/4/2, one block of `rows` tokens (16, or fewer for the last). qd: digits
  * [2][r/4] as packed int8x4 (entry e covers the 4 channels that land in the 4 bytes of part e, see
  * digit_table); qsc: the scale of Q. */
 T512 static INL void score_int_block(const uint8_t *codes, const uint16_t *lo, const uint16_t *step, int b,
                                      int rows, float *out, const uint32_t *qd, int nq, __m512 vqsc, __m512 vqs,
                                      int W, int bits, const tp_idx *t) {
-    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     __m512i v[16];
     load_codes(codes, b, W, rows, v);
     transpose16(v, W, t);
     __m512i a0 = _mm512_setzero_si512(), a1 = a0;
-#define DP(x, e) do { __m512i x_ = (x); \
-        a0 = _mm512_dpbusd_epi32(a0, x_, _mm512_set1_epi32((int)qd[(e)])); \
-        a1 = _mm512_dpbusd_epi32(a1, x_, _mm512_set1_epi32((int)qd[nq + (e)])); } while (0)
+    const int P = 8 / bits;   /* parts per dword; two loops of <= 16 so both unroll fully */
     UNROLL
     for (int w = 0; w < W; w++) {
-        __m512i d = v[w];
-        if (bits == 8) {
-            DP(d, w);
-        } else if (bits == 4) {
-            DP(_mm512_and_si512(d, m4), 2 * w);
-            DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m4), 2 * w + 1);
-        } else {
-            DP(_mm512_and_si512(d, m2), 4 * w);
-            DP(_mm512_and_si512(_mm512_srli_epi32(d, 2), m2), 4 * w + 1);
-            DP(_mm512_and_si512(_mm512_srli_epi32(d, 4), m2), 4 * w + 2);
-            DP(_mm512_and_si512(_mm512_srli_epi32(d, 6), m2), 4 * w + 3);
+        UNROLL
+        for (int h = 0; h < P; h++) {
+            const int e = P * w + h;
+            const __m512i x = part_of(v, e, bits);
+            a0 = _mm512_dpbusd_epi32(a0, x, _mm512_set1_epi32((int)qd[e]));
+            a1 = _mm512_dpbusd_epi32(a1, x, _mm512_set1_epi32((int)qd[nq + e]));
         }
     }
-#undef DP
     const __m512 S = digit_sums_ps(a0, a1, vqsc);
     store_ps(out, b, rows, _mm512_fmadd_ps(load_h16(step, b, rows), S, _mm512_mul_ps(load_h16(lo, b, rows), vqs)));
 }
@@ -165,31 +166,19 @@ T512 static INL __m512i keys16(__m512 x) {
  * caches, so each line's store would otherwise wait on a read-for-ownership from far away. */
 #define PFW_BLOCKS 16
 
-/* score_int for G queries over the same rows: each block is loaded, transposed and unpacked once,
- * then scored with each query's digits exactly as score_int does (so each row of out equals a
- * single-query call bit for bit). qd: [G][2 * nq], qsc: [G], qs: [G]; out row g at g * ostride.
- * kmax (or NULL): each row's largest score key: a float maximum per lane as the rows are written
- * (max_ps keeps the running value where a score is NaN, as the keys rank NaN lowest; -0 and +0
- * share a key), turned into its key once at the end. */
+/* One block of score_int_multi: loaded, transposed and unpacked once, then scored per query. */
 T512 static INL void score_multi_block(const uint8_t *codes, const uint16_t *lo, const uint16_t *step, int b,
                                        int rows, int nblk, float *out, size_t ostride, const uint32_t *qd, int nq,
                                        const float *qsc, const float *qs, int G, int W, int bits,
                                        const tp_idx *t, __m512 *km) {
-    const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
     const int P = 8 / bits;   /* parts per dword */
     __m512i v[16], u[32];
     load_codes(codes, b, W, rows, v);
     transpose16(v, W, t);
     UNROLL
-    for (int w = 0; w < W; w++) {   /* part e = P w + h of the digit table */
-        if (bits == 8) u[w] = v[w];
-        else if (bits == 4) {
-            u[2 * w] = _mm512_and_si512(v[w], m4);
-            u[2 * w + 1] = _mm512_and_si512(_mm512_srli_epi32(v[w], 4), m4);
-        } else {
-            UNROLL
-            for (int h = 0; h < 4; h++) u[4 * w + h] = _mm512_and_si512(_mm512_srli_epi32(v[w], 2 * h), m2);
-        }
+    for (int w = 0; w < W; w++) {
+        UNROLL
+        for (int h = 0; h < P; h++) u[P * w + h] = part_of(v, P * w + h, bits);
     }
     const __m512 l = load_h16(lo, b, rows), st = load_h16(step, b, rows);
     const __mmask16 valid = (__mmask16)((1u << rows) - 1);
@@ -292,6 +281,13 @@ static int digit_table(const float *q, int r, int bits, uint32_t *qd, float *qsc
     return 1;
 }
 
+/* The lo term's weight, sum_j q_j, in one order for the single- and multi-query scans. */
+static float q_total(const float *q, int r) {
+    float a = 0.0f;
+    for (int j = 0; j < r; j++) a += q[j];
+    return a;
+}
+
 T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *codes,
                              const uint16_t *lo, const uint16_t *step, int n, float *scores,
                              const ds_row_prefetch *pf) {
@@ -314,8 +310,7 @@ T512 static int score_avx512(const float *qsum, int r, int bits, const uint8_t *
     uint32_t qd[2 * DS_LABEL_MAX_R / 4];
     float qsc;
     if (!digit_table(qsum, r, bits, qd, &qsc)) return 0;    /* non-finite qsum: scalar path */
-    float qs = 0.0f;
-    for (int j = 0; j < r; j++) qs += qsum[j];
+    const float qs = q_total(qsum, r);
     int nq = r / 4;
 #define CASE_W(Wc) case Wc: \
         if (bits == 8) score_int(codes, lo, step, n, scores, qd, nq, qsc, qs, Wc, 8, &t, pf); \
@@ -344,9 +339,7 @@ T512 static int score_multi_avx512(const float *q, size_t qstride, int G, int r,
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * qstride;
         if (!digit_table(qg, r, bits, qd + (size_t)g * 2 * nq, &qsc[g])) return 0;
-        float a = 0.0f;
-        for (int j = 0; j < r; j++) a += qg[j];   /* as score_avx512 sums it */
-        qs[g] = a;
+        qs[g] = q_total(qg, r);
     }
     tp_idx t;
     tp_idx_init(&t);
