@@ -261,19 +261,31 @@ T_AVX512 static inline __m512 hsum16_avx512(const __m512 *p) {
 }
 
 /* acc[g][c0 .. c0+16) += sum over the tile's rows j of p[g][j] * V[row j][c0 ..], for G query
- * heads: the G accumulators stay in registers over the tile (G a constant after inlining). */
+ * heads: the G accumulators stay in registers over the tile (G a constant after inlining). With
+ * few heads each accumulator's FMAs form one long dependency chain (4 cycles each), so rows
+ * j and j + 1 go to two sets of accumulators, summed at the end of the tile. */
 #define PV_TILE(GG)                                                                              \
     do {                                                                                         \
-        __m512 a[(GG)];                                                                            \
+        __m512 a[(GG)], b[(GG)];                                                                 \
         _Pragma("GCC unroll 16")                                                                \
-        for (int g = 0; g < (GG); g++) a[g] = _mm512_loadu_ps(acc + (size_t)g * hd + c0);          \
-        for (int j = 0; j < nt; j++) {                                                           \
-            const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + c0))); \
+        for (int g = 0; g < (GG); g++) { a[g] = _mm512_loadu_ps(acc + (size_t)g * hd + c0); b[g] = _mm512_setzero_ps(); } \
+        int j = 0;                                                                               \
+        for (; j + 2 <= nt; j += 2) {                                                            \
+            const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + c0)));     \
+            const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j + 1] + c0))); \
             _Pragma("GCC unroll 16")                                                            \
-            for (int g = 0; g < (GG); g++) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(s[g][j]), v, a[g]); \
+            for (int g = 0; g < (GG); g++) {                                                     \
+                a[g] = _mm512_fmadd_ps(_mm512_set1_ps(s[g][j]), v0, a[g]);                       \
+                b[g] = _mm512_fmadd_ps(_mm512_set1_ps(s[g][j + 1]), v1, b[g]);                   \
+            }                                                                                    \
+        }                                                                                        \
+        if (j < nt) {                                                                            \
+            const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + c0)));     \
+            _Pragma("GCC unroll 16")                                                            \
+            for (int g = 0; g < (GG); g++) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(s[g][j]), v0, a[g]); \
         }                                                                                        \
         _Pragma("GCC unroll 16")                                                                \
-        for (int g = 0; g < (GG); g++) _mm512_storeu_ps(acc + (size_t)g * hd + c0, a[g]);         \
+        for (int g = 0; g < (GG); g++) _mm512_storeu_ps(acc + (size_t)g * hd + c0, _mm512_add_ps(a[g], b[g])); \
     } while (0)
 
 /* The AVX-512 kernel for head_dim <= 128, compute-lean: per tile of 32 rows the K rows are
