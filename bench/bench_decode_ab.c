@@ -1,4 +1,4 @@
-/* bench_decode_ab.c — CPU decode at one depth, several attention settings interleaved step by
+/* bench_decode_ab.c — CPU decode at one depth or several, attention settings interleaved step by
  * step on the same prefilled context, so that a noisy machine's drift hits every setting alike.
  *
  * Why: whole `dsinfer bench` runs of one setting after another (bench/ds-cpu-rounds.sh) take a

@@ -268,7 +268,10 @@ T_AVX512 static inline __m512 hsum16_avx512(const __m512 *p) {
     do {                                                                                         \
         __m512 a[(GG)], b[(GG)];                                                                 \
         _Pragma("GCC unroll 16")                                                                \
-        for (int g = 0; g < (GG); g++) { a[g] = _mm512_loadu_ps(acc + (size_t)g * hd + c0); b[g] = _mm512_setzero_ps(); } \
+        for (int g = 0; g < (GG); g++) {                                                         \
+            a[g] = _mm512_loadu_ps(acc + (size_t)g * hd + c0);                                   \
+            b[g] = _mm512_setzero_ps();                                                          \
+        }                                                                                        \
         int j = 0;                                                                               \
         for (; j + 2 <= nt; j += 2) {                                                            \
             const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + c0)));     \
