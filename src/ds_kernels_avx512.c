@@ -381,8 +381,8 @@ T512 static void key_range_avx512(const float *s, int n, uint32_t *kmin, uint32_
  * vector compresses (register vpcompressd; the memory form is slow on several cores) and
  * stores all 16 lanes, of which the first popcount count. cand has 16 entries of slack; out
  * holds exactly out_cap, so its last 16 entries are written with masked stores. */
-T512 static INL void classify16(__m512i k, __mmask16 valid, __m512i idx, __m512i vhi, __m512i vlo,
-                                int32_t *out, int *no, int out_cap, int32_t *cand, int *nc) {
+T512 static INL __mmask16 classify16(__m512i k, __mmask16 valid, __m512i idx, __m512i vhi, __m512i vlo,
+                                     int32_t *out, int *no, int out_cap, int32_t *cand, int *nc) {
     __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
     __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
     if (__builtin_expect(*no + 16 <= out_cap, 1))
@@ -393,6 +393,7 @@ T512 static INL void classify16(__m512i k, __mmask16 valid, __m512i idx, __m512i
     _mm512_storeu_si512(cand + *nc, _mm512_maskz_compress_epi32(mc, idx));
     *no += __builtin_popcount(mh);
     *nc += __builtin_popcount(mc);
+    return mc;
 }
 
 T512 static int classify_avx512(const float *s, int n, uint32_t t_hi, uint32_t t_lo, int32_t *out,
@@ -445,8 +446,8 @@ T512 static void list_keys_avx512(const float *s, const int32_t *list, int m, ui
     }
 }
 
-/* classify16's split over (list, keys) vectors; the kept part is compressed back into list and
- * keys at c <= i, over lanes already loaded (full 16-lane stores: both have 16 entries of slack). */
+/* classify16 over (list, keys) vectors; the kept part is compressed back into list and keys at
+ * c <= i, over lanes already loaded (full 16-lane stores: both have 16 entries of slack). */
 T512 static int split_list_avx512(int32_t *list, uint32_t *keys, int m, uint32_t t_hi, uint32_t t_lo, int32_t *out,
                                   int out_cap, int *n_keep, uint32_t *kmin, uint32_t *kmax) {
     const __m512i vhi = _mm512_set1_epi32((int)t_hi), vlo = _mm512_set1_epi32((int)t_lo);
@@ -455,21 +456,12 @@ T512 static int split_list_avx512(int32_t *list, uint32_t *keys, int m, uint32_t
     for (int i = 0; i < m; i += 16) {
         const __mmask16 valid = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
         const __m512i k = _mm512_maskz_loadu_epi32(valid, keys + i), id = _mm512_maskz_loadu_epi32(valid, list + i);
-        const __mmask16 mh = _mm512_mask_cmpgt_epu32_mask(valid, k, vhi);
-        const __mmask16 mc = _mm512_mask_cmpge_epu32_mask((__mmask16)(valid & ~mh), k, vlo);
-        const int nh = __builtin_popcount(mh);
-        if (__builtin_expect(no + 16 <= out_cap, 1)) {
-            _mm512_storeu_si512(out + no, _mm512_maskz_compress_epi32(mh, id));
-        } else {
-            if (no + nh > out_cap) return -1;
-            _mm512_mask_storeu_epi32(out + no, (__mmask16)((1u << (out_cap - no)) - 1), _mm512_maskz_compress_epi32(mh, id));
-        }
-        no += nh;
-        _mm512_storeu_si512(list + c, _mm512_maskz_compress_epi32(mc, id));
-        _mm512_storeu_si512(keys + c, _mm512_maskz_compress_epi32(mc, k));
+        const int c0 = c;
+        const __mmask16 mc = classify16(k, valid, id, vhi, vlo, out, &no, out_cap, list, &c);
+        if (__builtin_expect(no > out_cap, 0)) return -1;
+        _mm512_storeu_si512(keys + c0, _mm512_maskz_compress_epi32(mc, k));
         mn = _mm512_mask_min_epu32(mn, mc, mn, k);
         mx = _mm512_mask_max_epu32(mx, mc, mx, k);
-        c += __builtin_popcount(mc);
     }
     *n_keep = c;
     *kmin = (uint32_t)_mm512_reduce_min_epu32(mn);
